@@ -1,0 +1,1 @@
+"""The Klein resource tree: the Docker Engine API routes, middleware and handlers."""

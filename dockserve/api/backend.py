@@ -1,0 +1,32 @@
+# -*- test-case-name: tests.api.test_router -*-
+"""
+The one thing the API layer knows of what is behind it.
+
+moby's consumer-side interface (C{daemon/server/router/*/backend.go}): the
+handlers of each area name only the Protocol of that area, defined in the
+area's own module. L{dockserve.daemon.daemon.Daemon} satisfies L{Backend};
+so does L{dockserve.testing.backend.MemoryBackend}, and later the upstream
+forwarder.
+"""
+
+from typing import Protocol
+
+from dockserve.api.containers import ContainerBackend
+from dockserve.api.images import ImageBackend
+from dockserve.api.system import SystemBackend
+
+
+class Backend(Protocol):
+    """Everything the API serves, one attribute per area."""
+
+    @property
+    def system(self) -> SystemBackend:
+        """Ping, version and info facts."""
+
+    @property
+    def images(self) -> ImageBackend:
+        """The image store and its operations."""
+
+    @property
+    def containers(self) -> ContainerBackend:
+        """Containers, exec instances and networks."""

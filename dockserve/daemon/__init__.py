@@ -1,0 +1,1 @@
+"""The engine: what a container or an image is. No HTTP here."""

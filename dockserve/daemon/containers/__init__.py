@@ -1,0 +1,1 @@
+"""Containers: records, names, state machine, life cycle."""

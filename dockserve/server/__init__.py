@@ -1,0 +1,1 @@
+"""The Docker Server of the seed article: Twisted endpoints, no Docker nouns."""

@@ -1,0 +1,1 @@
+"""Verified fakes and contract suites, importable like C{treq.testing}."""

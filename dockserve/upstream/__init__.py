@@ -1,0 +1,1 @@
+"""Later: forward the API to an existing engine (dockerd, podman)."""
