@@ -10,7 +10,7 @@ C{?all=true} and C{?all=True} mean the same everywhere, and a bad value is a
 import json
 from typing import Any
 
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from dockserve.errors import InvalidParameter
 
@@ -18,7 +18,7 @@ _TRUE = frozenset({"1", "true", "True", "TRUE", "yes"})
 _FALSE = frozenset({"", "0", "false", "False", "FALSE", "no"})
 
 
-def query(request: IRequest, name: str) -> str | None:
+def query(request: Request, name: str) -> str | None:
     """
     The last value of query parameter C{name}, decoded, or C{None}.
     """
@@ -28,7 +28,7 @@ def query(request: IRequest, name: str) -> str | None:
     return bytes(values[-1]).decode("utf-8", "replace")
 
 
-def query_all(request: IRequest, name: str) -> list[str]:
+def query_all(request: Request, name: str) -> list[str]:
     """
     Every value of a repeatable query parameter (C{names=a&names=b}).
     """
@@ -38,7 +38,7 @@ def query_all(request: IRequest, name: str) -> list[str]:
     ]
 
 
-def query_bool(request: IRequest, name: str, default: bool = False) -> bool:
+def query_bool(request: Request, name: str, default: bool = False) -> bool:
     """
     A boolean query parameter as Go's C{strconv.ParseBool} reads it.
 
@@ -54,7 +54,7 @@ def query_bool(request: IRequest, name: str, default: bool = False) -> bool:
     raise InvalidParameter(f"invalid value for {name}: {value!r}: invalid syntax")
 
 
-def query_int(request: IRequest, name: str, default: int | None = None) -> int | None:
+def query_int(request: Request, name: str, default: int | None = None) -> int | None:
     """
     An integer query parameter, or C{default} when absent or empty.
 
@@ -71,7 +71,7 @@ def query_int(request: IRequest, name: str, default: int | None = None) -> int |
         ) from None
 
 
-def query_filters(request: IRequest) -> dict[str, list[str]]:
+def query_filters(request: Request) -> dict[str, list[str]]:
     """
     The C{filters} parameter: JSON C{{"key": ["v", ...]}} or the old
     C{{"key": {"v": true}}} form, as dockerd accepts both.
@@ -98,7 +98,7 @@ def query_filters(request: IRequest) -> dict[str, list[str]]:
     return result
 
 
-def json_body(request: IRequest, *, required: bool = False) -> Any:
+def json_body(request: Request, *, required: bool = False) -> Any:
     """
     The request body decoded as JSON; C{None} for an empty body.
 
@@ -116,7 +116,7 @@ def json_body(request: IRequest, *, required: bool = False) -> Any:
         raise InvalidParameter(f"invalid JSON: {e}") from None
 
 
-def json_object(request: IRequest, *, required: bool = False) -> dict[str, Any]:
+def json_object(request: Request, *, required: bool = False) -> dict[str, Any]:
     """
     The request body as a JSON object; C{{}} for an empty body.
 

@@ -7,9 +7,12 @@ through these small Protocols, so either can be tested with a fake of the
 other and neither imports the other's package.
 """
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from attrs import frozen
+
+from twisted.internet.defer import Deferred
 
 
 @frozen
@@ -60,3 +63,157 @@ class NoImageUsers:
     def containers_using(self, image_id: str) -> list[tuple[str, bool]]:  # noqa: ARG002
         """Nobody uses any image."""
         return []
+
+
+# --- The seam between containers/ (the life cycle) and runtime.py (runc + conmon) ---
+
+
+@frozen
+class RuntimeState:
+    """
+    What the OCI runtime says of a container (C{runc state}).
+
+    @ivar status: C{created}, C{running}, C{paused} or C{stopped}; C{None}
+        when the runtime does not know the container (never created, or
+        deleted).
+    @ivar pid: The container's init process on the host, 0 when none.
+    """
+
+    status: str | None
+    pid: int
+
+
+@frozen
+class ExitStatus:
+    """
+    How a container's main process ended, as conmon recorded it.
+
+    @ivar code: The exit code; 128+N for death by signal N, as Docker
+        reports it.
+    @ivar finished_at: Unix time in nanoseconds at which it exited.
+    @ivar oom_killed: The kernel's OOM killer ended it.
+    """
+
+    code: int
+    finished_at: int
+    oom_killed: bool = False
+
+
+#: An output callback: C{(stream, data)}; stream 1 is stdout, 2 stderr (a
+#: TTY has only stream 1).
+OutputCallback = Callable[[int, bytes], None]
+
+
+class Stdio(Protocol):
+    """
+    A live connection to a process's standard streams (attach or exec).
+
+    Output arrives through the L{OutputCallback} given when it was opened;
+    the C{closed} L{Deferred} fires when the output ends.
+    """
+
+    closed: Deferred[None]
+
+    def write_stdin(self, data: bytes) -> None:
+        """Send bytes to the process's stdin (dropped when stdin is not open)."""
+
+    def close_stdin(self) -> None:
+        """Half-close: the process reads end-of-file on stdin."""
+
+    def resize(self, height: int, width: int) -> None:
+        """Set the TTY size (no-op without a TTY)."""
+
+    def detach(self) -> None:
+        """Stop receiving output; the process goes on."""
+
+
+class ExecProcess(Stdio, Protocol):
+    """An exec'd process: its stdio, its pid and its end."""
+
+    pid: int
+    exited: Deferred[int]
+
+
+class Runtime(Protocol):
+    """
+    An OCI runtime driven under a monitor (runc under conmon), so that
+    containers outlive the daemon. Knows nothing of Docker's records:
+    containers/ decides what to run; this runs it.
+    """
+
+    def create(
+        self,
+        container_id: str,
+        bundle_dir: str,
+        *,
+        log_path: str,
+        tty: bool,
+        open_stdin: bool,
+    ) -> Deferred[RuntimeState]:
+        """
+        Start a monitor that creates (not starts) the container from
+        C{bundle_dir}/config.json, logging its output to C{log_path}
+        (conmon's k8s-file format). Fires once the container is created.
+
+        @raise dockserve.errors.SystemError_: with the runtime's own message
+            (for example C{exec: "nosuch": executable file not found in $PATH}).
+        """
+
+    def start(self, container_id: str) -> Deferred[None]:
+        """Start a created container's process."""
+
+    def kill(self, container_id: str, signal: int) -> Deferred[None]:
+        """Send C{signal} to the container's init process."""
+
+    def pause(self, container_id: str) -> Deferred[None]:
+        """Freeze every process of the container (cgroup freezer)."""
+
+    def resume(self, container_id: str) -> Deferred[None]:
+        """Thaw a paused container."""
+
+    def delete(self, container_id: str, *, force: bool = False) -> Deferred[None]:
+        """
+        Forget a stopped container (C{runc delete}) and its monitor files;
+        with C{force}, kill it first. Deleting an unknown container succeeds.
+        """
+
+    def state(self, container_id: str) -> Deferred[RuntimeState]:
+        """The runtime's view of the container."""
+
+    def exit_status(self, container_id: str) -> ExitStatus | None:
+        """
+        The exit status conmon recorded, or C{None} if the process has not
+        exited (or never ran). Survives a daemon restart: it is a file.
+        """
+
+    def wait_exit(self, container_id: str) -> Deferred[ExitStatus]:
+        """
+        Fires when the container's process exits (at once if it already
+        has). Works for containers created by an earlier daemon process.
+        """
+
+    def attach(self, container_id: str, on_output: OutputCallback) -> Deferred[Stdio]:
+        """Connect to a created or running container's stdio through conmon."""
+
+    def exec(
+        self,
+        container_id: str,
+        process: dict[str, Any],
+        *,
+        on_output: OutputCallback | None,
+    ) -> Deferred[ExecProcess]:
+        """
+        Run another process in a running container. C{process} is an OCI
+        runtime-spec C{process} object (args, env, cwd, user, terminal,
+        capabilities...). With C{on_output=None} the process is detached.
+        """
+
+    def stats(self, container_id: str) -> dict[str, Any]:
+        """
+        Resource use from the container's cgroups, shaped as the
+        C{/containers/{id}/stats} body's C{cpu_stats}, C{memory_stats},
+        C{pids_stats}, C{blkio_stats} members.
+        """
+
+    def known(self) -> list[str]:
+        """The IDs of every container the runtime has, for restore at start."""
