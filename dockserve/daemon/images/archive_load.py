@@ -1,0 +1,246 @@
+# -*- test-case-name: tests.daemon.images.test_service -*-
+"""
+Reading C{docker save} archives and OCI image layouts (blocking; in a thread).
+
+The archive is unpacked member by member into a private work directory
+under the store's C{tmp/}, then each image's config and layers move into
+the store. Nothing enters the index here: the service does that on the
+reactor thread once every blob and layer is durable.
+"""
+
+import json
+import shutil
+import tarfile
+from pathlib import Path
+from typing import IO, Any
+
+from attrs import frozen
+
+from dockserve.daemon.images import layers
+from dockserve.daemon.images.store import ImageStore, LayerSource, hex_of
+from dockserve.errors import InvalidParameter
+
+_INDEX_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+
+
+@frozen
+class LoadedImage:
+    """
+    An image read from an archive, stored but not yet indexed.
+
+    @ivar id: Its config digest.
+    @ivar config: The decoded config.
+    @ivar config_size: The config's size.
+    @ivar repo_tags: Full C{repo:tag} references it carried.
+    """
+
+    id: str
+    config: dict[str, Any]
+    config_size: int
+    repo_tags: tuple[str, ...]
+
+
+def _extract(src: IO[bytes], work: Path) -> None:
+    try:
+        tar = tarfile.open(fileobj=src, mode="r|*")  # noqa: SIM115
+    except tarfile.TarError as e:
+        raise InvalidParameter(f"failed to load image: invalid archive: {e}") from None
+    with tar:
+        try:
+            for member in tar:
+                parts = [p for p in member.name.split("/") if p not in ("", ".")]
+                if not parts or ".." in parts:
+                    continue
+                dest = work.joinpath(*parts)
+                if member.isdir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                    continue
+                if not member.isreg():
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                data = tar.extractfile(member)
+                if data is None:
+                    continue
+                with dest.open("wb") as out:
+                    shutil.copyfileobj(data, out, layers.CHUNK)
+        except (tarfile.TarError, EOFError) as e:
+            raise InvalidParameter(f"failed to load image: {e}") from None
+
+
+def _read_json(work: Path, name: str) -> Any:
+    path = _member(work, name)
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise InvalidParameter(f"failed to load image: invalid {name}: {e}") from None
+
+
+def _member(work: Path, name: str) -> Path:
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise InvalidParameter(f"failed to load image: invalid path {name!r}")
+    path = work.joinpath(*parts)
+    if not path.is_file():
+        raise InvalidParameter(f"failed to load image: missing {name}")
+    return path
+
+
+def _store_layer(store: ImageStore, path: Path) -> tuple[str, int]:
+    """Move or copy one layer file into the store; unpack it."""
+    with path.open("rb") as f:
+        kind = layers.sniff(f.read(8))
+    if kind == "none":
+        digest, size = layers.hash_file(path)
+        with path.open("rb") as f:
+            import os  # noqa: PLC0415
+
+            os.fsync(f.fileno())
+        store.commit_blob(path, digest)
+    else:
+        with path.open("rb") as f:
+            digest, size = store.write_blob_stream(f, decompress=True)
+    store.ensure_unpacked(digest)
+    return digest, size
+
+
+def _store_image(
+    store: ImageStore,
+    work: Path,
+    config_path: Path,
+    layer_paths: list[Path],
+    repo_tags: list[str],
+) -> LoadedImage:
+    raw = config_path.read_bytes()
+    try:
+        config = json.loads(raw)
+    except ValueError as e:
+        raise InvalidParameter(f"failed to load image: invalid config: {e}") from None
+    if not isinstance(config, dict):
+        raise InvalidParameter("failed to load image: invalid config")
+    diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+    if len(diff_ids) != len(layer_paths):
+        raise InvalidParameter(
+            "failed to load image: the config names "
+            f"{len(diff_ids)} layers, the manifest {len(layer_paths)}"
+        )
+    seen: dict[Path, str] = {}
+    for expected, path in zip(diff_ids, layer_paths, strict=True):
+        hex_of(expected)
+        if store.layer_path(expected).is_dir() and store.has_blob(expected):
+            continue
+        if path in seen:
+            got = seen[path]
+        elif not path.exists():
+            raise InvalidParameter(f"failed to load image: missing layer {path.name}")
+        else:
+            got, _ = _store_layer(store, path)
+            seen[path] = got
+        if got != expected:
+            raise InvalidParameter(
+                f"failed to load image: layer digest {got} does not match "
+                f"the config's diff ID {expected}"
+            )
+    image_id = store.put_blob(raw)
+    del work
+    from dockserve.daemon.images import reference  # noqa: PLC0415
+
+    full_tags = tuple(reference.parse(t).tagged() for t in repo_tags)
+    return LoadedImage(image_id, config, len(raw), full_tags)
+
+
+def _oci_manifests(
+    work: Path, descriptor: dict[str, Any], names: list[str]
+) -> list[tuple[dict[str, Any], list[str]]]:
+    """The image manifests under an index descriptor, with their names."""
+    media_type = descriptor.get("mediaType", "")
+    path = _member(work, "blobs/sha256/" + hex_of(descriptor.get("digest", "")))
+    body = json.loads(path.read_bytes())
+    media_type = body.get("mediaType", media_type)
+    annotations = descriptor.get("annotations") or {}
+    here = list(names)
+    name = annotations.get("io.containerd.image.name")
+    ref_name = annotations.get("org.opencontainers.image.ref.name")
+    if name:
+        here.append(name)
+    elif ref_name and (":" in ref_name or "/" in ref_name):
+        here.append(ref_name)
+    if media_type in _INDEX_TYPES or "manifests" in body:
+        found: list[tuple[dict[str, Any], list[str]]] = []
+        for child in body.get("manifests", []):
+            platform = child.get("platform") or {}
+            if platform and platform.get("os") not in (None, "linux"):
+                continue
+            if (child.get("annotations") or {}).get(
+                "vnd.docker.reference.type"
+            ) == "attestation-manifest":
+                continue
+            try:
+                found.extend(_oci_manifests(work, child, here))
+            except InvalidParameter:
+                continue
+            if found:
+                break
+        return found
+    return [(body, here)]
+
+
+def load(store: ImageStore, src: IO[bytes]) -> list[LoadedImage]:
+    """
+    Blocking: read a C{docker save} archive or an OCI layout from C{src}
+    and store its images (blobs and unpacked layers), not indexing them.
+
+    @raise InvalidParameter: For an archive that is neither.
+    """
+    work = store.temp_path("load-")
+    work.mkdir()
+    try:
+        _extract(src, work)
+        loaded: list[LoadedImage] = []
+        if (work / "manifest.json").is_file():
+            entries = _read_json(work, "manifest.json")
+            if not isinstance(entries, list):
+                raise InvalidParameter("failed to load image: invalid manifest.json")
+            for entry in entries:
+                loaded.append(
+                    _store_image(
+                        store,
+                        work,
+                        _member(work, entry["Config"]),
+                        [work / p for p in entry.get("Layers") or []],
+                        list(entry.get("RepoTags") or []),
+                    )
+                )
+        elif (work / "index.json").is_file():
+            index = _read_json(work, "index.json")
+            for descriptor in index.get("manifests", []):
+                for manifest, names in _oci_manifests(work, descriptor, []):
+                    config = manifest.get("config") or {}
+                    loaded.append(
+                        _store_image(
+                            store,
+                            work,
+                            _member(work, "blobs/sha256/" + hex_of(config["digest"])),
+                            [
+                                work / "blobs" / "sha256" / hex_of(layer["digest"])
+                                for layer in manifest.get("layers", [])
+                            ],
+                            names,
+                        )
+                    )
+        else:
+            raise InvalidParameter(
+                "failed to load image: the archive holds neither manifest.json "
+                "nor index.json"
+            )
+        layers.syncfs(store.root)
+        return loaded
+    except (KeyError, TypeError) as e:
+        raise InvalidParameter(f"failed to load image: invalid manifest: {e}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = ["LayerSource", "LoadedImage", "load"]

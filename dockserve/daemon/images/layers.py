@@ -1,0 +1,262 @@
+# -*- test-case-name: tests.daemon.images.test_layers -*-
+"""
+Layer tarballs: decompression, hashing, and unpacking for overlayfs.
+
+Everything here blocks (reads, writes, hashes large files) and runs in a
+thread, never on the reactor thread. Streams are copied in bounded chunks,
+so a layer of any size costs the same memory.
+"""
+
+import bz2
+import ctypes
+import gzip
+import hashlib
+import lzma
+import os
+import shutil
+import stat
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import zstandard
+
+from dockserve.errors import InvalidParameter
+
+#: The chunk size of every copy.
+CHUNK = 1 << 20
+
+_GZIP = b"\x1f\x8b"
+_XZ = b"\xfd7zXZ\x00"
+_ZSTD = b"\x28\xb5\x2f\xfd"
+_BZIP2 = b"BZh"
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE = ".wh..wh..opq"
+
+
+def sniff(head: bytes) -> str:
+    """The compression of a stream starting with C{head}: C{gzip}, C{xz},
+    C{zstd}, C{bzip2} or C{none}.
+    """
+    if head.startswith(_GZIP):
+        return "gzip"
+    if head.startswith(_XZ):
+        return "xz"
+    if head.startswith(_ZSTD):
+        return "zstd"
+    if head.startswith(_BZIP2):
+        return "bzip2"
+    return "none"
+
+
+class _Prefixed:
+    """A reader that first returns C{head} then the rest of C{raw}."""
+
+    def __init__(self, head: bytes, raw: IO[bytes]) -> None:
+        self._head = head
+        self._raw = raw
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            if size < 0:
+                data, self._head = self._head + self._raw.read(), b""
+                return data
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._raw.read(size)
+
+    def readable(self) -> bool:
+        return True
+
+
+def decompressed(raw: IO[bytes]) -> IO[bytes]:
+    """C{raw} decompressed by whatever compression it starts with."""
+    head = raw.read(6)
+    src: Any = _Prefixed(head, raw)
+    kind = sniff(head)
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=src, mode="rb")
+    if kind == "xz":
+        return lzma.LZMAFile(src)  # type: ignore[arg-type]
+    if kind == "zstd":
+        reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(src)
+        return reader
+    if kind == "bzip2":
+        return bz2.BZ2File(src)
+    return src  # type: ignore[no-any-return]
+
+
+def copy_hashing(
+    src: IO[bytes], dst: IO[bytes], progress: Callable[[int], None] | None = None
+) -> tuple[str, int]:
+    """
+    Copy C{src} to C{dst} in chunks.
+
+    @return: C{("sha256:<hex>", size)} of what was copied.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    while True:
+        chunk = src.read(CHUNK)
+        if not chunk:
+            break
+        digest.update(chunk)
+        dst.write(chunk)
+        size += len(chunk)
+        if progress is not None:
+            progress(size)
+    return "sha256:" + digest.hexdigest(), size
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """C{("sha256:<hex>", size)} of the file at C{path}."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return "sha256:" + digest.hexdigest(), size
+
+
+def fsync_file(f: IO[bytes]) -> None:
+    """Flush C{f} and its data to disk."""
+    f.flush()
+    os.fsync(f.fileno())
+
+
+_libc: Any = None
+
+
+def syncfs(path: Path) -> None:
+    """Flush every dirty page of the filesystem holding C{path}."""
+    global _libc  # noqa: PLW0603
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def _safe_name(name: str) -> str | None:
+    """The member's path made relative and normal, or C{None} to skip it."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        return None
+    return "/".join(parts)
+
+
+def _inside(root: str, path: str) -> bool:
+    """Whether C{path}'s parent, with symlinks resolved, lies within C{root}."""
+    parent = os.path.realpath(os.path.dirname(path))
+    return parent == root or parent.startswith(root + os.sep)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def unpack(tar_path: Path, target: Path) -> None:
+    """
+    Unpack the uncompressed layer tarball at C{tar_path} into the empty
+    directory C{target} as an overlayfs lower layer.
+
+    AUFS-style whiteouts become overlayfs ones: C{.wh.NAME} a 0/0 character
+    device C{NAME}, C{.wh..wh..opq} the C{trusted.overlay.opaque} xattr on
+    its directory. Members that would land outside C{target} (absolute
+    paths, C{..}, paths through a symlink) are skipped.
+
+    @raise InvalidParameter: When the file is not a tar archive.
+    """
+    root = os.path.realpath(target)
+    dir_times: list[tuple[str, tarfile.TarInfo]] = []
+    try:
+        tar = tarfile.open(tar_path, mode="r:")
+    except tarfile.TarError as e:
+        raise InvalidParameter(f"invalid tar header: {e}") from None
+    with tar:
+        for member in tar:
+            name = _safe_name(member.name)
+            if name is None:
+                continue
+            dest = os.path.join(root, name)
+            if not _inside(root, dest):
+                continue
+            base = os.path.basename(name)
+            parent = os.path.dirname(dest)
+            if base == OPAQUE:
+                os.makedirs(parent, exist_ok=True)
+                os.setxattr(parent, "trusted.overlay.opaque", b"y")
+                continue
+            if base.startswith(WHITEOUT_PREFIX):
+                hidden = os.path.join(parent, base[len(WHITEOUT_PREFIX) :])
+                os.makedirs(parent, exist_ok=True)
+                _remove(hidden)
+                os.mknod(hidden, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+                continue
+            os.makedirs(parent, exist_ok=True)
+            if member.isdir():
+                if os.path.lexists(dest) and not os.path.isdir(dest):
+                    os.unlink(dest)
+                os.makedirs(dest, exist_ok=True)
+                dir_times.append((dest, member))
+                _set_attrs(dest, member)
+                continue
+            _remove(dest)
+            if member.isreg():
+                src = tar.extractfile(member)
+                assert src is not None  # noqa: S101 - regular files have data
+                with open(dest, "wb") as out:  # noqa: PTH123
+                    shutil.copyfileobj(src, out, CHUNK)
+            elif member.issym():
+                os.symlink(member.linkname, dest)
+            elif member.islnk():
+                link_name = _safe_name(member.linkname)
+                if link_name is None:
+                    continue
+                source = os.path.join(root, link_name)
+                if not _inside(root, source) or not os.path.lexists(source):
+                    continue
+                os.link(source, dest, follow_symlinks=False)
+                continue
+            elif member.ischr() or member.isblk():
+                kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+                os.mknod(
+                    dest,
+                    member.mode | kind,
+                    os.makedev(member.devmajor, member.devminor),
+                )
+            elif member.isfifo():
+                os.mkfifo(dest, member.mode)
+            else:
+                continue
+            _set_attrs(dest, member)
+    # Directory times last: creating their children changed them.
+    for dest, member in reversed(dir_times):
+        os.utime(dest, (member.mtime, member.mtime))
+
+
+def _set_attrs(dest: str, member: tarfile.TarInfo) -> None:
+    os.lchown(dest, member.uid, member.gid)
+    for key, value in member.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            try:
+                os.setxattr(
+                    dest,
+                    key[len("SCHILY.xattr.") :],
+                    value.encode("utf-8", "surrogateescape"),
+                    follow_symlinks=False,
+                )
+            except OSError:
+                pass
+    if not member.issym():
+        os.chmod(dest, member.mode & 0o7777)  # noqa: PTH101
+    os.utime(dest, (member.mtime, member.mtime), follow_symlinks=False)

@@ -1,0 +1,739 @@
+# -*- test-case-name: tests.daemon.images.test_service -*-
+"""
+L{ImageService}: what C{/images} does, over the store on disk.
+
+It satisfies L{dockserve.api.images.ImageBackend} and
+L{dockserve.daemon.contracts.ImageSource}. File work runs in a thread pool;
+the index is read and changed on the reactor thread only, so requests never
+see a half-changed index.
+"""
+
+import fnmatch
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from dockserve.daemon.contracts import ImageUsers, NoImageUsers, ResolvedImage
+from dockserve.daemon.images import archive_load, archive_save, changes, reference
+from dockserve.daemon.images.store import (
+    ImageRecord,
+    ImageStore,
+    LayerSource,
+    dump_config,
+    now_rfc3339,
+)
+from dockserve.errors import Conflict, InvalidParameter, NotFound
+
+_T = TypeVar("_T")
+
+#: A progress callback: one JSON message of the stream.
+Progress = Callable[[dict[str, Any]], None]
+
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def _go_arch() -> str:
+    import os  # noqa: PLC0415
+
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(
+        machine, machine
+    )
+
+
+def _parse_time(text: str | None) -> float:
+    """Unix seconds of an RFC 3339 time (0 when unparseable)."""
+    if not text:
+        return 0.0
+    from datetime import datetime  # noqa: PLC0415
+
+    cleaned = text.replace("Z", "+00:00")
+    if "." in cleaned:
+        head, _, rest = cleaned.partition(".")
+        digits = "".join(c for c in rest if c.isdigit())
+        zone = rest[len(digits) :]
+        cleaned = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
+    try:
+        return datetime.fromisoformat(cleaned).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _rfc3339(seconds: float) -> str:
+    if not seconds:
+        return _ZERO_TIME
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + (
+        f".{int((seconds % 1) * 1e9):09d}Z"
+    )
+
+
+def short_id(image_id: str) -> str:
+    """The 12-hex short form of an ID."""
+    return image_id.removeprefix("sha256:")[:12]
+
+
+class ImageService:
+    """
+    The image area of the daemon.
+
+    @ivar store: The store on disk.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        reactor: Any,
+        threadpool: ThreadPool | None = None,
+        insecure_registries: tuple[str, ...] | list[str] = (),
+        registry_mirrors: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        self.store = ImageStore(root)
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self._users: ImageUsers = NoImageUsers()
+        self.insecure_registries = tuple(insecure_registries)
+        self.registry_mirrors = tuple(registry_mirrors)
+        self._registry: Any = None
+
+    # --- plumbing --------------------------------------------------------
+
+    def set_users(self, users: ImageUsers) -> None:
+        """Tell the store who uses images, so C{rmi} can refuse."""
+        self._users = users
+
+    def in_thread(self, f: Callable[..., _T], *args: Any) -> "Deferred[_T]":
+        """Run blocking C{f} in the thread pool."""
+        pool = self._threadpool
+        if pool is None:
+            pool = self._reactor.getThreadPool()
+        if getattr(pool, "synchronous", False):
+            return maybeDeferred(f, *args)
+        return deferToThreadPool(self._reactor, pool, f, *args)
+
+    def restore(self) -> "Deferred[None]":
+        """Sweep temporary files, load the index, collect garbage."""
+        return self.in_thread(self.store.restore)
+
+    def count(self) -> int:
+        """How many images the store holds (for C{/info})."""
+        return len(self.store.images)
+
+    # --- names -----------------------------------------------------------
+
+    def lookup(self, name: str) -> ImageRecord:
+        """
+        The image a user means by C{name}, as dockerd finds it: a reference
+        (C{busybox}, C{busybox:1.36}, C{repo@sha256:...}), a full ID, or a
+        unique prefix of one.
+
+        @raise NotFound: C{No such image: <name>}.
+        @raise InvalidParameter: For a prefix that matches several images.
+        """
+        images = self.store.images
+        bare = name.removeprefix("sha256:")
+        if reference.is_full_id(name):
+            record = images.get("sha256:" + bare)
+            if record is not None:
+                return record
+            raise NotFound(f"No such image: {name}")
+        try:
+            ref = reference.parse(name)
+        except InvalidParameter:
+            ref = None
+        if ref is not None:
+            key = ref.with_digest(ref.digest).full() if ref.digest else ref.tagged()
+            image_id = self.store.refs.get(key)
+            if image_id is not None:
+                return images[image_id]
+            if ref.digest:
+                for record in images.values():
+                    if record.manifests.get(ref.repository) == ref.digest:
+                        return record
+        if bare and all(c in "0123456789abcdef" for c in bare):
+            matches = [r for i, r in images.items() if i[7:].startswith(bare)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise InvalidParameter(
+                    f"ambiguous image ID prefix {name!r}: it matches "
+                    f"{len(matches)} images"
+                )
+        raise NotFound(f"No such image: {name}")
+
+    def resolve(self, name: str) -> ResolvedImage:
+        """L{dockserve.daemon.contracts.ImageSource.resolve}."""
+        record = self.lookup(name)
+        return ResolvedImage(
+            id=record.id,
+            config=record.config,
+            layer_dirs=tuple(str(self.store.layer_path(d)) for d in record.diff_ids),
+            repo_tags=tuple(self._repo_tags(record.id)),
+        )
+
+    def _repo_tags(self, image_id: str) -> list[str]:
+        return [
+            reference.familiar(r) for r in self.store.refs_of(image_id) if "@" not in r
+        ]
+
+    def _repo_digests(self, record: ImageRecord) -> list[str]:
+        digests = {
+            reference.familiar(r) for r in self.store.refs_of(record.id) if "@" in r
+        }
+        for repository, digest in record.manifests.items():
+            digests.add(
+                reference.parse(repository, default_tag=False)
+                .with_digest(digest)
+                .familiar()
+            )
+        return sorted(digests)
+
+    # --- reading ---------------------------------------------------------
+
+    def _size(self, record: ImageRecord) -> int:
+        return sum(self.store.layer_size(d) for d in record.diff_ids)
+
+    def _summary(self, record: ImageRecord) -> dict[str, Any]:
+        config = record.config
+        return {
+            "Id": record.id,
+            "ParentId": "",
+            "RepoTags": self._repo_tags(record.id),
+            "RepoDigests": self._repo_digests(record),
+            "Created": int(_parse_time(config.get("created"))),
+            "Size": self._size(record),
+            "SharedSize": -1,
+            "Labels": (config.get("config") or {}).get("Labels") or {},
+            "Containers": -1,
+        }
+
+    def list_images(
+        self,
+        filters: dict[str, list[str]] | None = None,
+        *,
+        all_images: bool = False,
+        digests: bool = False,
+    ) -> list[dict[str, Any]]:
+        """
+        C{GET /images/json}: summaries, newest first.
+
+        @raise InvalidParameter: For an unknown filter or a bad value.
+        """
+        del all_images, digests
+        filters = filters or {}
+        for key in filters:
+            if key not in (
+                "dangling",
+                "label",
+                "before",
+                "since",
+                "reference",
+                "until",
+            ):
+                raise InvalidParameter(f"invalid filter '{key}'")
+        records = list(self.store.images.values())
+        dangling = filters.get("dangling")
+        if dangling:
+            value = dangling[-1].lower()
+            if value not in ("true", "false", "1", "0"):
+                raise InvalidParameter(f"invalid filter 'dangling={dangling[-1]}'")
+            want = value in ("true", "1")
+            records = [r for r in records if (not self._repo_tags(r.id)) == want]
+        for label in filters.get("label", []):
+            key, eq, value = label.partition("=")
+            records = [
+                r
+                for r in records
+                if key in ((r.config.get("config") or {}).get("Labels") or {})
+                and (
+                    not eq
+                    or ((r.config.get("config") or {}).get("Labels") or {})[key]
+                    == value
+                )
+            ]
+        for key, keep in (
+            ("before", lambda a, b: a < b),
+            ("since", lambda a, b: a > b),
+        ):
+            for name in filters.get(key, []):
+                pivot = _parse_time(self.lookup(name).config.get("created"))
+                records = [
+                    r
+                    for r in records
+                    if keep(_parse_time(r.config.get("created")), pivot)
+                ]
+        patterns = filters.get("reference", [])
+        if patterns:
+            records = [r for r in records if self._matches(r, patterns)]
+        summaries = [self._summary(r) for r in records]
+        summaries.sort(key=lambda s: (s["Created"], s["Id"]), reverse=True)
+        return summaries
+
+    def _matches(self, record: ImageRecord, patterns: list[str]) -> bool:
+        for ref_text in self.store.refs_of(record.id):
+            ref = reference.parse(ref_text, default_tag=False)
+            for pattern in patterns:
+                candidates = [ref.familiar(), ref.full()]
+                if ":" not in pattern.rsplit("/", 1)[-1] and "@" not in pattern:
+                    candidates += [ref.familiar_repository, ref.repository]
+                if any(fnmatch.fnmatchcase(c, pattern) for c in candidates):
+                    return True
+        return False
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        """C{GET /images/{name}/json}."""
+        record = self.lookup(name)
+        config = record.config
+        dirs = [str(self.store.layer_path(d)) for d in record.diff_ids]
+        graph: dict[str, str] = {}
+        if dirs:
+            graph["UpperDir"] = dirs[-1]
+            graph["MergedDir"] = ""
+            graph["WorkDir"] = ""
+            if len(dirs) > 1:
+                graph["LowerDir"] = ":".join(reversed(dirs[:-1]))
+        result: dict[str, Any] = {
+            "Id": record.id,
+            "RepoTags": self._repo_tags(record.id),
+            "RepoDigests": self._repo_digests(record),
+            "Parent": "",
+            "Comment": config.get("comment", ""),
+            "Created": config.get("created", _ZERO_TIME),
+            "DockerVersion": config.get("docker_version", ""),
+            "Author": config.get("author", ""),
+            "Config": config.get("config") or {},
+            "Architecture": config.get("architecture", ""),
+            "Os": config.get("os", ""),
+            "Size": self._size(record),
+            "GraphDriver": {"Name": "overlay2", "Data": graph},
+            "RootFS": {"Type": "layers", "Layers": record.diff_ids},
+            "Metadata": {"LastTagTime": _rfc3339(record.last_tag_time)},
+        }
+        if config.get("variant"):
+            result["Variant"] = config["variant"]
+        if config.get("os.version"):
+            result["OsVersion"] = config["os.version"]
+        return result
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """C{GET /images/{name}/history}: newest first."""
+        record = self.lookup(name)
+        entries = record.config.get("history") or []
+        diff_ids = record.diff_ids
+        rows: list[dict[str, Any]] = []
+        layer = 0
+        for entry in entries:
+            size = 0
+            if not entry.get("empty_layer") and layer < len(diff_ids):
+                size = self.store.layer_size(diff_ids[layer])
+                layer += 1
+            rows.append(
+                {
+                    "Id": "<missing>",
+                    "Created": int(_parse_time(entry.get("created"))),
+                    "CreatedBy": entry.get("created_by", ""),
+                    "Tags": None,
+                    "Size": size,
+                    "Comment": entry.get("comment", ""),
+                }
+            )
+        if not rows:
+            rows.append(
+                {
+                    "Id": "<missing>",
+                    "Created": int(_parse_time(record.config.get("created"))),
+                    "CreatedBy": "",
+                    "Tags": None,
+                    "Size": self._size(record),
+                    "Comment": "",
+                }
+            )
+        rows.reverse()
+        rows[0]["Id"] = record.id
+        rows[0]["Tags"] = self._repo_tags(record.id) or None
+        return rows
+
+    # --- tags and removal -------------------------------------------------
+
+    def tag(self, name: str, repo: str, tag: str | None) -> None:
+        """
+        C{POST /images/{name}/tag}.
+
+        @raise InvalidParameter: For a bad repository or tag.
+        """
+        record = self.lookup(name)
+        if not repo:
+            raise InvalidParameter("repository name must have at least one component")
+        ref = reference.parse(repo, default_tag=False)
+        if ref.digest:
+            raise InvalidParameter("refusing to create a tag with a digest reference")
+        if tag:
+            reference.validate_tag(tag)
+            ref = ref.with_tag(tag)
+        self.store.set_ref(ref.tagged(), record.id)
+        self.store.save_index()
+
+    def _check_users(self, record: ImageRecord, force: bool, how: str) -> bool:
+        """
+        Raise dockerd's conflict when containers use the image.
+
+        @return: Whether stopped containers use it (so it must stay).
+        """
+        users = self._users.containers_using(record.id)
+        for container_id, running in users:
+            if running:
+                raise Conflict(
+                    f"conflict: unable to {how} (cannot be forced) - image is "
+                    f"being used by running container {container_id[:12]}"
+                )
+        if users and not force:
+            raise Conflict(
+                f"conflict: unable to {how} (must be forced) - image is being "
+                f"used by stopped container {users[0][0][:12]}"
+            )
+        return bool(users)
+
+    def remove(
+        self, name: str, *, force: bool = False, noprune: bool = False
+    ) -> "Deferred[list[dict[str, str]]]":
+        """
+        C{DELETE /images/{name}}: untag, and delete once nothing names it.
+
+        @raise Conflict: dockerd's messages for an image in use or named in
+            several repositories.
+        """
+        return maybeDeferred(self._remove, name, force, noprune)
+
+    def _remove(
+        self, name: str, force: bool, noprune: bool
+    ) -> "Deferred[list[dict[str, str]]]":
+        del noprune
+        record = self.lookup(name)
+        refs = self.store.refs_of(record.id)
+        by_reference = False
+        bare = name.removeprefix("sha256:")
+        by_id = reference.is_full_id(name) or (
+            all(c in "0123456789abcdef" for c in bare)
+            and record.id[7:].startswith(bare)
+        )
+        if not by_id:
+            ref = reference.parse(name)
+            key = ref.with_digest(ref.digest).full() if ref.digest else ref.tagged()
+            by_reference = key in refs
+        result: list[dict[str, str]] = []
+        if by_reference:
+            ref = reference.parse(name)
+            key = ref.with_digest(ref.digest).full() if ref.digest else ref.tagged()
+            remaining = [r for r in refs if r != key]
+            if not remaining:
+                users = self._check_users(
+                    record, force, f"remove repository reference {name!r}"
+                )
+            else:
+                users = False
+            del self.store.refs[key]
+            result.append({"Untagged": reference.familiar(key)})
+            if remaining or users:
+                self.store.save_index()
+                return maybeDeferred(lambda: result)
+        else:
+            repositories = {
+                reference.parse(r, default_tag=False).repository for r in refs
+            }
+            if len(repositories) > 1 and not force:
+                raise Conflict(
+                    f"conflict: unable to delete {short_id(record.id)} (must be "
+                    "forced) - image is referenced in multiple repositories"
+                )
+            users = self._check_users(record, force, f"delete {short_id(record.id)}")
+            for ref_text in refs:
+                del self.store.refs[ref_text]
+                result.append({"Untagged": reference.familiar(ref_text)})
+            if users:
+                self.store.save_index()
+                return maybeDeferred(lambda: result)
+        del self.store.images[record.id]
+        self.store.save_index()
+        result.append({"Deleted": record.id})
+        return self.in_thread(self.store.collect_garbage).addCallback(lambda _: result)
+
+    def prune(
+        self, filters: dict[str, list[str]] | None = None
+    ) -> "Deferred[dict[str, Any]]":
+        """C{POST /images/prune}: remove unused (by default dangling) images."""
+        filters = filters or {}
+        for key in filters:
+            if key not in ("dangling", "until", "label", "label!"):
+                raise InvalidParameter(f"invalid filter '{key}'")
+        dangling_only = True
+        if filters.get("dangling"):
+            dangling_only = filters["dangling"][-1].lower() in ("true", "1")
+        until = filters.get("until")
+        cutoff = None
+        if until:
+            try:
+                cutoff = (
+                    time.time() - _duration(until[-1])
+                    if until[-1][-1:].isalpha()
+                    else float(until[-1])
+                )
+            except ValueError:
+                cutoff = _parse_time(until[-1]) or None
+        deleted: list[dict[str, str]] = []
+        before = sum(self._size(r) for r in self.store.images.values())
+        for record in list(self.store.images.values()):
+            tags = self.store.refs_of(record.id)
+            if dangling_only and any("@" not in t for t in tags):
+                continue
+            if self._users.containers_using(record.id):
+                continue
+            if (
+                cutoff is not None
+                and _parse_time(record.config.get("created")) >= cutoff
+            ):
+                continue
+            labels = (record.config.get("config") or {}).get("Labels") or {}
+            if not all(_label_match(labels, f) for f in filters.get("label", [])):
+                continue
+            if any(_label_match(labels, f) for f in filters.get("label!", [])):
+                continue
+            for ref_text in tags:
+                del self.store.refs[ref_text]
+                deleted.append({"Untagged": reference.familiar(ref_text)})
+            del self.store.images[record.id]
+            deleted.append({"Deleted": record.id})
+        self.store.save_index()
+        after = sum(self._size(r) for r in self.store.images.values())
+
+        def report(_: object) -> dict[str, Any]:
+            return {"ImagesDeleted": deleted or None, "SpaceReclaimed": before - after}
+
+        return self.in_thread(self.store.collect_garbage).addCallback(report)
+
+    # --- import, load, save -----------------------------------------------
+
+    def import_image(
+        self,
+        source: IO[bytes],
+        *,
+        repo: str | None = None,
+        tag: str | None = None,
+        message: str = "",
+        change: list[str] | tuple[str, ...] = (),
+        platform: str | None = None,
+    ) -> "Deferred[str]":
+        """
+        C{POST /images/create?fromSrc=-}: a rootfs tarball (plain, gzip, xz,
+        zstd, bzip2) becomes a one-layer image.
+
+        @return: A L{Deferred} firing with the new image ID.
+        @raise InvalidParameter: For a bad reference, change or archive.
+        """
+        ref = None
+        if repo:
+            ref = reference.parse(repo, default_tag=False)
+            if tag:
+                reference.validate_tag(tag)
+                ref = ref.with_tag(tag)
+            elif ref.tag is None and ref.digest is None:
+                ref = ref.with_tag("latest")
+        inner = changes.apply({}, list(change))
+        os_name, arch = "linux", _go_arch()
+        if platform:
+            parts = platform.split("/")
+            os_name = parts[0] or os_name
+            if len(parts) > 1:
+                arch = parts[1]
+        self.store.begin()
+
+        def ingest() -> tuple[str, int]:
+            return self.store.ingest_layer(source)
+
+        def made(layer: tuple[str, int]) -> "Deferred[str]":
+            diff_id, _ = layer
+            created = now_rfc3339()
+            config: dict[str, Any] = {
+                "architecture": arch,
+                "config": inner,
+                "created": created,
+                "history": [
+                    {
+                        "created": created,
+                        "comment": message or "Imported from -",
+                    }
+                ],
+                "os": os_name,
+                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            }
+            if message:
+                config["comment"] = message
+            raw = dump_config(config)
+            return self.in_thread(self.store.put_blob, raw).addCallback(
+                lambda image_id: self._index(image_id, config, len(raw), ref)
+            )
+
+        d = self.in_thread(ingest).addCallback(made)
+        return d.addBoth(self._end)
+
+    def _end(self, result: _T) -> _T:
+        self.store.end()
+        return result
+
+    def _index(
+        self,
+        image_id: str,
+        config: dict[str, Any],
+        size: int,
+        ref: reference.Reference | None,
+        sources: dict[str, LayerSource] | None = None,
+    ) -> str:
+        self.store.add_image(image_id, config, size, sources)
+        if ref is not None:
+            self.store.set_ref(ref.tagged(), image_id)
+        self.store.save_index()
+        return image_id
+
+    def load(self, source: IO[bytes], *, quiet: bool = False) -> "Deferred[list[str]]":
+        """
+        C{POST /images/load}: a C{docker save} archive or an OCI layout.
+
+        @return: A L{Deferred} firing with the lines dockerd reports
+            (C{Loaded image: busybox:latest}, ...).
+        """
+        del quiet
+        self.store.begin()
+        d = self.in_thread(archive_load.load, self.store, source)
+        d.addCallback(self._loaded)
+        return d.addBoth(self._end)
+
+    def _loaded(self, images: list[archive_load.LoadedImage]) -> list[str]:
+        lines: list[str] = []
+        for image in images:
+            self.store.add_image(image.id, image.config, image.config_size)
+            for tag in image.repo_tags:
+                before = self.store.set_ref(tag, image.id)
+                if before is not None and before != image.id:
+                    lines.append(
+                        f"The image {reference.familiar(tag)} already exists, "
+                        f"renaming the old one with ID {before} to empty string"
+                    )
+                lines.append(f"Loaded image: {reference.familiar(tag)}")
+            if not image.repo_tags:
+                lines.append(f"Loaded image ID: {image.id}")
+        self.store.save_index()
+        return lines
+
+    def prepare_save(self, names: list[str]) -> list[archive_save.SaveItem]:
+        """
+        What C{docker save NAME...} will write, resolved now so a missing
+        image is a 404 before the archive starts.
+
+        @raise NotFound: For a name that names no image.
+        """
+        items: dict[str, set[str]] = {}
+        order: list[str] = []
+        for name in names:
+            record = self.lookup(name)
+            if record.id not in items:
+                items[record.id] = set()
+                order.append(record.id)
+            if reference.is_full_id(name) or record.id[7:].startswith(
+                name.removeprefix("sha256:")
+            ):
+                continue
+            ref = reference.parse(name, default_tag=False)
+            if ref.digest:
+                continue
+            if ref.tag is None:
+                for r in self.store.refs_of(record.id):
+                    if "@" not in r and r.rsplit(":", 1)[0] == ref.repository:
+                        items[record.id].add(r)
+                for r, image_id in self.store.refs.items():
+                    if "@" not in r and r.rsplit(":", 1)[0] == ref.repository:
+                        if image_id not in items:
+                            items[image_id] = set()
+                            order.append(image_id)
+                        items[image_id].add(r)
+            else:
+                items[record.id].add(ref.tagged())
+        return [
+            archive_save.SaveItem(self.store.images[i], tuple(sorted(items[i])))
+            for i in order
+        ]
+
+    def save(
+        self, items: list[archive_save.SaveItem], out: IO[bytes]
+    ) -> "Deferred[None]":
+        """Write the archive of C{items} to C{out} from a thread."""
+        self.store.begin()
+        return self.in_thread(archive_save.save, self.store, items, out).addBoth(
+            self._end
+        )
+
+    # --- registries --------------------------------------------------------
+
+    def _registry_client(self) -> Any:
+        if self._registry is None:
+            from dockserve.daemon.images.registry import Distribution  # noqa: PLC0415
+
+            self._registry = Distribution(self)
+        return self._registry
+
+    def pull(
+        self,
+        image: str,
+        tag: str | None,
+        auth: dict[str, Any] | None,
+        progress: Progress,
+        platform: str | None = None,
+    ) -> "Deferred[None]":
+        """C{POST /images/create?fromImage=}: pull from a registry."""
+        return maybeDeferred(
+            self._registry_client().pull, image, tag, auth, progress, platform
+        )
+
+    def push(
+        self,
+        name: str,
+        tag: str | None,
+        auth: dict[str, Any] | None,
+        progress: Progress,
+    ) -> "Deferred[None]":
+        """C{POST /images/{name}/push}: push to a registry."""
+        return maybeDeferred(self._registry_client().push, name, tag, auth, progress)
+
+    def search(
+        self, term: str, limit: int | None = None
+    ) -> "Deferred[list[dict[str, Any]]]":
+        """C{GET /images/search}: there is no index this daemon can reach."""
+        return maybeDeferred(self._registry_client().search, term, limit)
+
+
+def _label_match(labels: dict[str, str], spec: str) -> bool:
+    key, eq, value = spec.partition("=")
+    return key in labels and (not eq or labels[key] == value)
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    total = 0.0
+    number = ""
+    for char in text:
+        if char.isdigit() or char == ".":
+            number += char
+        elif char in units and number:
+            total += float(number) * units[char]
+            number = ""
+        else:
+            raise ValueError(text)
+    if number:
+        raise ValueError(text)
+    return total
+
+
+__all__ = ["ImageService", "json"]
