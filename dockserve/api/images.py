@@ -1,20 +1,414 @@
 # -*- test-case-name: tests.api.test_images -*-
-"""The /images endpoints: placeholder until filled in."""
+"""
+The C{/images} endpoints: list, inspect, history, tag, remove, prune,
+import, load, save, pull, push, search.
 
-from typing import Protocol
+Long operations answer with dockerd's JSON message stream (one object per
+line); an error after the stream started is an C{errorDetail} message,
+before it a plain error status. C{docker save} streams the archive from a
+thread with back-pressure, so a large image never sits in memory.
+"""
 
+import base64
+import binascii
+import json
+import threading
+from typing import IO, Any, Protocol
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.web.server import Request
+
+from dockserve.api.params import query, query_all, query_bool, query_filters, query_int
 from dockserve.api.route import Route
+from dockserve.errors import DockerError, InvalidParameter
+
+#: A callback taking one message of a progress stream.
+ProgressCallback = Any
 
 
 class ImageBackend(Protocol):
     """What the /images handlers ask of the daemon."""
 
+    def list_images(
+        self,
+        filters: dict[str, list[str]] | None = None,
+        *,
+        all_images: bool = False,
+        digests: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Image summaries (C{GET /images/json})."""
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        """C{GET /images/{name}/json}."""
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """C{GET /images/{name}/history}."""
+
+    def tag(self, name: str, repo: str, tag: str | None) -> None:
+        """C{POST /images/{name}/tag}."""
+
+    def remove(
+        self, name: str, *, force: bool = False, noprune: bool = False
+    ) -> "Deferred[list[dict[str, str]]]":
+        """C{DELETE /images/{name}}."""
+
+    def prune(
+        self, filters: dict[str, list[str]] | None = None
+    ) -> "Deferred[dict[str, Any]]":
+        """C{POST /images/prune}."""
+
+    def import_image(
+        self,
+        source: IO[bytes],
+        *,
+        repo: str | None = None,
+        tag: str | None = None,
+        message: str = "",
+        change: list[str] | tuple[str, ...] = (),
+        platform: str | None = None,
+    ) -> "Deferred[str]":
+        """C{POST /images/create?fromSrc=-}: fires with the image ID."""
+
+    def load(self, source: IO[bytes], *, quiet: bool = False) -> "Deferred[list[str]]":
+        """C{POST /images/load}: fires with the report lines."""
+
+    def prepare_save(self, names: list[str]) -> Any:
+        """Resolve what to save; raises NotFound before the stream starts."""
+
+    def save(self, items: Any, out: IO[bytes]) -> "Deferred[None]":
+        """Write the archive of C{items} to C{out} (called from a thread)."""
+
+    def pull(
+        self,
+        image: str,
+        tag: str | None,
+        auth: dict[str, Any] | None,
+        progress: ProgressCallback,
+        platform: str | None = None,
+    ) -> "Deferred[None]":
+        """C{POST /images/create?fromImage=}."""
+
+    def push(
+        self,
+        name: str,
+        tag: str | None,
+        auth: dict[str, Any] | None,
+        progress: ProgressCallback,
+    ) -> "Deferred[None]":
+        """C{POST /images/{name}/push}."""
+
+    def search(
+        self, term: str, limit: int | None = None
+    ) -> "Deferred[list[dict[str, Any]]]":
+        """C{GET /images/search}."""
+
+
+def _json_bytes(request: Request, value: Any) -> bytes:
+    request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/json"])
+    return json.dumps(value).encode("utf-8")
+
+
+def registry_auth(request: Request) -> dict[str, Any] | None:
+    """
+    The C{X-Registry-Auth} header: base64url JSON credentials, or C{None}.
+
+    @raise InvalidParameter: For a header that is not that.
+    """
+    values = request.requestHeaders.getRawHeaders(b"X-Registry-Auth")
+    if not values or not values[0].strip():
+        return None
+    raw = values[0].strip()
+    try:
+        decoded = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+        value = json.loads(decoded) if decoded.strip() else {}
+    except (binascii.Error, ValueError):
+        raise InvalidParameter("invalid X-Registry-Auth header") from None
+    if not isinstance(value, dict):
+        raise InvalidParameter("invalid X-Registry-Auth header")
+    return value
+
+
+class MessageStream:
+    """
+    dockerd's JSON message stream on a response: the status line goes out
+    with the first message, so an error before it is still a plain status.
+    """
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self.started = False
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        """Write one message."""
+        if not self.started:
+            self.started = True
+            self._request.responseHeaders.setRawHeaders(
+                b"Content-Type", [b"application/json"]
+            )
+        if self._request.finished or getattr(self._request, "_disconnected", False):
+            return
+        self._request.write(json.dumps(message).encode("utf-8") + b"\r\n")
+
+    def fail(self, error: DockerError) -> None:
+        """Report C{error} inside the stream."""
+        self({"errorDetail": {"message": error.message}, "error": error.message})
+
+
+class _ResponseWriter:
+    """
+    A file-like object a worker thread writes the archive to; each
+    megabyte goes to the response on the reactor thread, and the worker
+    waits while the client is slow (a push producer's pause).
+    """
+
+    def __init__(self, request: Request, reactor: Any) -> None:
+        self._request = request
+        self._reactor = reactor
+        self._owner = threading.get_ident()
+        self._ready = threading.Event()
+        self._ready.set()
+        self._stopped = False
+        self._buffer = bytearray()
+
+    # IPushProducer, on the reactor thread
+    def pauseProducing(self) -> None:
+        self._ready.clear()
+
+    def resumeProducing(self) -> None:
+        self._ready.set()
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+        self._ready.set()
+
+    # file-like, on the worker thread
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        if len(self._buffer) >= 1 << 20:
+            self.flush()
+        return len(data)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the client went away."""
+        return self._stopped
+
+    def flush_here(self) -> None:
+        """Flush on the reactor thread, once the worker is done."""
+        self._owner = threading.get_ident()
+        if not self._stopped:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        chunk, self._buffer = bytes(self._buffer), bytearray()
+        if threading.get_ident() == self._owner:
+            self._request.write(chunk)
+            return
+        self._ready.wait()
+        if self._stopped:
+            raise OSError("the client went away")
+        from twisted.internet.threads import blockingCallFromThread  # noqa: PLC0415
+
+        blockingCallFromThread(self._reactor, self._request.write, chunk)
+        self._ready.wait()
+        if self._stopped:
+            raise OSError("the client went away")
+
 
 class ImagesAPI:
     """The /images handlers."""
 
-    def __init__(self, backend: ImageBackend) -> None:
+    def __init__(self, backend: ImageBackend, reactor: Any = None) -> None:
         self._backend = backend
+        self._reactor = reactor
+
+    def _get_reactor(self) -> Any:
+        if self._reactor is None:
+            # The reactor that runs the request is the global one; tests that
+            # need another pass it in.
+            from twisted.internet import reactor  # noqa: PLC0415
+
+            self._reactor = reactor
+        return self._reactor
+
+    # --- reading ---------------------------------------------------------
+
+    def list_images(self, request: Request) -> list[dict[str, Any]]:
+        """C{GET /images/json}."""
+        return self._backend.list_images(
+            query_filters(request),
+            all_images=query_bool(request, "all"),
+            digests=query_bool(request, "digests"),
+        )
+
+    def inspect(self, request: Request, name: str) -> dict[str, Any]:
+        """C{GET /images/{name}/json}."""
+        del request
+        return self._backend.inspect(name)
+
+    def history(self, request: Request, name: str) -> list[dict[str, Any]]:
+        """C{GET /images/{name}/history}."""
+        del request
+        return self._backend.history(name)
+
+    # --- changing --------------------------------------------------------
+
+    def tag(self, request: Request, name: str) -> bytes:
+        """C{POST /images/{name}/tag}: 201, no body."""
+        self._backend.tag(name, query(request, "repo") or "", query(request, "tag"))
+        request.setResponseCode(201)
+        return b""
+
+    def remove(self, request: Request, name: str) -> "Deferred[bytes]":
+        """C{DELETE /images/{name}}."""
+        d = self._backend.remove(
+            name,
+            force=query_bool(request, "force"),
+            noprune=query_bool(request, "noprune"),
+        )
+        return d.addCallback(lambda result: _json_bytes(request, result))
+
+    def prune(self, request: Request) -> "Deferred[bytes]":
+        """C{POST /images/prune}."""
+        d = self._backend.prune(query_filters(request))
+        return d.addCallback(lambda result: _json_bytes(request, result))
+
+    # --- streams in --------------------------------------------------------
+
+    def create(self, request: Request) -> "Deferred[bytes | None]":
+        """C{POST /images/create}: import (C{fromSrc=-}) or pull (C{fromImage})."""
+        return ensureDeferred(self._create(request))
+
+    async def _create(self, request: Request) -> bytes | None:
+        from_src = query(request, "fromSrc")
+        from_image = query(request, "fromImage")
+        platform = query(request, "platform") or None
+        if from_src is not None:
+            if from_src != "-":
+                raise InvalidParameter(
+                    "importing from a URL is not supported; send the tarball "
+                    "as the body with fromSrc=-"
+                )
+            assert request.content is not None  # noqa: S101 - Twisted always sets it
+            request.content.seek(0)
+            image_id = await self._backend.import_image(
+                request.content,
+                repo=query(request, "repo") or None,
+                tag=query(request, "tag") or None,
+                message=query(request, "message") or "",
+                change=query_all(request, "changes"),
+                platform=platform,
+            )
+            stream = MessageStream(request)
+            stream({"status": image_id})
+            return None
+        if not from_image:
+            raise InvalidParameter("fromImage or fromSrc is required")
+        auth = registry_auth(request)
+        stream = MessageStream(request)
+        try:
+            await self._backend.pull(
+                from_image, query(request, "tag") or None, auth, stream, platform
+            )
+        except DockerError as e:
+            if not stream.started:
+                raise
+            stream.fail(e)
+        return None
+
+    def load(self, request: Request) -> "Deferred[bytes | None]":
+        """C{POST /images/load}."""
+        return ensureDeferred(self._load(request))
+
+    async def _load(self, request: Request) -> bytes | None:
+        assert request.content is not None  # noqa: S101 - Twisted always sets it
+        request.content.seek(0)
+        quiet = query_bool(request, "quiet")
+        lines = await self._backend.load(request.content, quiet=quiet)
+        stream = MessageStream(request)
+        for line in lines:
+            stream({"stream": line + "\n"})
+        if not lines:
+            stream({"stream": ""})
+        return None
+
+    # --- streams out -------------------------------------------------------
+
+    def save_one(self, request: Request, name: str) -> "Deferred[bytes | None]":
+        """C{GET /images/{name}/get}."""
+        return self._save(request, [name])
+
+    def save_many(self, request: Request) -> "Deferred[bytes | None]":
+        """C{GET /images/get?names=a&names=b}."""
+        return self._save(request, query_all(request, "names"))
+
+    def _save(self, request: Request, names: list[str]) -> "Deferred[bytes | None]":
+        if not names:
+            raise InvalidParameter("no images to save: give at least one name")
+        items = self._backend.prepare_save(names)
+        request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/x-tar"])
+        writer = _ResponseWriter(request, self._get_reactor())
+        request.registerProducer(writer, True)  # type: ignore[no-untyped-call]
+
+        d = self._backend.save(items, writer)  # type: ignore[arg-type]
+
+        def done(_: object) -> None:
+            # The worker is finished: what is left in the buffer goes out
+            # from here.
+            writer.flush_here()
+            request.unregisterProducer()  # type: ignore[no-untyped-call]
+
+        def failed(failure: Any) -> None:
+            request.unregisterProducer()  # type: ignore[no-untyped-call]
+            if writer.stopped:
+                return
+            # The archive has started: all a client can be told is that it
+            # was cut short.
+            transport = getattr(request.channel, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+            failure.trap(Exception)
+
+        d.addCallbacks(done, failed)
+        return d.addCallback(lambda _: None)
+
+    def push(self, request: Request, name: str) -> "Deferred[bytes | None]":
+        """C{POST /images/{name}/push}."""
+        return ensureDeferred(self._push(request, name))
+
+    async def _push(self, request: Request, name: str) -> bytes | None:
+        auth = registry_auth(request)
+        stream = MessageStream(request)
+        try:
+            await self._backend.push(name, query(request, "tag") or None, auth, stream)
+        except DockerError as e:
+            if not stream.started:
+                raise
+            stream.fail(e)
+        return None
+
+    def search(self, request: Request) -> "Deferred[bytes]":
+        """C{GET /images/search}."""
+        term = query(request, "term")
+        if not term:
+            raise InvalidParameter("term is required")
+        d = self._backend.search(term, query_int(request, "limit"))
+        return d.addCallback(lambda result: _json_bytes(request, result))
 
 
-ROUTES: list[Route] = []
+ROUTES: list[Route] = [
+    Route("GET", "/images/json", "list_images"),
+    Route("POST", "/images/create", "create"),
+    Route("POST", "/images/load", "load"),
+    Route("GET", "/images/get", "save_many"),
+    Route("GET", "/images/search", "search"),
+    Route("POST", "/images/prune", "prune"),
+    Route("GET", "/images/<path:name>/json", "inspect"),
+    Route("GET", "/images/<path:name>/history", "history"),
+    Route("GET", "/images/<path:name>/get", "save_one"),
+    Route("POST", "/images/<path:name>/tag", "tag"),
+    Route("POST", "/images/<path:name>/push", "push"),
+    Route("DELETE", "/images/<path:name>", "remove"),
+]

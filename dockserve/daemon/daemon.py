@@ -48,6 +48,8 @@ class Daemon:
 def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:  # noqa: ARG001
     """Build the daemon's areas for C{config}."""
     system = SystemService(config)
-    images: Any = None  # wiring: images helper replaces this line
+    from dockserve.daemon.images.service import ImageService  # noqa: PLC0415
+
+    images: Any = ImageService.for_config(config, reactor)
     containers: Any = None  # wiring: containers helper replaces this line
     return Daemon(system, images, containers)

@@ -101,6 +101,19 @@ class ImageService:
         self.registry_mirrors = tuple(registry_mirrors)
         self._registry: Any = None
 
+    @classmethod
+    def for_config(cls, config: Any, reactor: Any) -> "ImageService":
+        """
+        The service for a L{dockserve.daemon.config.DaemonConfig}: the store
+        under C{<data-root>/image}, its registry settings.
+        """
+        return cls(
+            Path(config.data_root) / "image",
+            reactor,
+            insecure_registries=config.insecure_registries,
+            registry_mirrors=config.registry_mirrors,
+        )
+
     # --- plumbing --------------------------------------------------------
 
     def set_users(self, users: ImageUsers) -> None:
