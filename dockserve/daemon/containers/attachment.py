@@ -1,0 +1,102 @@
+# -*- test-case-name: tests.daemon.containers.test_service -*-
+"""
+A client's attach to a container's stdio, which may begin before the
+container starts.
+
+C{docker run} attaches before it starts the container, so that no output
+is lost; the runtime can only attach to a container it has created. An
+L{Attachment} is therefore made at once and connected to the runtime's
+L{Stdio} when the container is created, with any stdin the client sent
+meanwhile held until then.
+"""
+
+from twisted.internet.defer import Deferred
+
+from dockserve.daemon.contracts import OutputCallback, Stdio
+
+
+class Attachment:
+    """
+    One attached client.
+
+    @ivar tty: The container has a TTY: output is one raw stream.
+    @ivar closed: Fires when the output ends (the container's process
+        exited, the client detached, or the attach was refused).
+    """
+
+    def __init__(
+        self,
+        on_output: OutputCallback,
+        *,
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> None:
+        self.tty = tty
+        self.closed: Deferred[None] = Deferred()
+        self._on_output = on_output
+        self._stdin = stdin
+        self._streams = {1} if stdout else set()
+        if stderr:
+            self._streams.add(2)
+        self._stdio: Stdio | None = None
+        self._pending: list[bytes] = []
+        self._stdin_closed = False
+        self._size: tuple[int, int] | None = None
+
+    def output(self, stream: int, data: bytes) -> None:
+        """The runtime's output callback: forward the streams asked for."""
+        if self.closed.called:
+            return
+        if self.tty or stream in self._streams:
+            self._on_output(1 if self.tty else stream, data)
+
+    def connect(self, stdio: Stdio) -> None:
+        """Join the runtime's stdio; deliver what was held."""
+        if self.closed.called:
+            stdio.detach()
+            return
+        self._stdio = stdio
+        for data in self._pending:
+            stdio.write_stdin(data)
+        self._pending = []
+        if self._size is not None:
+            stdio.resize(*self._size)
+        if self._stdin_closed:
+            stdio.close_stdin()
+        stdio.closed.addBoth(lambda _: self.finish())
+
+    def write_stdin(self, data: bytes) -> None:
+        """Bytes the client typed; dropped unless it attached stdin."""
+        if not self._stdin or self._stdin_closed:
+            return
+        if self._stdio is None:
+            self._pending.append(data)
+        else:
+            self._stdio.write_stdin(data)
+
+    def close_stdin(self) -> None:
+        """The client half-closed: the container reads end-of-file."""
+        if not self._stdin or self._stdin_closed:
+            return
+        self._stdin_closed = True
+        if self._stdio is not None:
+            self._stdio.close_stdin()
+
+    def resize(self, height: int, width: int) -> None:
+        """Set the TTY size, now or when connected."""
+        self._size = (height, width)
+        if self._stdio is not None:
+            self._stdio.resize(height, width)
+
+    def detach(self) -> None:
+        """The client went away or typed the detach keys; the process goes on."""
+        if self._stdio is not None:
+            self._stdio.detach()
+        self.finish()
+
+    def finish(self) -> None:
+        """End the output stream (idempotent)."""
+        if not self.closed.called:
+            self.closed.callback(None)

@@ -1,0 +1,1308 @@
+# -*- test-case-name: tests.daemon.containers.test_service -*-
+"""
+L{ContainerService}: the life of every container, from create to remove.
+
+It keeps the records (L{dockserve.daemon.containers.record}), decides what
+runs and when (start, stop, kill, restart policies, AutoRemove), and asks
+the L{Runtime} (runc under conmon) to do it. It knows no HTTP: the API
+layer calls it through L{dockserve.api.containers.ContainerBackend}.
+
+Every change of state is on disk before the caller is answered; a
+container's process is watched through the runtime's exit files, so one
+that exits while the daemon is down shows its true exit code at the next
+start (L{ContainerService.restore}).
+"""
+
+import contextlib
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from attrs import evolve
+
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    succeed,
+)
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from dockserve.daemon import network
+from dockserve.daemon.containers import configs, names, record, restart
+from dockserve.daemon.containers.attachment import Attachment
+from dockserve.daemon.containers.bundles import Bundles
+from dockserve.daemon.containers.execs import ExecInstance, build_process
+from dockserve.daemon.containers.record import ContainerRecord, rfc3339
+from dockserve.daemon.containers.signals import parse_signal
+from dockserve.daemon.contracts import (
+    ExitStatus,
+    ImageSource,
+    OutputCallback,
+    Runtime,
+)
+from dockserve.errors import (
+    Conflict,
+    DockerError,
+    InvalidParameter,
+    NotFound,
+    NotModified,
+    SystemError_,
+)
+
+#: The seconds C{docker stop} waits before SIGKILL when nothing says otherwise.
+DEFAULT_STOP_TIMEOUT = 10
+
+#: The log file of a container, in its directory (conmon's k8s-file format).
+LOG_FILE = "container.log"
+
+_log = Logger()
+
+
+class _Container:
+    """
+    A container's record and the live things that go with it.
+
+    @ivar record: The last saved record.
+    @ivar directory: C{<root>/<id>}.
+    @ivar pending: Attachments waiting for the next start.
+    @ivar exit_waiters: Fired with the exit code at the next exit.
+    @ivar removal_waiters: Fired when the container is removed.
+    @ivar generation: Counts starts, so a stale exit is ignored.
+    @ivar busy: A start, stop or remove in progress.
+    @ivar cleanup: Fires when the last run's runtime state and mounts are
+        released.
+    """
+
+    def __init__(self, rec: ContainerRecord, directory: Path) -> None:
+        self.record = rec
+        self.directory = directory
+        self.pending: list[Attachment] = []
+        self.exit_waiters: list[Deferred[int]] = []
+        self.removal_waiters: list[Deferred[int]] = []
+        self.generation = 0
+        self.busy: Deferred[None] | None = None
+        self.cleanup: Deferred[None] = succeed(None)
+        self.backoff = restart.Backoff()
+        self.restart_call: IDelayedCall | None = None
+        self.started_at = 0.0
+        self.exec_ids: list[str] = []
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+
+def _human_duration(seconds: float) -> str:
+    """Docker's C{units.HumanDuration}, for C{Up 3 seconds}."""
+    whole = int(seconds)
+    if whole < 1:
+        return "Less than a second"
+    if whole == 1:
+        return "1 second"
+    if whole < 60:
+        return f"{whole} seconds"
+    minutes = whole // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(seconds / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+def _start_error(message: str) -> tuple[int, DockerError]:
+    """
+    The exit code and error dockerd gives when the runtime cannot start
+    the process (moby's C{translateContainerdStartErr}).
+    """
+    lowered = message.lower()
+    if "executable file not found" in lowered or "no such file or directory" in lowered:
+        return 127, InvalidParameter(message)
+    if "permission denied" in lowered:
+        return 126, InvalidParameter(message)
+    return 128, SystemError_(message)
+
+
+class ContainerService:
+    """
+    Containers, their exec instances and their networks, as the API sees
+    them.
+    """
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        exec_root: Path,
+        images: ImageSource,
+        runtime: Runtime,
+        bundles: Bundles,
+        reactor: IReactorTime,
+        threadpool: ThreadPool | None = None,
+        threadpool_reactor: Any = None,
+    ) -> None:
+        """
+        @param root: Where container directories live (records, logs,
+            upper directories): C{<data-root>/containers}.
+        @param exec_root: Where what need not survive a reboot lives.
+        @param threadpool: For removing container directories off the
+            reactor thread; C{None} removes them inline (tests).
+        """
+        self._root = root
+        self._exec_root = exec_root
+        self._images = images
+        self._runtime = runtime
+        self._bundles = bundles
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self._threadpool_reactor = threadpool_reactor
+        self._containers: dict[str, _Container] = {}
+        self._names: dict[str, str] = {}
+        self._execs: dict[str, ExecInstance] = {}
+
+    # --- helpers -----------------------------------------------------------
+
+    def _now(self) -> str:
+        return rfc3339(int(self._reactor.seconds() * 1_000_000_000))
+
+    def _get(self, reference: str) -> _Container:
+        found = names.lookup(reference, self._containers, self._names)
+        return self._containers[found]
+
+    def _save(self, c: _Container, rec: ContainerRecord) -> None:
+        c.record = rec
+        record.save(c.directory, rec)
+
+    def _in_thread(self, work: Callable[[], None]) -> Deferred[None]:
+        if self._threadpool is None:
+            work()
+            return succeed(None)
+        return deferToThreadPool(self._threadpool_reactor, self._threadpool, work)
+
+    def log_path(self, reference: str) -> Path:
+        """The conmon log file of a container."""
+        return self._get(reference).directory / LOG_FILE
+
+    def directory(self, reference: str) -> Path:
+        """A container's own directory."""
+        return self._get(reference).directory
+
+    def rootfs(self, reference: str) -> Path:
+        """Where a container's root filesystem is mounted while it runs."""
+        c = self._get(reference)
+        return self._bundles.rootfs(c.directory)
+
+    def upper(self, reference: str) -> Path:
+        """A container's own changes (the overlayfs upper directory)."""
+        c = self._get(reference)
+        return self._bundles.upper(c.directory)
+
+    def resolve(self, reference: str) -> ContainerRecord:
+        """The record of the container a user means by C{reference}."""
+        return self._get(reference).record
+
+    # --- create ------------------------------------------------------------
+
+    def create(self, name: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        """
+        C{POST /containers/create}: make the record, on disk before return.
+
+        @raise InvalidParameter: Bad name or settings.
+        @raise Conflict: The name is taken.
+        @raise NotFound: C{No such image: ...}.
+        """
+        config, host_config, networking = configs.check(body)
+        if name:
+            full_name = names.validate(name)
+            owner = self._names.get(full_name)
+            if owner is not None:
+                raise names.name_conflict(full_name, owner)
+        image_name = config.get("Image") or ""
+        if not image_name:
+            raise InvalidParameter(
+                "config cannot be empty in order to create a container"
+            )
+        image = self._images.resolve(image_name)
+        merged = configs.merge(config, image.config)
+        command = (merged.get("Entrypoint") or []) + (merged.get("Cmd") or [])
+        if not command:
+            raise InvalidParameter("no command specified")
+        container_id = names.new_id(lambda i: i in self._containers)
+        if not name:
+            full_name = names.random_name(lambda n: n in self._names)
+        if not merged.get("Hostname"):
+            merged["Hostname"] = container_id[:12]
+        host_config = dict(host_config)
+        host_config["NetworkMode"] = host_config.get("NetworkMode") or "bridge"
+        if host_config["NetworkMode"] == "default":
+            host_config["NetworkMode"] = "bridge"
+        host_config.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
+        host_config.setdefault("LogConfig", {"Type": "k8s-file", "Config": {}})
+        rec = ContainerRecord(
+            id=container_id,
+            name=full_name,
+            created=self._now(),
+            image=image_name,
+            image_id=image.id,
+            config=merged,
+            host_config=host_config,
+            networking_config=networking,
+            path=command[0],
+            args=tuple(command[1:]),
+        )
+        directory = self._root / container_id
+        directory.mkdir(parents=True, exist_ok=False)
+        c = _Container(rec, directory)
+        self._save(c, rec)
+        self._containers[container_id] = c
+        self._names[full_name] = container_id
+        warnings: list[str] = []
+        return {"Id": container_id, "Warnings": warnings}
+
+    # --- start -------------------------------------------------------------
+
+    def start(self, reference: str) -> Deferred[None]:
+        """
+        C{POST /containers/{id}/start}.
+
+        @raise NotModified: Already running.
+        @raise Conflict: Paused or being removed.
+        """
+        c = self._get(reference)
+        status = c.record.state.status
+        if status == "paused":
+            raise Conflict("cannot start a paused container, try unpause instead")
+        if status == "running" or c.busy is not None:
+            raise NotModified("container already started")
+        if status in {"removing", "dead"}:
+            raise Conflict(
+                f"container {c.id} is marked for removal and cannot be started"
+            )
+        if c.restart_call is not None and c.restart_call.active():
+            c.restart_call.cancel()
+            c.restart_call = None
+        c.backoff.reset()
+        self._save(c, evolve(c.record, manually_stopped=False, restart_count=0))
+        return self._guarded(c, self._start(c))
+
+    def _guarded(self, c: _Container, work: Deferred[None]) -> Deferred[None]:
+        done: Deferred[None] = Deferred()
+        c.busy = done
+
+        def release(result: object) -> object:
+            c.busy = None
+            done.callback(None)
+            return result
+
+        work.addBoth(release)
+        return work
+
+    def _start(self, c: _Container) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._start_async(c))
+
+    async def _start_async(self, c: _Container) -> None:
+        await c.cleanup
+        image = self._images.resolve(c.record.image_id)
+        bundle = await self._bundles.prepare(c.directory, c.record, image)
+        tty = bool(c.record.config.get("Tty"))
+        try:
+            state = await self._runtime.create(
+                c.id,
+                bundle,
+                log_path=str(c.directory / LOG_FILE),
+                tty=tty,
+                open_stdin=bool(c.record.config.get("OpenStdin")),
+            )
+            pending, c.pending = c.pending, []
+            for attachment in pending:
+                stdio = await self._runtime.attach(c.id, attachment.output)
+                attachment.connect(stdio)
+            await self._runtime.start(c.id)
+        except DockerError as e:
+            await self._abandon_start(c, e.message)
+            code, error = _start_error(e.message)
+            self._save(
+                c,
+                c.record.with_state(
+                    status="exited" if c.record.has_been_started else "created",
+                    exit_code=code,
+                    error=e.message,
+                    pid=0,
+                ),
+            )
+            raise error from None
+        c.generation += 1
+        c.started_at = self._reactor.seconds()
+        pid = state.pid
+        with contextlib.suppress(DockerError):
+            pid = (await self._runtime.state(c.id)).pid or pid
+        self._save(
+            c,
+            evolve(
+                c.record.with_state(
+                    status="running",
+                    pid=pid,
+                    exit_code=0,
+                    error="",
+                    oom_killed=False,
+                    started_at=self._now(),
+                ),
+                has_been_started=True,
+            ),
+        )
+        self._watch(c)
+
+    async def _abandon_start(self, c: _Container, message: str) -> None:
+        for attachment in c.pending:
+            attachment.finish()
+        c.pending = []
+        try:
+            await self._runtime.delete(c.id, force=True)
+        except DockerError:
+            _log.warn("runtime delete after failed start: {message}", message=message)
+        await self._bundles.release(c.directory, c.record)
+
+    def _watch(self, c: _Container) -> None:
+        generation = c.generation
+        watching = self._runtime.wait_exit(c.id)
+        watching.addCallback(self._exited, c, generation)
+        watching.addErrback(
+            lambda f: _log.failure("watching container {id}", f, id=c.id)
+        )
+
+    def _exited(self, status: ExitStatus, c: _Container, generation: int) -> None:
+        if generation != c.generation or self._containers.get(c.id) is not c:
+            return
+        ran_for = self._reactor.seconds() - c.started_at
+        rec = c.record.with_state(
+            status="exited",
+            pid=0,
+            exit_code=status.code,
+            oom_killed=status.oom_killed,
+            finished_at=rfc3339(status.finished_at)
+            if status.finished_at
+            else self._now(),
+        )
+        policy = restart.parse(rec.host_config)
+        will_restart = policy.should_restart(
+            status.code, rec.restart_count, rec.manually_stopped
+        )
+        if will_restart:
+            rec = evolve(
+                rec.with_state(status="restarting"),
+                restart_count=rec.restart_count + 1,
+            )
+        self._save(c, rec)
+        c.cleanup = self._release(c)
+        waiters, c.exit_waiters = c.exit_waiters, []
+        for waiter in waiters:
+            waiter.callback(status.code)
+        if will_restart:
+            delay = c.backoff.next_delay(ran_for)
+            c.restart_call = self._reactor.callLater(delay, self._restart_now, c)
+        elif rec.host_config.get("AutoRemove"):
+            c.cleanup.addCallback(lambda _: self._remove(c, volumes=True))
+
+    def _release(self, c: _Container) -> Deferred[None]:
+        async def release() -> None:
+            try:
+                await self._runtime.delete(c.id)
+            except DockerError as e:
+                _log.warn("runtime delete {id}: {e}", id=c.id, e=e.message)
+            try:
+                await self._bundles.release(c.directory, c.record)
+            except DockerError as e:
+                _log.warn("release bundle {id}: {e}", id=c.id, e=e.message)
+
+        return Deferred.fromCoroutine(release())
+
+    def _restart_now(self, c: _Container) -> None:
+        c.restart_call = None
+        if self._containers.get(c.id) is not c or c.record.state.status != "restarting":
+            return
+
+        def failed(failure: Any) -> None:
+            _log.failure("restarting container {id}", failure, id=c.id)
+
+        self._guarded(c, self._start(c)).addErrback(failed)
+
+    # --- stop, kill, restart ----------------------------------------------
+
+    def _next_exit(self, c: _Container) -> Deferred[int]:
+        waiter: Deferred[int] = Deferred()
+        c.exit_waiters.append(waiter)
+        return waiter
+
+    def stop(
+        self, reference: str, signal: str | None = None, timeout: int | None = None
+    ) -> Deferred[None]:
+        """
+        C{POST /containers/{id}/stop}: StopSignal, then SIGKILL after the
+        timeout (C{-1}: wait for ever).
+
+        @raise NotModified: Not running.
+        """
+        c = self._get(reference)
+        if c.record.state.status == "restarting":
+            self._cancel_restart(c)
+            return succeed(None)
+        if not c.record.state.running:
+            raise NotModified("container already stopped")
+        number = parse_signal(signal or c.record.config.get("StopSignal") or "SIGTERM")
+        if timeout is None:
+            timeout = c.record.config.get("StopTimeout")
+        if timeout is None:
+            timeout = DEFAULT_STOP_TIMEOUT
+        self._save(c, evolve(c.record, manually_stopped=True))
+        return Deferred.fromCoroutine(self._stop(c, number, timeout))
+
+    def _cancel_restart(self, c: _Container) -> None:
+        if c.restart_call is not None and c.restart_call.active():
+            c.restart_call.cancel()
+        c.restart_call = None
+        self._save(
+            c,
+            evolve(c.record.with_state(status="exited"), manually_stopped=True),
+        )
+
+    async def _stop(self, c: _Container, number: int, grace: int) -> None:
+        exited = self._next_exit(c)
+        paused = c.record.state.status == "paused"
+        try:
+            await self._runtime.kill(c.id, number)
+            if paused:
+                await self._runtime.resume(c.id)
+        except DockerError:
+            if not c.record.state.running:
+                return
+        if grace >= 0:
+            timer = self._reactor.callLater(grace, exited.cancel)
+            try:
+                await exited
+            except CancelledError:
+                pass
+            else:
+                return
+            finally:
+                if timer.active():
+                    timer.cancel()
+            exited = self._next_exit(c)
+            try:
+                await self._runtime.kill(c.id, 9)
+            except DockerError:
+                if not c.record.state.running:
+                    return
+        await exited
+
+    def kill(self, reference: str, signal: str | None = None) -> Deferred[None]:
+        """
+        C{POST /containers/{id}/kill}.
+
+        @raise Conflict: Not running.
+        @raise InvalidParameter: Unknown signal.
+        """
+        c = self._get(reference)
+        number = parse_signal(signal or "SIGKILL")
+        if not c.record.state.running:
+            raise Conflict(
+                f"Cannot kill container: {reference}: container {c.id} is not running"
+            )
+        if number == 9:
+            self._save(c, evolve(c.record, manually_stopped=True))
+
+        async def kill() -> None:
+            await self._runtime.kill(c.id, number)
+            if number == 9 and c.record.state.status == "paused":
+                await self._runtime.resume(c.id)
+
+        return Deferred.fromCoroutine(kill())
+
+    def restart(
+        self, reference: str, signal: str | None = None, timeout: int | None = None
+    ) -> Deferred[None]:
+        """C{POST /containers/{id}/restart}: stop if running, then start."""
+        c = self._get(reference)
+
+        async def restart_it() -> None:
+            if c.record.state.running:
+                await self.stop(reference, signal, timeout)
+            elif c.record.state.status == "restarting":
+                self._cancel_restart(c)
+            await c.cleanup
+            await self.start(c.id)
+
+        return Deferred.fromCoroutine(restart_it())
+
+    # --- wait ---------------------------------------------------------------
+
+    def wait(self, reference: str, condition: str | None) -> Deferred[dict[str, Any]]:
+        """
+        C{POST /containers/{id}/wait}: C{not-running} (default),
+        C{next-exit} or C{removed}.
+
+        Raises at once for an unknown container or condition, so the API
+        can answer before it starts the response.
+        """
+        condition = condition or "not-running"
+        if condition not in {"not-running", "next-exit", "removed"}:
+            raise InvalidParameter(
+                f"invalid condition: {condition!r}".replace("'", '"')
+            )
+        c = self._get(reference)
+        waiter: Deferred[int]
+        if condition == "removed":
+            waiter = Deferred()
+            c.removal_waiters.append(waiter)
+        elif (
+            condition == "not-running"
+            and not c.record.state.running
+            and (c.record.state.status != "restarting")
+        ):
+            waiter = succeed(c.record.state.exit_code)
+        else:
+            waiter = self._next_exit(c)
+
+        def result(code: int) -> dict[str, Any]:
+            body: dict[str, Any] = {"StatusCode": code}
+            error = c.record.state.error
+            if error:
+                body["Error"] = {"Message": error}
+            return body
+
+        return waiter.addCallback(result)
+
+    # --- remove -----------------------------------------------------------
+
+    def remove(
+        self, reference: str, *, force: bool = False, volumes: bool = False
+    ) -> Deferred[None]:
+        """
+        C{DELETE /containers/{id}}.
+
+        @raise Conflict: Running (or paused) without C{force}.
+        """
+        c = self._get(reference)
+        status = c.record.state.status
+        if status == "removing":
+            raise Conflict(f"removal of container {c.id} is already in progress")
+        if c.record.state.running and not force:
+            reason = (
+                "container is paused and must be unpaused first"
+                if status == "paused"
+                else "container is running: stop the container before removing "
+                "or force remove"
+            )
+            raise Conflict(f'cannot remove container "{c.record.name}": {reason}')
+        if status == "restarting" and not force:
+            raise Conflict(
+                f'cannot remove container "{c.record.name}": container is restarting: '
+                "stop the container before removing or force remove"
+            )
+
+        async def remove_it() -> None:
+            if c.restart_call is not None and c.restart_call.active():
+                c.restart_call.cancel()
+            if c.record.state.running:
+                self._save(c, evolve(c.record, manually_stopped=True))
+                exited = self._next_exit(c)
+                await self._runtime.kill(c.id, 9)
+                if c.record.state.status == "paused":
+                    await self._runtime.resume(c.id)
+                await exited
+            await c.cleanup
+            await self._remove(c, volumes=volumes)
+
+        return Deferred.fromCoroutine(remove_it())
+
+    def _remove(self, c: _Container, *, volumes: bool) -> Deferred[None]:
+        del volumes  # No volumes of their own yet: anonymous volumes come later.
+        if self._containers.get(c.id) is not c:
+            return succeed(None)
+        self._save(c, c.record.with_state(status="removing"))
+
+        async def remove_it() -> None:
+            for exec_id in c.exec_ids:
+                self._execs.pop(exec_id, None)
+            for attachment in c.pending:
+                attachment.finish()
+            c.pending = []
+            try:
+                await self._runtime.delete(c.id, force=True)
+            except DockerError as e:
+                _log.warn("runtime delete {id}: {e}", id=c.id, e=e.message)
+            # The record goes first: a crash half-way leaves no container
+            # that points at half a directory.
+            record_path = c.directory / record.RECORD_FILE
+            await self._in_thread(lambda: _remove_tree(c.directory, record_path))
+            self._containers.pop(c.id, None)
+            if self._names.get(c.record.name) == c.id:
+                del self._names[c.record.name]
+            waiters, c.removal_waiters = c.removal_waiters, []
+            for waiter in waiters:
+                waiter.callback(c.record.state.exit_code)
+            exits, c.exit_waiters = c.exit_waiters, []
+            for waiter in exits:
+                waiter.callback(c.record.state.exit_code)
+
+        return Deferred.fromCoroutine(remove_it())
+
+    # --- pause, rename, update ---------------------------------------------
+
+    def pause(self, reference: str) -> Deferred[None]:
+        """C{POST /containers/{id}/pause} (cgroup freezer)."""
+        c = self._get(reference)
+        if c.record.state.status == "paused":
+            raise Conflict(f"container {c.id} is already paused")
+        if c.record.state.status != "running":
+            raise Conflict(f"container {c.id} is not running")
+
+        async def pause_it() -> None:
+            await self._runtime.pause(c.id)
+            self._save(c, c.record.with_state(status="paused"))
+
+        return Deferred.fromCoroutine(pause_it())
+
+    def unpause(self, reference: str) -> Deferred[None]:
+        """C{POST /containers/{id}/unpause}."""
+        c = self._get(reference)
+        if c.record.state.status != "paused":
+            raise Conflict(f"container {c.id} is not paused")
+
+        async def unpause_it() -> None:
+            await self._runtime.resume(c.id)
+            self._save(c, c.record.with_state(status="running"))
+
+        return Deferred.fromCoroutine(unpause_it())
+
+    def rename(self, reference: str, new_name: str | None) -> None:
+        """
+        C{POST /containers/{id}/rename?name=}.
+
+        @raise InvalidParameter: Missing, invalid or unchanged name.
+        @raise Conflict: The name is taken.
+        """
+        c = self._get(reference)
+        if not new_name:
+            raise InvalidParameter("Neither old nor new names may be empty")
+        full = names.validate(new_name)
+        if full == c.record.name:
+            raise InvalidParameter(
+                "Renaming a container with the same name as its current name"
+            )
+        owner = self._names.get(full)
+        if owner is not None:
+            raise names.name_conflict(full, owner)
+        old = c.record.name
+        self._save(c, evolve(c.record, name=full))
+        del self._names[old]
+        self._names[full] = c.id
+
+    def update(self, reference: str, body: dict[str, Any]) -> dict[str, Any]:
+        """
+        C{POST /containers/{id}/update}: the resources and restart policy
+        kept for the next start.
+        """
+        c = self._get(reference)
+        allowed = {
+            "Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares",
+            "CpuPeriod", "CpuQuota", "CpusetCpus", "CpusetMems", "PidsLimit",
+            "BlkioWeight", "KernelMemory", "RestartPolicy",
+        }  # fmt: skip
+        merged = dict(c.record.host_config)
+        merged.update({k: v for k, v in body.items() if k in allowed and v is not None})
+        configs.check({"HostConfig": merged, "Image": c.record.image})
+        if merged.get("AutoRemove") and restart.parse(merged).name != "no":
+            raise InvalidParameter(
+                "Restart policy cannot be updated because AutoRemove is enabled "
+                "for the container"
+            )
+        self._save(c, evolve(c.record, host_config=merged))
+        warnings: list[str] = []
+        return {"Warnings": warnings}
+
+    # --- attach -------------------------------------------------------------
+
+    def attach(
+        self,
+        reference: str,
+        on_output: OutputCallback,
+        *,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        stream: bool,
+    ) -> Attachment:
+        """
+        C{POST /containers/{id}/attach}: connect now if running, at the next
+        start otherwise (C{docker run} and C{docker start -a} attach first).
+        """
+        c = self._get(reference)
+        if c.record.state.status == "paused" and stream:
+            pass  # dockerd attaches to a paused container; output resumes with it.
+        attachment = Attachment(
+            on_output,
+            tty=bool(c.record.config.get("Tty")),
+            stdin=stdin and bool(c.record.config.get("OpenStdin")),
+            stdout=stdout,
+            stderr=stderr,
+        )
+        if not stream:
+            attachment.finish()
+            return attachment
+        if c.record.state.running and c.busy is None:
+            connecting = self._runtime.attach(c.id, attachment.output)
+            connecting.addCallbacks(attachment.connect, lambda _: attachment.finish())
+        else:
+            c.pending.append(attachment)
+        return attachment
+
+    def resize(self, reference: str, height: int, width: int) -> None:
+        """
+        C{POST /containers/{id}/resize}: the TTY size of the container.
+
+        @raise Conflict: Not running.
+        """
+        c = self._get(reference)
+        if not c.record.state.running:
+            raise Conflict(f"Container {c.id} is not running")
+
+        def resize(stdio: Any) -> None:
+            stdio.resize(height, width)
+            stdio.detach()
+
+        self._runtime.attach(c.id, lambda _s, _d: None).addCallbacks(
+            resize, lambda f: _log.failure("resize {id}", f, id=c.id)
+        )
+
+    # --- exec ----------------------------------------------------------------
+
+    def exec_create(self, reference: str, body: dict[str, Any]) -> dict[str, Any]:
+        """
+        C{POST /containers/{id}/exec}.
+
+        @raise Conflict: Not running, or paused.
+        """
+        c = self._get(reference)
+        self._check_exec_target(c)
+        cmd = body.get("Cmd")
+        if isinstance(cmd, str):
+            cmd = [cmd]
+        if not cmd:
+            raise InvalidParameter("No exec command specified")
+        instance = ExecInstance.from_request(
+            names.new_id(lambda i: i in self._execs), c.id, body, cmd
+        )
+        self._execs[instance.id] = instance
+        c.exec_ids.append(instance.id)
+        return {"Id": instance.id}
+
+    def _check_exec_target(self, c: _Container) -> None:
+        if c.record.state.status == "paused":
+            raise Conflict(
+                f"Container {c.id} is paused, unpause the container before exec"
+            )
+        if not c.record.state.running:
+            raise Conflict(f"container {c.id} is not running")
+
+    def _exec(self, exec_id: str) -> ExecInstance:
+        instance = self._execs.get(exec_id)
+        if instance is None:
+            raise NotFound(f"No such exec instance: {exec_id}")
+        return instance
+
+    def exec_start(
+        self,
+        exec_id: str,
+        on_output: OutputCallback | None,
+    ) -> Deferred[ExecInstance]:
+        """
+        C{POST /exec/{id}/start}: run the process; C{on_output=None} detaches.
+        Fires once the process runs; C{instance.exited} fires at its end.
+        """
+        instance = self._exec(exec_id)
+        if instance.running or instance.started:
+            raise Conflict(f"Error: Exec command {exec_id} is already running")
+        c = self._containers.get(instance.container_id)
+        if c is None:
+            raise NotFound(f"No such container: {instance.container_id}")
+        self._check_exec_target(c)
+        instance.started = True
+        process = build_process(
+            c.directory / "config.json", self._bundles.rootfs(c.directory), instance
+        )
+
+        async def run() -> ExecInstance:
+            try:
+                proc = await self._runtime.exec(c.id, process, on_output=on_output)
+            except DockerError as e:
+                code, error = _start_error(e.message)
+                instance.finished(code)
+                raise error from None
+            instance.attach_process(proc)
+            return instance
+
+        return Deferred.fromCoroutine(run())
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
+        """C{GET /exec/{id}/json}."""
+        instance = self._exec(exec_id)
+        c = self._containers.get(instance.container_id)
+        return instance.describe(c.record.state.pid if c else 0)
+
+    def exec_resize(self, exec_id: str, height: int, width: int) -> None:
+        """C{POST /exec/{id}/resize}."""
+        instance = self._exec(exec_id)
+        if not instance.running:
+            raise Conflict(f"Exec {exec_id} is not running")
+        instance.resize(height, width)
+
+    # --- looking inside -----------------------------------------------------
+
+    def inspect(self, reference: str, *, size: bool = False) -> dict[str, Any]:
+        """C{GET /containers/{id}/json}."""
+        c = self._get(reference)
+        rec = c.record
+        state = rec.state
+        value: dict[str, Any] = {
+            "Id": rec.id,
+            "Created": rec.created,
+            "Path": rec.path,
+            "Args": list(rec.args),
+            "State": {
+                "Status": state.status,
+                "Running": state.running,
+                "Paused": state.status == "paused",
+                "Restarting": state.status == "restarting",
+                "OOMKilled": state.oom_killed,
+                "Dead": state.status == "dead",
+                "Pid": state.pid,
+                "ExitCode": state.exit_code,
+                "Error": state.error,
+                "StartedAt": state.started_at,
+                "FinishedAt": state.finished_at,
+            },
+            "Image": rec.image_id,
+            "ResolvConfPath": str(c.directory / "resolv.conf"),
+            "HostnamePath": str(c.directory / "hostname"),
+            "HostsPath": str(c.directory / "hosts"),
+            "LogPath": str(c.directory / LOG_FILE),
+            "Name": rec.name,
+            "RestartCount": rec.restart_count,
+            "Driver": "overlay2",
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": list(c.exec_ids) or None,
+            "HostConfig": _host_config_view(rec.host_config),
+            "GraphDriver": {
+                "Name": "overlay2",
+                "Data": {
+                    "MergedDir": str(self._bundles.rootfs(c.directory)),
+                    "UpperDir": str(self._bundles.upper(c.directory)),
+                },
+            },
+            "Mounts": _mounts_view(rec.host_config),
+            "Config": rec.config,
+            "NetworkSettings": network.container_settings(
+                rec.host_config.get("NetworkMode"), rec.id
+            ),
+        }
+        if size:
+            value["SizeRw"] = 0
+            value["SizeRootFs"] = 0
+        return value
+
+    def _status_text(self, rec: ContainerRecord) -> str:
+        state = rec.state
+        now = self._reactor.seconds()
+        if state.status in {"running", "paused"}:
+            since = record.parse_rfc3339(state.started_at)
+            text = f"Up {_human_duration(now - since)}"
+            return text + " (Paused)" if state.status == "paused" else text
+        if state.status == "restarting":
+            since = record.parse_rfc3339(state.finished_at)
+            return f"Restarting ({state.exit_code}) {_human_duration(now - since)} ago"
+        if state.status == "removing":
+            return "Removal In Progress"
+        if state.status == "dead":
+            return "Dead"
+        if state.status == "created" or not rec.has_been_started:
+            return "Created"
+        since = record.parse_rfc3339(state.finished_at)
+        return f"Exited ({state.exit_code}) {_human_duration(now - since)} ago"
+
+    def list_containers(
+        self,
+        *,
+        all: bool = False,  # noqa: A002 - the API's own parameter name.
+        limit: int | None = None,
+        size: bool = False,
+        filters: dict[str, list[str]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """C{GET /containers/json}: newest first, as dockerd lists them."""
+        filters = filters or {}
+        records = sorted(
+            (c.record for c in self._containers.values()),
+            key=lambda r: r.created,
+            reverse=True,
+        )
+        records = _filter(
+            records,
+            filters,
+            self._names,
+            all_=all or (limit is not None and limit > 0),
+        )
+        if limit is not None and limit > 0:
+            records = records[:limit]
+        result = []
+        for rec in records:
+            command = " ".join([rec.path, *rec.args])
+            item: dict[str, Any] = {
+                "Id": rec.id,
+                "Names": [rec.name],
+                "Image": rec.image,
+                "ImageID": rec.image_id,
+                "Command": command,
+                "Created": int(record.parse_rfc3339(rec.created)),
+                "Ports": [],
+                "Labels": rec.config.get("Labels") or {},
+                "State": rec.state.status,
+                "Status": self._status_text(rec),
+                "HostConfig": {
+                    "NetworkMode": rec.host_config.get("NetworkMode", "bridge")
+                },
+                "NetworkSettings": {
+                    "Networks": network.container_settings(
+                        rec.host_config.get("NetworkMode"), rec.id
+                    )["Networks"]
+                },
+                "Mounts": _mounts_view(rec.host_config),
+            }
+            if size:
+                item["SizeRw"] = 0
+                item["SizeRootFs"] = 0
+            result.append(item)
+        return result
+
+    def network_members(self) -> dict[str, dict[str, Any]]:
+        """Network name -> C{Containers} map of its running members."""
+        members: dict[str, dict[str, Any]] = {}
+        for c in self._containers.values():
+            if not c.record.state.running:
+                continue
+            net = network.mode_network(c.record.host_config.get("NetworkMode"))
+            members.setdefault(net, {})[c.id] = {
+                "Name": c.record.name.lstrip("/"),
+                "EndpointID": "",
+                "MacAddress": "",
+                "IPv4Address": "",
+                "IPv6Address": "",
+            }
+        return members
+
+    def prune(self, filters: dict[str, list[str]]) -> Deferred[dict[str, Any]]:
+        """C{POST /containers/prune}: remove every stopped container."""
+        for key in filters:
+            if key not in {"until", "label", "label!"}:
+                raise InvalidParameter(f"invalid filter '{key}'")
+        victims = [
+            c
+            for c in list(self._containers.values())
+            if c.record.state.status in {"created", "exited", "dead"}
+            and _labels_match(c.record, filters)
+            and _before_until(c.record, filters)
+        ]
+
+        async def prune_them() -> dict[str, Any]:
+            deleted = []
+            for c in victims:
+                try:
+                    await self._remove(c, volumes=False)
+                except DockerError:
+                    continue
+                deleted.append(c.id)
+            return {"ContainersDeleted": deleted or None, "SpaceReclaimed": 0}
+
+        return Deferred.fromCoroutine(prune_them())
+
+    # --- images ---------------------------------------------------------------
+
+    def containers_using(self, image_id: str) -> list[tuple[str, bool]]:
+        """L{dockserve.daemon.contracts.ImageUsers}: who uses C{image_id}."""
+        return [
+            (c.id, c.record.state.running)
+            for c in self._containers.values()
+            if c.record.image_id == image_id
+        ]
+
+    # --- restore -----------------------------------------------------------------
+
+    def restore(self) -> Deferred[None]:
+        """
+        Load every record and reconcile it with the runtime: running ones
+        are watched again, ones that exited meanwhile get their true exit
+        code, and restart policies apply as at a daemon start.
+        """
+        return Deferred.fromCoroutine(self._restore())
+
+    async def _restore(self) -> None:
+        self._root.mkdir(parents=True, exist_ok=True)
+        for directory in sorted(self._root.iterdir()):
+            if not (directory / record.RECORD_FILE).exists():
+                continue
+            try:
+                rec = record.load(directory)
+            except (OSError, ValueError, TypeError) as e:
+                _log.error("unreadable container record {dir}: {e}", dir=directory, e=e)
+                continue
+            c = _Container(rec, directory)
+            self._containers[rec.id] = c
+            self._names[rec.name] = rec.id
+        work = [
+            Deferred.fromCoroutine(self._reconcile(c))
+            for c in list(self._containers.values())
+        ]
+        await DeferredList(work, consumeErrors=True)
+
+    async def _reconcile(self, c: _Container) -> None:
+        rec = c.record
+        if rec.state.status == "removing":
+            await self._remove(c, volumes=False)
+            return
+        state = await self._runtime.state(c.id)
+        if state.status in {"running", "paused"}:
+            c.started_at = record.parse_rfc3339(rec.state.started_at) or time.time()
+            self._save(c, rec.with_state(status=state.status, pid=state.pid))
+            self._watch(c)
+            return
+        if rec.state.running or rec.state.status == "restarting":
+            status = self._runtime.exit_status(c.id)
+            if status is None:
+                status = ExitStatus(code=255, finished_at=0)
+            c.started_at = self._reactor.seconds()
+            self._exited(status, c, c.generation)
+            if rec.host_config.get("AutoRemove") or c.restart_call is not None:
+                return
+        elif state.status is not None:
+            await self._runtime.delete(c.id, force=True)
+        policy = restart.parse(c.record.host_config)
+        if (
+            policy.restarts_at_boot
+            and not c.record.manually_stopped
+            and c.record.state.status == "exited"
+            and c.record.has_been_started
+        ):
+            await self._guarded(c, self._start(c))
+
+
+def _remove_tree(directory: Path, record_path: Path) -> None:
+    """Remove a container's directory, its record first."""
+    from dockserve.daemon import store  # noqa: PLC0415
+
+    store.remove_durably(record_path)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _host_config_view(host_config: dict[str, Any]) -> dict[str, Any]:
+    """C{HostConfig} as inspect shows it: Docker's defaults filled in."""
+    defaults: dict[str, Any] = {
+        "Binds": None,
+        "ContainerIDFile": "",
+        "LogConfig": {"Type": "k8s-file", "Config": {}},
+        "NetworkMode": "bridge",
+        "PortBindings": {},
+        "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+        "AutoRemove": False,
+        "VolumeDriver": "",
+        "VolumesFrom": None,
+        "CapAdd": None,
+        "CapDrop": None,
+        "Dns": [],
+        "DnsOptions": [],
+        "DnsSearch": [],
+        "ExtraHosts": None,
+        "IpcMode": "private",
+        "Privileged": False,
+        "PublishAllPorts": False,
+        "ReadonlyRootfs": False,
+        "SecurityOpt": None,
+        "Tmpfs": None,
+        "UTSMode": "",
+        "ShmSize": 67108864,
+        "Runtime": "runc",
+        "Memory": 0,
+        "MemorySwap": 0,
+        "MemoryReservation": 0,
+        "NanoCpus": 0,
+        "CpuShares": 0,
+        "CpuPeriod": 0,
+        "CpuQuota": 0,
+        "CpusetCpus": "",
+        "PidsLimit": None,
+        "Ulimits": None,
+        "Init": None,
+        "Mounts": None,
+        "ConsoleSize": [0, 0],
+    }
+    defaults.update({k: v for k, v in host_config.items() if v is not None})
+    return defaults
+
+
+def _mounts_view(host_config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The C{Mounts} list of inspect and list: binds and tmpfs mounts."""
+    mounts = []
+    for bind in host_config.get("Binds") or []:
+        parts = bind.split(":")
+        mode = parts[2] if len(parts) > 2 else ""
+        is_bind = parts[0].startswith("/")
+        mounts.append(
+            {
+                "Type": "bind" if is_bind else "volume",
+                **({} if is_bind else {"Name": parts[0], "Driver": "local"}),
+                "Source": parts[0],
+                "Destination": parts[1],
+                "Mode": mode,
+                "RW": "ro" not in mode.split(","),
+                "Propagation": "rprivate" if is_bind else "",
+            }
+        )
+    for mount in host_config.get("Mounts") or []:
+        if not isinstance(mount, dict):
+            continue
+        mounts.append(
+            {
+                "Type": mount.get("Type", "volume"),
+                "Source": mount.get("Source", ""),
+                "Destination": mount.get("Target", ""),
+                "Mode": "",
+                "RW": not mount.get("ReadOnly", False),
+                "Propagation": "",
+            }
+        )
+    return mounts
+
+
+def _labels_match(rec: ContainerRecord, filters: dict[str, list[str]]) -> bool:
+    labels = rec.config.get("Labels") or {}
+
+    def has(spec: str) -> bool:
+        key, eq, value = spec.partition("=")
+        return key in labels and (not eq or labels[key] == value)
+
+    if not all(has(spec) for spec in filters.get("label", [])):
+        return False
+    return not any(has(spec) for spec in filters.get("label!", []))
+
+
+def _before_until(rec: ContainerRecord, filters: dict[str, list[str]]) -> bool:
+    for until in filters.get("until", []):
+        try:
+            limit = float(until)
+        except ValueError:
+            limit = record.parse_rfc3339(until)
+        if record.parse_rfc3339(rec.created) >= limit:
+            return False
+    return True
+
+
+_LIST_FILTERS = {
+    "id", "name", "label", "status", "exited", "ancestor", "before", "since",
+    "volume", "network", "health", "isolation", "is-task", "publish", "expose",
+}  # fmt: skip
+
+_STATUSES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
+
+
+def _filter(
+    records: list[ContainerRecord],
+    filters: dict[str, list[str]],
+    names_: dict[str, str],
+    *,
+    all_: bool,
+) -> list[ContainerRecord]:
+    """C{GET /containers/json} filters, as moby's C{daemon/list.go}."""
+    for key in filters:
+        if key not in _LIST_FILTERS:
+            raise InvalidParameter(f"invalid filter '{key}'")
+    for status in filters.get("status", []):
+        if status not in _STATUSES:
+            raise InvalidParameter(f"invalid filter 'status={status}'")
+    exited: list[int] = []
+    for value in filters.get("exited", []):
+        try:
+            exited.append(int(value))
+        except ValueError:
+            raise InvalidParameter(f"invalid filter 'exited={value}'") from None
+
+    def position(reference: str) -> str:
+        try:
+            found = names.lookup(reference, [r.id for r in records], names_)
+        except NotFound:
+            raise InvalidParameter(f"No such container: {reference}") from None
+        return found
+
+    before = [position(r) for r in filters.get("before", [])]
+    since = [position(r) for r in filters.get("since", [])]
+    if filters.get("status") or exited or before or since:
+        all_ = True
+    result = []
+    ids = [r.id for r in records]
+    for rec in records:
+        if not all_ and not rec.state.running and rec.state.status != "restarting":
+            continue
+        if filters.get("id") and not any(rec.id.startswith(i) for i in filters["id"]):
+            continue
+        if filters.get("name") and not any(
+            n.lstrip("/") in rec.name for n in filters["name"]
+        ):
+            continue
+        if not _labels_match(rec, filters):
+            continue
+        if filters.get("status") and rec.state.status not in filters["status"]:
+            continue
+        if exited and (
+            rec.state.status != "exited" or rec.state.exit_code not in exited
+        ):
+            continue
+        if filters.get("ancestor") and not any(
+            a in {rec.image, rec.image_id}
+            or rec.image_id.removeprefix("sha256:").startswith(a)
+            for a in filters["ancestor"]
+        ):
+            continue
+        if before and ids.index(rec.id) <= max(ids.index(b) for b in before):
+            continue
+        if since and ids.index(rec.id) >= min(ids.index(s) for s in since):
+            continue
+        if filters.get("volume") and not any(
+            any(
+                m["Source"] == v or m["Destination"] == v
+                for m in _mounts_view(rec.host_config)
+            )
+            for v in filters["volume"]
+        ):
+            continue
+        if filters.get("network") and not any(
+            network.mode_network(rec.host_config.get("NetworkMode")) == n
+            for n in filters["network"]
+        ):
+            continue
+        result.append(rec)
+    return result
