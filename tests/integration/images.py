@@ -234,3 +234,36 @@ def import_busybox(
             ],
         )
     return str(api.inspect_image(tag)["Id"])
+
+
+def serve_images_only(socket_path: str, data_root: str) -> None:
+    """
+    Serve just the image API on a unix socket (for image tests before the
+    full daemon's harness is available): C{python -m tests.integration.images
+    SOCKET DATA_ROOT}.
+    """
+    from twisted.internet import reactor  # noqa: PLC0415
+    from twisted.web.server import Site  # noqa: PLC0415
+
+    from dockserve.api.router import make_resource  # noqa: PLC0415
+    from dockserve.daemon.images.service import ImageService  # noqa: PLC0415
+    from dockserve.testing.backend import MemoryBackend  # noqa: PLC0415
+
+    class _System:
+        def info(self) -> dict[str, Any]:
+            return {}
+
+    service = ImageService(Path(data_root) / "image", reactor)
+
+    def listen(_: object) -> None:
+        site = Site(make_resource(MemoryBackend(system=_System(), images=service)))
+        reactor.listenUNIX(socket_path, site)  # type: ignore[attr-defined]
+
+    service.restore().addCallback(listen)
+    reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_images_only(sys.argv[1], sys.argv[2])

@@ -1,0 +1,971 @@
+# -*- test-case-name: tests.daemon.images.test_registry -*-
+"""
+A Registry HTTP API v2 client: pull and push with dockerd's progress.
+
+Manifests (Docker schema 2, OCI, manifest lists and OCI indexes with
+platform selection) are small and read whole; blobs stream through a
+bounded queue to a worker thread that hashes and writes them, pausing the
+connection when the disk falls behind. Every blob's digest is checked
+before it enters the store. Two pulls that need the same blob share one
+download.
+
+Loopback registries and those named by C{--insecure-registry} are reached
+over plain HTTP (dockerd tries HTTPS first and falls back; a registry
+that speaks only HTTP is what these options are for). Docker Hub pulls try
+each C{--registry-mirror} first.
+"""
+
+import base64
+import gzip
+import hashlib
+import ipaddress
+import json
+import queue
+import re
+import shutil
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urljoin
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http_headers import Headers
+
+import treq
+from treq.client import HTTPClient
+
+from dockserve.daemon.images import layers, reference
+from dockserve.daemon.images.store import LayerSource, hex_of
+from dockserve.errors import (
+    DockerError,
+    InvalidParameter,
+    NotFound,
+    SystemError_,
+    Unauthorized,
+)
+
+if TYPE_CHECKING:
+    from dockserve.daemon.images.service import ImageService
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+_ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+
+_HUB = "registry-1.docker.io"
+
+#: Bytes queued for the writer thread before the connection is paused.
+_HIGH_WATER = 8 << 20
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def _short(digest: str) -> str:
+    return digest.removeprefix("sha256:")[:12]
+
+
+def _bar(current: int, total: int) -> str:
+    if total <= 0:
+        return ""
+    width = 50
+    filled = min(width, int(width * current / total))
+    arrow = ">" if filled < width else ""
+    return (
+        "["
+        + "=" * max(0, filled - (1 if arrow else 0))
+        + arrow
+        + " " * (width - filled)
+        + f"] {_human(current)}/{_human(total)}"
+    )
+
+
+def _human(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.3g}{unit}"
+        value /= 1000
+    return f"{value}B"
+
+
+def _go_arch() -> tuple[str, str]:
+    import os  # noqa: PLC0415
+
+    machine = os.uname().machine
+    return {
+        "x86_64": ("amd64", ""),
+        "aarch64": ("arm64", "v8"),
+        "armv7l": ("arm", "v7"),
+        "i686": ("386", ""),
+    }.get(machine, (machine, ""))
+
+
+def _is_loopback(domain: str) -> bool:
+    host = domain.rsplit(":", 1)[0] if not domain.endswith("]") else domain
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Auth:
+    """Credentials for one registry, and the bearer tokens they earned."""
+
+    def __init__(self, credentials: dict[str, Any] | None) -> None:
+        creds = credentials or {}
+        self.username = creds.get("username") or ""
+        self.password = creds.get("password") or ""
+        self.identity_token = creds.get("identitytoken") or ""
+        self.registry_token = creds.get("registrytoken") or ""
+        self.tokens: dict[str, str] = {}
+        self.basic = False
+
+    def basic_header(self) -> bytes | None:
+        if not self.username:
+            return None
+        raw = f"{self.username}:{self.password}".encode()
+        return b"Basic " + base64.b64encode(raw)
+
+
+def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.strip().partition(" ")
+    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    return scheme.lower(), params
+
+
+class _BlobReceiver(Protocol):
+    """
+    Takes a response body and hands it, chunk by chunk, to a worker
+    thread through a bounded queue; pauses the connection when the queue
+    is full.
+    """
+
+    def __init__(
+        self, chunks: "queue.Queue[bytes | None]", on_bytes: Callable[[int], None]
+    ) -> None:
+        self.chunks = chunks
+        self.queued = 0
+        self.paused = False
+        self.done: Deferred[None] = Deferred()
+        self._on_bytes = on_bytes
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.put(data)
+        self._on_bytes(len(data))
+        self.queued += len(data)
+        if self.queued > _HIGH_WATER and not self.paused and self.transport:
+            self.paused = True
+            self.transport.pauseProducing()
+
+    def drained(self, amount: int) -> None:
+        """Called (on the reactor thread) when the worker wrote C{amount}."""
+        self.queued -= amount
+        if self.paused and self.queued < _HIGH_WATER // 2 and self.transport:
+            self.paused = False
+            self.transport.resumeProducing()
+
+    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
+        self.chunks.put(None)
+        if reason.check(ResponseDone) or reason.check(
+            "twisted.web.http.PotentialDataLoss"
+        ):
+            self.done.callback(None)
+        else:
+            self.done.errback(reason)
+
+
+class Distribution:
+    """Pull, push and search for an L{ImageService}."""
+
+    def __init__(self, service: "ImageService") -> None:
+        self._service = service
+        self._store = service.store
+        self._reactor = service._reactor  # noqa: SLF001 - the same reactor
+        self._http: HTTPClient | None = None
+        self._auth: dict[str, _Auth] = {}
+        self._downloads: dict[str, list[Deferred[tuple[str, int]]]] = {}
+
+    # --- HTTP ---------------------------------------------------------------
+
+    def _client(self) -> HTTPClient:
+        if self._http is None:
+            pool = HTTPConnectionPool(self._reactor)
+            pool.maxPersistentPerHost = 6
+            self._http = HTTPClient(Agent(self._reactor, pool=pool))
+        return self._http
+
+    def _base(self, domain: str) -> list[str]:
+        """The base URLs to try for a registry, in order."""
+        if domain == reference.DEFAULT_DOMAIN:
+            mirrors = [m.rstrip("/") for m in self._service.registry_mirrors]
+            return [*mirrors, f"https://{_HUB}"]
+        insecure = _is_loopback(domain) or self._insecure(domain)
+        return [f"http://{domain}" if insecure else f"https://{domain}"]
+
+    def _insecure(self, domain: str) -> bool:
+        host = domain.rsplit(":", 1)[0]
+        for entry in self._service.insecure_registries:
+            if entry in (domain, host):
+                return True
+            try:
+                network = ipaddress.ip_network(entry, strict=False)
+                if ipaddress.ip_address(host) in network:
+                    return True
+            except ValueError:
+                continue
+        return False
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        auth: _Auth,
+        scope: str,
+        *,
+        headers: dict[str, str] | None = None,
+        data: Any = None,
+        unbuffered: bool = False,
+    ) -> Any:
+        """One request, answering a 401 challenge once."""
+        for attempt in range(2):
+            hdrs = Headers({k: [v] for k, v in (headers or {}).items()})
+            token = auth.tokens.get(scope)
+            if token:
+                hdrs.setRawHeaders(b"Authorization", [f"Bearer {token}".encode()])
+            elif auth.basic and auth.basic_header():
+                hdrs.setRawHeaders(b"Authorization", [auth.basic_header() or b""])
+            body = data() if callable(data) else data
+            try:
+                response = await self._client().request(
+                    method, url, headers=hdrs, data=body, unbuffered=unbuffered
+                )
+            except Exception as e:
+                raise SystemError_(f'{method.title()} "{url}": {_reason(e)}') from None
+            if response.code != 401 or attempt:
+                return response
+            challenge = (response.headers.getRawHeaders(b"WWW-Authenticate") or [b""])[
+                0
+            ]
+            await response.content()
+            scheme, params = _parse_challenge(challenge.decode("latin-1"))
+            if scheme == "bearer":
+                auth.tokens[scope] = await self._token(params, auth, scope)
+            elif scheme == "basic" and auth.username:
+                auth.basic = True
+            else:
+                return response
+        raise AssertionError  # pragma: no cover
+
+    async def _token(self, params: dict[str, str], auth: _Auth, scope: str) -> str:
+        realm = params.get("realm")
+        if not realm:
+            raise Unauthorized("the registry's bearer challenge has no realm")
+        query: dict[str, str] = {}
+        if params.get("service"):
+            query["service"] = params["service"]
+        if scope:
+            query["scope"] = scope
+        headers = Headers()
+        basic = auth.basic_header()
+        if basic:
+            headers.setRawHeaders(b"Authorization", [basic])
+        url = realm + ("&" if "?" in realm else "?") + urlencode(query)
+        try:
+            response = await self._client().get(url, headers=headers)
+        except Exception as e:
+            raise SystemError_(f'Get "{url}": {_reason(e)}') from None
+        body = await response.content()
+        if response.code == 401:
+            raise Unauthorized(
+                'Get "' + url + '": unauthorized: incorrect username or password'
+            )
+        if response.code != 200:
+            raise SystemError_(f"getting a token from {realm}: HTTP {response.code}")
+        try:
+            value = json.loads(body)
+        except ValueError:
+            raise SystemError_(f"getting a token from {realm}: not JSON") from None
+        return str(value.get("token") or value.get("access_token") or "")
+
+    def _auth_for(self, domain: str, credentials: dict[str, Any] | None) -> _Auth:
+        key = json.dumps([domain, credentials or {}], sort_keys=True)
+        if key not in self._auth:
+            self._auth[key] = _Auth(credentials)
+        return self._auth[key]
+
+    # --- pull ---------------------------------------------------------------
+
+    def pull(
+        self,
+        image: str,
+        tag: str | None,
+        credentials: dict[str, Any] | None,
+        progress: Progress,
+        platform: str | None = None,
+    ) -> Deferred[None]:
+        """Pull C{image} (with C{tag}, a tag or a digest) into the store."""
+        from twisted.internet.defer import ensureDeferred  # noqa: PLC0415
+
+        return ensureDeferred(self._pull(image, tag, credentials, progress, platform))
+
+    async def _pull(
+        self,
+        image: str,
+        tag: str | None,
+        credentials: dict[str, Any] | None,
+        progress: Progress,
+        platform: str | None,
+    ) -> None:
+        ref = reference.parse(image, default_tag=False)
+        if tag:
+            if tag.startswith("sha256:"):
+                ref = ref.with_digest(tag)
+            else:
+                reference.validate_tag(tag)
+                ref = ref.with_tag(tag)
+        if ref.tag is None and ref.digest is None:
+            ref = ref.with_tag("latest")
+        wanted_os, (wanted_arch, wanted_variant) = "linux", _go_arch()
+        if platform:
+            parts = platform.split("/")
+            wanted_os = parts[0] or wanted_os
+            if len(parts) > 1:
+                wanted_arch, wanted_variant = (
+                    parts[1],
+                    (parts[2] if len(parts) > 2 else ""),
+                )
+        auth = self._auth_for(ref.domain, credentials)
+        scope = f"repository:{ref.path}:pull"
+        last_error: DockerError | None = None
+        for base in self._base(ref.domain):
+            try:
+                await self._pull_from(
+                    base,
+                    ref,
+                    auth,
+                    scope,
+                    progress,
+                    (wanted_os, wanted_arch, wanted_variant),
+                )
+            except SystemError_ as e:
+                last_error = e
+                continue
+            return
+        assert last_error is not None  # noqa: S101 - at least one base
+        raise last_error
+
+    async def _get_manifest(
+        self, base: str, ref: reference.Reference, target: str, auth: _Auth, scope: str
+    ) -> tuple[bytes, str, str]:
+        url = f"{base}/v2/{ref.path}/manifests/{target}"
+        response = await self._request(
+            "GET", url, auth, scope, headers={"Accept": _ACCEPT}
+        )
+        body: bytes = await response.content()
+        shown = ref.familiar_repository + (
+            f"@{target}" if target.startswith("sha256:") else f":{target}"
+        )
+        if response.code == 404:
+            if b"NAME_UNKNOWN" in body:
+                raise NotFound(
+                    f"pull access denied for {ref.familiar_repository}, repository "
+                    "does not exist or may require 'docker login'"
+                )
+            raise NotFound(
+                f"manifest for {shown} not found: manifest unknown: manifest unknown"
+            )
+        if response.code in (401, 403):
+            raise NotFound(
+                f"pull access denied for {ref.familiar_repository}, repository does "
+                "not exist or may require 'docker login': denied: requested access "
+                "to the resource is denied"
+            )
+        if response.code != 200:
+            raise SystemError_(
+                f"error pulling {shown}: HTTP {response.code} from {url}"
+            )
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if target.startswith("sha256:") and digest != target:
+            raise InvalidParameter(f"manifest verification failed for digest {target}")
+        media_type = (response.headers.getRawHeaders(b"Content-Type") or [b""])[0]
+        return body, digest, media_type.decode("latin-1").split(";")[0].strip()
+
+    async def _pull_from(
+        self,
+        base: str,
+        ref: reference.Reference,
+        auth: _Auth,
+        scope: str,
+        progress: Progress,
+        wanted: tuple[str, str, str],
+    ) -> None:
+        target = ref.digest or ref.tag or "latest"
+        body, top_digest, media_type = await self._get_manifest(
+            base, ref, target, auth, scope
+        )
+        progress(
+            {
+                "status": f"Pulling from {ref.path if ref.domain != reference.DEFAULT_DOMAIN else ref.path}",
+                "id": ref.tag or ref.digest or "latest",
+            }
+        )
+        manifest = json.loads(body)
+        media_type = manifest.get("mediaType", media_type)
+        bodies = [(top_digest, body)]
+        if media_type in (OCI_INDEX, DOCKER_LIST) or "manifests" in manifest:
+            chosen = _select(manifest.get("manifests") or [], wanted)
+            if chosen is None:
+                raise NotFound(
+                    f"no matching manifest for {'/'.join(p for p in wanted if p)} "
+                    "in the manifest list entries"
+                )
+            body, digest, media_type = await self._get_manifest(
+                base, ref, chosen, auth, scope
+            )
+            bodies.append((digest, body))
+            manifest = json.loads(body)
+        if manifest.get("schemaVersion") == 1:
+            raise InvalidParameter(
+                "support for Docker Image Format v1 and Docker Image manifest "
+                "version 2, schema 1 has been removed"
+            )
+        config_desc = manifest.get("config") or {}
+        config_digest = config_desc.get("digest", "")
+        hex_of(config_digest)
+        raw_config = await self._fetch_small(base, ref, config_digest, auth, scope)
+        config = json.loads(raw_config)
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        descriptors = manifest.get("layers") or []
+        if len(diff_ids) != len(descriptors):
+            raise InvalidParameter(
+                "the image config and manifest disagree on the layers"
+            )
+        existing = self._store.images.get(config_digest)
+        self._store.begin()
+        try:
+            sources: dict[str, LayerSource] = {}
+            work = []
+            for descriptor, diff_id in zip(descriptors, diff_ids, strict=True):
+                short = _short(descriptor["digest"])
+                sources[diff_id] = LayerSource(
+                    descriptor["digest"],
+                    int(descriptor.get("size", 0)),
+                    descriptor.get("mediaType", DOCKER_LAYER_GZIP),
+                )
+                if self._store.layer_path(diff_id).is_dir() and self._store.has_blob(
+                    diff_id
+                ):
+                    progress(
+                        {"status": "Already exists", "progressDetail": {}, "id": short}
+                    )
+                    continue
+                progress(
+                    {"status": "Pulling fs layer", "progressDetail": {}, "id": short}
+                )
+                work.append((descriptor, diff_id))
+            results = await DeferredList(
+                [
+                    Deferred.fromCoroutine(
+                        self._pull_layer(base, ref, auth, scope, d, diff_id, progress)
+                    )
+                    for d, diff_id in work
+                ],
+                consumeErrors=True,
+            )
+            for ok, value in results:
+                if not ok:
+                    value.raiseException()
+            for digest, manifest_body in bodies:
+                await self._service.in_thread(self._store.put_blob, manifest_body)
+                del digest
+            image_id = await self._service.in_thread(self._store.put_blob, raw_config)
+            if image_id != config_digest:
+                raise InvalidParameter(
+                    f"config digest mismatch: expected {config_digest}, got {image_id}"
+                )
+            kept = {k: v for k, v in sources.items() if self._store.has_blob(v.digest)}
+            self._store.add_image(image_id, config, len(raw_config), kept)
+            record = self._store.images[image_id]
+            from attrs import evolve  # noqa: PLC0415
+
+            self._store.images[image_id] = evolve(
+                record, manifests={**record.manifests, ref.repository: top_digest}
+            )
+            before = None
+            if ref.tag is not None:
+                before = self._store.refs.get(ref.tagged())
+                self._store.set_ref(ref.tagged(), image_id)
+            self._store.save_index()
+        finally:
+            self._store.end()
+        progress({"status": f"Digest: {top_digest}"})
+        shown = ref.familiar()
+        if existing is not None and (ref.tag is None or before == image_id):
+            progress({"status": f"Status: Image is up to date for {shown}"})
+        else:
+            progress({"status": f"Status: Downloaded newer image for {shown}"})
+
+    async def _fetch_small(
+        self, base: str, ref: reference.Reference, digest: str, auth: _Auth, scope: str
+    ) -> bytes:
+        url = f"{base}/v2/{ref.path}/blobs/{digest}"
+        response = await self._request("GET", url, auth, scope)
+        body: bytes = await response.content()
+        if response.code != 200:
+            raise SystemError_(f"fetching blob {digest}: HTTP {response.code}")
+        if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+            raise InvalidParameter(f"digest mismatch for blob {digest}")
+        return body
+
+    async def _pull_layer(
+        self,
+        base: str,
+        ref: reference.Reference,
+        auth: _Auth,
+        scope: str,
+        descriptor: dict[str, Any],
+        diff_id: str,
+        progress: Progress,
+    ) -> None:
+        digest = descriptor["digest"]
+        short = _short(digest)
+        waiter: Deferred[tuple[str, int]] = Deferred()
+        waiters = self._downloads.get(digest)
+        if waiters is not None:
+            # Another pull is fetching this blob: wait for its result.
+            waiters.append(waiter)
+        else:
+            waiters = self._downloads[digest] = [waiter]
+            download = Deferred.fromCoroutine(
+                self._download(base, ref, auth, scope, descriptor, progress)
+            )
+            download.addBoth(self._downloaded, digest)
+        got_diff, _ = await waiter
+        if got_diff != diff_id:
+            raise InvalidParameter(
+                f"layer {digest}: its content has diff ID {got_diff}, the config "
+                f"says {diff_id}"
+            )
+        progress({"status": "Pull complete", "progressDetail": {}, "id": short})
+
+    async def _download(
+        self,
+        base: str,
+        ref: reference.Reference,
+        auth: _Auth,
+        scope: str,
+        descriptor: dict[str, Any],
+        progress: Progress,
+    ) -> tuple[str, int]:
+        digest = descriptor["digest"]
+        total = int(descriptor.get("size", 0))
+        short = _short(digest)
+        url = f"{base}/v2/{ref.path}/blobs/{digest}"
+        response = await self._request("GET", url, auth, scope, unbuffered=True)
+        if response.code != 200:
+            await response.content()
+            raise SystemError_(f"fetching layer {digest}: HTTP {response.code}")
+        chunks: queue.Queue[bytes | None] = queue.Queue()
+        received = [0, 0]
+
+        def on_bytes(n: int) -> None:
+            received[0] += n
+            if received[0] - received[1] >= 512 * 1024 or received[0] == total:
+                received[1] = received[0]
+                progress(
+                    {
+                        "status": "Downloading",
+                        "progressDetail": {"current": received[0], "total": total},
+                        "progress": _bar(received[0], total),
+                        "id": short,
+                    }
+                )
+
+        receiver = _BlobReceiver(chunks, on_bytes)
+        temp = self._store.temp_path("pull-")
+
+        def write() -> tuple[str, int]:
+            hasher = hashlib.sha256()
+            size = 0
+            with temp.open("wb") as out:
+                while True:
+                    chunk = chunks.get()
+                    if chunk is None:
+                        break
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                    self._reactor.callFromThread(receiver.drained, len(chunk))
+                layers.fsync_file(out)
+            return "sha256:" + hasher.hexdigest(), size
+
+        writing = self._service.in_thread(write)
+        response.original.deliverBody(receiver)
+        try:
+            await receiver.done
+        except Exception as e:
+            chunks.put(None)
+            await writing
+            temp.unlink(missing_ok=True)
+            raise SystemError_(f"downloading {digest}: {_reason(e)}") from None
+        got, size = await writing
+        progress({"status": "Verifying Checksum", "progressDetail": {}, "id": short})
+        if got != digest:
+            temp.unlink(missing_ok=True)
+            raise InvalidParameter(
+                f"filesystem layer verification failed for digest {digest}"
+            )
+        progress({"status": "Download complete", "progressDetail": {}, "id": short})
+        progress(
+            {
+                "status": "Extracting",
+                "progressDetail": {"current": size, "total": size},
+                "progress": _bar(size, size),
+                "id": short,
+            }
+        )
+
+        def extract() -> tuple[str, int]:
+            self._store.commit_blob(temp, digest)
+            with self._store.blob_path(digest).open("rb") as f:
+                return self._store.ingest_layer(f)
+
+        return await self._service.in_thread(extract)
+
+    def _downloaded(self, result: Any, digest: str) -> None:
+        """Give a finished download's result to every pull waiting on it."""
+        for waiter in self._downloads.pop(digest, []):
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+    # --- push ---------------------------------------------------------------
+
+    def push(
+        self,
+        name: str,
+        tag: str | None,
+        credentials: dict[str, Any] | None,
+        progress: Progress,
+    ) -> Deferred[None]:
+        """Push the local image C{name} (and C{tag}) to its registry."""
+        from twisted.internet.defer import ensureDeferred  # noqa: PLC0415
+
+        return ensureDeferred(self._push(name, tag, credentials, progress))
+
+    async def _push(
+        self,
+        name: str,
+        tag: str | None,
+        credentials: dict[str, Any] | None,
+        progress: Progress,
+    ) -> None:
+        ref = reference.parse(name, default_tag=False)
+        if ref.digest:
+            raise InvalidParameter("cannot push a digest reference")
+        if tag:
+            reference.validate_tag(tag)
+            ref = ref.with_tag(tag)
+        if ref.tag is not None:
+            tags = [ref.tagged()] if ref.tagged() in self._store.refs else []
+        else:
+            tags = sorted(
+                r
+                for r in self._store.refs
+                if "@" not in r and r.rsplit(":", 1)[0] == ref.repository
+            )
+        if not tags:
+            raise NotFound(
+                f"An image does not exist locally with the tag: {ref.familiar_repository}"
+            )
+        progress({"status": f"The push refers to repository [{ref.repository}]"})
+        auth = self._auth_for(ref.domain, credentials)
+        scope = f"repository:{ref.path}:pull,push"
+        base = (
+            self._base(ref.domain)[-1]
+            if ref.domain != reference.DEFAULT_DOMAIN
+            else f"https://{_HUB}"
+        )
+        for tagged in tags:
+            await self._push_one(base, reference.parse(tagged), auth, scope, progress)
+
+    async def _push_one(
+        self,
+        base: str,
+        ref: reference.Reference,
+        auth: _Auth,
+        scope: str,
+        progress: Progress,
+    ) -> None:
+        image_id = self._store.refs[ref.tagged()]
+        record = self._store.images[image_id]
+        self._store.begin()
+        try:
+            for diff_id in reversed(record.diff_ids):
+                progress(
+                    {"status": "Preparing", "progressDetail": {}, "id": _short(diff_id)}
+                )
+            sources = dict(record.sources)
+            for diff_id in record.diff_ids:
+                source = sources.get(diff_id)
+                if source is None or not self._store.has_blob(source.digest):
+                    source = await self._service.in_thread(self._compress, diff_id)
+                    sources[diff_id] = source
+            from attrs import evolve  # noqa: PLC0415
+
+            if sources != record.sources:
+                record = evolve(self._store.images[image_id], sources=sources)
+                self._store.images[image_id] = record
+                self._store.save_index()
+            oci = any(
+                s.media_type.startswith("application/vnd.oci.")
+                for s in sources.values()
+            )
+            layer_descs = []
+            uploads = []
+            for diff_id in record.diff_ids:
+                source = sources[diff_id]
+                media_type = source.media_type
+                if oci and media_type == DOCKER_LAYER_GZIP:
+                    media_type = OCI_LAYER_GZIP
+                if not oci and media_type == OCI_LAYER_GZIP:
+                    media_type = DOCKER_LAYER_GZIP
+                layer_descs.append(
+                    {
+                        "mediaType": media_type,
+                        "size": source.size,
+                        "digest": source.digest,
+                    }
+                )
+                uploads.append(
+                    Deferred.fromCoroutine(
+                        self._upload(
+                            base,
+                            ref,
+                            auth,
+                            scope,
+                            source.digest,
+                            _short(diff_id),
+                            progress,
+                        )
+                    )
+                )
+            results = await DeferredList(uploads, consumeErrors=True)
+            for ok, value in results:
+                if not ok:
+                    value.raiseException()
+            await self._upload(base, ref, auth, scope, record.id, None, progress)
+            manifest = {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST if oci else DOCKER_MANIFEST,
+                "config": {
+                    "mediaType": OCI_CONFIG if oci else DOCKER_CONFIG,
+                    "size": record.config_size,
+                    "digest": record.id,
+                },
+                "layers": layer_descs,
+            }
+            body = json.dumps(manifest, indent=3).encode()
+            url = f"{base}/v2/{ref.path}/manifests/{ref.tag}"
+            response = await self._request(
+                "PUT",
+                url,
+                auth,
+                scope,
+                headers={"Content-Type": str(manifest["mediaType"])},
+                data=body,
+            )
+            answer = await response.content()
+            if response.code not in (200, 201, 202):
+                raise SystemError_(
+                    f"pushing the manifest of {ref.familiar()}: HTTP {response.code}: "
+                    + answer.decode("utf-8", "replace")[:200]
+                )
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            await self._service.in_thread(self._store.put_blob, body)
+            record = self._store.images[image_id]
+            self._store.images[image_id] = evolve(
+                record, manifests={**record.manifests, ref.repository: digest}
+            )
+            self._store.save_index()
+        finally:
+            self._store.end()
+        progress({"status": f"{ref.tag}: digest: {digest} size: {len(body)}"})
+        progress(
+            {
+                "progressDetail": {},
+                "aux": {"Tag": ref.tag, "Digest": digest, "Size": len(body)},
+            }
+        )
+
+    def _compress(self, diff_id: str) -> LayerSource:
+        """Blocking: gzip a layer reproducibly (mtime 0) into a blob."""
+        temp = self._store.temp_path("gzip-")
+        try:
+            with (
+                self._store.blob_path(diff_id).open("rb") as src,
+                temp.open("wb") as raw,
+            ):
+                with gzip.GzipFile(
+                    fileobj=raw, mode="wb", mtime=0, compresslevel=6
+                ) as out:
+                    shutil.copyfileobj(src, out, layers.CHUNK)
+                layers.fsync_file(raw)
+            digest, size = layers.hash_file(temp)
+            self._store.commit_blob(temp, digest)
+        finally:
+            temp.unlink(missing_ok=True)
+        return LayerSource(digest, size, DOCKER_LAYER_GZIP)
+
+    async def _upload(
+        self,
+        base: str,
+        ref: reference.Reference,
+        auth: _Auth,
+        scope: str,
+        digest: str,
+        short: str | None,
+        progress: Progress,
+    ) -> None:
+        head = await self._request(
+            "HEAD", f"{base}/v2/{ref.path}/blobs/{digest}", auth, scope
+        )
+        await head.content()
+        if head.code == 200:
+            if short:
+                progress(
+                    {
+                        "status": "Layer already exists",
+                        "progressDetail": {},
+                        "id": short,
+                    }
+                )
+            return
+        if head.code in (401, 403):
+            raise Unauthorized("denied: requested access to the resource is denied")
+        start = await self._request(
+            "POST", f"{base}/v2/{ref.path}/blobs/uploads/", auth, scope
+        )
+        await start.content()
+        if start.code in (401, 403):
+            raise Unauthorized("denied: requested access to the resource is denied")
+        if start.code != 202:
+            raise SystemError_(f"starting an upload to {base}: HTTP {start.code}")
+        location = (start.headers.getRawHeaders(b"Location") or [b""])[0].decode()
+        upload_url = urljoin(f"{base}/v2/{ref.path}/blobs/uploads/", location)
+        upload_url += ("&" if "?" in upload_url else "?") + urlencode(
+            {"digest": digest}
+        )
+        path = self._store.blob_path(digest)
+        size = path.stat().st_size
+        if short:
+            progress(
+                {
+                    "status": "Pushing",
+                    "progressDetail": {"current": 0, "total": size},
+                    "progress": _bar(0, size),
+                    "id": short,
+                }
+            )
+
+        def body() -> Any:
+            return path.open("rb")
+
+        response = await self._request(
+            "PUT",
+            upload_url,
+            auth,
+            scope,
+            headers={"Content-Type": "application/octet-stream"},
+            data=body,
+        )
+        answer = await response.content()
+        if response.code not in (201, 204):
+            raise SystemError_(
+                f"uploading {digest}: HTTP {response.code}: "
+                + answer.decode("utf-8", "replace")[:200]
+            )
+        if short:
+            progress(
+                {
+                    "status": "Pushing",
+                    "progressDetail": {"current": size, "total": size},
+                    "progress": _bar(size, size),
+                    "id": short,
+                }
+            )
+            progress({"status": "Pushed", "progressDetail": {}, "id": short})
+
+    # --- search -------------------------------------------------------------
+
+    def search(self, term: str, limit: int | None) -> Deferred[list[dict[str, Any]]]:
+        """
+        Search Docker Hub's index; a clear error when it cannot be reached.
+        """
+        from twisted.internet.defer import ensureDeferred  # noqa: PLC0415
+
+        return ensureDeferred(self._search(term, limit))
+
+    async def _search(self, term: str, limit: int | None) -> list[dict[str, Any]]:
+        query = {"q": term, "n": str(limit or 25)}
+        url = "https://index.docker.io/v1/search?" + urlencode(query)
+        try:
+            response = await treq.get(url, timeout=10, reactor=self._reactor)
+            body = await response.content()
+        except Exception as e:
+            raise SystemError_(
+                f"Error searching the registry index index.docker.io: it cannot "
+                f"be reached from this daemon ({_reason(e)})"
+            ) from None
+        if response.code != 200:
+            raise SystemError_(
+                f"Error searching the registry index: HTTP {response.code}"
+            )
+        value = json.loads(body)
+        return [
+            {
+                "name": r.get("name", ""),
+                "description": r.get("description", ""),
+                "star_count": r.get("star_count", 0),
+                "is_official": r.get("is_official", False),
+                "is_automated": r.get("is_automated", False),
+            }
+            for r in value.get("results", [])
+        ]
+
+
+def _select(entries: list[dict[str, Any]], wanted: tuple[str, str, str]) -> str | None:
+    """The digest of the manifest list entry for platform C{wanted}."""
+    os_name, arch, variant = wanted
+    best = None
+    for entry in entries:
+        platform = entry.get("platform") or {}
+        if platform.get("os") != os_name or platform.get("architecture") != arch:
+            continue
+        if variant and platform.get("variant") not in (None, "", variant):
+            continue
+        if platform.get("variant", "") == variant:
+            return str(entry["digest"])
+        if best is None:
+            best = str(entry["digest"])
+    return best
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error)
+    if "ConnectionRefused" in type(error).__name__ or "refused" in text.lower():
+        return "connect: connection refused"
+    if hasattr(error, "reasons"):
+        return "; ".join(str(r.value) for r in error.reasons)
+    return text or type(error).__name__
