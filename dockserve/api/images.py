@@ -147,7 +147,7 @@ class MessageStream:
             )
         if self._request.finished or getattr(self._request, "_disconnected", False):
             return
-        self._request.write(json.dumps(message).encode("utf-8") + b"\r\n")
+        self._request.write(json.dumps(message).encode("utf-8") + b"\r\n")  # type: ignore[no-untyped-call]
 
     def fail(self, error: DockerError) -> None:
         """Report C{error} inside the stream."""
@@ -204,7 +204,7 @@ class _ResponseWriter:
             return
         chunk, self._buffer = bytes(self._buffer), bytearray()
         if threading.get_ident() == self._owner:
-            self._request.write(chunk)
+            self._request.write(chunk)  # type: ignore[no-untyped-call]
             return
         self._ready.wait()
         if self._stopped:

@@ -203,16 +203,16 @@ def load(store: ImageStore, src: IO[bytes]) -> list[LoadedImage]:
             entries = _read_json(work, "manifest.json")
             if not isinstance(entries, list):
                 raise InvalidParameter("failed to load image: invalid manifest.json")
-            for entry in entries:
-                loaded.append(
-                    _store_image(
-                        store,
-                        work,
-                        _member(work, entry["Config"]),
-                        [work / p for p in entry.get("Layers") or []],
-                        list(entry.get("RepoTags") or []),
-                    )
+            loaded.extend(
+                _store_image(
+                    store,
+                    work,
+                    _member(work, entry["Config"]),
+                    [work / p for p in entry.get("Layers") or []],
+                    list(entry.get("RepoTags") or []),
                 )
+                for entry in entries
+            )
         elif (work / "index.json").is_file():
             index = _read_json(work, "index.json")
             for descriptor in index.get("manifests", []):
@@ -236,9 +236,10 @@ def load(store: ImageStore, src: IO[bytes]) -> list[LoadedImage]:
                 "nor index.json"
             )
         layers.syncfs(store.root)
-        return loaded
     except (KeyError, TypeError) as e:
         raise InvalidParameter(f"failed to load image: invalid manifest: {e}") from None
+    else:
+        return loaded
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

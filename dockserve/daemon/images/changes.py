@@ -83,7 +83,7 @@ def apply(config: dict[str, Any], changes: list[str]) -> dict[str, Any]:
         elif upper == "ENTRYPOINT":
             result["Entrypoint"] = _command(argument)
         elif upper == "ENV":
-            env = [e for e in result.get("Env") or []]
+            env = list(result.get("Env") or [])
             for key, value in _pairs(argument, "ENV"):
                 env = [e for e in env if e.split("=", 1)[0] != key]
                 env.append(f"{key}={value}")

@@ -7,7 +7,12 @@ thread, never on the reactor thread. Streams are copied in bounded chunks,
 so a layer of any size costs the same memory.
 """
 
+# The unpacking loop works on strings with os.path: it runs once per tar
+# member of every layer, and Path objects would cost more than the work.
+# ruff: noqa: PTH103, PTH108, PTH112, PTH114, PTH118, PTH119, PTH120, PTH211
+
 import bz2
+import contextlib
 import ctypes
 import gzip
 import hashlib
@@ -18,7 +23,7 @@ import stat
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import zstandard
 
@@ -77,14 +82,14 @@ def decompressed(raw: IO[bytes]) -> IO[bytes]:
     src: Any = _Prefixed(head, raw)
     kind = sniff(head)
     if kind == "gzip":
-        return gzip.GzipFile(fileobj=src, mode="rb")
+        return cast("IO[bytes]", gzip.GzipFile(fileobj=src, mode="rb"))
     if kind == "xz":
-        return lzma.LZMAFile(src)  # type: ignore[arg-type]
+        return cast("IO[bytes]", lzma.LZMAFile(src))
     if kind == "zstd":
         reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(src)
         return reader
     if kind == "bzip2":
-        return bz2.BZ2File(src)
+        return cast("IO[bytes]", bz2.BZ2File(src))
     return src  # type: ignore[no-any-return]
 
 
@@ -179,7 +184,7 @@ def unpack(tar_path: Path, target: Path) -> None:
     root = os.path.realpath(target)
     dir_times: list[tuple[str, tarfile.TarInfo]] = []
     try:
-        tar = tarfile.open(tar_path, mode="r:")
+        tar = tarfile.open(tar_path, mode="r:")  # noqa: SIM115 - closed by `with` below
     except tarfile.TarError as e:
         raise InvalidParameter(f"invalid tar header: {e}") from None
     with tar:
@@ -248,15 +253,13 @@ def _set_attrs(dest: str, member: tarfile.TarInfo) -> None:
     os.lchown(dest, member.uid, member.gid)
     for key, value in member.pax_headers.items():
         if key.startswith("SCHILY.xattr."):
-            try:
+            with contextlib.suppress(OSError):
                 os.setxattr(
                     dest,
                     key[len("SCHILY.xattr.") :],
                     value.encode("utf-8", "surrogateescape"),
                     follow_symlinks=False,
                 )
-            except OSError:
-                pass
     if not member.issym():
         os.chmod(dest, member.mode & 0o7777)  # noqa: PTH101
     os.utime(dest, (member.mtime, member.mtime), follow_symlinks=False)

@@ -119,7 +119,7 @@ def parse(text: str, *, default_tag: bool = True) -> Reference:
     if len(parts) > 1 and (
         "." in parts[0]
         or ":" in parts[0]
-        or parts[0] in ("localhost",)
+        or parts[0] == "localhost"
         or parts[0] != parts[0].lower()
     ):
         domain = parts[0]

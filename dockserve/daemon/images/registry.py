@@ -24,17 +24,17 @@ import queue
 import re
 import shutil
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode, urljoin
 
+import treq
+from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-
-import treq
-from treq.client import HTTPClient
 
 from dockserve.daemon.images import layers, reference
 from dockserve.daemon.images.store import LayerSource, hex_of
@@ -57,7 +57,7 @@ DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-_ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+_ACCEPT = f"{OCI_INDEX}, {DOCKER_LIST}, {OCI_MANIFEST}, {DOCKER_MANIFEST}"
 
 _HUB = "registry-1.docker.io"
 
@@ -165,20 +165,18 @@ class _BlobReceiver(Protocol):
         self.queued += len(data)
         if self.queued > _HIGH_WATER and not self.paused and self.transport:
             self.paused = True
-            self.transport.pauseProducing()
+            cast("Any", self.transport).pauseProducing()
 
     def drained(self, amount: int) -> None:
         """Called (on the reactor thread) when the worker wrote C{amount}."""
         self.queued -= amount
         if self.paused and self.queued < _HIGH_WATER // 2 and self.transport:
             self.paused = False
-            self.transport.resumeProducing()
+            cast("Any", self.transport).resumeProducing()
 
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
         self.chunks.put(None)
-        if reason.check(ResponseDone) or reason.check(
-            "twisted.web.http.PotentialDataLoss"
-        ):
+        if isinstance(reason.value, ResponseDone | PotentialDataLoss):
             self.done.callback(None)
         else:
             self.done.errback(reason)
@@ -190,7 +188,7 @@ class Distribution:
     def __init__(self, service: "ImageService") -> None:
         self._service = service
         self._store = service.store
-        self._reactor = service._reactor  # noqa: SLF001 - the same reactor
+        self._reactor = service._reactor
         self._http: HTTPClient | None = None
         self._auth: dict[str, _Auth] = {}
         self._downloads: dict[str, list[Deferred[tuple[str, int]]]] = {}
@@ -199,9 +197,9 @@ class Distribution:
 
     def _client(self) -> HTTPClient:
         if self._http is None:
-            pool = HTTPConnectionPool(self._reactor)
+            pool = HTTPConnectionPool(self._reactor)  # type: ignore[no-untyped-call]
             pool.maxPersistentPerHost = 6
-            self._http = HTTPClient(Agent(self._reactor, pool=pool))
+            self._http = HTTPClient(Agent(self._reactor, pool=pool))  # type: ignore[no-untyped-call]
         return self._http
 
     def _base(self, domain: str) -> list[str]:
@@ -400,7 +398,7 @@ class Distribution:
         media_type = (response.headers.getRawHeaders(b"Content-Type") or [b""])[0]
         return body, digest, media_type.decode("latin-1").split(";")[0].strip()
 
-    async def _pull_from(
+    async def _pull_from(  # noqa: PLR0917 - one repository's four facts
         self,
         base: str,
         ref: reference.Reference,
@@ -415,7 +413,7 @@ class Distribution:
         )
         progress(
             {
-                "status": f"Pulling from {ref.path if ref.domain != reference.DEFAULT_DOMAIN else ref.path}",
+                "status": f"Pulling from {ref.path}",
                 "id": ref.tag or ref.digest or "latest",
             }
         )
@@ -484,7 +482,7 @@ class Distribution:
             )
             for ok, value in results:
                 if not ok:
-                    value.raiseException()
+                    cast("Failure", value).raiseException()
             for digest, manifest_body in bodies:
                 await self._service.in_thread(self._store.put_blob, manifest_body)
                 del digest
@@ -527,7 +525,7 @@ class Distribution:
             raise InvalidParameter(f"digest mismatch for blob {digest}")
         return body
 
-    async def _pull_layer(
+    async def _pull_layer(  # noqa: PLR0917 - one repository's four facts
         self,
         base: str,
         ref: reference.Reference,
@@ -558,7 +556,7 @@ class Distribution:
             )
         progress({"status": "Pull complete", "progressDetail": {}, "id": short})
 
-    async def _download(
+    async def _download(  # noqa: PLR0917 - one repository's four facts
         self,
         base: str,
         ref: reference.Reference,
@@ -686,9 +684,8 @@ class Distribution:
                 if "@" not in r and r.rsplit(":", 1)[0] == ref.repository
             )
         if not tags:
-            raise NotFound(
-                f"An image does not exist locally with the tag: {ref.familiar_repository}"
-            )
+            shown = ref.familiar_repository
+            raise NotFound(f"An image does not exist locally with the tag: {shown}")
         progress({"status": f"The push refers to repository [{ref.repository}]"})
         auth = self._auth_for(ref.domain, credentials)
         scope = f"repository:{ref.path}:pull,push"
@@ -764,7 +761,7 @@ class Distribution:
             results = await DeferredList(uploads, consumeErrors=True)
             for ok, value in results:
                 if not ok:
-                    value.raiseException()
+                    cast("Failure", value).raiseException()
             await self._upload(base, ref, auth, scope, record.id, None, progress)
             manifest = {
                 "schemaVersion": 2,
@@ -828,7 +825,7 @@ class Distribution:
             temp.unlink(missing_ok=True)
         return LayerSource(digest, size, DOCKER_LAYER_GZIP)
 
-    async def _upload(
+    async def _upload(  # noqa: PLR0917 - one repository's four facts
         self,
         base: str,
         ref: reference.Reference,

@@ -10,6 +10,7 @@ see a half-changed index.
 
 import fnmatch
 import json
+import operator
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -269,10 +270,7 @@ class ImageService:
                     == value
                 )
             ]
-        for key, keep in (
-            ("before", lambda a, b: a < b),
-            ("since", lambda a, b: a > b),
-        ):
+        for key, keep in (("before", operator.lt), ("since", operator.gt)):
             for name in filters.get(key, []):
                 pivot = _parse_time(self.lookup(name).config.get("created"))
                 records = [
@@ -620,7 +618,7 @@ class ImageService:
         """
         del quiet
         self.store.begin()
-        d = self.in_thread(archive_load.load, self.store, source)
+        d: Deferred[Any] = self.in_thread(archive_load.load, self.store, source)
         d.addCallback(self._loaded)
         return d.addBoth(self._end)
 
