@@ -1,8 +1,20 @@
 # -*- test-case-name: tests.api.test_networks -*-
-"""The /networks endpoints: placeholder until filled in."""
+"""
+The C{/networks} endpoints: the predefined networks, listed and inspected.
+
+Only C{bridge}, C{host} and C{none} exist until bridge networking has its
+own issue; creating, removing, connecting and disconnecting answer as
+dockerd does for the predefined ones, or 404 for any other name.
+"""
+
+from typing import Any
+
+from twisted.web.server import Request
 
 from dockserve.api.containers import ContainerBackend
+from dockserve.api.params import query_filters
 from dockserve.api.route import Route
+from dockserve.errors import Forbidden, NotImplementedByDaemon
 
 
 class NetworksAPI:
@@ -11,5 +23,58 @@ class NetworksAPI:
     def __init__(self, backend: ContainerBackend) -> None:
         self._backend = backend
 
+    def list_networks(self, request: Request) -> list[dict[str, Any]]:
+        """C{GET /networks}."""
+        return self._backend.list_networks(query_filters(request))
 
-ROUTES: list[Route] = []
+    def inspect(self, request: Request, name: str) -> dict[str, Any]:
+        """C{GET /networks/{id}}."""
+        del request
+        return self._backend.inspect_network(name)
+
+    def remove(self, request: Request, name: str) -> bytes:
+        """C{DELETE /networks/{id}}: the predefined ones cannot be removed."""
+        del request
+        found = self._backend.inspect_network(name)
+        raise Forbidden(
+            f"{found['Name']} is a pre-defined network and cannot be removed"
+        )
+
+    def create(self, request: Request) -> bytes:
+        """C{POST /networks/create}: not until bridge networking lands."""
+        del request
+        raise NotImplementedByDaemon(
+            "creating networks is not supported by this daemon yet"
+        )
+
+    def connect(self, request: Request, name: str) -> bytes:
+        """C{POST /networks/{id}/connect}."""
+        del request
+        self._backend.inspect_network(name)
+        raise NotImplementedByDaemon(
+            "connecting containers to networks is not supported by this daemon yet"
+        )
+
+    def disconnect(self, request: Request, name: str) -> bytes:
+        """C{POST /networks/{id}/disconnect}."""
+        del request
+        self._backend.inspect_network(name)
+        raise NotImplementedByDaemon(
+            "disconnecting containers from networks is not supported by this daemon yet"
+        )
+
+    def prune(self, request: Request) -> dict[str, Any]:
+        """C{POST /networks/prune}: nothing to prune."""
+        query_filters(request)
+        return {"NetworksDeleted": None}
+
+
+ROUTES: list[Route] = [
+    Route("GET", "/networks", "list_networks"),
+    Route("POST", "/networks/create", "create"),
+    Route("POST", "/networks/prune", "prune"),
+    Route("GET", "/networks/<name>", "inspect"),
+    Route("DELETE", "/networks/<name>", "remove"),
+    Route("POST", "/networks/<name>/connect", "connect"),
+    Route("POST", "/networks/<name>/disconnect", "disconnect"),
+]

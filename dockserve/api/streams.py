@@ -1,0 +1,263 @@
+# -*- test-case-name: tests.api.test_streams -*-
+"""
+The container streams on the wire: multiplexed frames, and the hijacked
+connection of attach and exec.
+
+C{docker attach}, C{docker run} and C{docker exec} send C{Connection:
+Upgrade}, C{Upgrade: tcp}; dockerd answers C{101 UPGRADED} and from then on
+the connection is a raw byte pipe: the client's bytes are the process's
+stdin, the process's output comes back raw (with a TTY) or in 8-byte
+framed chunks (without). A client that does not ask to upgrade gets a
+C{200} and the same stream (moby's C{hijack} in
+C{daemon/server/router/container/container_routes.go}).
+
+When the client half-closes its side (stdin reached end-of-file), the
+process's stdin is closed and its output keeps flowing; with a TTY the
+detach keys (ctrl-p ctrl-q unless the client names others) end the
+stream and leave the process running.
+"""
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from dockserve.errors import InvalidParameter
+
+#: The content types of the two wire formats.
+RAW_STREAM = b"application/vnd.docker.raw-stream"
+MULTIPLEXED_STREAM = b"application/vnd.docker.multiplexed-stream"
+
+#: Docker's default detach sequence: ctrl-p ctrl-q.
+DEFAULT_DETACH_KEYS = b"\x10\x11"
+
+_CTRL_SPECIALS = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    """
+    One chunk of a multiplexed stream: the stream byte (0 stdin, 1 stdout,
+    2 stderr), three zero bytes, the big-endian length, the data.
+    """
+    return struct.pack(">BxxxL", stream, len(data)) + data
+
+
+def parse_detach_keys(spec: str | None) -> bytes:
+    """
+    The byte sequence of a C{detachKeys} value such as C{ctrl-p,ctrl-q}
+    (moby's C{term.ToBytes}); the default sequence for C{None} or empty.
+
+    @raise InvalidParameter: For a key that is neither C{ctrl-X} nor a
+        single character.
+    """
+    if not spec:
+        return DEFAULT_DETACH_KEYS
+    result = bytearray()
+    for key in spec.split(","):
+        lowered = key.strip().lower()
+        if len(key) == 1:
+            result.append(ord(key))
+        elif lowered.startswith("ctrl-") and len(lowered) == 6:
+            char = lowered[5]
+            if "a" <= char <= "z":
+                result.append(ord(char) - ord("a") + 1)
+            elif char in _CTRL_SPECIALS:
+                result.append(_CTRL_SPECIALS[char])
+            else:
+                raise InvalidParameter(f"Invalid detach keys ({spec}) provided")
+        else:
+            raise InvalidParameter(f"Invalid detach keys ({spec}) provided")
+    return bytes(result)
+
+
+class EscapeFilter:
+    """
+    Watch the client's keystrokes for the detach sequence (moby's
+    C{term.EscapeProxy}): bytes that could begin it are held back until it
+    is clear they do not; the whole sequence means detach.
+    """
+
+    def __init__(
+        self,
+        keys: bytes,
+        on_data: Callable[[bytes], None],
+        on_detach: Callable[[], None],
+    ) -> None:
+        self._keys = keys
+        self._on_data = on_data
+        self._on_detach = on_detach
+        self._held = b""
+        self._detached = False
+
+    def feed(self, data: bytes) -> None:
+        """The client sent C{data}."""
+        if self._detached:
+            return
+        passed = bytearray()
+        for byte in data:
+            candidate = self._held + bytes([byte])
+            if self._keys.startswith(candidate):
+                self._held = candidate
+                if candidate == self._keys:
+                    self._held = b""
+                    if passed:
+                        self._on_data(bytes(passed))
+                    self._detached = True
+                    self._on_detach()
+                    return
+                continue
+            passed += self._held + bytes([byte])
+            self._held = b""
+        if passed:
+            self._on_data(bytes(passed))
+
+
+@implementer(IProtocol, IHalfCloseableProtocol)
+class _HalfCloseProxy:
+    """
+    Stands in for the socket's protocol so a half-close from the client
+    reaches the hijacked stream instead of closing the whole connection;
+    everything else goes to the protocol it replaces.
+    """
+
+    def __init__(self, original: Any, on_read_closed: Callable[[], None]) -> None:
+        self._original = original
+        self._on_read_closed = on_read_closed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._original.dataReceived(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._original.connectionLost(reason)
+
+    def readConnectionLost(self) -> None:
+        self._on_read_closed()
+
+    def writeConnectionLost(self) -> None:
+        """We never half-close our side."""
+
+
+def _install_half_close(transport: Any, on_read_closed: Callable[[], None]) -> bool:
+    """
+    Make the socket under C{transport} report the client's half-close.
+
+    @return: Whether it could (not through TLS).
+    """
+    lowest = transport
+    while isinstance(lowest, ProtocolWrapper):
+        lowest = lowest.transport
+    if isinstance(lowest, TLSMemoryBIOProtocol):
+        return False
+    original = getattr(lowest, "protocol", None)
+    if original is None:
+        return False
+    lowest.protocol = _HalfCloseProxy(original, on_read_closed)
+    return True
+
+
+class Hijack:
+    """
+    A connection taken over from HTTP: the process's output goes out, the
+    client's bytes come in.
+
+    @ivar tty: Output is raw; without a TTY it is framed.
+    @ivar lost: Fires when the connection is gone, whoever closed it.
+    """
+
+    def __init__(self, transport: Any, *, tty: bool) -> None:
+        self.tty = tty
+        self.lost: Deferred[None] = Deferred()
+        self.on_stdin: Callable[[bytes], None] = lambda _: None
+        self.on_stdin_closed: Callable[[], None] = lambda: None
+        self._transport = transport
+        self._closed = False
+
+    def write(self, stream: int, data: bytes) -> None:
+        """Send one piece of the process's output."""
+        if self._closed or not data:
+            return
+        self._transport.write(data if self.tty else frame(stream, data))
+
+    def close(self) -> None:
+        """The stream ended: close the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._transport.loseConnection()
+
+    def data_received(self, data: bytes) -> None:
+        """The client's bytes: the process's stdin."""
+        if data:
+            self.on_stdin(data)
+
+    def read_closed(self) -> None:
+        """The client half-closed its side."""
+        self.on_stdin_closed()
+
+    def connection_lost(self) -> None:
+        """The connection is gone."""
+        self._closed = True
+        if not self.lost.called:
+            self.lost.callback(None)
+
+
+def _discard(*_: object) -> None:
+    """Stand-in for the request's own writers once the connection is taken."""
+
+
+def hijack(request: Request, *, tty: bool, multiplexed_type: bool = False) -> Hijack:
+    """
+    Take the connection over from C{request}: answer C{101 UPGRADED} (or
+    C{200} to a client that did not ask to upgrade) and return the
+    L{Hijack} that carries the stream from then on.
+
+    @param multiplexed_type: Name the framed format
+        C{application/vnd.docker.multiplexed-stream} (API 1.42 and later)
+        rather than the raw type, when there is no TTY.
+    """
+    channel: Any = request.channel
+    transport = channel.transport
+    content_type = MULTIPLEXED_STREAM if multiplexed_type and not tty else RAW_STREAM
+    upgrade = request.requestHeaders.getRawHeaders(b"upgrade") or []
+    if any(value.lower() == b"tcp" for value in upgrade):
+        head = (
+            b"HTTP/1.1 101 UPGRADED\r\nContent-Type: " + content_type + b"\r\n"
+            b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+        )
+    else:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\n\r\n"
+    stream = Hijack(transport, tty=tty)
+    # Whatever the router or middleware does with this request from now on
+    # must not reach the wire: the connection is no longer HTTP.
+    request.write = _discard  # type: ignore[method-assign]
+    request.finish = _discard  # type: ignore[method-assign]
+    channel.setTimeout(None)
+    buffered = b"".join(getattr(channel, "_dataBuffer", []))
+    channel._dataBuffer = []
+    original_lost = channel.connectionLost
+
+    def connection_lost(reason: Failure) -> None:
+        stream.connection_lost()
+        original_lost(reason)
+
+    channel.dataReceived = stream.data_received
+    channel.connectionLost = connection_lost
+    _install_half_close(transport, stream.read_closed)
+    transport.write(head)
+    # HTTPChannel may have paused reading while it held pipelined bytes.
+    resume = getattr(transport, "resumeProducing", None)
+    if resume is not None:
+        resume()
+    if buffered:
+        stream.data_received(buffered)
+    return stream
