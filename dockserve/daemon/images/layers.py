@@ -207,7 +207,11 @@ def unpack(tar_path: Path, target: Path) -> None:
                 _remove(hidden)
                 os.mknod(hidden, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
                 continue
-            os.makedirs(parent, exist_ok=True)
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                # The parent is a file or a dangling symlink: no place for it.
+                continue
             if member.isdir():
                 if os.path.lexists(dest) and not os.path.isdir(dest):
                     os.unlink(dest)

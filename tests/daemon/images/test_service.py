@@ -1,0 +1,358 @@
+"""Tests for L{dockserve.daemon.images.service.ImageService}."""
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from dockserve.daemon.images.service import ImageService
+from dockserve.daemon.store import TEMP_SUFFIX
+from dockserve.errors import Conflict, InvalidParameter, NotFound
+from dockserve.testing.images import layer_tar, memory_image_service, save_archive
+
+
+class _Users:
+    def __init__(self, users: dict[str, list[tuple[str, bool]]]) -> None:
+        self.users = users
+
+    def containers_using(self, image_id: str) -> list[tuple[str, bool]]:
+        return self.users.get(image_id, [])
+
+
+class ServiceTestsMixin:
+    service: ImageService
+    root: Path
+
+    def setUp(self) -> None:
+        self.root = Path(self.mktemp())  # type: ignore[attr-defined]
+        self.service = memory_image_service(self.root)
+
+    def load(self, archive: bytes) -> list[str]:
+        return self.successResultOf(self.service.load(io.BytesIO(archive)))  # type: ignore[attr-defined, no-any-return]
+
+    def busybox(self, tag: str = "busybox:latest", content: bytes = b"hello") -> str:
+        self.load(save_archive([layer_tar({"a.txt": content})], [tag]))
+        return self.service.lookup(tag).id
+
+
+class LoadTests(ServiceTestsMixin, SynchronousTestCase):
+    """C{docker load} of classic and OCI archives."""
+
+    def test_load_reports_and_lists(self) -> None:
+        """Loading reports each tag and the image lists with it."""
+        lines = self.load(
+            save_archive(
+                [layer_tar({"a": b"1"}), layer_tar({"b": b"2"})],
+                ["busybox:latest", "x/y:1"],
+            )
+        )
+        self.assertEqual(lines, ["Loaded image: busybox:latest", "Loaded image: x/y:1"])
+        [summary] = self.service.list_images()
+        self.assertEqual(sorted(summary["RepoTags"]), ["busybox:latest", "x/y:1"])
+        self.assertEqual(summary["Size"], 2 * 10240)
+        self.assertEqual(summary["Containers"], -1)
+
+    def test_image_id_is_config_digest(self) -> None:
+        """The ID is the sha256 of the config, as Docker computes it."""
+        import hashlib
+
+        archive = save_archive([layer_tar({"a": b"1"})], ["a:b"])
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+            config = tar.extractfile(manifest[0]["Config"]).read()  # type: ignore[union-attr]
+        self.load(archive)
+        self.assertEqual(
+            self.service.lookup("a:b").id,
+            "sha256:" + hashlib.sha256(config).hexdigest(),
+        )
+
+    def test_retag_reports_rename(self) -> None:
+        """Loading a tag that named another image says the old one lost it."""
+        old = self.busybox(content=b"old")
+        lines = self.load(
+            save_archive([layer_tar({"a.txt": b"new"})], ["busybox:latest"])
+        )
+        self.assertEqual(
+            lines[0],
+            f"The image busybox:latest already exists, renaming the old one with ID {old} to empty string",
+        )
+        self.assertEqual(self.service.inspect(old)["RepoTags"], [])
+
+    def test_bad_archive(self) -> None:
+        """Garbage is a 400, not a crash, and leaves nothing behind."""
+        failure = self.failureResultOf(
+            self.service.load(io.BytesIO(b"not a tar" * 100)), InvalidParameter
+        )
+        self.assertIn("failed to load image", failure.value.message)
+        self.assertEqual(list((self.root / "tmp").iterdir()), [])
+
+    def test_layer_mismatch(self) -> None:
+        """A layer whose content is not the config's diff ID is refused."""
+        archive = save_archive([layer_tar({"a": b"1"})], ["a:b"])
+        buf = io.BytesIO()
+        with (
+            tarfile.open(fileobj=io.BytesIO(archive)) as src,
+            tarfile.open(fileobj=buf, mode="w") as dst,
+        ):
+            for member in src:
+                data = src.extractfile(member).read()  # type: ignore[union-attr]
+                if member.name.endswith("layer.tar"):
+                    data = layer_tar({"a": b"2"})
+                    member.size = len(data)
+                dst.addfile(member, io.BytesIO(data))
+        self.failureResultOf(
+            self.service.load(io.BytesIO(buf.getvalue())), InvalidParameter
+        )
+        self.assertEqual(self.service.list_images(), [])
+
+    def test_save_load_round_trip(self) -> None:
+        """An archive saved loads into an empty store with the same ID, and re-saves identically."""
+        image_id = self.busybox()
+        out = io.BytesIO()
+        self.successResultOf(
+            self.service.save(self.service.prepare_save(["busybox"]), out)
+        )
+        names = tarfile.open(fileobj=io.BytesIO(out.getvalue())).getnames()
+        self.assertIn("index.json", names)
+        self.assertIn("manifest.json", names)
+        self.assertIn("oci-layout", names)
+        other = memory_image_service(Path(self.mktemp()))
+        lines = self.successResultOf(other.load(io.BytesIO(out.getvalue())))
+        self.assertEqual(lines, ["Loaded image: busybox:latest"])
+        self.assertEqual(other.lookup("busybox").id, image_id)
+        again = io.BytesIO()
+        self.successResultOf(other.save(other.prepare_save(["busybox"]), again))
+        self.assertEqual(again.getvalue(), out.getvalue())
+
+    def test_oci_layout_without_manifest_json(self) -> None:
+        """An OCI layout (index.json only) loads with its annotated name."""
+        self.busybox("registry.example/app:2")
+        out = io.BytesIO()
+        self.successResultOf(
+            self.service.save(
+                self.service.prepare_save(["registry.example/app:2"]), out
+            )
+        )
+        buf = io.BytesIO()
+        with (
+            tarfile.open(fileobj=io.BytesIO(out.getvalue())) as src,
+            tarfile.open(fileobj=buf, mode="w") as dst,
+        ):
+            for member in src:
+                if member.name in ("manifest.json", "repositories"):
+                    continue
+                dst.addfile(
+                    member, src.extractfile(member) if member.isfile() else None
+                )
+        other = memory_image_service(Path(self.mktemp()))
+        self.assertEqual(
+            self.successResultOf(other.load(io.BytesIO(buf.getvalue()))),
+            ["Loaded image: registry.example/app:2"],
+        )
+
+    def test_save_unknown(self) -> None:
+        """Saving an unknown name is a 404 before any byte is written."""
+        self.assertRaises(NotFound, self.service.prepare_save, ["nope"])
+
+
+class ImportTests(ServiceTestsMixin, SynchronousTestCase):
+    """C{docker import}."""
+
+    def test_import_with_changes(self) -> None:
+        """Changes land in the config; the message in the history."""
+        import gzip
+
+        image_id = self.successResultOf(
+            self.service.import_image(
+                io.BytesIO(gzip.compress(layer_tar({"bin/x": b"x"}))),
+                repo="imported",
+                tag="v1",
+                message="hi",
+                change=[
+                    'CMD ["sh"]',
+                    "ENV A=1 B=2",
+                    "WORKDIR /w",
+                    "EXPOSE 80",
+                    "USER nobody",
+                    "LABEL k=v",
+                ],
+            )
+        )
+        inspect = self.service.inspect("imported:v1")
+        self.assertEqual(inspect["Id"], image_id)
+        self.assertEqual(
+            inspect["Config"],
+            {
+                "Cmd": ["sh"],
+                "Env": ["A=1", "B=2"],
+                "WorkingDir": "/w",
+                "ExposedPorts": {"80/tcp": {}},
+                "User": "nobody",
+                "Labels": {"k": "v"},
+            },
+        )
+        self.assertEqual(inspect["Comment"], "hi")
+        self.assertEqual(self.service.history(image_id)[0]["Comment"], "hi")
+        resolved = self.service.resolve("imported:v1")
+        self.assertEqual((Path(resolved.layer_dirs[0]) / "bin/x").read_bytes(), b"x")
+
+    def test_bad_change(self) -> None:
+        """An instruction import cannot apply is dockerd's 400."""
+        e = self.assertRaises(
+            InvalidParameter,
+            self.service.import_image,
+            io.BytesIO(b""),
+            change=["RUN true"],
+        )
+        self.assertEqual(e.message, "RUN is not a valid change command")
+
+
+class NameTests(ServiceTestsMixin, SynchronousTestCase):
+    """Names resolve as dockerd resolves them."""
+
+    def test_forms(self) -> None:
+        """Tag, full name, full ID, short ID and prefix all find the image."""
+        image_id = self.busybox()
+        for name in (
+            "busybox",
+            "busybox:latest",
+            "docker.io/library/busybox:latest",
+            image_id,
+            image_id[7:],
+            image_id[7:19],
+            image_id[:10],
+        ):
+            self.assertEqual(self.service.resolve(name).id, image_id, name)
+
+    def test_missing(self) -> None:
+        """An unknown name is C{No such image: <name>}."""
+        e = self.assertRaises(NotFound, self.service.resolve, "nope:1")
+        self.assertEqual(e.message, "No such image: nope:1")
+
+    def test_ambiguous_prefix(self) -> None:
+        """A prefix two IDs share is a clear error."""
+        ids = [self.busybox(f"i{n}:x", str(n).encode()) for n in range(40)]
+        firsts: dict[str, int] = {}
+        for i in ids:
+            firsts[i[7]] = firsts.get(i[7], 0) + 1
+        shared = next(k for k, v in firsts.items() if v > 1)
+        e = self.assertRaises(InvalidParameter, self.service.resolve, shared)
+        self.assertIn("ambiguous", e.message)
+
+
+class TagRemoveTests(ServiceTestsMixin, SynchronousTestCase):
+    """C{docker tag} and C{docker rmi}."""
+
+    def test_tag_and_untag(self) -> None:
+        """Removing one of two tags only untags."""
+        image_id = self.busybox()
+        self.service.tag("busybox", "localhost:5000/bb", "x")
+        self.assertEqual(
+            self.service.inspect(image_id)["RepoTags"],
+            ["busybox:latest", "localhost:5000/bb:x"],
+        )
+        result = self.successResultOf(self.service.remove("busybox"))
+        self.assertEqual(result, [{"Untagged": "busybox:latest"}])
+        result = self.successResultOf(self.service.remove("localhost:5000/bb:x"))
+        self.assertEqual(
+            result, [{"Untagged": "localhost:5000/bb:x"}, {"Deleted": image_id}]
+        )
+        self.assertEqual(list((self.root / "layers").iterdir()), [])
+        self.assertEqual(list((self.root / "blobs/sha256").iterdir()), [])
+
+    def test_tag_digest_refused(self) -> None:
+        """A tag cannot be a digest reference."""
+        self.busybox()
+        self.assertRaises(
+            InvalidParameter, self.service.tag, "busybox", "x@sha256:" + "a" * 64, None
+        )
+
+    def test_multiple_repositories_need_force(self) -> None:
+        """By ID, an image in two repositories needs C{force}."""
+        image_id = self.busybox()
+        self.service.tag("busybox", "other", "1")
+        f = self.failureResultOf(self.service.remove(image_id), Conflict)
+        self.assertEqual(
+            f.value.message,
+            f"conflict: unable to delete {image_id[7:19]} (must be forced) - image is referenced in multiple repositories",
+        )
+        result = self.successResultOf(self.service.remove(image_id, force=True))
+        self.assertEqual(result[-1], {"Deleted": image_id})
+
+    def test_in_use(self) -> None:
+        """A running container's image cannot go; a stopped one's needs force."""
+        image_id = self.busybox()
+        self.service.set_users(_Users({image_id: [("c" * 64, True)]}))
+        f = self.failureResultOf(self.service.remove(image_id, force=True), Conflict)
+        self.assertIn(
+            "image is being used by running container cccccccccccc", f.value.message
+        )
+        self.service.set_users(_Users({image_id: [("d" * 64, False)]}))
+        f = self.failureResultOf(self.service.remove(image_id), Conflict)
+        self.assertIn(
+            "(must be forced) - image is being used by stopped container dddddddddddd",
+            f.value.message,
+        )
+        self.successResultOf(self.service.remove(image_id, force=True))
+        # Forced with a stopped user: untagged, kept for the container.
+        self.assertEqual(self.service.resolve(image_id).repo_tags, ())
+
+    def test_prune_dangling(self) -> None:
+        """Prune removes untagged images only, by default."""
+        keep = self.busybox()
+        gone = self.busybox("t:1", b"other")
+        self.successResultOf(self.service.remove("t:1"))
+        self.load(save_archive([layer_tar({"a.txt": b"other"})], ["t:1"]))
+        self.service.store.refs.clear()
+        self.service.tag(keep, "busybox", "latest")
+        result = self.successResultOf(self.service.prune())
+        self.assertEqual(result["ImagesDeleted"], [{"Deleted": gone}])
+        self.assertGreater(result["SpaceReclaimed"], 0)
+        self.assertEqual([s["Id"] for s in self.service.list_images()], [keep])
+
+
+class ListTests(ServiceTestsMixin, SynchronousTestCase):
+    """C{GET /images/json} filters."""
+
+    def test_filters(self) -> None:
+        """dangling, label and reference filter as dockerd does."""
+        a = self.busybox("app/one:1", b"a")
+        self.load(
+            save_archive(
+                [layer_tar({"b": b"b"})], ["app/two:2"], {"Labels": {"x": "y"}}
+            )
+        )
+        b = self.service.lookup("app/two:2").id
+        ids = lambda f: sorted(s["Id"] for s in self.service.list_images(f))  # noqa: E731
+        self.assertEqual(ids({"label": ["x=y"]}), [b])
+        self.assertEqual(ids({"label": ["x"]}), [b])
+        self.assertEqual(ids({"reference": ["app/one"]}), [a])
+        self.assertEqual(ids({"reference": ["app/*"]}), sorted([a, b]))
+        self.assertEqual(ids({"dangling": ["true"]}), [])
+        self.assertRaises(InvalidParameter, self.service.list_images, {"bogus": ["1"]})
+
+
+class RestoreTests(ServiceTestsMixin, SynchronousTestCase):
+    """What a crash leaves is swept at the next start."""
+
+    def test_leftovers_swept(self) -> None:
+        """Temp files, half-unpacked layers and unindexed blobs go; images stay."""
+        image_id = self.busybox()
+        (self.root / "tmp" / "load-123").mkdir()
+        (self.root / "layers" / f".abc{TEMP_SUFFIX}").mkdir()
+        (self.root / f".index.json.1{TEMP_SUFFIX}").write_bytes(b"{")
+        orphan = self.root / "blobs/sha256" / ("e" * 64)
+        orphan.write_bytes(b"x")
+        again = memory_image_service(self.root)
+        self.assertEqual([s["Id"] for s in again.list_images()], [image_id])
+        self.assertEqual(list((self.root / "tmp").iterdir()), [])
+        self.assertFalse(orphan.exists())
+        self.assertFalse((self.root / f".index.json.1{TEMP_SUFFIX}").exists())
+        self.assertEqual(len(list((self.root / "layers").iterdir())), 1)
+
+    def test_count(self) -> None:
+        """count() is what /info reports."""
+        self.busybox()
+        self.assertEqual(self.service.count(), 1)
