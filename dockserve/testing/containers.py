@@ -1,0 +1,359 @@
+# -*- test-case-name: tests.daemon.containers.test_service -*-
+"""
+Fakes for testing containers without runc: an image source, a bundle
+maker, a small scripted runtime, and L{make_service} that puts them
+together into a real L{ContainerService} on a clock.
+
+The runtime here is deliberately small and scripted (a test says when a
+container's process writes or exits); L{dockserve.testing.runtime} holds
+the verified in-memory runtime that passes the runtime contract suite.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+
+from dockserve.daemon.containers.record import ContainerRecord
+from dockserve.daemon.containers.service import ContainerService
+from dockserve.daemon.contracts import (
+    ExitStatus,
+    OutputCallback,
+    ResolvedImage,
+    RuntimeState,
+)
+from dockserve.errors import NotFound, SystemError_
+
+#: The image every fake source knows.
+BUSYBOX = ResolvedImage(
+    id="sha256:" + "b" * 64,
+    config={
+        "config": {
+            "Cmd": ["sh"],
+            "Env": [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            ],
+        }
+    },
+    layer_dirs=(),
+    repo_tags=("busybox:latest",),
+)
+
+
+class FakeImages:
+    """An L{ImageSource} with a fixed set of images."""
+
+    def __init__(self, *images: ResolvedImage) -> None:
+        self.images = list(images) or [BUSYBOX]
+
+    def resolve(self, name: str) -> ResolvedImage:
+        """By tag (C{busybox} means C{busybox:latest}), ID or ID prefix."""
+        wanted = name if ":" in name and not name.startswith("sha256:") else None
+        for image in self.images:
+            tags = set(image.repo_tags)
+            if name in tags or wanted in tags or f"{name}:latest" in tags:
+                return image
+            bare = image.id.removeprefix("sha256:")
+            if name == image.id or (len(name) >= 4 and bare.startswith(name)):
+                return image
+        raise NotFound(f"No such image: {name}")
+
+
+class FakeBundles:
+    """
+    A L{Bundles} that mounts nothing: it writes a C{config.json} with a
+    C{process} built from the record, and counts what is mounted.
+    """
+
+    def __init__(self) -> None:
+        self.mounted: set[str] = set()
+
+    def prepare(
+        self, directory: Path, record: ContainerRecord, image: ResolvedImage
+    ) -> Deferred[str]:
+        """Write a minimal OCI config."""
+        del image
+        self.rootfs(directory).mkdir(parents=True, exist_ok=True)
+        process = {
+            "args": [record.path, *record.args],
+            "env": record.config.get("Env") or [],
+            "cwd": record.config.get("WorkingDir") or "/",
+            "terminal": bool(record.config.get("Tty")),
+            "user": {"uid": 0, "gid": 0},
+        }
+        (directory / "config.json").write_text(json.dumps({"process": process}))
+        self.mounted.add(record.id)
+        return succeed(str(directory))
+
+    def release(self, directory: Path, record: ContainerRecord) -> Deferred[None]:
+        """Forget the pretend mount."""
+        del directory
+        self.mounted.discard(record.id)
+        return succeed(None)
+
+    def rootfs(self, directory: Path) -> Path:
+        """C{<dir>/rootfs}."""
+        return directory / "rootfs"
+
+    def upper(self, directory: Path) -> Path:
+        """C{<dir>/upper}."""
+        return directory / "upper"
+
+
+class FakeStdio:
+    """One attach or exec connection of the L{ScriptedRuntime}."""
+
+    def __init__(self, on_output: OutputCallback | None) -> None:
+        self.on_output = on_output
+        self.closed: Deferred[None] = Deferred()
+        self.stdin = b""
+        self.stdin_closed = False
+        self.size: tuple[int, int] | None = None
+        self.detached = False
+
+    def write_stdin(self, data: bytes) -> None:
+        """See L{dockserve.daemon.contracts}: C{write_stdin}."""
+        self.stdin += data
+
+    def close_stdin(self) -> None:
+        """See L{dockserve.daemon.contracts}: C{close_stdin}."""
+        self.stdin_closed = True
+
+    def resize(self, height: int, width: int) -> None:
+        """See L{dockserve.daemon.contracts}: C{resize}."""
+        self.size = (height, width)
+
+    def detach(self) -> None:
+        """See L{dockserve.daemon.contracts}: C{detach}."""
+        self.detached = True
+
+    def emit(self, stream: int, data: bytes) -> None:
+        """See L{dockserve.daemon.contracts}: C{emit}."""
+        if self.on_output is not None and not self.detached:
+            self.on_output(stream, data)
+
+    def end(self) -> None:
+        """See L{dockserve.daemon.contracts}: C{end}."""
+        if not self.closed.called:
+            self.closed.callback(None)
+
+
+class FakeExec(FakeStdio):
+    """An exec'd process of the L{ScriptedRuntime}."""
+
+    def __init__(
+        self, on_output: OutputCallback | None, process: dict[str, Any]
+    ) -> None:
+        super().__init__(on_output)
+        self.process = process
+        self.pid = 4242
+        self.exited: Deferred[int] = Deferred()
+
+    def exit(self, code: int) -> None:
+        """See L{dockserve.daemon.contracts}: C{exit}."""
+        self.end()
+        if not self.exited.called:
+            self.exited.callback(code)
+
+
+class _Fake:
+    def __init__(self, tty: bool) -> None:
+        self.status = "created"
+        self.pid = 1000
+        self.tty = tty
+        self.exit: ExitStatus | None = None
+        self.waiters: list[Deferred[ExitStatus]] = []
+        self.stdios: list[FakeStdio] = []
+        self.signals: list[int] = []
+
+
+class ScriptedRuntime:
+    """
+    A L{dockserve.daemon.contracts.Runtime} whose processes do what the
+    test says: L{output} writes, L{exit} ends; a signal in C{deadly}
+    ends the process with 128+N at once.
+
+    @ivar fail_create: A message that the next create fails with.
+    @ivar execs: Every exec started, in order.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.containers: dict[str, _Fake] = {}
+        self.deadly = {9, 15}
+        self.fail_create: str | None = None
+        self.execs: list[FakeExec] = []
+        self._next_pid = 1000
+
+    def create(
+        self,
+        container_id: str,
+        bundle_dir: str,
+        *,
+        log_path: str,
+        tty: bool,
+        open_stdin: bool,
+    ) -> Deferred[RuntimeState]:
+        """See L{dockserve.daemon.contracts}: C{create}."""
+        del bundle_dir, log_path, open_stdin
+        if self.fail_create is not None:
+            message, self.fail_create = self.fail_create, None
+            raise SystemError_(message)
+        fake = _Fake(tty)
+        self._next_pid += 1
+        fake.pid = self._next_pid
+        self.containers[container_id] = fake
+        return succeed(RuntimeState("created", fake.pid))
+
+    def _fake(self, container_id: str) -> _Fake:
+        fake = self.containers.get(container_id)
+        if fake is None:
+            raise SystemError_(f"container {container_id} does not exist")
+        return fake
+
+    def start(self, container_id: str) -> Deferred[None]:
+        """See L{dockserve.daemon.contracts}: C{start}."""
+        self._fake(container_id).status = "running"
+        return succeed(None)
+
+    def kill(self, container_id: str, signal: int) -> Deferred[None]:
+        """See L{dockserve.daemon.contracts}: C{kill}."""
+        fake = self._fake(container_id)
+        if fake.status not in {"running", "paused"}:
+            raise SystemError_("container not running")
+        fake.signals.append(signal)
+        if signal in self.deadly and fake.status == "running":
+            self.exit(container_id, 128 + signal)
+        return succeed(None)
+
+    def pause(self, container_id: str) -> Deferred[None]:
+        """See L{dockserve.daemon.contracts}: C{pause}."""
+        self._fake(container_id).status = "paused"
+        return succeed(None)
+
+    def resume(self, container_id: str) -> Deferred[None]:
+        """See L{dockserve.daemon.contracts}: C{resume}."""
+        fake = self._fake(container_id)
+        fake.status = "running"
+        if fake.signals and fake.signals[-1] == 9:
+            self.exit(container_id, 137)
+        return succeed(None)
+
+    def delete(self, container_id: str, *, force: bool = False) -> Deferred[None]:
+        """See L{dockserve.daemon.contracts}: C{delete}."""
+        fake = self.containers.get(container_id)
+        if fake is not None and fake.status in {"running", "paused"}:
+            if not force:
+                raise SystemError_("cannot delete a running container")
+            self.exit(container_id, 137)
+        self.containers.pop(container_id, None)
+        return succeed(None)
+
+    def state(self, container_id: str) -> Deferred[RuntimeState]:
+        """See L{dockserve.daemon.contracts}: C{state}."""
+        fake = self.containers.get(container_id)
+        if fake is None:
+            return succeed(RuntimeState(None, 0))
+        pid = fake.pid if fake.status in {"running", "paused", "created"} else 0
+        return succeed(RuntimeState(fake.status, pid))
+
+    def exit_status(self, container_id: str) -> ExitStatus | None:
+        """See L{dockserve.daemon.contracts}: C{exit_status}."""
+        fake = self.containers.get(container_id)
+        return None if fake is None else fake.exit
+
+    def wait_exit(self, container_id: str) -> Deferred[ExitStatus]:
+        """See L{dockserve.daemon.contracts}: C{wait_exit}."""
+        fake = self._fake(container_id)
+        if fake.exit is not None:
+            return succeed(fake.exit)
+        waiter: Deferred[ExitStatus] = Deferred()
+        fake.waiters.append(waiter)
+        return waiter
+
+    def attach(self, container_id: str, on_output: OutputCallback) -> Deferred[Any]:
+        """See L{dockserve.daemon.contracts}: C{attach}."""
+        fake = self._fake(container_id)
+        stdio = FakeStdio(on_output)
+        fake.stdios.append(stdio)
+        return succeed(stdio)
+
+    def exec(
+        self,
+        container_id: str,
+        process: dict[str, Any],
+        *,
+        on_output: OutputCallback | None,
+    ) -> Deferred[Any]:
+        """See L{dockserve.daemon.contracts}: C{exec}."""
+        fake = self._fake(container_id)
+        if fake.status != "running":
+            raise SystemError_("cannot exec in a stopped container")
+        if process["args"][0] == "nosuch":
+            raise SystemError_('exec: "nosuch": executable file not found in $PATH')
+        proc = FakeExec(on_output, process)
+        self.execs.append(proc)
+        return succeed(proc)
+
+    def stats(self, container_id: str) -> dict[str, Any]:
+        """See L{dockserve.daemon.contracts}: C{stats}."""
+        self._fake(container_id)
+        return {
+            "cpu_stats": {"cpu_usage": {"total_usage": 1000}, "online_cpus": 1},
+            "memory_stats": {"usage": 1 << 20, "limit": 1 << 30},
+            "pids_stats": {"current": 1},
+            "blkio_stats": {},
+        }
+
+    def known(self) -> list[str]:
+        """See L{dockserve.daemon.contracts}: C{known}."""
+        return list(self.containers)
+
+    # --- the script --------------------------------------------------------
+
+    def output(self, container_id: str, stream: int, data: bytes) -> None:
+        """The container's process writes C{data}."""
+        for stdio in self._fake(container_id).stdios:
+            stdio.emit(stream, data)
+
+    def exit(self, container_id: str, code: int, *, oom: bool = False) -> None:
+        """The container's process ends with C{code}."""
+        fake = self._fake(container_id)
+        if fake.exit is not None and fake.status == "stopped":
+            return
+        fake.status = "stopped"
+        fake.exit = ExitStatus(
+            code=code, finished_at=int(self.clock.seconds() * 1e9), oom_killed=oom
+        )
+        for stdio in fake.stdios:
+            stdio.end()
+        waiters, fake.waiters = fake.waiters, []
+        for waiter in waiters:
+            waiter.callback(fake.exit)
+
+
+def make_service(
+    root: Path,
+    *,
+    clock: Clock | None = None,
+    runtime: Any = None,
+    images: Any = None,
+) -> tuple[ContainerService, Any, Clock]:
+    """
+    A L{ContainerService} on fakes: C{(service, runtime, clock)}.
+
+    @param root: An empty directory for the records.
+    """
+    clock = clock or Clock()
+    runtime = runtime if runtime is not None else ScriptedRuntime(clock)
+    service = ContainerService(
+        root=root / "containers",
+        exec_root=root / "exec",
+        images=images if images is not None else FakeImages(),
+        runtime=runtime,
+        bundles=FakeBundles(),
+        reactor=clock,
+    )
+    return service, runtime, clock

@@ -1,0 +1,414 @@
+# -*- test-case-name: tests.daemon.containers.test_service -*-
+"""Tests for L{dockserve.daemon.containers.service}."""
+
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from dockserve.daemon.containers.service import ContainerService
+from dockserve.errors import Conflict, InvalidParameter, NotFound, NotModified
+from dockserve.testing.containers import make_service
+
+
+class _Base(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.root = Path(self.mktemp())
+        self.root.mkdir()
+        self.service, self.runtime, self.clock = make_service(self.root)
+
+    def create(self, name: str | None = "web", **body: object) -> str:
+        request = {"Image": "busybox", "Cmd": ["echo", "hi"]}
+        request.update(body)  # type: ignore[arg-type]
+        return str(self.service.create(name, request)["Id"])
+
+    def started(self, name: str | None = "web", **body: object) -> str:
+        cid = self.create(name, **body)
+        self.successResultOf(self.service.start(cid))
+        return cid
+
+
+class CreateTests(_Base):
+    def test_create_inspect(self) -> None:
+        """
+        A created container has a 64-hex ID, its name with a slash, the
+        image's defaults merged into its Config, and status C{created}.
+        """
+        cid = self.create("web", Env=["A=1"])
+        self.assertRegex(cid, "^[0-9a-f]{64}$")
+        info = self.service.inspect("web")
+        self.assertEqual(info["Id"], cid)
+        self.assertEqual(info["Name"], "/web")
+        self.assertEqual(info["Path"], "echo")
+        self.assertEqual(info["Args"], ["hi"])
+        self.assertEqual(info["State"]["Status"], "created")
+        self.assertEqual(info["Config"]["Env"][0], "A=1")
+        self.assertTrue(info["Config"]["Env"][1].startswith("PATH="))
+        self.assertEqual(info["Config"]["Hostname"], cid[:12])
+        self.assertEqual(info["HostConfig"]["NetworkMode"], "bridge")
+
+    def test_record_on_disk(self) -> None:
+        """The record is on disk when create returns: a new service finds it."""
+        cid = self.create()
+        again, _, _ = make_service(self.root, runtime=self.runtime)
+        self.successResultOf(again.restore())
+        self.assertEqual(again.inspect(cid[:5])["Name"], "/web")
+
+    def test_name_conflict(self) -> None:
+        """A taken name is dockerd's 409."""
+        cid = self.create("web")
+        error = self.assertRaises(Conflict, self.create, "web")
+        self.assertEqual(
+            error.message,
+            f'Conflict. The container name "/web" is already in use by container '
+            f'"{cid}". You have to remove (or rename) that container to be able '
+            "to reuse that name.",
+        )
+
+    def test_invalid_name(self) -> None:
+        """A name with a bad character is a 400 with dockerd's text."""
+        error = self.assertRaises(InvalidParameter, self.create, "bad name")
+        self.assertEqual(
+            error.message,
+            "Invalid container name (bad name), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
+            "are allowed",
+        )
+
+    def test_no_such_image(self) -> None:
+        """An unknown image is 404 C{No such image: ...}."""
+        error = self.assertRaises(NotFound, self.create, "xx", Image="nosuch")
+        self.assertEqual(error.message, "No such image: nosuch")
+
+    def test_generated_name(self) -> None:
+        """Without a name, the container gets a generated one."""
+        cid = self.create(None)
+        self.assertRegex(self.service.inspect(cid)["Name"], "^/[a-z]+_[a-z]+[0-9]?$")
+
+    def test_autoremove_with_restart(self) -> None:
+        """AutoRemove and a restart policy conflict."""
+        error = self.assertRaises(
+            InvalidParameter,
+            self.create,
+            "x",
+            HostConfig={"AutoRemove": True, "RestartPolicy": {"Name": "always"}},
+        )
+        self.assertEqual(
+            error.message, "can't create 'AutoRemove' container with restart policy"
+        )
+
+    def test_wrong_type(self) -> None:
+        """A wrong JSON type names the field and Go type."""
+        error = self.assertRaises(
+            InvalidParameter, self.create, "x", HostConfig={"Memory": "lots"}
+        )
+        self.assertEqual(
+            error.message,
+            "json: cannot unmarshal string into Go struct field "
+            "ContainerConfigWrapper.HostConfig.Memory of type int64",
+        )
+
+    def test_ambiguous_prefix(self) -> None:
+        """A prefix several IDs share is an error; an unknown one a 404."""
+        ids = [self.create(f"c{i}") for i in range(40)]
+        common = next(a[0] for a in ids if sum(1 for b in ids if b[0] == a[0]) > 1)
+        self.assertRaises(InvalidParameter, self.service.inspect, common)
+        error = self.assertRaises(NotFound, self.service.inspect, "nosuch")
+        self.assertEqual(error.message, "No such container: nosuch")
+
+
+class LifeCycleTests(_Base):
+    def test_start_wait(self) -> None:
+        """
+        A started container runs; its exit code answers C{wait}, and inspect
+        shows C{exited} with that code.
+        """
+        cid = self.started()
+        self.assertEqual(self.service.inspect(cid)["State"]["Status"], "running")
+        self.assertTrue(self.service.inspect(cid)["State"]["Pid"] > 0)
+        waiting = self.service.wait(cid, None)
+        self.assertNoResult(waiting)
+        self.runtime.exit(cid, 3)
+        self.assertEqual(self.successResultOf(waiting), {"StatusCode": 3})
+        state = self.service.inspect(cid)["State"]
+        self.assertEqual((state["Status"], state["ExitCode"]), ("exited", 3))
+        self.assertEqual(
+            self.service.wait(cid, "not-running").result, {"StatusCode": 3}
+        )
+
+    def test_start_twice(self) -> None:
+        """Starting a running container is 304."""
+        cid = self.started()
+        self.assertRaises(NotModified, self.service.start, cid)
+
+    def test_attach_before_start(self) -> None:
+        """An attach made before start receives the first output."""
+        cid = self.create()
+        seen: list[tuple[int, bytes]] = []
+        attachment = self.service.attach(
+            cid,
+            lambda s, d: seen.append((s, d)),
+            stdin=False,
+            stdout=True,
+            stderr=True,
+            stream=True,
+        )
+        self.successResultOf(self.service.start(cid))
+        self.runtime.output(cid, 1, b"hi\n")
+        self.runtime.output(cid, 2, b"oops\n")
+        self.assertNoResult(attachment.closed)
+        self.runtime.exit(cid, 0)
+        self.successResultOf(attachment.closed)
+        self.assertEqual(seen, [(1, b"hi\n"), (2, b"oops\n")])
+
+    def test_attach_stdin(self) -> None:
+        """Stdin typed before the start is delivered once connected."""
+        cid = self.create(OpenStdin=True)
+        attachment = self.service.attach(
+            cid, lambda _s, _d: None, stdin=True, stdout=True, stderr=True, stream=True
+        )
+        attachment.write_stdin(b"abc")
+        attachment.close_stdin()
+        self.successResultOf(self.service.start(cid))
+        stdio = self.runtime.containers[cid].stdios[0]
+        self.assertEqual((stdio.stdin, stdio.stdin_closed), (b"abc", True))
+
+    def test_stop(self) -> None:
+        """Stop sends SIGTERM; the container exits 143."""
+        cid = self.started()
+        self.successResultOf(self.service.stop(cid))
+        self.assertEqual(self.runtime.containers.get(cid), None)
+        self.assertEqual(self.service.inspect(cid)["State"]["ExitCode"], 143)
+        self.assertRaises(NotModified, self.service.stop, cid)
+
+    def test_stop_timeout_kills(self) -> None:
+        """A process that ignores the stop signal is killed after the timeout."""
+        cid = self.started()
+        self.runtime.deadly = {9}
+        stopping = self.service.stop(cid, None, 5)
+        self.clock.advance(4)
+        self.assertNoResult(stopping)
+        self.clock.advance(1)
+        self.successResultOf(stopping)
+        self.assertEqual(self.service.inspect(cid)["State"]["ExitCode"], 137)
+
+    def test_stop_signal(self) -> None:
+        """The image's or container's StopSignal is sent."""
+        cid = self.started(StopSignal="SIGUSR1")
+        self.runtime.deadly = {9, 10}
+        self.successResultOf(self.service.stop(cid))
+        self.assertEqual(self.service.inspect(cid)["State"]["ExitCode"], 138)
+
+    def test_kill_not_running(self) -> None:
+        """Killing a stopped container is dockerd's 409."""
+        cid = self.create()
+        error = self.assertRaises(Conflict, self.service.kill, "web")
+        self.assertEqual(
+            error.message,
+            f"Cannot kill container: web: container {cid} is not running",
+        )
+
+    def test_kill_bad_signal(self) -> None:
+        """An unknown signal is a 400."""
+        cid = self.started()
+        error = self.assertRaises(InvalidParameter, self.service.kill, cid, "NOPE")
+        self.assertEqual(error.message, "Invalid signal: NOPE")
+
+    def test_remove_running(self) -> None:
+        """A running container is removed only with force."""
+        cid = self.started()
+        error = self.assertRaises(Conflict, self.service.remove, cid)
+        self.assertIn("container is running", error.message)
+        removed = self.service.wait(cid, "removed")
+        self.successResultOf(self.service.remove(cid, force=True))
+        self.assertEqual(self.successResultOf(removed), {"StatusCode": 137})
+        self.assertRaises(NotFound, self.service.inspect, cid)
+        self.assertFalse((self.root / "containers" / cid).exists())
+
+    def test_auto_remove(self) -> None:
+        """An AutoRemove container is removed when it exits."""
+        cid = self.started(HostConfig={"AutoRemove": True})
+        removed = self.service.wait(cid, "removed")
+        self.runtime.exit(cid, 0)
+        self.assertEqual(self.successResultOf(removed), {"StatusCode": 0})
+        self.assertEqual(self.service.list_containers(all=True), [])
+
+    def test_restart_policy_backoff(self) -> None:
+        """
+        on-failure:2 restarts twice, after 100 ms then 200 ms, and counts
+        the restarts; then the container stays exited.
+        """
+        cid = self.started(
+            HostConfig={"RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 2}}
+        )
+        self.runtime.exit(cid, 1)
+        self.assertEqual(self.service.inspect(cid)["State"]["Status"], "restarting")
+        self.clock.advance(0.1)
+        self.assertEqual(self.service.inspect(cid)["State"]["Status"], "running")
+        self.runtime.exit(cid, 1)
+        self.clock.advance(0.1)
+        self.assertEqual(self.service.inspect(cid)["State"]["Status"], "restarting")
+        self.clock.advance(0.1)
+        self.assertEqual(self.service.inspect(cid)["RestartCount"], 2)
+        self.runtime.exit(cid, 1)
+        self.clock.advance(10)
+        self.assertEqual(self.service.inspect(cid)["State"]["Status"], "exited")
+
+    def test_stop_prevents_restart(self) -> None:
+        """A stopped always-container is not restarted."""
+        cid = self.started(HostConfig={"RestartPolicy": {"Name": "always"}})
+        self.successResultOf(self.service.stop(cid))
+        self.clock.advance(60)
+        self.assertEqual(self.service.inspect(cid)["State"]["Status"], "exited")
+
+    def test_start_failure(self) -> None:
+        """
+        A runtime that cannot find the executable gives a 400 and exit code
+        127, as dockerd.
+        """
+        cid = self.create()
+        self.runtime.fail_create = 'exec: "nosuch": executable file not found in $PATH'
+        failure = self.failureResultOf(self.service.start(cid), InvalidParameter)
+        self.assertIn("executable file not found", failure.value.message)
+        self.assertEqual(self.service.inspect(cid)["State"]["ExitCode"], 127)
+
+    def test_pause(self) -> None:
+        """Pause and unpause change the status; bad transitions are 409."""
+        cid = self.started()
+        self.successResultOf(self.service.pause(cid))
+        info = self.service.inspect(cid)["State"]
+        self.assertEqual(
+            (info["Status"], info["Paused"], info["Running"]), ("paused", True, True)
+        )
+        self.assertRaises(Conflict, self.service.pause, cid)
+        self.assertRaises(Conflict, self.service.start, cid)
+        self.successResultOf(self.service.unpause(cid))
+        self.assertRaises(Conflict, self.service.unpause, cid)
+
+    def test_rename(self) -> None:
+        """A renamed container answers to its new name only."""
+        cid = self.create("old")
+        self.create("taken")
+        self.assertRaises(Conflict, self.service.rename, "old", "taken")
+        self.service.rename("old", "new")
+        self.assertEqual(self.service.inspect("new")["Id"], cid)
+        self.assertRaises(NotFound, self.service.inspect, "old")
+
+    def test_list(self) -> None:
+        """List shows running ones unless C{all}; filters apply."""
+        running = self.started("aa", Labels={"k": "v"})
+        created = self.create("bb")
+        self.assertEqual([c["Id"] for c in self.service.list_containers()], [running])
+        everything = self.service.list_containers(all=True)
+        self.assertEqual({c["Id"] for c in everything}, {running, created})
+        self.assertEqual(
+            [c["Id"] for c in self.service.list_containers(filters={"label": ["k=v"]})],
+            [running],
+        )
+        self.assertEqual(
+            [
+                c["Id"]
+                for c in self.service.list_containers(filters={"status": ["created"]})
+            ],
+            [created],
+        )
+        self.assertRaises(
+            InvalidParameter, self.service.list_containers, filters={"nope": ["x"]}
+        )
+        self.assertEqual({c["Id"]: c["Status"] for c in everything}[created], "Created")
+
+    def test_images_in_use(self) -> None:
+        """The image store learns which containers use an image."""
+        cid = self.started()
+        self.assertEqual(
+            self.service.containers_using("sha256:" + "b" * 64), [(cid, True)]
+        )
+
+
+class ExecTests(_Base):
+    def test_exec(self) -> None:
+        """An exec runs with the container's env plus its own; its code is kept."""
+        cid = self.started(Env=["A=1"])
+        exec_id = self.service.exec_create(cid, {"Cmd": ["id"], "Env": ["B=2"]})["Id"]
+        seen: list[bytes] = []
+        instance = self.successResultOf(
+            self.service.exec_start(exec_id, lambda _s, d: seen.append(d))
+        )
+        proc = self.runtime.execs[0]
+        self.assertEqual(proc.process["args"], ["id"])
+        self.assertIn("A=1", proc.process["env"])
+        self.assertIn("B=2", proc.process["env"])
+        self.assertTrue(self.service.exec_inspect(exec_id)["Running"])
+        proc.emit(1, b"uid=0\n")
+        proc.exit(5)
+        self.assertEqual(self.successResultOf(instance.exited), 5)
+        info = self.service.exec_inspect(exec_id)
+        self.assertEqual((info["Running"], info["ExitCode"]), (False, 5))
+        self.assertEqual(seen, [b"uid=0\n"])
+        self.assertRaises(Conflict, self.service.exec_start, exec_id, None)
+
+    def test_exec_stopped(self) -> None:
+        """Exec into a stopped container is 409."""
+        cid = self.create()
+        error = self.assertRaises(
+            Conflict, self.service.exec_create, cid, {"Cmd": ["sh"]}
+        )
+        self.assertEqual(error.message, f"container {cid} is not running")
+
+    def test_exec_paused(self) -> None:
+        """Exec into a paused container is 409."""
+        cid = self.started()
+        self.successResultOf(self.service.pause(cid))
+        error = self.assertRaises(
+            Conflict, self.service.exec_create, cid, {"Cmd": ["sh"]}
+        )
+        self.assertEqual(
+            error.message,
+            f"Container {cid} is paused, unpause the container before exec",
+        )
+
+    def test_exec_not_found(self) -> None:
+        """An executable that is not there: 127 and a 400."""
+        cid = self.started()
+        exec_id = self.service.exec_create(cid, {"Cmd": ["nosuch"]})["Id"]
+        self.failureResultOf(self.service.exec_start(exec_id, None), InvalidParameter)
+        self.assertEqual(self.service.exec_inspect(exec_id)["ExitCode"], 127)
+
+    def test_unknown_exec(self) -> None:
+        """An unknown exec ID is 404."""
+        error = self.assertRaises(NotFound, self.service.exec_inspect, "nope")
+        self.assertEqual(error.message, "No such exec instance: nope")
+
+
+class RestoreTests(_Base):
+    def restarted(self) -> ContainerService:
+        again, _, _ = make_service(self.root, runtime=self.runtime, clock=self.clock)
+        self.successResultOf(again.restore())
+        return again
+
+    def test_running_survives(self) -> None:
+        """A container running at a daemon restart is running after it, and watched."""
+        cid = self.started()
+        again = self.restarted()
+        self.assertEqual(again.inspect(cid)["State"]["Status"], "running")
+        waiting = again.wait(cid, None)
+        self.runtime.exit(cid, 4)
+        self.assertEqual(self.successResultOf(waiting), {"StatusCode": 4})
+
+    def test_exited_while_down(self) -> None:
+        """A container that exited while the daemon was down shows its code."""
+        cid = self.started()
+        exits = self.runtime.containers[cid].waiters
+        self.runtime.containers[cid].waiters = []  # the old daemon is gone
+        self.runtime.exit(cid, 7)
+        del exits
+        again = self.restarted()
+        state = again.inspect(cid)["State"]
+        self.assertEqual((state["Status"], state["ExitCode"]), ("exited", 7))
+
+    def test_always_restarts_at_boot(self) -> None:
+        """An always-container that exited while down is started again."""
+        cid = self.started(HostConfig={"RestartPolicy": {"Name": "always"}})
+        self.runtime.containers[cid].waiters = []
+        self.runtime.exit(cid, 0)
+        again = self.restarted()
+        self.clock.advance(1)
+        self.assertEqual(again.inspect(cid)["State"]["Status"], "running")
