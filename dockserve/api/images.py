@@ -243,25 +243,25 @@ class ImagesAPI:
             digests=query_bool(request, "digests"),
         )
 
-    def inspect(self, request: Request, name: str) -> dict[str, Any]:
+    def inspect_image(self, request: Request, name: str) -> dict[str, Any]:
         """C{GET /images/{name}/json}."""
         del request
         return self._backend.inspect(name)
 
-    def history(self, request: Request, name: str) -> list[dict[str, Any]]:
+    def image_history(self, request: Request, name: str) -> list[dict[str, Any]]:
         """C{GET /images/{name}/history}."""
         del request
         return self._backend.history(name)
 
     # --- changing --------------------------------------------------------
 
-    def tag(self, request: Request, name: str) -> bytes:
+    def tag_image(self, request: Request, name: str) -> bytes:
         """C{POST /images/{name}/tag}: 201, no body."""
         self._backend.tag(name, query(request, "repo") or "", query(request, "tag"))
         request.setResponseCode(201)
         return b""
 
-    def remove(self, request: Request, name: str) -> "Deferred[bytes]":
+    def remove_image(self, request: Request, name: str) -> "Deferred[bytes]":
         """C{DELETE /images/{name}}."""
         d = self._backend.remove(
             name,
@@ -270,14 +270,14 @@ class ImagesAPI:
         )
         return d.addCallback(lambda result: _json_bytes(request, result))
 
-    def prune(self, request: Request) -> "Deferred[bytes]":
+    def prune_images(self, request: Request) -> "Deferred[bytes]":
         """C{POST /images/prune}."""
         d = self._backend.prune(query_filters(request))
         return d.addCallback(lambda result: _json_bytes(request, result))
 
     # --- streams in --------------------------------------------------------
 
-    def create(self, request: Request) -> "Deferred[bytes | None]":
+    def create_image(self, request: Request) -> "Deferred[bytes | None]":
         """C{POST /images/create}: import (C{fromSrc=-}) or pull (C{fromImage})."""
         return ensureDeferred(self._create(request))
 
@@ -318,7 +318,7 @@ class ImagesAPI:
             stream.fail(e)
         return None
 
-    def load(self, request: Request) -> "Deferred[bytes | None]":
+    def load_images(self, request: Request) -> "Deferred[bytes | None]":
         """C{POST /images/load}."""
         return ensureDeferred(self._load(request))
 
@@ -336,11 +336,11 @@ class ImagesAPI:
 
     # --- streams out -------------------------------------------------------
 
-    def save_one(self, request: Request, name: str) -> "Deferred[bytes | None]":
+    def save_image(self, request: Request, name: str) -> "Deferred[bytes | None]":
         """C{GET /images/{name}/get}."""
         return self._save(request, [name])
 
-    def save_many(self, request: Request) -> "Deferred[bytes | None]":
+    def save_images(self, request: Request) -> "Deferred[bytes | None]":
         """C{GET /images/get?names=a&names=b}."""
         return self._save(request, query_all(request, "names"))
 
@@ -374,7 +374,7 @@ class ImagesAPI:
         d.addCallbacks(done, failed)
         return d.addCallback(lambda _: None)
 
-    def push(self, request: Request, name: str) -> "Deferred[bytes | None]":
+    def push_image(self, request: Request, name: str) -> "Deferred[bytes | None]":
         """C{POST /images/{name}/push}."""
         return ensureDeferred(self._push(request, name))
 
@@ -389,7 +389,7 @@ class ImagesAPI:
             stream.fail(e)
         return None
 
-    def search(self, request: Request) -> "Deferred[bytes]":
+    def search_images(self, request: Request) -> "Deferred[bytes]":
         """C{GET /images/search}."""
         term = query(request, "term")
         if not term:
@@ -400,15 +400,15 @@ class ImagesAPI:
 
 ROUTES: list[Route] = [
     Route("GET", "/images/json", "list_images"),
-    Route("POST", "/images/create", "create"),
-    Route("POST", "/images/load", "load"),
-    Route("GET", "/images/get", "save_many"),
-    Route("GET", "/images/search", "search"),
-    Route("POST", "/images/prune", "prune"),
-    Route("GET", "/images/<path:name>/json", "inspect"),
-    Route("GET", "/images/<path:name>/history", "history"),
-    Route("GET", "/images/<path:name>/get", "save_one"),
-    Route("POST", "/images/<path:name>/tag", "tag"),
-    Route("POST", "/images/<path:name>/push", "push"),
-    Route("DELETE", "/images/<path:name>", "remove"),
+    Route("POST", "/images/create", "create_image"),
+    Route("POST", "/images/load", "load_images"),
+    Route("GET", "/images/get", "save_images"),
+    Route("GET", "/images/search", "search_images"),
+    Route("POST", "/images/prune", "prune_images"),
+    Route("GET", "/images/<path:name>/json", "inspect_image"),
+    Route("GET", "/images/<path:name>/history", "image_history"),
+    Route("GET", "/images/<path:name>/get", "save_image"),
+    Route("POST", "/images/<path:name>/tag", "tag_image"),
+    Route("POST", "/images/<path:name>/push", "push_image"),
+    Route("DELETE", "/images/<path:name>", "remove_image"),
 ]
