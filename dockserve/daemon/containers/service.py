@@ -38,6 +38,7 @@ from dockserve.daemon.containers import configs, names, record, restart
 from dockserve.daemon.containers.attachment import Attachment
 from dockserve.daemon.containers.bundles import Bundles
 from dockserve.daemon.containers.execs import ExecInstance, build_process
+from dockserve.daemon.containers.logstream import LogReader
 from dockserve.daemon.containers.record import ContainerRecord, rfc3339
 from dockserve.daemon.containers.signals import parse_signal
 from dockserve.daemon.contracts import (
@@ -92,6 +93,7 @@ class _Container:
         self.restart_call: IDelayedCall | None = None
         self.started_at = 0.0
         self.exec_ids: list[str] = []
+        self.last_stats: dict[str, Any] = {}
 
     @property
     def id(self) -> str:
@@ -1042,6 +1044,103 @@ class ContainerService:
 
         return Deferred.fromCoroutine(prune_them())
 
+    # --- logs, top, stats, networks ---------------------------------------------
+
+    def logs(
+        self,
+        reference: str,
+        on_output: OutputCallback,
+        *,
+        stdout: bool,
+        stderr: bool,
+        since: float = 0.0,
+        until: float = 0.0,
+        tail: int | None = None,
+        timestamps: bool = False,
+        follow: bool = False,
+    ) -> tuple[bool, Deferred[None]]:
+        """
+        C{GET /containers/{id}/logs}: C{(tty, done)}; the entries go to
+        C{on_output} as C{(stream, bytes)}.
+        """
+        c = self._get(reference)
+        reader = LogReader(
+            c.directory / LOG_FILE,
+            on_output,
+            reactor=self._reactor,
+            stdout=stdout,
+            stderr=stderr,
+            since=since,
+            until=until,
+            tail=tail,
+            timestamps=timestamps,
+            follow=follow,
+            running=lambda: (
+                c.record.state.running or c.record.state.status == "restarting"
+            ),
+        )
+        return bool(c.record.config.get("Tty")), reader.start().done
+
+    def top(self, reference: str, ps_args: str | None) -> Deferred[dict[str, Any]]:
+        """
+        C{GET /containers/{id}/top}: the host's C{ps}, narrowed to the
+        container's processes (those in its init's PID namespace), as
+        moby's C{ContainerTop} does.
+
+        @raise Conflict: Not running.
+        """
+        c = self._get(reference)
+        if not c.record.state.running:
+            raise Conflict(f"container {c.id} is not running")
+        args = (ps_args or "-ef").split()
+        init = c.record.state.pid
+        from twisted.internet.utils import getProcessOutputAndValue  # noqa: PLC0415
+
+        running: Deferred[tuple[bytes, bytes, int]]
+        running = getProcessOutputAndValue(  # type: ignore[no-untyped-call]
+            "/usr/bin/ps", args, env={"LC_ALL": "C"}, reactor=self._reactor
+        )
+
+        def parse(result: tuple[bytes, bytes, int]) -> dict[str, Any]:
+            out, err, code = result
+            if code != 0:
+                raise InvalidParameter(f"ps: {err.decode(errors='replace').strip()}")
+            return _parse_ps(out.decode(errors="replace"), _namespace_pids(init))
+
+        return running.addCallback(parse)
+
+    def stats(self, reference: str) -> Deferred[dict[str, Any]]:
+        """One sample of C{GET /containers/{id}/stats}, with the previous one."""
+        c = self._get(reference)
+        now = self._now()
+        sample: dict[str, Any] = {
+            "read": now,
+            "preread": c.last_stats.get("read", record.ZERO_TIME),
+            "id": c.id,
+            "name": c.record.name,
+            "num_procs": 0,
+            "pids_stats": {},
+            "blkio_stats": {},
+            "cpu_stats": {"cpu_usage": {"total_usage": 0}, "throttling_data": {}},
+            "memory_stats": {},
+            "storage_stats": {},
+        }
+        if c.record.state.running:
+            sample.update(self._runtime.stats(c.id))
+        sample["precpu_stats"] = c.last_stats.get(
+            "cpu_stats", {"cpu_usage": {"total_usage": 0}, "throttling_data": {}}
+        )
+        c.last_stats = sample
+        return succeed(sample)
+
+    def list_networks(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        """C{GET /networks}."""
+        return network.list_networks(filters, self.network_members())
+
+    def inspect_network(self, reference: str) -> dict[str, Any]:
+        """C{GET /networks/{id}}."""
+        return network.inspect_network(reference, self.network_members())
+
     # --- images ---------------------------------------------------------------
 
     def containers_using(self, image_id: str) -> list[tuple[str, bool]]:
@@ -1110,6 +1209,48 @@ class ContainerService:
             and c.record.has_been_started
         ):
             await self._guarded(c, self._start(c))
+
+
+def _namespace_pids(init: int) -> set[int]:
+    """The host PIDs of the processes in C{init}'s PID namespace."""
+    try:
+        namespace = Path(f"/proc/{init}/ns/pid").readlink()
+    except OSError:
+        return set()
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "ns" / "pid").readlink() == namespace:
+                pids.add(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _parse_ps(output: str, pids: set[int]) -> dict[str, Any]:
+    """C{ps} output as C{{"Titles": [...], "Processes": [[...]]}}, rows of C{pids}."""
+    lines = output.splitlines()
+    if not lines:
+        return {"Titles": [], "Processes": []}
+    titles = lines[0].split()
+    try:
+        column = titles.index("PID")
+    except ValueError:
+        raise InvalidParameter("Couldn't find PID field in ps output") from None
+    processes = []
+    for line in lines[1:]:
+        fields = line.split(None, len(titles) - 1)
+        if len(fields) <= column:
+            continue
+        try:
+            pid = int(fields[column])
+        except ValueError:
+            continue
+        if pid in pids:
+            processes.append(fields)
+    return {"Titles": titles, "Processes": processes}
 
 
 def _remove_tree(directory: Path, record_path: Path) -> None:

@@ -1,0 +1,177 @@
+# -*- test-case-name: tests.daemon.containers.test_logstream -*-
+"""
+C{docker logs} from conmon's k8s-file log, as a stream that can follow.
+
+Each line of the file is C{TIMESTAMP STREAM TAG CONTENT}: an RFC 3339 time
+with nanoseconds, C{stdout} or C{stderr}, C{F} for a full line or C{P} for
+a partial one (conmon splits long lines and the last unterminated one),
+then the bytes. The reader joins partials, applies C{since}, C{until} and
+C{tail}, prefixes timestamps when asked, and with C{follow} keeps reading
+in small steps on the reactor until the container stops and the file has
+no more to give. It reads in bounded chunks, so a large log neither blocks
+the reactor for long nor sits in memory.
+"""
+
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from dockserve.daemon.containers.record import parse_rfc3339
+
+#: How much of the file one reactor turn reads.
+_CHUNK = 1 << 20
+
+#: How often a follower looks for new lines.
+_POLL = 0.1
+
+_STREAMS = {b"stdout": 1, b"stderr": 2}
+
+
+def parse_line(line: bytes) -> tuple[bytes, int, bool, bytes] | None:
+    """
+    C{(timestamp, stream, full, content)} of one k8s-file line (without its
+    newline), or C{None} for a line that is not in the format.
+    """
+    parts = line.split(b" ", 3)
+    if len(parts) < 3 or parts[1] not in _STREAMS:
+        return None
+    content = parts[3] if len(parts) == 4 else b""
+    return parts[0], _STREAMS[parts[1]], parts[2] != b"P", content
+
+
+class LogReader:
+    """
+    One C{docker logs} request over one log file.
+
+    @ivar done: Fires when the stream ends; cancel it to stop following.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        on_output: Callable[[int, bytes], None],
+        *,
+        reactor: IReactorTime,
+        stdout: bool = True,
+        stderr: bool = True,
+        since: float = 0.0,
+        until: float = 0.0,
+        tail: int | None = None,
+        timestamps: bool = False,
+        follow: bool = False,
+        running: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._path = path
+        self._on_output = on_output
+        self._reactor = reactor
+        self._streams = ({1} if stdout else set()) | ({2} if stderr else set())
+        self._since = since
+        self._until = until
+        self._tail = tail
+        self._timestamps = timestamps
+        self._follow = follow
+        self._running = running
+        self._file: IO[bytes] | None = None
+        self._rest = b""
+        self._partial: dict[int, bytes] = {}
+        self._call: IDelayedCall | None = None
+        self._finished = False
+        self.done: Deferred[None] = Deferred(self._cancel)
+
+    def start(self) -> "LogReader":
+        """Begin: with C{tail}, the last lines first, then as without."""
+        try:
+            self._file = self._path.open("rb")
+        except FileNotFoundError:
+            self._file = None
+        if self._tail is not None and self._file is not None:
+            self._emit_tail()
+        self._step()
+        return self
+
+    def _cancel(self, _: object) -> None:
+        self._finished = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._close()
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._close()
+        self.done.callback(None)
+
+    def _entry(self, timestamp: bytes, stream: int, content: bytes) -> None:
+        if stream not in self._streams:
+            return
+        if self._since or self._until:
+            when = parse_rfc3339(timestamp.decode("ascii", "replace"))
+            if self._since and when < self._since:
+                return
+            if self._until and when > self._until:
+                return
+        if self._timestamps:
+            content = timestamp + b" " + content
+        self._on_output(stream, content)
+
+    def _lines(self, data: bytes) -> list[tuple[bytes, int, bytes]]:
+        """Whole entries in C{data} (plus what was left over), partials joined."""
+        data = self._rest + data
+        lines = data.split(b"\n")
+        self._rest = lines.pop()
+        entries = []
+        for line in lines:
+            parsed = parse_line(line)
+            if parsed is None:
+                continue
+            timestamp, stream, full, content = parsed
+            if not full:
+                self._partial[stream] = self._partial.get(stream, b"") + content
+                continue
+            content = self._partial.pop(stream, b"") + content + b"\n"
+            entries.append((timestamp, stream, content))
+        return entries
+
+    def _emit_tail(self) -> None:
+        if self._file is None:
+            return
+        kept: deque[tuple[bytes, int, bytes]] = deque(maxlen=max(self._tail or 0, 0))
+        while True:
+            data = self._file.read(_CHUNK)
+            if not data:
+                break
+            for entry in self._lines(data):
+                if entry[1] in self._streams:
+                    kept.append(entry)
+        for timestamp, stream, content in kept:
+            self._entry(timestamp, stream, content)
+
+    def _step(self) -> None:
+        self._call = None
+        if self._finished:
+            return
+        if self._file is None:
+            try:
+                self._file = self._path.open("rb")
+            except FileNotFoundError:
+                self._file = None
+        data = self._file.read(_CHUNK) if self._file is not None else b""
+        if data:
+            for timestamp, stream, content in self._lines(data):
+                self._entry(timestamp, stream, content)
+            self._call = self._reactor.callLater(0, self._step)
+            return
+        if self._follow and self._running():
+            self._call = self._reactor.callLater(_POLL, self._step)
+            return
+        self._finish()
