@@ -273,7 +273,7 @@ class ContainersAPI:
 
     # --- create, inspect, list -------------------------------------------
 
-    def create(self, request: Request) -> bytes:
+    def container_create(self, request: Request) -> bytes:
         """C{POST /containers/create?name=}: 201 with the ID."""
         body = json_body(request)
         if body is None:
@@ -291,11 +291,11 @@ class ContainersAPI:
         request.setResponseCode(201)
         return _json(request, result)
 
-    def inspect(self, request: Request, name: str) -> dict[str, Any]:
+    def container_inspect(self, request: Request, name: str) -> dict[str, Any]:
         """C{GET /containers/{id}/json}."""
         return self._backend.inspect(name, size=query_bool(request, "size"))
 
-    def list_containers(self, request: Request) -> list[dict[str, Any]]:
+    def container_list_containers(self, request: Request) -> list[dict[str, Any]]:
         """C{GET /containers/json}."""
         return self._backend.list_containers(
             all=query_bool(request, "all"),
@@ -306,7 +306,7 @@ class ContainersAPI:
 
     # --- life cycle ---------------------------------------------------------
 
-    async def start(self, request: Request, name: str) -> bytes:
+    async def container_start(self, request: Request, name: str) -> bytes:
         """C{POST /containers/{id}/start}: 204 (304 when already running)."""
         if json_body(request) not in (None, {}):
             raise InvalidParameter(
@@ -320,43 +320,43 @@ class ContainersAPI:
     def _stop_args(self, request: Request) -> tuple[str | None, int | None]:
         return query(request, "signal") or None, query_int(request, "t")
 
-    async def stop(self, request: Request, name: str) -> bytes:
+    async def container_stop(self, request: Request, name: str) -> bytes:
         """C{POST /containers/{id}/stop?signal=&t=}."""
         signal, timeout = self._stop_args(request)
         await self._backend.stop(name, signal, timeout)
         return _no_content(request)
 
-    async def restart(self, request: Request, name: str) -> bytes:
+    async def container_restart(self, request: Request, name: str) -> bytes:
         """C{POST /containers/{id}/restart?signal=&t=}."""
         signal, timeout = self._stop_args(request)
         await self._backend.restart(name, signal, timeout)
         return _no_content(request)
 
-    async def kill(self, request: Request, name: str) -> bytes:
+    async def container_kill(self, request: Request, name: str) -> bytes:
         """C{POST /containers/{id}/kill?signal=}."""
         await self._backend.kill(name, query(request, "signal") or None)
         return _no_content(request)
 
-    async def pause(self, request: Request, name: str) -> bytes:
+    async def container_pause(self, request: Request, name: str) -> bytes:
         """C{POST /containers/{id}/pause}."""
         await self._backend.pause(name)
         return _no_content(request)
 
-    async def unpause(self, request: Request, name: str) -> bytes:
+    async def container_unpause(self, request: Request, name: str) -> bytes:
         """C{POST /containers/{id}/unpause}."""
         await self._backend.unpause(name)
         return _no_content(request)
 
-    def rename(self, request: Request, name: str) -> bytes:
+    def container_rename(self, request: Request, name: str) -> bytes:
         """C{POST /containers/{id}/rename?name=}."""
         self._backend.rename(name, query(request, "name"))
         return _no_content(request)
 
-    def update(self, request: Request, name: str) -> dict[str, Any]:
+    def container_update(self, request: Request, name: str) -> dict[str, Any]:
         """C{POST /containers/{id}/update}."""
         return self._backend.update(name, json_object(request))
 
-    async def remove(self, request: Request, name: str) -> bytes:
+    async def container_remove(self, request: Request, name: str) -> bytes:
         """C{DELETE /containers/{id}?force=&v=&link=}."""
         if query_bool(request, "link"):
             raise InvalidParameter(
@@ -367,11 +367,11 @@ class ContainersAPI:
         )
         return _no_content(request)
 
-    async def prune(self, request: Request) -> bytes:
+    async def container_prune(self, request: Request) -> bytes:
         """C{POST /containers/prune}."""
         return _json(request, await self._backend.prune(query_filters(request)))
 
-    async def wait(self, request: Request, name: str) -> bytes:
+    async def container_wait(self, request: Request, name: str) -> bytes:
         """
         C{POST /containers/{id}/wait?condition=}: the status line and
         headers go out at once (clients wait for them before starting the
@@ -386,7 +386,7 @@ class ContainersAPI:
             result = {"StatusCode": -1, "Error": {"Message": e.message}}
         return json.dumps(result).encode() + b"\n"
 
-    def resize(self, request: Request, name: str) -> bytes:
+    def container_resize(self, request: Request, name: str) -> bytes:
         """C{POST /containers/{id}/resize?h=&w=}."""
         height, width = _size(request)
         self._backend.resize(name, height, width)
@@ -395,7 +395,7 @@ class ContainersAPI:
 
     # --- streams ---------------------------------------------------------------
 
-    def attach(self, request: Request, name: str) -> object:
+    def container_attach(self, request: Request, name: str) -> object:
         """
         C{POST /containers/{id}/attach}: the hijacked stream of the
         container's stdio.
@@ -427,7 +427,7 @@ class ContainersAPI:
         hijacked.lost.addCallback(lambda _: attachment.detach())
         return HIJACKED
 
-    async def logs(self, request: Request, name: str) -> bytes | None:
+    async def container_logs(self, request: Request, name: str) -> bytes | None:
         """C{GET /containers/{id}/logs}: frames without a TTY, raw with one."""
         stdout = query_bool(request, "stdout")
         stderr = query_bool(request, "stderr")
@@ -474,11 +474,11 @@ class ContainersAPI:
 
     # --- looking inside --------------------------------------------------------
 
-    async def top(self, request: Request, name: str) -> bytes:
+    async def container_top(self, request: Request, name: str) -> bytes:
         """C{GET /containers/{id}/top?ps_args=}."""
         return _json(request, await self._backend.top(name, query(request, "ps_args")))
 
-    async def stats(self, request: Request, name: str) -> bytes | None:
+    async def container_stats(self, request: Request, name: str) -> bytes | None:
         """C{GET /containers/{id}/stats?stream=&one-shot=}."""
         stream = query_bool(request, "stream", default=True)
         first = await self._backend.stats(name)
@@ -501,11 +501,11 @@ class ContainersAPI:
                 break
         return None
 
-    async def changes(self, request: Request, name: str) -> bytes:
+    async def container_changes(self, request: Request, name: str) -> bytes:
         """C{GET /containers/{id}/changes}."""
         return _json(request, await self._backend.changes(name))
 
-    async def export(self, request: Request, name: str) -> bytes | None:
+    async def container_export(self, request: Request, name: str) -> bytes | None:
         """C{GET /containers/{id}/export}: the tar, streamed from a thread."""
         self._backend.inspect(name)
         request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/x-tar"])
@@ -518,13 +518,13 @@ class ContainersAPI:
             raise InvalidParameter("path is required")
         return path
 
-    async def archive_head(self, request: Request, name: str) -> bytes:
+    async def container_archive_head(self, request: Request, name: str) -> bytes:
         """C{HEAD /containers/{id}/archive?path=}: just the stat header."""
         stat = await self._backend.archive_stat(name, self._archive_path(request))
         _set_stat(request, stat)
         return b""
 
-    async def archive_get(self, request: Request, name: str) -> bytes | None:
+    async def container_archive_get(self, request: Request, name: str) -> bytes | None:
         """C{GET /containers/{id}/archive?path=}: the tar of the path."""
         path = self._archive_path(request)
         stat = await self._backend.archive_stat(name, path)
@@ -535,7 +535,7 @@ class ContainersAPI:
         )
         return None
 
-    async def archive_put(self, request: Request, name: str) -> bytes:
+    async def container_archive_put(self, request: Request, name: str) -> bytes:
         """C{PUT /containers/{id}/archive?path=}: extract the body's tar."""
         path = self._archive_path(request)
         content = request.content
@@ -550,7 +550,7 @@ class ContainersAPI:
         )
         return b""
 
-    async def copy(self, request: Request, name: str) -> bytes | None:
+    async def container_copy(self, request: Request, name: str) -> bytes | None:
         """C{POST /containers/{id}/copy} (the seed's): the tar of C{Resource}."""
         body = json_object(request)
         resource = body.get("Resource")
@@ -595,29 +595,29 @@ def connect_stdin(hijacked: streams.Hijack, target: Any, keys: bytes | None) -> 
 
 
 ROUTES: list[Route] = [
-    Route("GET", "/containers/json", "list_containers"),
-    Route("POST", "/containers/create", "create"),
-    Route("POST", "/containers/prune", "prune"),
-    Route("GET", "/containers/<name>/json", "inspect"),
-    Route("GET", "/containers/<name>/top", "top"),
-    Route("GET", "/containers/<name>/logs", "logs"),
-    Route("GET", "/containers/<name>/changes", "changes"),
-    Route("GET", "/containers/<name>/export", "export"),
-    Route("GET", "/containers/<name>/stats", "stats"),
-    Route("POST", "/containers/<name>/resize", "resize"),
-    Route("POST", "/containers/<name>/start", "start"),
-    Route("POST", "/containers/<name>/stop", "stop"),
-    Route("POST", "/containers/<name>/restart", "restart"),
-    Route("POST", "/containers/<name>/kill", "kill"),
-    Route("POST", "/containers/<name>/update", "update"),
-    Route("POST", "/containers/<name>/rename", "rename"),
-    Route("POST", "/containers/<name>/pause", "pause"),
-    Route("POST", "/containers/<name>/unpause", "unpause"),
-    Route("POST", "/containers/<name>/attach", "attach"),
-    Route("POST", "/containers/<name>/wait", "wait"),
-    Route("POST", "/containers/<name>/copy", "copy"),
-    Route("HEAD", "/containers/<name>/archive", "archive_head"),
-    Route("GET", "/containers/<name>/archive", "archive_get"),
-    Route("PUT", "/containers/<name>/archive", "archive_put"),
-    Route("DELETE", "/containers/<name>", "remove"),
+    Route("GET", "/containers/json", "container_list_containers"),
+    Route("POST", "/containers/create", "container_create"),
+    Route("POST", "/containers/prune", "container_prune"),
+    Route("GET", "/containers/<name>/json", "container_inspect"),
+    Route("GET", "/containers/<name>/top", "container_top"),
+    Route("GET", "/containers/<name>/logs", "container_logs"),
+    Route("GET", "/containers/<name>/changes", "container_changes"),
+    Route("GET", "/containers/<name>/export", "container_export"),
+    Route("GET", "/containers/<name>/stats", "container_stats"),
+    Route("POST", "/containers/<name>/resize", "container_resize"),
+    Route("POST", "/containers/<name>/start", "container_start"),
+    Route("POST", "/containers/<name>/stop", "container_stop"),
+    Route("POST", "/containers/<name>/restart", "container_restart"),
+    Route("POST", "/containers/<name>/kill", "container_kill"),
+    Route("POST", "/containers/<name>/update", "container_update"),
+    Route("POST", "/containers/<name>/rename", "container_rename"),
+    Route("POST", "/containers/<name>/pause", "container_pause"),
+    Route("POST", "/containers/<name>/unpause", "container_unpause"),
+    Route("POST", "/containers/<name>/attach", "container_attach"),
+    Route("POST", "/containers/<name>/wait", "container_wait"),
+    Route("POST", "/containers/<name>/copy", "container_copy"),
+    Route("HEAD", "/containers/<name>/archive", "container_archive_head"),
+    Route("GET", "/containers/<name>/archive", "container_archive_get"),
+    Route("PUT", "/containers/<name>/archive", "container_archive_put"),
+    Route("DELETE", "/containers/<name>", "container_remove"),
 ]

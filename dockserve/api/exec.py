@@ -23,7 +23,7 @@ class ExecAPI:
     def __init__(self, backend: ContainerBackend) -> None:
         self._backend = backend
 
-    def create(self, request: Request, name: str) -> dict[str, Any]:
+    def exec_create(self, request: Request, name: str) -> dict[str, Any]:
         """C{POST /containers/{id}/exec}: 201 with the instance's ID."""
         body = json_object(request, required=True)
         cmd = body.get("Cmd")
@@ -36,7 +36,7 @@ class ExecAPI:
         request.setResponseCode(201)
         return result
 
-    async def start(self, request: Request, exec_id: str) -> object:
+    async def exec_start(self, request: Request, exec_id: str) -> object:
         """
         C{POST /exec/{id}/start}: C{{"Detach": true}} answers once the
         process runs; otherwise the connection carries its stdio until it
@@ -84,12 +84,12 @@ class ExecAPI:
         DeferredList(ends, consumeErrors=True).addCallback(lambda _: hijacked.close())
         return HIJACKED
 
-    def inspect(self, request: Request, exec_id: str) -> dict[str, Any]:
+    def exec_inspect(self, request: Request, exec_id: str) -> dict[str, Any]:
         """C{GET /exec/{id}/json}."""
         del request
         return self._backend.exec_inspect(exec_id)
 
-    def resize(self, request: Request, exec_id: str) -> bytes:
+    def exec_resize(self, request: Request, exec_id: str) -> bytes:
         """C{POST /exec/{id}/resize?h=&w=}."""
         height = query_int(request, "h", 0) or 0
         width = query_int(request, "w", 0) or 0
@@ -98,8 +98,8 @@ class ExecAPI:
 
 
 ROUTES: list[Route] = [
-    Route("POST", "/containers/<name>/exec", "create"),
-    Route("POST", "/exec/<exec_id>/start", "start"),
-    Route("POST", "/exec/<exec_id>/resize", "resize"),
-    Route("GET", "/exec/<exec_id>/json", "inspect"),
+    Route("POST", "/containers/<name>/exec", "exec_create"),
+    Route("POST", "/exec/<exec_id>/start", "exec_start"),
+    Route("POST", "/exec/<exec_id>/resize", "exec_resize"),
+    Route("GET", "/exec/<exec_id>/json", "exec_inspect"),
 ]

@@ -23,16 +23,16 @@ class NetworksAPI:
     def __init__(self, backend: ContainerBackend) -> None:
         self._backend = backend
 
-    def list_networks(self, request: Request) -> list[dict[str, Any]]:
+    def network_list_networks(self, request: Request) -> list[dict[str, Any]]:
         """C{GET /networks}."""
         return self._backend.list_networks(query_filters(request))
 
-    def inspect(self, request: Request, name: str) -> dict[str, Any]:
+    def network_inspect(self, request: Request, name: str) -> dict[str, Any]:
         """C{GET /networks/{id}}."""
         del request
         return self._backend.inspect_network(name)
 
-    def remove(self, request: Request, name: str) -> bytes:
+    def network_remove(self, request: Request, name: str) -> bytes:
         """C{DELETE /networks/{id}}: the predefined ones cannot be removed."""
         del request
         found = self._backend.inspect_network(name)
@@ -40,14 +40,14 @@ class NetworksAPI:
             f"{found['Name']} is a pre-defined network and cannot be removed"
         )
 
-    def create(self, request: Request) -> bytes:
+    def network_create(self, request: Request) -> bytes:
         """C{POST /networks/create}: not until bridge networking lands."""
         del request
         raise NotImplementedByDaemon(
             "creating networks is not supported by this daemon yet"
         )
 
-    def connect(self, request: Request, name: str) -> bytes:
+    def network_connect(self, request: Request, name: str) -> bytes:
         """C{POST /networks/{id}/connect}."""
         del request
         self._backend.inspect_network(name)
@@ -55,7 +55,7 @@ class NetworksAPI:
             "connecting containers to networks is not supported by this daemon yet"
         )
 
-    def disconnect(self, request: Request, name: str) -> bytes:
+    def network_disconnect(self, request: Request, name: str) -> bytes:
         """C{POST /networks/{id}/disconnect}."""
         del request
         self._backend.inspect_network(name)
@@ -63,18 +63,18 @@ class NetworksAPI:
             "disconnecting containers from networks is not supported by this daemon yet"
         )
 
-    def prune(self, request: Request) -> dict[str, Any]:
+    def network_prune(self, request: Request) -> dict[str, Any]:
         """C{POST /networks/prune}: nothing to prune."""
         query_filters(request)
         return {"NetworksDeleted": None}
 
 
 ROUTES: list[Route] = [
-    Route("GET", "/networks", "list_networks"),
-    Route("POST", "/networks/create", "create"),
-    Route("POST", "/networks/prune", "prune"),
-    Route("GET", "/networks/<name>", "inspect"),
-    Route("DELETE", "/networks/<name>", "remove"),
-    Route("POST", "/networks/<name>/connect", "connect"),
-    Route("POST", "/networks/<name>/disconnect", "disconnect"),
+    Route("GET", "/networks", "network_list_networks"),
+    Route("POST", "/networks/create", "network_create"),
+    Route("POST", "/networks/prune", "network_prune"),
+    Route("GET", "/networks/<name>", "network_inspect"),
+    Route("DELETE", "/networks/<name>", "network_remove"),
+    Route("POST", "/networks/<name>/connect", "network_connect"),
+    Route("POST", "/networks/<name>/disconnect", "network_disconnect"),
 ]
