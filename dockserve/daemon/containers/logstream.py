@@ -83,7 +83,15 @@ class LogReader:
         self.done: Deferred[None] = Deferred(self._cancel)
 
     def start(self) -> "LogReader":
-        """Begin: with C{tail}, the last lines first, then as without."""
+        """
+        Begin on the next reactor turn (so the caller can send its headers
+        first): with C{tail}, the last lines, then as without.
+        """
+        self._call = self._reactor.callLater(0, self._begin)
+        return self
+
+    def _begin(self) -> None:
+        self._call = None
         try:
             self._file = self._path.open("rb")
         except FileNotFoundError:
@@ -91,7 +99,6 @@ class LogReader:
         if self._tail is not None and self._file is not None:
             self._emit_tail()
         self._step()
-        return self
 
     def _cancel(self, _: object) -> None:
         self._finished = True
