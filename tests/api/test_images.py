@@ -29,7 +29,9 @@ def _resource(api: ImagesAPI) -> Any:
 
             def encode(result: Any) -> Any:
                 if isinstance(result, dict | list):
-                    request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/json"])
+                    request.responseHeaders.setRawHeaders(
+                        b"Content-Type", [b"application/json"]
+                    )
                     return json.dumps(result).encode()
                 return result
 
@@ -41,7 +43,9 @@ def _resource(api: ImagesAPI) -> Any:
 
             return maybeDeferred(handler, request, **kwargs).addCallbacks(encode, error)
 
-        app.route("/v1.50" + route.path, methods=[route.method], endpoint=route.handler)(call)
+        app.route(
+            "/v1.50" + route.path, methods=[route.method], endpoint=route.handler
+        )(call)
     return app.resource()
 
 
@@ -61,7 +65,9 @@ class ImagesAPITests(SynchronousTestCase):
 
     def load(self) -> str:
         code, body, headers = self.call(
-            "POST", "/images/load", data=save_archive([layer_tar({"a": b"1"})], ["busybox:latest"])
+            "POST",
+            "/images/load",
+            data=save_archive([layer_tar({"a": b"1"})], ["busybox:latest"]),
         )
         self.assertEqual(code, 200)
         self.assertEqual(headers.getRawHeaders("Content-Type"), ["application/json"])
@@ -76,25 +82,43 @@ class ImagesAPITests(SynchronousTestCase):
         [summary] = json.loads(body)
         self.assertEqual(
             set(summary),
-            {"Id", "ParentId", "RepoTags", "RepoDigests", "Created", "Size", "SharedSize", "Labels", "Containers"},
+            {
+                "Id",
+                "ParentId",
+                "RepoTags",
+                "RepoDigests",
+                "Created",
+                "Size",
+                "SharedSize",
+                "Labels",
+                "Containers",
+            },
         )
         code, body, _ = self.call("GET", "/images/busybox:latest/json")
         self.assertEqual(json.loads(body)["Id"], image_id)
         code, body, _ = self.call("GET", "/images/nope/json")
-        self.assertEqual((code, json.loads(body)), (404, {"message": "No such image: nope"}))
+        self.assertEqual(
+            (code, json.loads(body)), (404, {"message": "No such image: nope"})
+        )
 
     def test_name_with_registry_and_slashes(self) -> None:
         """A name with a port and slashes routes to the right handler."""
         self.load()
-        code, _, _ = self.call("POST", "/images/busybox/tag?repo=127.0.0.1:5000/a/b&tag=t")
+        code, _, _ = self.call(
+            "POST", "/images/busybox/tag?repo=127.0.0.1:5000/a/b&tag=t"
+        )
         self.assertEqual(code, 201)
         code, body, _ = self.call("GET", "/images/127.0.0.1:5000/a/b:t/history")
         self.assertEqual(code, 200)
-        self.assertEqual(json.loads(body)[0]["Tags"], ["127.0.0.1:5000/a/b:t", "busybox:latest"])
+        self.assertEqual(
+            json.loads(body)[0]["Tags"], ["127.0.0.1:5000/a/b:t", "busybox:latest"]
+        )
 
     def test_filters_bad(self) -> None:
         """A bad filter is a 400."""
-        code, _, _ = self.call("GET", "/images/json?filters=" + json.dumps({"nope": ["x"]}))
+        code, _, _ = self.call(
+            "GET", "/images/json?filters=" + json.dumps({"nope": ["x"]})
+        )
         self.assertEqual(code, 400)
 
     def test_import(self) -> None:
@@ -113,7 +137,9 @@ class ImagesAPITests(SynchronousTestCase):
         """DELETE answers Untagged/Deleted; prune its report."""
         image_id = self.load()
         code, body, _ = self.call("DELETE", "/images/busybox")
-        self.assertEqual(json.loads(body), [{"Untagged": "busybox:latest"}, {"Deleted": image_id}])
+        self.assertEqual(
+            json.loads(body), [{"Untagged": "busybox:latest"}, {"Deleted": image_id}]
+        )
         code, body, _ = self.call("POST", "/images/prune")
         self.assertEqual(json.loads(body), {"ImagesDeleted": None, "SpaceReclaimed": 0})
 
@@ -149,10 +175,16 @@ class RegistryAuthTests(SynchronousTestCase):
 
     def test_decodes(self) -> None:
         """base64url JSON, padding or not."""
-        raw = base64.urlsafe_b64encode(json.dumps({"username": "u", "password": "p"}).encode()).rstrip(b"=")
-        self.assertEqual(registry_auth(self._request(raw)), {"username": "u", "password": "p"})
+        raw = base64.urlsafe_b64encode(
+            json.dumps({"username": "u", "password": "p"}).encode()
+        ).rstrip(b"=")
+        self.assertEqual(
+            registry_auth(self._request(raw)), {"username": "u", "password": "p"}
+        )
         self.assertIsNone(registry_auth(self._request(None)))
 
     def test_garbage(self) -> None:
         """Not base64 JSON: a 400."""
-        self.assertRaises(InvalidParameter, registry_auth, self._request(b"bm90IGpzb24"))
+        self.assertRaises(
+            InvalidParameter, registry_auth, self._request(b"bm90IGpzb24")
+        )

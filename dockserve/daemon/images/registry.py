@@ -24,6 +24,7 @@ import queue
 import re
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode, urljoin
 
@@ -592,6 +593,12 @@ class Distribution:
         receiver = _BlobReceiver(chunks, on_bytes)
         temp = self._store.temp_path("pull-")
 
+        def drained(amount: int) -> None:
+            if self._service.synchronous:
+                receiver.drained(amount)
+            else:
+                self._reactor.callFromThread(receiver.drained, amount)
+
         def write() -> tuple[str, int]:
             hasher = hashlib.sha256()
             size = 0
@@ -603,19 +610,24 @@ class Distribution:
                     hasher.update(chunk)
                     out.write(chunk)
                     size += len(chunk)
-                    self._reactor.callFromThread(receiver.drained, len(chunk))
+                    drained(len(chunk))
                 layers.fsync_file(out)
             return "sha256:" + hasher.hexdigest(), size
 
-        writing = self._service.in_thread(write)
+        # With a synchronous pool (unit tests) the writer runs after the
+        # body has arrived; for real, it runs alongside it.
+        sync = self._service.synchronous
+        writing = None if sync else self._service.in_thread(write)
         response.original.deliverBody(receiver)
         try:
             await receiver.done
         except Exception as e:
             chunks.put(None)
-            await writing
+            await (writing or self._service.in_thread(write))
             temp.unlink(missing_ok=True)
             raise SystemError_(f"downloading {digest}: {_reason(e)}") from None
+        if writing is None:
+            writing = self._service.in_thread(write)
         got, size = await writing
         progress({"status": "Verifying Checksum", "progressDetail": {}, "id": short})
         if got != digest:
@@ -876,18 +888,26 @@ class Distribution:
                 }
             )
 
-        def body() -> Any:
-            return path.open("rb")
+        opened: list[Any] = []
 
-        response = await self._request(
-            "PUT",
-            upload_url,
-            auth,
-            scope,
-            headers={"Content-Type": "application/octet-stream"},
-            data=body,
-        )
-        answer = await response.content()
+        def body() -> Any:
+            opened.append(self.upload_body(path))
+            return opened[-1]
+
+        try:
+            response = await self._request(
+                "PUT",
+                upload_url,
+                auth,
+                scope,
+                headers={"Content-Type": "application/octet-stream"},
+                data=body,
+            )
+            answer = await response.content()
+        finally:
+            for f in opened:
+                if hasattr(f, "close"):
+                    f.close()
         if response.code not in (201, 204):
             raise SystemError_(
                 f"uploading {digest}: HTTP {response.code}: "
@@ -903,6 +923,13 @@ class Distribution:
                 }
             )
             progress({"status": "Pushed", "progressDetail": {}, "id": short})
+
+    def upload_body(self, path: Path) -> Any:
+        """
+        The body of a blob upload: the open file, which treq streams in
+        chunks (tests replace this with the bytes, for StubTreq).
+        """
+        return path.open("rb")
 
     # --- search -------------------------------------------------------------
 

@@ -121,6 +121,11 @@ class ImageService:
         """Tell the store who uses images, so C{rmi} can refuse."""
         self._users = users
 
+    @property
+    def synchronous(self) -> bool:
+        """Whether "thread" work runs at once on the caller's thread (tests)."""
+        return bool(getattr(self._threadpool, "synchronous", False))
+
     def in_thread(self, f: Callable[..., _T], *args: Any) -> "Deferred[_T]":
         """Run blocking C{f} in the thread pool."""
         pool = self._threadpool

@@ -1,0 +1,285 @@
+"""
+Tests for L{dockserve.daemon.images.registry}: pull and push against an
+in-memory registry that demands a bearer token, through StubTreq.
+"""
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from klein import Klein
+from treq.testing import StubTreq
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Request
+
+from dockserve.daemon.images.registry import Distribution, _go_arch
+from dockserve.daemon.images.service import ImageService
+from dockserve.errors import InvalidParameter, NotFound
+from dockserve.testing.images import layer_tar, memory_image_service, save_archive
+
+TOKEN = "tok-123"
+
+
+class FakeRegistry:
+    """Just enough of the Registry v2 API, with bearer auth on every call."""
+
+    app = Klein()
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[str, tuple[str, bytes]] = {}
+        self.uploads: dict[str, bytes] = {}
+        self.blob_gets: list[str] = []
+        self.corrupt = ""
+
+    def _authorized(self, request: Request) -> bool:
+        got = request.requestHeaders.getRawHeaders(b"Authorization") or [b""]
+        if got[0] == f"Bearer {TOKEN}".encode():
+            return True
+        request.setResponseCode(401)
+        request.responseHeaders.setRawHeaders(
+            b"WWW-Authenticate",
+            [
+                b'Bearer realm="http://registry.test/token",service="registry.test",scope="x"'
+            ],
+        )
+        return False
+
+    @app.route("/token")
+    def token(self, request: Request) -> bytes:
+        expected = b"Basic " + base64.b64encode(b"u:p")
+        if (request.requestHeaders.getRawHeaders(b"Authorization") or [b""])[
+            0
+        ] != expected:
+            request.setResponseCode(401)
+            return b"{}"
+        assert request.args[b"service"] == [b"registry.test"]
+        return json.dumps({"token": TOKEN}).encode()
+
+    @app.route("/v2/<path:repo>/manifests/<ref>", methods=["GET", "HEAD", "PUT"])
+    def manifest(self, request: Request, repo: str, ref: str) -> bytes:
+        if not self._authorized(request):
+            return b""
+        if request.method == b"PUT":
+            body = request.content.read()  # type: ignore[union-attr]
+            media = (request.requestHeaders.getRawHeaders(b"Content-Type") or [b""])[
+                0
+            ].decode()
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            self.manifests[f"{repo}:{ref}"] = (media, body)
+            self.manifests[f"{repo}@{digest}"] = (media, body)
+            request.setResponseCode(201)
+            return b""
+        key = f"{repo}@{ref}" if ref.startswith("sha256:") else f"{repo}:{ref}"
+        if key not in self.manifests:
+            request.setResponseCode(404)
+            return b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}'
+        media, body = self.manifests[key]
+        request.responseHeaders.setRawHeaders(b"Content-Type", [media.encode()])
+        return body
+
+    @app.route("/v2/<path:repo>/blobs/<digest>", methods=["GET", "HEAD"])
+    def blob(self, request: Request, repo: str, digest: str) -> bytes:
+        if not self._authorized(request):
+            return b""
+        if digest not in self.blobs:
+            request.setResponseCode(404)
+            return b""
+        if request.method == b"GET":
+            self.blob_gets.append(digest)
+        data = self.blobs[digest]
+        return data[:-1] + b"X" if digest == self.corrupt else data
+
+    @app.route("/v2/<path:repo>/blobs/uploads/", methods=["POST"])
+    def start_upload(self, request: Request, repo: str) -> bytes:
+        if not self._authorized(request):
+            return b""
+        request.setResponseCode(202)
+        request.responseHeaders.setRawHeaders(
+            b"Location", [f"/v2/{repo}/blobs/uploads/u1".encode()]
+        )
+        return b""
+
+    @app.route("/v2/<path:repo>/blobs/uploads/<upload>", methods=["PUT"])
+    def finish_upload(self, request: Request, repo: str, upload: str) -> bytes:
+        if not self._authorized(request):
+            return b""
+        data = request.content.read()  # type: ignore[union-attr]
+        digest = request.args[b"digest"][0].decode()
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
+        self.blobs[digest] = data
+        request.setResponseCode(201)
+        return b""
+
+
+def _distribution(service: ImageService, registry: FakeRegistry) -> Distribution:
+    dist = Distribution(service)
+    dist._http = StubTreq(registry.app.resource())  # type: ignore[assignment]
+    dist._base = lambda domain: ["http://registry.test"]  # type: ignore[method-assign]
+    dist.upload_body = lambda path: path.read_bytes()  # type: ignore[method-assign]
+    service._registry = dist
+    return dist
+
+
+AUTH = {"username": "u", "password": "p"}
+
+
+class PushPullTests(SynchronousTestCase):
+    """An image goes to a registry and comes back the same."""
+
+    def setUp(self) -> None:
+        self.registry = FakeRegistry()
+        self.source = memory_image_service(Path(self.mktemp()))
+        _distribution(self.source, self.registry)
+        self.successResultOf(
+            self.source.load(
+                __import__("io").BytesIO(
+                    save_archive(
+                        [layer_tar({"a": b"1" * 5000}), layer_tar({"b": b"2" * 5000})],
+                        ["registry.test/app:v1"],
+                    )
+                )
+            )
+        )
+        self.messages: list[dict[str, Any]] = []
+        self.successResultOf(
+            self.source.push("registry.test/app:v1", None, AUTH, self.messages.append)
+        )
+
+    def test_push_reports_digest(self) -> None:
+        """Push ends with the aux message the CLI reads, and records the digest."""
+        aux = self.messages[-1]["aux"]
+        self.assertEqual(aux["Tag"], "v1")
+        media, body = self.registry.manifests["app:v1"]
+        self.assertEqual(aux["Digest"], "sha256:" + hashlib.sha256(body).hexdigest())
+        self.assertEqual(
+            json.loads(body)["config"]["digest"],
+            self.source.lookup("registry.test/app:v1").id,
+        )
+        self.assertEqual(
+            self.source.inspect("registry.test/app:v1")["RepoDigests"],
+            [f"registry.test/app@{aux['Digest']}"],
+        )
+        again: list[dict[str, Any]] = []
+        self.successResultOf(
+            self.source.push("registry.test/app:v1", None, AUTH, again.append)
+        )
+        self.assertIn("Layer already exists", [m.get("status") for m in again])
+
+    def test_pull_into_empty_store(self) -> None:
+        """Pull gives the same image ID, the progress dockerd writes, and the digest."""
+        target = memory_image_service(Path(self.mktemp()))
+        _distribution(target, self.registry)
+        messages: list[dict[str, Any]] = []
+        self.successResultOf(
+            target.pull("registry.test/app", "v1", AUTH, messages.append)
+        )
+        statuses = [m.get("status") for m in messages]
+        self.assertEqual(messages[0], {"status": "Pulling from app", "id": "v1"})
+        self.assertEqual(statuses.count("Pull complete"), 2)
+        self.assertIn("Downloading", statuses)
+        self.assertEqual(
+            statuses[-1], "Status: Downloaded newer image for registry.test/app:v1"
+        )
+        self.assertEqual(
+            target.lookup("registry.test/app:v1").id,
+            self.source.lookup("registry.test/app:v1").id,
+        )
+        layer = Path(target.resolve("registry.test/app:v1").layer_dirs[1])
+        self.assertEqual((layer / "b").read_bytes(), b"2" * 5000)
+
+    def test_pull_without_credentials(self) -> None:
+        """The token service refuses; the user sees an auth error."""
+        target = memory_image_service(Path(self.mktemp()))
+        _distribution(target, self.registry)
+        failure = self.failureResultOf(
+            target.pull("registry.test/app", "v1", None, lambda m: None)
+        )
+        self.assertIn("unauthorized", failure.value.message)
+
+    def test_pull_missing_tag(self) -> None:
+        """A tag the registry lacks is dockerd's not-found message."""
+        target = memory_image_service(Path(self.mktemp()))
+        _distribution(target, self.registry)
+        failure = self.failureResultOf(
+            target.pull("registry.test/app", "nope", AUTH, lambda m: None), NotFound
+        )
+        self.assertEqual(
+            failure.value.message,
+            "manifest for registry.test/app:nope not found: manifest unknown: manifest unknown",
+        )
+
+    def test_corrupt_blob(self) -> None:
+        """A blob whose bytes are not its digest is refused, and no image appears."""
+        manifest = json.loads(self.registry.manifests["app:v1"][1])
+        self.registry.corrupt = manifest["layers"][0]["digest"]
+        target = memory_image_service(Path(self.mktemp()))
+        _distribution(target, self.registry)
+        failure = self.failureResultOf(
+            target.pull("registry.test/app", "v1", AUTH, lambda m: None),
+            InvalidParameter,
+        )
+        self.assertIn("verification failed", failure.value.message)
+        self.assertEqual(target.list_images(), [])
+
+    def test_manifest_list(self) -> None:
+        """From an index, the entry for linux and this machine's architecture is pulled."""
+        media, body = self.registry.manifests["app:v1"]
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        arch, _ = _go_arch()
+        other = "s390x" if arch != "s390x" else "amd64"
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [
+                    {
+                        "mediaType": media,
+                        "digest": "sha256:" + "0" * 64,
+                        "size": 1,
+                        "platform": {"os": "linux", "architecture": other},
+                    },
+                    {
+                        "mediaType": media,
+                        "digest": digest,
+                        "size": len(body),
+                        "platform": {"os": "linux", "architecture": arch},
+                    },
+                ],
+            }
+        ).encode()
+        self.registry.manifests["app:multi"] = (
+            "application/vnd.oci.image.index.v1+json",
+            index,
+        )
+        target = memory_image_service(Path(self.mktemp()))
+        _distribution(target, self.registry)
+        self.successResultOf(
+            target.pull("registry.test/app:multi", None, AUTH, lambda m: None)
+        )
+        index_digest = "sha256:" + hashlib.sha256(index).hexdigest()
+        self.assertEqual(
+            target.inspect("registry.test/app:multi")["RepoDigests"],
+            [f"registry.test/app@{index_digest}"],
+        )
+
+    def test_layers_shared_not_downloaded_twice(self) -> None:
+        """A second pull of an image whose layers are here fetches no layer."""
+        target = memory_image_service(Path(self.mktemp()))
+        _distribution(target, self.registry)
+        self.successResultOf(
+            target.pull("registry.test/app", "v1", AUTH, lambda m: None)
+        )
+        before = len(self.registry.blob_gets)
+        messages: list[dict[str, Any]] = []
+        self.successResultOf(
+            target.pull("registry.test/app", "v1", AUTH, messages.append)
+        )
+        self.assertEqual(len(self.registry.blob_gets) - before, 1)  # the config only
+        self.assertEqual([m["status"] for m in messages].count("Already exists"), 2)
+        self.assertEqual(
+            messages[-1]["status"],
+            "Status: Image is up to date for registry.test/app:v1",
+        )
