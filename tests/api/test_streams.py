@@ -1,0 +1,160 @@
+# -*- test-case-name: tests.api.test_streams -*-
+"""
+Tests for L{dockserve.api.streams}: the hijacked attach and exec
+connections, byte for byte on a L{StringTransport}.
+"""
+
+from pathlib import Path
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Site
+
+from dockserve.api.router import make_resource
+from dockserve.api.streams import EscapeFilter, frame, parse_detach_keys
+from dockserve.errors import InvalidParameter
+from dockserve.testing.backend import MemoryBackend
+from dockserve.testing.containers import make_service
+
+_UPGRADE = (
+    b"Host: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+class _Socket(StringTransport):
+    """A transport with a C{protocol}, like a real socket's."""
+
+    protocol: object = None
+
+
+class _HijackCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        root = Path(self.mktemp())
+        root.mkdir()
+        self.service, self.runtime, self.clock = make_service(root)
+        self.site = Site(make_resource(MemoryBackend(containers=self.service)))
+
+    def connect(self, request: bytes) -> tuple[object, _Socket]:
+        protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
+        transport = _Socket()
+        transport.protocol = protocol
+        protocol.makeConnection(transport)  # type: ignore[union-attr]
+        protocol.dataReceived(request)  # type: ignore[union-attr]
+        return protocol, transport
+
+
+class AttachTests(_HijackCase):
+    def test_upgrade_frames_stdin(self) -> None:
+        """
+        Attach answers 101 UPGRADED, frames stdout and stderr without a TTY,
+        forwards the client's bytes to stdin, and a half-close closes stdin;
+        the connection closes when the container's output ends.
+        """
+        cid = self.service.create("web", {"Image": "busybox", "OpenStdin": True})["Id"]
+        protocol, transport = self.connect(
+            b"POST /v1.50/containers/web/attach?stream=1&stdin=1&stdout=1&stderr=1"
+            b" HTTP/1.1\r\n" + _UPGRADE
+        )
+        head = transport.value()
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 UPGRADED\r\n"), head)
+        self.assertIn(b"Upgrade: tcp\r\n", head)
+        self.assertIn(b"Content-Type: application/vnd.docker.raw-stream\r\n", head)
+        transport.clear()
+        protocol.dataReceived(b"typed")  # type: ignore[attr-defined]
+        self.successResultOf(self.service.start(cid))
+        stdio = self.runtime.containers[cid].stdios[0]
+        self.assertEqual(stdio.stdin, b"typed")
+        self.runtime.output(cid, 1, b"out")
+        self.runtime.output(cid, 2, b"err")
+        self.assertEqual(transport.value(), frame(1, b"out") + frame(2, b"err"))
+        self.assertTrue(IHalfCloseableProtocol.providedBy(transport.protocol))
+        transport.protocol.readConnectionLost()  # type: ignore[attr-defined]
+        self.assertTrue(stdio.stdin_closed)
+        self.assertFalse(transport.disconnecting)
+        self.runtime.exit(cid, 0)
+        self.assertTrue(transport.disconnecting)
+
+    def test_no_upgrade(self) -> None:
+        """A client that does not upgrade gets 200 and the same stream."""
+        cid = self.service.create("web", {"Image": "busybox", "Tty": True})["Id"]
+        _, transport = self.connect(
+            b"POST /containers/web/attach?stream=1&stdout=1 HTTP/1.1\r\n"
+            b"Host: docker\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        transport.clear()
+        self.successResultOf(self.service.start(cid))
+        self.runtime.output(cid, 1, b"raw bytes")
+        self.assertEqual(transport.value(), b"raw bytes")
+
+    def test_detach_keys(self) -> None:
+        """With a TTY, ctrl-p ctrl-q ends the stream; the container runs on."""
+        cid = self.service.create(
+            "web", {"Image": "busybox", "Tty": True, "OpenStdin": True}
+        )["Id"]
+        self.successResultOf(self.service.start(cid))
+        protocol, transport = self.connect(
+            b"POST /containers/web/attach?stream=1&stdin=1&stdout=1 HTTP/1.1\r\n"
+            + _UPGRADE
+        )
+        protocol.dataReceived(b"ls\r\x10x\x10\x11")  # type: ignore[attr-defined]
+        stdio = self.runtime.containers[cid].stdios[0]
+        self.assertEqual(stdio.stdin, b"ls\r\x10x")
+        self.assertTrue(stdio.detached)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.service.inspect(cid)["State"]["Status"], "running")
+
+
+class ExecStreamTests(_HijackCase):
+    def test_exec_hijack(self) -> None:
+        """
+        Exec start hijacks; the output is framed; the connection closes when
+        the process exits, and its code is then in the exec's inspect.
+        """
+        cid = self.service.create("web", {"Image": "busybox"})["Id"]
+        self.successResultOf(self.service.start(cid))
+        exec_id = self.service.exec_create(
+            cid, {"Cmd": ["sh"], "AttachStdin": True, "AttachStdout": True}
+        )["Id"]
+        body = b'{"Detach": false, "Tty": false}'
+        protocol, transport = self.connect(
+            b"POST /exec/" + exec_id.encode() + b"/start HTTP/1.1\r\n"
+            b"Host: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 UPGRADED\r\n"))
+        transport.clear()
+        proc = self.runtime.execs[0]
+        protocol.dataReceived(b"echo hi\n")  # type: ignore[attr-defined]
+        self.assertEqual(proc.stdin, b"echo hi\n")
+        proc.emit(1, b"hi\n")
+        self.assertEqual(transport.value(), frame(1, b"hi\n"))
+        proc.exit(2)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.service.exec_inspect(exec_id)["ExitCode"], 2)
+
+
+class DetachKeyTests(SynchronousTestCase):
+    def test_parse(self) -> None:
+        """C{ctrl-X} and single characters, comma-separated."""
+        self.assertEqual(parse_detach_keys(None), b"\x10\x11")
+        self.assertEqual(parse_detach_keys("ctrl-a,x,ctrl-@"), b"\x01x\x00")
+        error = self.assertRaises(InvalidParameter, parse_detach_keys, "ctrl-aa")
+        self.assertEqual(error.message, "Invalid detach keys (ctrl-aa) provided")
+
+    def test_escape_split(self) -> None:
+        """The sequence is found across reads; a false start is passed on."""
+        seen: list[bytes] = []
+        detached: list[bool] = []
+        escape = EscapeFilter(b"\x10\x11", seen.append, lambda: detached.append(True))
+        escape.feed(b"a\x10")
+        escape.feed(b"b")
+        self.assertEqual(b"".join(seen), b"a\x10b")
+        escape.feed(b"\x10")
+        self.assertEqual(detached, [])
+        escape.feed(b"\x11rest")
+        self.assertEqual(detached, [True])
+        self.assertEqual(b"".join(seen), b"a\x10b")
