@@ -11,7 +11,7 @@ the verified in-memory runtime that passes the runtime contract suite.
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
@@ -25,6 +25,9 @@ from dockserve.daemon.contracts import (
     RuntimeState,
 )
 from dockserve.errors import NotFound, SystemError_
+
+if TYPE_CHECKING:
+    from dockserve.api.containers import ContainerBackend
 
 #: The image every fake source knows.
 BUSYBOX = ResolvedImage(
@@ -357,3 +360,11 @@ def make_service(
         reactor=clock,
     )
     return service, runtime, clock
+
+
+def as_backend(service: ContainerService) -> "ContainerBackend":
+    """
+    C{service} as the API's L{ContainerBackend}: mypy checks here that the
+    real service satisfies the Protocol the handlers use.
+    """
+    return service

@@ -14,11 +14,12 @@ start (L{ContainerService.restore}).
 """
 
 import contextlib
+import importlib
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from attrs import evolve
 
@@ -52,6 +53,7 @@ from dockserve.errors import (
     DockerError,
     InvalidParameter,
     NotFound,
+    NotImplementedByDaemon,
     NotModified,
     SystemError_,
 )
@@ -63,6 +65,8 @@ DEFAULT_STOP_TIMEOUT = 10
 LOG_FILE = "container.log"
 
 _log = Logger()
+
+_T = TypeVar("_T")
 
 
 class _Container:
@@ -1140,6 +1144,134 @@ class ContainerService:
     def inspect_network(self, reference: str) -> dict[str, Any]:
         """C{GET /networks/{id}}."""
         return network.inspect_network(reference, self.network_members())
+
+    # --- files: docker cp, export, changes ---------------------------------------
+
+    def _archive(self) -> Any:
+        """The archive module (safe tar in/out of a container's root)."""
+        try:
+            return importlib.import_module("dockserve.daemon.archive")
+        except ImportError:
+            raise NotImplementedByDaemon(
+                "copying files, export and changes are not available in this build yet"
+            ) from None
+
+    def _blocking(self, work: Callable[[], _T]) -> Deferred[_T]:
+        if self._threadpool is None:
+            try:
+                return succeed(work())
+            except Exception as e:
+                from twisted.internet.defer import fail  # noqa: PLC0415
+
+                return fail(e)
+        return deferToThreadPool(self._threadpool_reactor, self._threadpool, work)
+
+    def _with_root(self, c: _Container, work: Callable[[Path], _T]) -> Deferred[_T]:
+        """
+        Run C{work(rootfs)} in a thread with the container's root mounted:
+        it is while the container runs; otherwise mount it for the while.
+        """
+
+        async def run() -> _T:
+            mounted_here = False
+            if not c.record.state.running:
+                image = self._images.resolve(c.record.image_id)
+                await self._bundles.prepare(c.directory, c.record, image)
+                mounted_here = True
+            try:
+                return await self._blocking(
+                    lambda: work(self._bundles.rootfs(c.directory))
+                )
+            finally:
+                if mounted_here and not c.record.state.running and c.busy is None:
+                    await self._bundles.release(c.directory, c.record)
+
+        return Deferred.fromCoroutine(run())
+
+    def _not_found(self, reference: str, path: str) -> NotFound:
+        return NotFound(f"Could not find the file {path} in container {reference}")
+
+    def archive_stat(self, reference: str, path: str) -> Deferred[dict[str, Any]]:
+        """The C{X-Docker-Container-Path-Stat} of C{path} in the container."""
+        c = self._get(reference)
+        archive = self._archive()
+
+        def stat(root: Path) -> dict[str, Any]:
+            try:
+                return dict(archive.stat_path(root, path))
+            except FileNotFoundError:
+                raise self._not_found(reference, path) from None
+
+        return self._with_root(c, stat)
+
+    def archive_get(
+        self, reference: str, path: str, out: Any
+    ) -> Deferred[dict[str, Any]]:
+        """Write the tar of C{path} to C{out} (from a thread)."""
+        c = self._get(reference)
+        archive = self._archive()
+
+        def tar(root: Path) -> dict[str, Any]:
+            try:
+                info = dict(archive.stat_path(root, path))
+                archive.tar_out(root, path, out.write)
+            except FileNotFoundError:
+                raise self._not_found(reference, path) from None
+            return info
+
+        return self._with_root(c, tar)
+
+    def archive_put(
+        self,
+        reference: str,
+        path: str,
+        source: Any,
+        *,
+        no_overwrite_dir_non_dir: bool,
+        copy_uid_gid: bool,
+    ) -> Deferred[None]:
+        """Extract the tar C{source} into directory C{path} (from a thread)."""
+        c = self._get(reference)
+        if c.record.host_config.get("ReadonlyRootfs"):
+            from dockserve.errors import Forbidden  # noqa: PLC0415
+
+            raise Forbidden("container rootfs is marked read-only")
+        archive = self._archive()
+
+        def untar(root: Path) -> None:
+            try:
+                archive.tar_in(
+                    root,
+                    path,
+                    source.read,
+                    no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
+                    copy_uidgid=copy_uid_gid,
+                )
+            except FileNotFoundError:
+                raise self._not_found(reference, path) from None
+
+        return self._with_root(c, untar)
+
+    def export(self, reference: str, out: Any) -> Deferred[None]:
+        """C{GET /containers/{id}/export}: the tar of the whole root."""
+        c = self._get(reference)
+        archive = self._archive()
+        return self._with_root(c, lambda root: archive.export(root, out.write))
+
+    def changes(self, reference: str) -> Deferred[list[dict[str, Any]]]:
+        """C{GET /containers/{id}/changes}: from the overlayfs upper directory."""
+        c = self._get(reference)
+        archive = self._archive()
+        image = self._images.resolve(c.record.image_id)
+        upper = self._bundles.upper(c.directory)
+
+        def changes() -> list[dict[str, Any]]:
+            if not upper.exists():
+                return []
+            lowers = [Path(d) for d in image.layer_dirs]
+            return list(archive.changes(upper, lowers))
+
+        return self._blocking(changes)
 
     # --- images ---------------------------------------------------------------
 
