@@ -145,8 +145,10 @@ def check(
 
     @raise InvalidParameter: With dockerd's message.
     """
-    host_config = body.get("HostConfig") or {}
-    networking = body.get("NetworkingConfig") or {}
+    host_config = body.get("HostConfig")
+    host_config = {} if host_config is None else host_config
+    networking = body.get("NetworkingConfig")
+    networking = {} if networking is None else networking
     if not isinstance(host_config, dict):
         raise InvalidParameter(
             f"json: cannot unmarshal {_go_type_name(host_config)} into Go struct "
@@ -260,6 +262,8 @@ def merge(config: dict[str, Any], image_config: dict[str, Any]) -> dict[str, Any
         ("StdinOnce", False),
         ("WorkingDir", ""),
         ("Image", ""),
+        ("Cmd", None),
+        ("Entrypoint", None),
     ):
         merged.setdefault(key, default)
     return merged

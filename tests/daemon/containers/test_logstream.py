@@ -1,0 +1,81 @@
+# -*- test-case-name: tests.daemon.containers.test_logstream -*-
+"""Tests for L{dockserve.daemon.containers.logstream}."""
+
+from pathlib import Path
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from dockserve.daemon.containers.logstream import LogReader
+
+LOG = (
+    b"2024-01-01T00:00:00.000000000Z stdout F one\n"
+    b"2024-01-01T00:00:01.000000000Z stderr F two\n"
+    b"2024-01-01T00:00:02.000000000Z stdout P thr\n"
+    b"2024-01-01T00:00:02.000000000Z stdout F ee\n"
+    b"2024-01-01T00:00:03.000000000Z stdout F four\n"
+)
+
+
+class LogReaderTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.path = Path(self.mktemp())
+        self.path.write_bytes(LOG)
+        self.clock = Clock()
+        self.seen: list[tuple[int, bytes]] = []
+
+    def read(self, **options: object) -> LogReader:
+        reader = LogReader(
+            self.path,
+            lambda s, d: self.seen.append((s, d)),
+            reactor=self.clock,
+            **options,  # type: ignore[arg-type]
+        ).start()
+        self.clock.advance(0)
+        self.clock.advance(0)
+        return reader
+
+    def test_all(self) -> None:
+        """Every entry, partial lines joined, in order."""
+        self.successResultOf(self.read().done)
+        self.assertEqual(
+            self.seen,
+            [(1, b"one\n"), (2, b"two\n"), (1, b"three\n"), (1, b"four\n")],
+        )
+
+    def test_streams_tail_timestamps(self) -> None:
+        """Only stdout, the last two, with their timestamps."""
+        self.successResultOf(self.read(stderr=False, tail=2, timestamps=True).done)
+        self.assertEqual(
+            self.seen,
+            [
+                (1, b"2024-01-01T00:00:02.000000000Z three\n"),
+                (1, b"2024-01-01T00:00:03.000000000Z four\n"),
+            ],
+        )
+
+    def test_since_until(self) -> None:
+        """since and until are Unix times, inclusive."""
+        start = 1704067200.0
+        self.successResultOf(self.read(since=start + 1, until=start + 2).done)
+        self.assertEqual(self.seen, [(2, b"two\n"), (1, b"three\n")])
+
+    def test_follow(self) -> None:
+        """A follower sees new lines until the container stops."""
+        running = [True]
+        reader = self.read(tail=0, follow=True, running=lambda: running[0])
+        self.assertNoResult(reader.done)
+        with self.path.open("ab") as log:
+            log.write(b"2024-01-01T00:00:04.000000000Z stdout F five\n")
+        self.clock.advance(0.1)
+        self.assertEqual(self.seen, [(1, b"five\n")])
+        running[0] = False
+        self.clock.advance(0.1)
+        self.successResultOf(reader.done)
+
+    def test_cancel(self) -> None:
+        """Cancelling a follower stops it and leaves no call behind."""
+        reader = self.read(follow=True, running=lambda: True)
+        reader.done.cancel()
+        self.failureResultOf(reader.done)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
