@@ -9,6 +9,7 @@ reactor thread once every blob and layer is durable.
 """
 
 import json
+import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -43,7 +44,7 @@ class LoadedImage:
     repo_tags: tuple[str, ...]
 
 
-def _extract(src: IO[bytes], work: Path) -> None:
+def _extract(src: IO[bytes], work: Path, hashes: dict[Path, tuple[str, int]]) -> None:
     try:
         tar = tarfile.open(fileobj=src, mode="r|*")  # noqa: SIM115
     except tarfile.TarError as e:
@@ -65,7 +66,7 @@ def _extract(src: IO[bytes], work: Path) -> None:
                 if data is None:
                     continue
                 with dest.open("wb") as out:
-                    shutil.copyfileobj(data, out, layers.CHUNK)
+                    hashes[dest] = layers.copy_hashing(data, out)
         except (tarfile.TarError, EOFError) as e:
             raise InvalidParameter(f"failed to load image: {e}") from None
 
@@ -88,15 +89,20 @@ def _member(work: Path, name: str) -> Path:
     return path
 
 
-def _store_layer(store: ImageStore, path: Path) -> tuple[str, int]:
-    """Move or copy one layer file into the store; unpack it."""
+def _store_layer(
+    store: ImageStore, path: Path, known: tuple[str, int] | None
+) -> tuple[str, int]:
+    """
+    Move (uncompressed: it is already the blob) or decompress one layer
+    file into the store; unpack it.
+
+    @param known: The digest and size the extraction computed, if it did.
+    """
     with path.open("rb") as f:
         kind = layers.sniff(f.read(8))
     if kind == "none":
-        digest, size = layers.hash_file(path)
+        digest, size = known or layers.hash_file(path)
         with path.open("rb") as f:
-            import os  # noqa: PLC0415
-
             os.fsync(f.fileno())
         store.commit_blob(path, digest)
     else:
@@ -108,7 +114,7 @@ def _store_layer(store: ImageStore, path: Path) -> tuple[str, int]:
 
 def _store_image(
     store: ImageStore,
-    work: Path,
+    hashes: dict[Path, tuple[str, int]],
     config_path: Path,
     layer_paths: list[Path],
     repo_tags: list[str],
@@ -136,7 +142,7 @@ def _store_image(
         elif not path.exists():
             raise InvalidParameter(f"failed to load image: missing layer {path.name}")
         else:
-            got, _ = _store_layer(store, path)
+            got, _ = _store_layer(store, path, hashes.get(path))
             seen[path] = got
         if got != expected:
             raise InvalidParameter(
@@ -144,7 +150,6 @@ def _store_image(
                 f"the config's diff ID {expected}"
             )
     image_id = store.put_blob(raw)
-    del work
     from dockserve.daemon.images import reference  # noqa: PLC0415
 
     full_tags = tuple(reference.parse(t).tagged() for t in repo_tags)
@@ -197,7 +202,8 @@ def load(store: ImageStore, src: IO[bytes]) -> list[LoadedImage]:
     work = store.temp_path("load-")
     work.mkdir()
     try:
-        _extract(src, work)
+        hashes: dict[Path, tuple[str, int]] = {}
+        _extract(src, work, hashes)
         loaded: list[LoadedImage] = []
         if (work / "manifest.json").is_file():
             entries = _read_json(work, "manifest.json")
@@ -206,7 +212,7 @@ def load(store: ImageStore, src: IO[bytes]) -> list[LoadedImage]:
             loaded.extend(
                 _store_image(
                     store,
-                    work,
+                    hashes,
                     _member(work, entry["Config"]),
                     [work / p for p in entry.get("Layers") or []],
                     list(entry.get("RepoTags") or []),
@@ -221,7 +227,7 @@ def load(store: ImageStore, src: IO[bytes]) -> list[LoadedImage]:
                     loaded.append(
                         _store_image(
                             store,
-                            work,
+                            hashes,
                             _member(work, "blobs/sha256/" + hex_of(config["digest"])),
                             [
                                 work / "blobs" / "sha256" / hex_of(layer["digest"])

@@ -221,10 +221,7 @@ def unpack(tar_path: Path, target: Path) -> None:
                 continue
             _remove(dest)
             if member.isreg():
-                src = tar.extractfile(member)
-                assert src is not None  # noqa: S101 - regular files have data
-                with open(dest, "wb") as out:  # noqa: PTH123
-                    shutil.copyfileobj(src, out, CHUNK)
+                _copy_member(tar, member, dest)
             elif member.issym():
                 os.symlink(member.linkname, dest)
             elif member.islnk():
@@ -251,6 +248,34 @@ def unpack(tar_path: Path, target: Path) -> None:
     # Directory times last: creating their children changed them.
     for dest, member in reversed(dir_times):
         os.utime(dest, (member.mtime, member.mtime))
+
+
+def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: str) -> None:
+    """
+    Write a regular member's data to C{dest}: in the kernel
+    (C{copy_file_range}, a reflink on filesystems that have them) when the
+    member is stored contiguously, else through Python.
+    """
+    with open(dest, "wb") as out:  # noqa: PTH123
+        fileobj = tar.fileobj
+        if not member.issparse() and fileobj is not None and member.size:
+            try:
+                src_fd = fileobj.fileno()
+                offset, left = member.offset_data, member.size
+                while left:
+                    copied = os.copy_file_range(src_fd, out.fileno(), left, offset)
+                    if copied == 0:
+                        raise OSError("short copy")
+                    offset += copied
+                    left -= copied
+            except (OSError, AttributeError, ValueError):
+                out.seek(0)
+                out.truncate()
+            else:
+                return
+        src = tar.extractfile(member)
+        assert src is not None  # noqa: S101 - regular files have data
+        shutil.copyfileobj(src, out, CHUNK)
 
 
 def _set_attrs(dest: str, member: tarfile.TarInfo) -> None:
