@@ -16,6 +16,7 @@ is known. Results go to stdout as a Markdown table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import socket
@@ -43,10 +44,8 @@ def _status_kb(pid: int, field: str) -> int:
 
 def _reset_peak(pid: int) -> None:
     # Linux >= 4.0: writing 5 to clear_refs resets VmHWM to the current RSS.
-    try:
+    with contextlib.suppress(OSError):
         Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def _free_port() -> int:
@@ -78,7 +77,7 @@ def _payload(size_mb: int) -> dict[str, bytes]:
     return {"data/random.bin": os.urandom(half), "data/text.txt": text}
 
 
-def run(
+def run(  # noqa: PLR0917 - a benchmark's knobs
     host: str, pid: int | None, registry: str, work: Path, size_mb: int, label: str
 ) -> dict[str, str]:
     payload = _payload(size_mb)
@@ -108,7 +107,8 @@ def run(
     if pid:
         peak = _status_kb(pid, "VmHWM")
         results["rss"] = (
-            f"{rss_start / 1024:.0f} -> {peak / 1024:.0f} MB (+{(peak - rss_start) / 1024:.0f})"
+            f"{rss_start / 1024:.0f} -> {peak / 1024:.0f} MB"
+            f" (+{(peak - rss_start) / 1024:.0f})"
         )
     else:
         results["rss"] = "n/a (no --pid)"
@@ -161,7 +161,7 @@ def _start_registry(work: Path) -> tuple[str, subprocess.Popen[bytes]]:
     )
     for _ in range(200):
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()  # noqa: S310
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
             break
         except OSError:
             time.sleep(0.05)
@@ -209,15 +209,18 @@ def main() -> None:
                 )
             )
         print(
-            f"Image of {options.size_mb} MB payload (busybox + half random, half text); MB/s through the docker CLI.\n"
+            f"Image of {options.size_mb} MB payload (busybox + half random, "
+            "half text); MB/s through the docker CLI.\n"
         )
         print(
-            "| daemon | load | save | import | push | pull | daemon RSS (start -> peak) |"
+            "| daemon | load | save | import | push | pull "
+            "| daemon RSS (start -> peak) |"
         )
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for name, r in rows:
             print(
-                f"| {name} | {r['load']} | {r['save']} | {r['import']} | {r['push']} | {r['pull']} | {r['rss']} |"
+                f"| {name} | {r['load']} | {r['save']} | {r['import']} "
+                f"| {r['push']} | {r['pull']} | {r['rss']} |"
             )
     finally:
         for process in reversed(started):

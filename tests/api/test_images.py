@@ -10,8 +10,10 @@ from typing import Any
 
 from klein import Klein
 from treq.testing import StubTreq
+from twisted.internet.defer import maybeDeferred
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
+from twisted.web.test.requesthelper import DummyRequest
 
 from dockserve.api.images import ROUTES, ImagesAPI, registry_auth
 from dockserve.errors import DockerError, InvalidParameter
@@ -25,8 +27,6 @@ def _resource(api: ImagesAPI) -> Any:
         handler = getattr(api, route.handler)
 
         def call(request: Request, handler: Any = handler, **kwargs: Any) -> Any:
-            from twisted.internet.defer import maybeDeferred
-
             def encode(result: Any) -> Any:
                 if isinstance(result, dict | list):
                     request.responseHeaders.setRawHeaders(
@@ -136,11 +136,11 @@ class ImagesAPITests(SynchronousTestCase):
     def test_remove_and_prune(self) -> None:
         """DELETE answers Untagged/Deleted; prune its report."""
         image_id = self.load()
-        code, body, _ = self.call("DELETE", "/images/busybox")
+        _, body, _ = self.call("DELETE", "/images/busybox")
         self.assertEqual(
             json.loads(body), [{"Untagged": "busybox:latest"}, {"Deleted": image_id}]
         )
-        code, body, _ = self.call("POST", "/images/prune")
+        _code, body, _ = self.call("POST", "/images/prune")
         self.assertEqual(json.loads(body), {"ImagesDeleted": None, "SpaceReclaimed": 0})
 
     def test_save(self) -> None:
@@ -149,7 +149,8 @@ class ImagesAPITests(SynchronousTestCase):
         code, body, headers = self.call("GET", "/images/busybox/get")
         self.assertEqual(code, 200)
         self.assertEqual(headers.getRawHeaders("Content-Type"), ["application/x-tar"])
-        names = tarfile.open(fileobj=io.BytesIO(body)).getnames()
+        with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+            names = tar.getnames()
         self.assertIn("manifest.json", names)
         code, body2, _ = self.call("GET", "/images/get?names=busybox")
         self.assertEqual(body2, body)
@@ -158,7 +159,7 @@ class ImagesAPITests(SynchronousTestCase):
 
     def test_create_needs_source(self) -> None:
         """POST /images/create with neither fromImage nor fromSrc is a 400."""
-        code, body, _ = self.call("POST", "/images/create")
+        code, _body, _ = self.call("POST", "/images/create")
         self.assertEqual(code, 400)
 
 
@@ -166,8 +167,6 @@ class RegistryAuthTests(SynchronousTestCase):
     """The X-Registry-Auth header."""
 
     def _request(self, value: bytes | None) -> Request:
-        from twisted.web.test.requesthelper import DummyRequest
-
         request = DummyRequest([b""])
         if value is not None:
             request.requestHeaders.setRawHeaders(b"X-Registry-Auth", [value])

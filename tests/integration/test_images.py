@@ -70,7 +70,7 @@ class _ImagesOnlyDaemon:
             ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=open(self._dir / "daemon.log", "ab"),  # noqa: SIM115
+            stderr=(self._dir / "daemon.log").open("ab"),
         )
         deadline = time.monotonic() + 20
         while not Path(self.socket_path).exists():
@@ -144,7 +144,7 @@ class Registry:
         deadline = time.monotonic() + 20
         while True:
             try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).close()  # noqa: S310
+                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
@@ -220,7 +220,7 @@ class ImageCLITests(CLIMixin, SynchronousTestCase):
         self.assertEqual(self.docker("images", "-q").stdout.strip(), "")
 
     def test_load_save(self) -> None:
-        """docker load of a built archive; docker save gives the same bytes twice and reloads."""
+        """docker load; docker save twice gives the same bytes, which load again."""
         archive = busybox_save_archive(self.tmp / "in.tar", "busybox:1")
         self.assertIn(
             "Loaded image: busybox:1", self.docker("load", "-i", str(archive)).stdout

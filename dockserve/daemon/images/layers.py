@@ -250,6 +250,17 @@ def unpack(tar_path: Path, target: Path) -> None:
         os.utime(dest, (member.mtime, member.mtime))
 
 
+def _kernel_copy(src_fd: int, dst_fd: int, offset: int, size: int) -> bool:
+    """Copy C{size} bytes at C{offset} of C{src_fd} to C{dst_fd} in the kernel."""
+    while size:
+        copied = os.copy_file_range(src_fd, dst_fd, size, offset)
+        if copied == 0:
+            return False
+        offset += copied
+        size -= copied
+    return True
+
+
 def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: str) -> None:
     """
     Write a regular member's data to C{dest}: in the kernel
@@ -260,19 +271,18 @@ def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: str) -> No
         fileobj = tar.fileobj
         if not member.issparse() and fileobj is not None and member.size:
             try:
-                src_fd = fileobj.fileno()
-                offset, left = member.offset_data, member.size
-                while left:
-                    copied = os.copy_file_range(src_fd, out.fileno(), left, offset)
-                    if copied == 0:
-                        raise OSError("short copy")
-                    offset += copied
-                    left -= copied
+                done = _kernel_copy(
+                    cast("Any", fileobj).fileno(),
+                    out.fileno(),
+                    member.offset_data,
+                    member.size,
+                )
             except (OSError, AttributeError, ValueError):
-                out.seek(0)
-                out.truncate()
-            else:
+                done = False
+            if done:
                 return
+            out.seek(0)
+            out.truncate()
         src = tar.extractfile(member)
         assert src is not None  # noqa: S101 - regular files have data
         shutil.copyfileobj(src, out, CHUNK)

@@ -51,7 +51,7 @@ class UnpackTests(SynchronousTestCase):
         )
         out = self._unpack(data)
         self.assertEqual((out / "etc/motd").read_bytes(), b"hi\n")
-        self.assertEqual(os.readlink(out / "bin/sh"), "busybox")
+        self.assertEqual((out / "bin/sh").readlink(), Path("busybox"))
         self.assertEqual(
             (out / "etc/motd").stat().st_ino, (out / "etc/motd2").stat().st_ino
         )
@@ -74,7 +74,7 @@ class UnpackTests(SynchronousTestCase):
         self.assertFalse((out / "d/.wh..wh..opq").exists())
 
     def test_escapes_are_skipped(self) -> None:
-        """Members with C{..}, absolute paths, or a path through a symlink stay inside."""
+        """Members with C{..}, absolute paths, or a path via a symlink stay inside."""
         outside = Path(self.mktemp()).absolute()
         outside.mkdir()
         buf = io.BytesIO()

@@ -81,7 +81,7 @@ class FakeRegistry:
         return body
 
     @app.route("/v2/<path:repo>/blobs/<digest>", methods=["GET", "HEAD"])
-    def blob(self, request: Request, repo: str, digest: str) -> bytes:
+    def blob(self, request: Request, repo: str, digest: str) -> bytes:  # noqa: ARG002
         if not self._authorized(request):
             return b""
         if digest not in self.blobs:
@@ -103,7 +103,7 @@ class FakeRegistry:
         return b""
 
     @app.route("/v2/<path:repo>/blobs/uploads/<upload>", methods=["PUT"])
-    def finish_upload(self, request: Request, repo: str, upload: str) -> bytes:
+    def finish_upload(self, request: Request, **_: str) -> bytes:
         if not self._authorized(request):
             return b""
         data = request.content.read()  # type: ignore[union-attr]
@@ -117,13 +117,17 @@ class FakeRegistry:
 def _distribution(service: ImageService, registry: FakeRegistry) -> Distribution:
     dist = Distribution(service)
     dist._http = StubTreq(registry.app.resource())  # type: ignore[assignment]
-    dist._base = lambda domain: ["http://registry.test"]  # type: ignore[method-assign]
+    dist._base = lambda _: ["http://registry.test"]  # type: ignore[method-assign]
     dist.upload_body = lambda path: path.read_bytes()  # type: ignore[method-assign]
     service._registry = dist
     return dist
 
 
 AUTH = {"username": "u", "password": "p"}
+
+
+def _ignore(_: dict[str, Any]) -> None:
+    """Progress nobody reads."""
 
 
 class PushPullTests(SynchronousTestCase):
@@ -152,7 +156,7 @@ class PushPullTests(SynchronousTestCase):
         """Push ends with the aux message the CLI reads, and records the digest."""
         aux = self.messages[-1]["aux"]
         self.assertEqual(aux["Tag"], "v1")
-        media, body = self.registry.manifests["app:v1"]
+        _media, body = self.registry.manifests["app:v1"]
         self.assertEqual(aux["Digest"], "sha256:" + hashlib.sha256(body).hexdigest())
         self.assertEqual(
             json.loads(body)["config"]["digest"],
@@ -195,7 +199,7 @@ class PushPullTests(SynchronousTestCase):
         target = memory_image_service(Path(self.mktemp()))
         _distribution(target, self.registry)
         failure = self.failureResultOf(
-            target.pull("registry.test/app", "v1", None, lambda m: None)
+            target.pull("registry.test/app", "v1", None, _ignore)
         )
         self.assertIn("unauthorized", failure.value.message)
 
@@ -204,11 +208,12 @@ class PushPullTests(SynchronousTestCase):
         target = memory_image_service(Path(self.mktemp()))
         _distribution(target, self.registry)
         failure = self.failureResultOf(
-            target.pull("registry.test/app", "nope", AUTH, lambda m: None), NotFound
+            target.pull("registry.test/app", "nope", AUTH, _ignore), NotFound
         )
         self.assertEqual(
             failure.value.message,
-            "manifest for registry.test/app:nope not found: manifest unknown: manifest unknown",
+            "manifest for registry.test/app:nope not found: "
+            "manifest unknown: manifest unknown",
         )
 
     def test_corrupt_blob(self) -> None:
@@ -218,14 +223,14 @@ class PushPullTests(SynchronousTestCase):
         target = memory_image_service(Path(self.mktemp()))
         _distribution(target, self.registry)
         failure = self.failureResultOf(
-            target.pull("registry.test/app", "v1", AUTH, lambda m: None),
+            target.pull("registry.test/app", "v1", AUTH, _ignore),
             InvalidParameter,
         )
         self.assertIn("verification failed", failure.value.message)
         self.assertEqual(target.list_images(), [])
 
     def test_manifest_list(self) -> None:
-        """From an index, the entry for linux and this machine's architecture is pulled."""
+        """From an index, the entry for linux and this machine's CPU is pulled."""
         media, body = self.registry.manifests["app:v1"]
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         arch, _ = _go_arch()
@@ -257,7 +262,7 @@ class PushPullTests(SynchronousTestCase):
         target = memory_image_service(Path(self.mktemp()))
         _distribution(target, self.registry)
         self.successResultOf(
-            target.pull("registry.test/app:multi", None, AUTH, lambda m: None)
+            target.pull("registry.test/app:multi", None, AUTH, _ignore)
         )
         index_digest = "sha256:" + hashlib.sha256(index).hexdigest()
         self.assertEqual(
@@ -269,9 +274,7 @@ class PushPullTests(SynchronousTestCase):
         """A second pull of an image whose layers are here fetches no layer."""
         target = memory_image_service(Path(self.mktemp()))
         _distribution(target, self.registry)
-        self.successResultOf(
-            target.pull("registry.test/app", "v1", AUTH, lambda m: None)
-        )
+        self.successResultOf(target.pull("registry.test/app", "v1", AUTH, _ignore))
         before = len(self.registry.blob_gets)
         messages: list[dict[str, Any]] = []
         self.successResultOf(

@@ -1,5 +1,7 @@
 """Tests for L{dockserve.daemon.images.service.ImageService}."""
 
+import gzip
+import hashlib
 import io
 import json
 import tarfile
@@ -56,8 +58,6 @@ class LoadTests(ServiceTestsMixin, SynchronousTestCase):
 
     def test_image_id_is_config_digest(self) -> None:
         """The ID is the sha256 of the config, as Docker computes it."""
-        import hashlib
-
         archive = save_archive([layer_tar({"a": b"1"})], ["a:b"])
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
@@ -76,7 +76,8 @@ class LoadTests(ServiceTestsMixin, SynchronousTestCase):
         )
         self.assertEqual(
             lines[0],
-            f"The image busybox:latest already exists, renaming the old one with ID {old} to empty string",
+            "The image busybox:latest already exists, renaming the old one "
+            f"with ID {old} to empty string",
         )
         self.assertEqual(self.service.inspect(old)["RepoTags"], [])
 
@@ -108,13 +109,14 @@ class LoadTests(ServiceTestsMixin, SynchronousTestCase):
         self.assertEqual(self.service.list_images(), [])
 
     def test_save_load_round_trip(self) -> None:
-        """An archive saved loads into an empty store with the same ID, and re-saves identically."""
+        """A saved archive loads elsewhere as the same ID and re-saves identically."""
         image_id = self.busybox()
         out = io.BytesIO()
         self.successResultOf(
             self.service.save(self.service.prepare_save(["busybox"]), out)
         )
-        names = tarfile.open(fileobj=io.BytesIO(out.getvalue())).getnames()
+        with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+            names = tar.getnames()
         self.assertIn("index.json", names)
         self.assertIn("manifest.json", names)
         self.assertIn("oci-layout", names)
@@ -162,8 +164,6 @@ class ImportTests(ServiceTestsMixin, SynchronousTestCase):
 
     def test_import_with_changes(self) -> None:
         """Changes land in the config; the message in the history."""
-        import gzip
-
         image_id = self.successResultOf(
             self.service.import_image(
                 io.BytesIO(gzip.compress(layer_tar({"bin/x": b"x"}))),
@@ -276,7 +276,8 @@ class TagRemoveTests(ServiceTestsMixin, SynchronousTestCase):
         f = self.failureResultOf(self.service.remove(image_id), Conflict)
         self.assertEqual(
             f.value.message,
-            f"conflict: unable to delete {image_id[7:19]} (must be forced) - image is referenced in multiple repositories",
+            f"conflict: unable to delete {image_id[7:19]} (must be forced) - "
+            "image is referenced in multiple repositories",
         )
         result = self.successResultOf(self.service.remove(image_id, force=True))
         self.assertEqual(result[-1], {"Deleted": image_id})
