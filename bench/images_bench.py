@@ -120,30 +120,36 @@ def run(  # noqa: PLR0917 - a benchmark's knobs
 def _start_dockserve(work: Path) -> tuple[str, subprocess.Popen[bytes]]:
     sock = work / "dockserve.sock"
     data = work / "data"
-    if (ROOT / "dockserve" / "tap.py").exists():
-        argv = [
-            str(ROOT / ".venv/bin/twistd"),
-            "--pidfile=",
-            "-n",
-            "dockserve",
-            "-H",
-            f"unix://{sock}",
-            "--data-root",
-            str(data),
-            "--exec-root",
-            str(work / "exec"),
-        ]
-    else:
-        argv = [sys.executable, "-m", "tests.integration.images", str(sock), str(data)]
-    process = subprocess.Popen(
-        argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 30
-    while not sock.exists():
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise SystemExit("dockserve did not start")
-        time.sleep(0.05)
-    return f"unix://{sock}", process
+    twistd = [
+        str(ROOT / ".venv/bin/twistd"), "--pidfile=", "-n", "dockserve",
+        "-H", f"unix://{sock}", "--data-root", str(data),
+        "--exec-root", str(work / "exec"),
+    ]  # fmt: skip
+    images_only = [
+        sys.executable,
+        "-m",
+        "tests.integration.images",
+        str(sock),
+        str(data),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for argv in (twistd, images_only):
+        log = (work / "daemon.log").open("ab")
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while not sock.exists() and process.poll() is None:
+            if time.monotonic() > deadline:
+                process.terminate()
+                process.wait()
+                break
+            time.sleep(0.05)
+        if sock.exists() and process.poll() is None:
+            print(f"dockserve: {' '.join(argv[:4])}...", file=sys.stderr)
+            return f"unix://{sock}", process
+    raise SystemExit("dockserve did not start: " + (work / "daemon.log").read_text())
 
 
 def _start_registry(work: Path) -> tuple[str, subprocess.Popen[bytes]]:
