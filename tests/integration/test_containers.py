@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from tests.integration.images import have_busybox, import_busybox
 
@@ -51,12 +51,7 @@ class _DaemonCase(SynchronousTestCase):
     """A daemon with busybox:latest, shared by the tests of a class."""
 
     daemon: Any = None
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        why = _missing()
-        if why:
-            raise SkipTest(why)
+    skip = _missing()
 
     def setUp(self) -> None:
         from tests.integration.harness import start_daemon  # noqa: PLC0415
@@ -119,7 +114,7 @@ class RunTests(_DaemonCase):
         pid, fd = pty.fork()
         if pid == 0:  # pragma: no cover - the child
             os.environ.update(self.daemon.env)
-            os.execv(DOCKER, [DOCKER, "run", "--rm", "-it", "busybox", "sh"])
+            os.execv(DOCKER, [DOCKER, "run", "--rm", "-it", "busybox", "sh"])  # noqa: S606
         output = b""
 
         def read_until(marker: bytes, limit: float = 20) -> None:
