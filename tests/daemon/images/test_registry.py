@@ -11,6 +11,7 @@ from typing import Any
 
 from klein import Klein
 from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
 
@@ -33,6 +34,8 @@ class FakeRegistry:
         self.uploads: dict[str, bytes] = {}
         self.blob_gets: list[str] = []
         self.corrupt = ""
+        self.hold: set[str] = set()
+        self.held: list[tuple[Deferred[bytes], bytes]] = []
 
     def _authorized(self, request: Request) -> bool:
         got = request.requestHeaders.getRawHeaders(b"Authorization") or [b""]
@@ -87,10 +90,16 @@ class FakeRegistry:
         if digest not in self.blobs:
             request.setResponseCode(404)
             return b""
+        data = self.blobs[digest]
+        data = data[:-1] + b"X" if digest == self.corrupt else data
         if request.method == b"GET":
             self.blob_gets.append(digest)
-        data = self.blobs[digest]
-        return data[:-1] + b"X" if digest == self.corrupt else data
+            if digest in self.hold:
+                # Answer later, so two pulls overlap.
+                held: Deferred[bytes] = Deferred()
+                self.held.append((held, data))
+                return held  # type: ignore[return-value]
+        return data
 
     @app.route("/v2/<path:repo>/blobs/uploads/", methods=["POST"])
     def start_upload(self, request: Request, repo: str) -> bytes:
@@ -121,6 +130,10 @@ def _distribution(service: ImageService, registry: FakeRegistry) -> Distribution
     dist.upload_body = lambda path: path.read_bytes()  # type: ignore[method-assign]
     service._registry = dist
     return dist
+
+
+def _stub(service: ImageService) -> StubTreq:
+    return service._registry._http  # type: ignore[no-any-return]
 
 
 AUTH = {"username": "u", "password": "p"}
@@ -285,4 +298,31 @@ class PushPullTests(SynchronousTestCase):
         self.assertEqual(
             messages[-1]["status"],
             "Status: Image is up to date for registry.test/app:v1",
+        )
+
+    def test_concurrent_pulls_share_downloads(self) -> None:
+        """Two pulls in flight that need the same layer fetch it once."""
+        self.source.tag("registry.test/app:v1", "registry.test/app", "v2")
+        self.successResultOf(
+            self.source.push("registry.test/app:v2", None, AUTH, _ignore)
+        )
+        manifest = json.loads(self.registry.manifests["app:v1"][1])
+        layers = {layer["digest"] for layer in manifest["layers"]}
+        self.registry.hold = layers
+        target = memory_image_service(Path(self.mktemp()))
+        _distribution(target, self.registry)
+        first = target.pull("registry.test/app", "v1", AUTH, _ignore)
+        second = target.pull("registry.test/app", "v2", AUTH, _ignore)
+        self.assertNoResult(first)
+        self.assertNoResult(second)
+        for held, data in self.registry.held:
+            held.callback(data)
+        _stub(target).flush()
+        self.successResultOf(first)
+        self.successResultOf(second)
+        fetched = [d for d in self.registry.blob_gets if d in layers]
+        self.assertEqual(sorted(fetched), sorted(layers))
+        self.assertEqual(
+            target.lookup("registry.test/app:v1").id,
+            target.lookup("registry.test/app:v2").id,
         )
