@@ -1,0 +1,199 @@
+"""
+Container benchmarks: run latency, create/start/remove throughput, logs
+throughput, memory per idle container.
+
+    .venv/bin/python bench/containers_bench.py [--runs 20] [--batch 100]
+        [--log-mb 100] [--idle 10] [--peer unix:///var/run/docker.sock]
+        [--peer-pids PID,...] [--host unix:///path/to/dockserve.sock --pid PID]
+
+Without --host a dockserve is started (twistd) on a temporary socket and
+data root, and busybox:latest is imported into it from Debian's
+busybox-static. A --peer daemon must already have busybox:latest. For every
+daemon the script prints, as a Markdown table:
+
+ - C{docker run --rm busybox true}: median and p90 wall time of --runs runs;
+ - create + start + remove of --batch containers (sequential CLI calls):
+   containers per second;
+ - logs: MB/s of C{docker logs} of a container that wrote --log-mb MB;
+ - memory per idle running container: the growth of the summed RSS of the
+   daemon and its monitor processes (conmon for dockserve; pass
+   --peer-pids for the peer's dockerd/containerd) with --idle containers
+   running C{sleep}, divided by --idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.integration.images import import_busybox  # noqa: E402
+
+DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
+
+
+def _docker(host: str, *args: str, out: int | None = subprocess.DEVNULL) -> float:
+    env = {**os.environ, "DOCKER_HOST": host}
+    start = time.monotonic()
+    subprocess.run(
+        [DOCKER, *args], env=env, check=True, stdout=out, stderr=subprocess.PIPE
+    )
+    return time.monotonic() - start
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    """conmon processes re-parent to init; find them by name and our root."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if comm in {"conmon", "containerd-shim", "containerd-shim-runc-v2"} and (
+            str(pid).encode() in cmdline or comm != "conmon" or b"dockserve" in cmdline
+        ):
+            found.append(int(entry.name))
+    return found
+
+
+def _memory_kb(pids: list[int], monitors: bool) -> int:
+    total = sum(_rss_kb(p) for p in pids)
+    if monitors and pids:
+        total += sum(_rss_kb(p) for p in _children(pids[0]))
+    return total
+
+
+def run(host: str, pids: list[int], args: argparse.Namespace) -> dict[str, str]:
+    results: dict[str, str] = {}
+    _docker(host, "run", "--rm", "busybox", "true")  # warm up
+    times = sorted(
+        _docker(host, "run", "--rm", "busybox", "true") for _ in range(args.runs)
+    )
+    p90 = times[int(len(times) * 0.9) - 1]
+    results["run --rm true (median / p90 ms)"] = (
+        f"{statistics.median(times) * 1000:.0f} / {p90 * 1000:.0f}"
+    )
+
+    start = time.monotonic()
+    for i in range(args.batch):
+        name = f"bench-{os.getpid()}-{i}"
+        _docker(host, "create", "--name", name, "busybox", "true")
+        _docker(host, "start", name)
+        _docker(host, "rm", "-f", name)
+    elapsed = time.monotonic() - start
+    results[f"create+start+rm x{args.batch} (containers/s)"] = (
+        f"{args.batch / elapsed:.1f}"
+    )
+
+    name = f"bench-logs-{os.getpid()}"
+    lines = args.log_mb * 1024 * 1024 // 64
+    _docker(host, "run", "--name", name, "busybox", "sh", "-c",
+            f"yes 0123456789012345678901234567890123456789012345678901234567890 "
+            f"| head -n {lines}")  # fmt: skip
+    with tempfile.TemporaryFile() as sink:
+        seconds = _docker(host, "logs", name, out=sink.fileno())
+        size = sink.tell()
+    _docker(host, "rm", "-f", name)
+    results[f"logs of {args.log_mb} MB (MB/s)"] = f"{size / seconds / 1e6:.0f}"
+
+    if pids:
+        before = _memory_kb(pids, monitors=True)
+        names = [f"bench-idle-{os.getpid()}-{i}" for i in range(args.idle)]
+        for idle in names:
+            _docker(host, "run", "-d", "--name", idle, "busybox", "sleep", "600")
+        time.sleep(1)
+        after = _memory_kb(pids, monitors=True)
+        for idle in names:
+            _docker(host, "rm", "-f", idle)
+        results["memory per idle container (KiB)"] = (
+            f"{(after - before) / args.idle:.0f}"
+        )
+    else:
+        results["memory per idle container (KiB)"] = "n/a (no pid)"
+    return results
+
+
+def _start_dockserve(work: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    sock = work / "dockserve.sock"
+    argv = [
+        str(ROOT / ".venv/bin/twistd"), "--pidfile=", "-n", "dockserve",
+        "-H", f"unix://{sock}", "--data-root", str(work / "data"),
+        "--exec-root", str(work / "exec"),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with (work / "daemon.log").open("ab") as log:
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 30
+    while not sock.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit(
+                "dockserve did not start: " + (work / "daemon.log").read_text()
+            )
+        time.sleep(0.05)
+    host = f"unix://{sock}"
+    import_busybox(host)
+    return host, process
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--log-mb", type=int, default=100)
+    parser.add_argument("--idle", type=int, default=10)
+    parser.add_argument("--host")
+    parser.add_argument("--pid", type=int)
+    parser.add_argument("--peer")
+    parser.add_argument("--peer-pids", default="")
+    args = parser.parse_args()
+    table: dict[str, dict[str, str]] = {}
+    with tempfile.TemporaryDirectory(prefix="containers-bench-") as tmp:
+        process = None
+        if args.host:
+            host, pids = args.host, [args.pid] if args.pid else []
+        else:
+            host, process = _start_dockserve(Path(tmp))
+            pids = [process.pid]
+        try:
+            table["dockserve"] = run(host, pids, args)
+            if args.peer:
+                peer_pids = [int(p) for p in args.peer_pids.split(",") if p]
+                table["peer"] = run(args.peer, peer_pids, args)
+        finally:
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
+    rows = list(next(iter(table.values())))
+    print("| measure | " + " | ".join(table) + " |")
+    print("|---|" + "---|" * len(table))
+    for row in rows:
+        print(f"| {row} | " + " | ".join(table[d].get(row, "") for d in table) + " |")
+
+
+if __name__ == "__main__":
+    main()
