@@ -51,6 +51,7 @@ class ExecInstance:
         self.pid = 0
         self.exited: Deferred[int] = Deferred()
         self._process: ExecProcess | None = None
+        self._size: tuple[int, int] | None = None
 
     @classmethod
     def from_request(
@@ -109,6 +110,8 @@ class ExecInstance:
         self._process = process
         self.running = True
         self.pid = process.pid
+        if self._size is not None:
+            process.resize(*self._size)
         process.exited.addCallback(self.finished)
 
     def finished(self, code: int) -> int:
@@ -130,7 +133,8 @@ class ExecInstance:
             self._process.close_stdin()
 
     def resize(self, height: int, width: int) -> None:
-        """Set the exec's TTY size."""
+        """Set the exec's TTY size, now or as soon as the process runs."""
+        self._size = (height, width)
         if self._process is not None:
             self._process.resize(height, width)
 

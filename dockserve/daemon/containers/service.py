@@ -874,7 +874,7 @@ class ContainerService:
     def exec_resize(self, exec_id: str, height: int, width: int) -> None:
         """C{POST /exec/{id}/resize}."""
         instance = self._exec(exec_id)
-        if not instance.running:
+        if instance.exit_code is not None:
             raise Conflict(f"Exec {exec_id} is not running")
         instance.resize(height, width)
 
