@@ -652,6 +652,10 @@ class ContainerService:
                 await self._runtime.delete(c.id, force=True)
             except DockerError as e:
                 _log.warn("runtime delete {id}: {e}", id=c.id, e=e.message)
+            try:
+                await self._bundles.release(c.directory, c.record)
+            except DockerError as e:
+                _log.warn("release bundle {id}: {e}", id=c.id, e=e.message)
             # The record goes first: a crash half-way leaves no container
             # that points at half a directory.
             record_path = c.directory / record.RECORD_FILE
@@ -1390,6 +1394,11 @@ def _remove_tree(directory: Path, record_path: Path) -> None:
     from dockserve.daemon import store  # noqa: PLC0415
 
     store.remove_durably(record_path)
+    for child in directory.iterdir() if directory.exists() else ():
+        # Never delete through a mount that is somehow still there.
+        if child.is_dir() and not child.is_symlink() and child.is_mount():
+            _log.error("not removing {path}: still mounted", path=child)
+            return
     shutil.rmtree(directory, ignore_errors=True)
 
 

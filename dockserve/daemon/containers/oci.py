@@ -1,0 +1,134 @@
+# -*- test-case-name: tests.daemon.containers.test_oci -*-
+"""
+The real L{Bundles}: an overlayfs root and a C{config.json} per container.
+
+The container's directory is its OCI bundle: C{rootfs/} is the overlayfs
+mount (the image's layers below, C{upper/} above, C{work/} beside),
+C{config.json} is written by L{dockserve.daemon.containers.spec}, and the
+generated C{hosts}, C{hostname} and C{resolv.conf} live beside it. Named
+volumes in C{Binds} become directories under the volumes root, given to the
+spec as plain host paths. Mounting and writing happen in a thread.
+"""
+
+import importlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from dockserve.daemon import store
+from dockserve.daemon.containers.record import ContainerRecord
+from dockserve.daemon.contracts import ResolvedImage
+from dockserve.errors import DockerError, SystemError_
+
+_T = TypeVar("_T")
+
+
+def volume_binds(host_config: dict[str, Any], volumes_root: Path) -> dict[str, Any]:
+    """
+    C{host_config} with every named volume in C{Binds} (C{name:/dst[:mode]})
+    replaced by its host directory, which is made if missing.
+    """
+    binds = []
+    for bind in host_config.get("Binds") or []:
+        source, _, rest = bind.partition(":")
+        if not source.startswith("/"):
+            data = volumes_root / source / "_data"
+            data.mkdir(parents=True, exist_ok=True)
+            source = str(data)
+        binds.append(f"{source}:{rest}")
+    changed = dict(host_config)
+    if binds:
+        changed["Binds"] = binds
+    return changed
+
+
+class OverlayBundles:
+    """
+    L{dockserve.daemon.containers.bundles.Bundles} for real containers.
+    """
+
+    def __init__(
+        self,
+        *,
+        volumes_root: Path,
+        reactor: Any,
+        threadpool: ThreadPool | None = None,
+    ) -> None:
+        self._volumes_root = volumes_root
+        self._reactor = reactor
+        self._threadpool = threadpool
+
+    def _in_thread(self, work: Callable[[], _T]) -> Deferred[_T]:
+        if self._threadpool is None:
+            try:
+                return succeed(work())
+            except Exception as e:
+                return fail(e)
+        return deferToThreadPool(self._reactor, self._threadpool, work)
+
+    def rootfs(self, directory: Path) -> Path:
+        """C{<dir>/rootfs}, the overlayfs mount point."""
+        return directory / "rootfs"
+
+    def upper(self, directory: Path) -> Path:
+        """C{<dir>/upper}, the container's own changes."""
+        return directory / "upper"
+
+    def prepare(
+        self, directory: Path, record: ContainerRecord, image: ResolvedImage
+    ) -> Deferred[str]:
+        """Mount the root (if not mounted) and write C{config.json}."""
+        return self._in_thread(lambda: self._prepare(directory, record, image))
+
+    def _prepare(
+        self, directory: Path, record: ContainerRecord, image: ResolvedImage
+    ) -> str:
+        rootfs_module: Any = importlib.import_module("dockserve.daemon.rootfs")
+        spec_module: Any = importlib.import_module("dockserve.daemon.containers.spec")
+        rootfs = self.rootfs(directory)
+        upper = self.upper(directory)
+        work = directory / "work"
+        for path in (rootfs, upper, work):
+            path.mkdir(exist_ok=True)
+        if not os.path.ismount(rootfs):
+            try:
+                rootfs_module.mount_rootfs(list(image.layer_dirs), upper, work, rootfs)
+            except OSError as e:
+                raise SystemError_(f"error mounting container root: {e}") from None
+        host_config = volume_binds(record.host_config, self._volumes_root)
+        try:
+            spec = spec_module.build_spec(
+                container_id=record.id,
+                image_config=image.config,
+                config=record.config,
+                host_config=host_config,
+                rootfs=rootfs,
+                container_dir=directory,
+            )
+        except DockerError:
+            self._unmount(rootfs, rootfs_module)
+            raise
+        store.atomic_write(
+            directory / "config.json", json.dumps(spec).encode(), mode=0o600
+        )
+        return str(directory)
+
+    def _unmount(self, rootfs: Path, rootfs_module: Any) -> None:
+        if os.path.ismount(rootfs):
+            rootfs_module.unmount(rootfs)
+
+    def release(self, directory: Path, record: ContainerRecord) -> Deferred[None]:
+        """Unmount the root; the upper directory and the files stay."""
+        del record
+
+        def release() -> None:
+            rootfs_module: Any = importlib.import_module("dockserve.daemon.rootfs")
+            self._unmount(self.rootfs(directory), rootfs_module)
+
+        return self._in_thread(release)
