@@ -10,6 +10,7 @@ reactor thread once every blob and layer is durable.
 
 import json
 import os
+import posixpath
 import shutil
 import tarfile
 from pathlib import Path
@@ -49,6 +50,7 @@ def _extract(src: IO[bytes], work: Path, hashes: dict[Path, tuple[str, int]]) ->
         tar = tarfile.open(fileobj=src, mode="r|*")  # noqa: SIM115
     except tarfile.TarError as e:
         raise InvalidParameter(f"failed to load image: invalid archive: {e}") from None
+    links: list[tuple[Path, str]] = []
     with tar:
         try:
             for member in tar:
@@ -58,6 +60,16 @@ def _extract(src: IO[bytes], work: Path, hashes: dict[Path, tuple[str, int]]) ->
                 dest = work.joinpath(*parts)
                 if member.isdir():
                     dest.mkdir(parents=True, exist_ok=True)
+                    continue
+                if member.issym():
+                    # Old docker save archives link layers shared by images.
+                    target = posixpath.join(
+                        posixpath.dirname(member.name), member.linkname
+                    )
+                    links.append((dest, target))
+                    continue
+                if member.islnk():
+                    links.append((dest, member.linkname))
                     continue
                 if not member.isreg():
                     continue
@@ -69,6 +81,17 @@ def _extract(src: IO[bytes], work: Path, hashes: dict[Path, tuple[str, int]]) ->
                     hashes[dest] = layers.copy_hashing(data, out)
         except (tarfile.TarError, EOFError) as e:
             raise InvalidParameter(f"failed to load image: {e}") from None
+    for dest, target in links:
+        parts = [p for p in posixpath.normpath(target).split("/") if p not in ("", ".")]
+        if not parts or ".." in parts:
+            continue
+        source = work.joinpath(*parts)
+        if source.is_file() and not source.is_symlink():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.unlink(missing_ok=True)
+            os.link(source, dest)
+            if source in hashes:
+                hashes[dest] = hashes[source]
 
 
 def _read_json(work: Path, name: str) -> Any:

@@ -357,3 +357,40 @@ class RestoreTests(ServiceTestsMixin, SynchronousTestCase):
         """count() is what /info reports."""
         self.busybox()
         self.assertEqual(self.service.count(), 1)
+
+
+class LegacyArchiveTests(ServiceTestsMixin, SynchronousTestCase):
+    """Archives from older dockerd link a layer two images share."""
+
+    def test_symlinked_layer(self) -> None:
+        """A layer.tar that is a symlink to another image's layer loads."""
+        layer = layer_tar({"shared": b"s"})
+        one = save_archive([layer], ["one:1"])
+        buf = io.BytesIO()
+        with (
+            tarfile.open(fileobj=io.BytesIO(one)) as src,
+            tarfile.open(fileobj=buf, mode="w") as dst,
+        ):
+            manifest: list[dict[str, object]] = []
+            for member in src:
+                data = src.extractfile(member).read()  # type: ignore[union-attr]
+                if member.name == "manifest.json":
+                    manifest = json.loads(data)
+                    continue
+                dst.addfile(member, io.BytesIO(data))
+            [entry] = manifest
+            layer_path = entry["Layers"][0]  # type: ignore[index]
+            link = tarfile.TarInfo("other/layer.tar")
+            link.type = tarfile.SYMTYPE
+            link.linkname = f"../{layer_path}"
+            dst.addfile(link)
+            second = {**entry, "RepoTags": ["two:2"], "Layers": ["other/layer.tar"]}
+            data = json.dumps([second, entry]).encode()
+            info = tarfile.TarInfo("manifest.json")
+            info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+        lines = self.load(buf.getvalue())
+        self.assertEqual(lines, ["Loaded image: two:2", "Loaded image: one:1"])
+        self.assertEqual(
+            self.service.lookup("two:2").id, self.service.lookup("one:1").id
+        )
