@@ -51,5 +51,7 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:  # noqa: ARG0
     from dockserve.daemon.images.service import ImageService  # noqa: PLC0415
 
     images: Any = ImageService.for_config(config, reactor)
-    containers: Any = None  # wiring: containers helper replaces this line
+    from dockserve.daemon.containers.service import ContainerService  # noqa: PLC0415
+
+    containers: Any = ContainerService.for_config(config, images, reactor)
     return Daemon(system, images, containers)

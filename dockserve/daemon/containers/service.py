@@ -56,6 +56,7 @@ from dockserve.errors import (
     NotImplementedByDaemon,
     NotModified,
     SystemError_,
+    Unavailable,
 )
 
 #: The seconds C{docker stop} waits before SIGKILL when nothing says otherwise.
@@ -102,6 +103,20 @@ class _Container:
     @property
     def id(self) -> str:
         return self.record.id
+
+
+class _AbsentRuntime:
+    """A runtime for a build without one: every operation says so."""
+
+    def __getattr__(self, name: str) -> Any:
+        def unavailable(*_: object, **__: object) -> Any:
+            if name == "exit_status":
+                return None
+            if name == "known":
+                return []
+            raise Unavailable("no container runtime is available in this build")
+
+        return unavailable
 
 
 def _human_duration(seconds: float) -> str:
@@ -181,6 +196,48 @@ class ContainerService:
         self._containers: dict[str, _Container] = {}
         self._names: dict[str, str] = {}
         self._execs: dict[str, ExecInstance] = {}
+
+    @classmethod
+    def for_config(cls, config: Any, images: Any, reactor: Any) -> "ContainerService":
+        """
+        The service for a daemon's L{dockserve.daemon.config.DaemonConfig}:
+        runc (or C{--runtime}) under conmon, overlayfs bundles, the
+        reactor's thread pool for blocking work; and C{images} learns from
+        it which images are in use.
+        """
+        from dockserve.daemon.containers.oci import OverlayBundles  # noqa: PLC0415
+
+        data_root = Path(config.data_root)
+        exec_root = Path(config.exec_root)
+        pool = reactor.getThreadPool()
+        runtime: Any
+        try:
+            module: Any = importlib.import_module("dockserve.daemon.runtime")
+        except ImportError:
+            _log.error("no container runtime: dockserve.daemon.runtime is missing")
+            runtime = _AbsentRuntime()
+        else:
+            runtime = module.RuncRuntime(
+                exec_root / "runtime",
+                reactor,
+                runtime_binary=config.runtime,
+                threadpool=pool,
+            )
+        service = cls(
+            root=data_root / "containers",
+            exec_root=exec_root,
+            images=images,
+            runtime=runtime,
+            bundles=OverlayBundles(
+                volumes_root=data_root / "volumes", reactor=reactor, threadpool=pool
+            ),
+            reactor=reactor,
+            threadpool=pool,
+            threadpool_reactor=reactor,
+        )
+        if images is not None and hasattr(images, "set_users"):
+            images.set_users(service)
+        return service
 
     # --- helpers -----------------------------------------------------------
 
