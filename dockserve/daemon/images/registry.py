@@ -346,7 +346,8 @@ class Distribution:
         auth = self._auth_for(ref.domain, credentials)
         scope = f"repository:{ref.path}:pull"
         last_error: DockerError | None = None
-        for base in self._base(ref.domain):
+        bases = self._base(ref.domain)
+        for index, base in enumerate(bases):
             try:
                 await self._pull_from(
                     base,
@@ -356,8 +357,12 @@ class Distribution:
                     progress,
                     (wanted_os, wanted_arch, wanted_variant),
                 )
-            except SystemError_ as e:
+            except DockerError as e:
+                # A mirror that fails or lacks the image: on to the next,
+                # and finally Docker Hub itself, as dockerd does.
                 last_error = e
+                if index == len(bases) - 1:
+                    raise
                 continue
             return
         assert last_error is not None  # noqa: S101 - at least one base

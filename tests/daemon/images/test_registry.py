@@ -5,6 +5,7 @@ in-memory registry that demands a bearer token, through StubTreq.
 
 import base64
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,19 @@ from typing import Any
 from klein import Klein
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
 
 from dockserve.daemon.images.registry import Distribution, _go_arch
 from dockserve.daemon.images.service import ImageService
 from dockserve.errors import InvalidParameter, NotFound
-from dockserve.testing.images import layer_tar, memory_image_service, save_archive
+from dockserve.testing.images import (
+    SynchronousThreadPool,
+    layer_tar,
+    memory_image_service,
+    save_archive,
+)
 
 TOKEN = "tok-123"
 
@@ -35,9 +42,15 @@ class FakeRegistry:
         self.blob_gets: list[str] = []
         self.corrupt = ""
         self.hold: set[str] = set()
+        self.down: set[bytes] = set()
+        self.hosts: list[bytes] = []
         self.held: list[tuple[Deferred[bytes], bytes]] = []
 
     def _authorized(self, request: Request) -> bool:
+        if request.getRequestHostname() in self.down:
+            # A mirror that does not have the repository.
+            request.setResponseCode(404)
+            return False
         got = request.requestHeaders.getRawHeaders(b"Authorization") or [b""]
         if got[0] == f"Bearer {TOKEN}".encode():
             return True
@@ -63,6 +76,7 @@ class FakeRegistry:
 
     @app.route("/v2/<path:repo>/manifests/<ref>", methods=["GET", "HEAD", "PUT"])
     def manifest(self, request: Request, repo: str, ref: str) -> bytes:
+        self.hosts.append(request.getRequestHostname())
         if not self._authorized(request):
             return b""
         if request.method == b"PUT":
@@ -326,3 +340,38 @@ class PushPullTests(SynchronousTestCase):
             target.lookup("registry.test/app:v1").id,
             target.lookup("registry.test/app:v2").id,
         )
+
+
+class MirrorTests(SynchronousTestCase):
+    """Docker Hub pulls try each --registry-mirror first."""
+
+    def test_mirror_down_falls_back_to_hub(self) -> None:
+        """A mirror without the image is skipped; it comes from the hub."""
+        registry = FakeRegistry()
+        source = memory_image_service(Path(self.mktemp()))
+        _distribution(source, registry)
+        self.successResultOf(
+            source.load(
+                io.BytesIO(save_archive([layer_tar({"a": b"1"})], ["busybox:latest"]))
+            )
+        )
+        source.tag("busybox", "registry.test/library/busybox", "latest")
+        self.successResultOf(
+            source.push("registry.test/library/busybox", "latest", AUTH, _ignore)
+        )
+        target = ImageService(
+            Path(self.mktemp()),
+            Clock(),
+            threadpool=SynchronousThreadPool(),  # type: ignore[arg-type]
+            registry_mirrors=["http://mirror.test"],
+        )
+        target.store.restore()
+        dist = Distribution(target)
+        dist._http = StubTreq(registry.app.resource())  # type: ignore[assignment]
+        target._registry = dist
+        registry.down.add(b"mirror.test")
+        registry.hosts.clear()
+        self.successResultOf(target.pull("busybox", None, AUTH, _ignore))
+        self.assertEqual(target.lookup("busybox").id, source.lookup("busybox").id)
+        self.assertEqual(registry.hosts[0], b"mirror.test")
+        self.assertIn(b"registry-1.docker.io", registry.hosts)
