@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,9 @@ def _need_error_mapping() -> None:
 class Registry:
     """Debian's docker-registry on 127.0.0.1 and a free port."""
 
-    def __init__(self, test_case: SynchronousTestCase) -> None:
+    def __init__(
+        self, test_case: SynchronousTestCase, htpasswd: str | None = None
+    ) -> None:
         if not Path(REGISTRY).exists():
             raise SkipTest("no docker-registry (apt-get install docker-registry)")
         self._dir = Path(tempfile.mkdtemp(prefix="dockserve-reg-"))
@@ -135,6 +138,13 @@ class Registry:
             f"    rootdirectory: {self._dir / 'data'}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.host}\n"
         )
+        if htpasswd is not None:
+            (self._dir / "htpasswd").write_text(htpasswd)
+            with config.open("a") as f:
+                f.write(
+                    "auth:\n  htpasswd:\n    realm: basic-realm\n"
+                    f"    path: {self._dir / 'htpasswd'}\n"
+                )
         self._process = subprocess.Popen(
             [REGISTRY, "serve", str(config)],
             stdout=subprocess.DEVNULL,
@@ -146,6 +156,8 @@ class Registry:
             try:
                 urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).close()
                 break
+            except urllib.error.HTTPError:
+                break  # 401: up, and asking for credentials
             except OSError:
                 if time.monotonic() > deadline:
                     raise
@@ -316,6 +328,48 @@ class ImageSDKTests(CLIMixin, SynchronousTestCase):
         self.addCleanup(client.close)
         with self.assertRaises(docker.errors.ImageNotFound):
             client.images.get("busybox:sdk")
+
+
+def _bcrypt(password: str) -> str | None:
+    try:
+        import crypt  # noqa: PLC0415 - deprecated, but the only bcrypt here
+    except ImportError:
+        return None
+    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))  # noqa: S324
+    return hashed if hashed and hashed.startswith("$2") else None
+
+
+class RegistryAuthTests(CLIMixin, SynchronousTestCase):
+    """X-Registry-Auth credentials reach a registry that demands them."""
+
+    def setUp(self) -> None:
+        self.daemon = start(self)
+        self.tmp = Path(self.mktemp())
+        self.tmp.mkdir(parents=True)
+
+    def test_basic_auth_push_pull(self) -> None:
+        """With credentials push and pull work; without, they are refused."""
+        hashed = _bcrypt("secret")
+        if hashed is None:
+            raise SkipTest("no bcrypt to write an htpasswd file with")
+        registry = Registry(self, htpasswd=f"tester:{hashed}\n")
+        import docker  # noqa: PLC0415
+
+        client = docker.DockerClient(base_url=self.daemon.docker_host, version="1.50")
+        self.addCleanup(client.close)
+        name = f"{registry.host}/private/busybox"
+        archive = busybox_save_archive(self.tmp / "in.tar", f"{name}:1")
+        client.images.load(archive.read_bytes())
+        auth = {"username": "tester", "password": "secret"}
+        refused = client.images.push(
+            name, "1", auth_config={"username": "tester", "password": "wrong"}
+        )
+        self.assertIn("error", refused)
+        out = client.images.push(name, "1", auth_config=auth)
+        self.assertIn('"Digest"', out)
+        client.images.remove(f"{name}:1")
+        image = client.images.pull(name, "1", auth_config=auth)
+        self.assertEqual(image.tags, [f"{name}:1"])
 
 
 class CrashTests(CLIMixin, SynchronousTestCase):
