@@ -99,6 +99,7 @@ class _Container:
         self.started_at = 0.0
         self.exec_ids: list[str] = []
         self.last_stats: dict[str, Any] = {}
+        self.live: list[Attachment] = []
 
     @property
     def id(self) -> str:
@@ -832,6 +833,8 @@ class ContainerService:
         if not stream:
             attachment.finish()
             return attachment
+        c.live.append(attachment)
+        attachment.closed.addBoth(lambda _: c.live.remove(attachment))
         if c.record.state.running and c.busy is None:
             connecting = self._runtime.attach(c.id, attachment.output)
             connecting.addCallbacks(attachment.connect, lambda _: attachment.finish())
@@ -848,6 +851,10 @@ class ContainerService:
         c = self._get(reference)
         if not c.record.state.running:
             raise Conflict(f"Container {c.id} is not running")
+        if c.live:
+            # The attached client's connection carries the resize.
+            c.live[0].resize(height, width)
+            return
 
         def resize(stdio: Any) -> None:
             stdio.resize(height, width)
@@ -1401,7 +1408,24 @@ class ContainerService:
             and c.record.state.status == "exited"
             and c.record.has_been_started
         ):
-            await self._guarded(c, self._start(c))
+            self._boot_start(c, attempts=30)
+
+    def _boot_start(self, c: _Container, attempts: int) -> None:
+        """
+        Start a container whose policy restarts it with the daemon; the
+        image store restores beside us, so an image not found yet is
+        looked for again a little later.
+        """
+        if self._containers.get(c.id) is not c or c.busy is not None:
+            return
+
+        def failed(failure: Any) -> None:
+            if failure.check(NotFound) and attempts > 1:
+                self._reactor.callLater(1.0, self._boot_start, c, attempts - 1)
+                return
+            _log.failure("starting container {id} at boot", failure, id=c.id)
+
+        self._guarded(c, self._start(c)).addErrback(failed)
 
 
 def _namespace_pids(init: int) -> set[int]:

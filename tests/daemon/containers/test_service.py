@@ -171,6 +171,19 @@ class LifeCycleTests(_Base):
         stdio = self.runtime.containers[cid].stdios[0]
         self.assertEqual((stdio.stdin, stdio.stdin_closed), (b"abc", True))
 
+    def test_resize_through_attachment(self) -> None:
+        """A resize reaches the TTY through the attached client's connection."""
+        cid = self.create(Tty=True, OpenStdin=True)
+        self.service.attach(
+            cid, lambda _s, _d: None, stdin=True, stdout=True, stderr=True, stream=True
+        )
+        self.successResultOf(self.service.start(cid))
+        self.service.resize(cid, 40, 120)
+        stdio = self.runtime.containers[cid].stdios[0]
+        self.assertEqual(stdio.size, (40, 120))
+        self.runtime.exit(cid, 0)
+        self.assertRaises(Conflict, self.service.resize, cid, 1, 1)
+
     def test_stop(self) -> None:
         """Stop sends SIGTERM; the container exits 143."""
         cid = self.started()
