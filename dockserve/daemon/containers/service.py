@@ -410,6 +410,11 @@ class ContainerService:
                     pid=0,
                 ),
             )
+            exits, c.exit_waiters = c.exit_waiters, []
+            for waiter in exits:
+                waiter.callback(code)
+            if c.record.host_config.get("AutoRemove"):
+                self._remove(c, volumes=True)
             raise error from None
         c.generation += 1
         c.started_at = self._reactor.seconds()

@@ -283,6 +283,17 @@ class LifeCycleTests(_Base):
         self.assertIn("executable file not found", failure.value.message)
         self.assertEqual(self.service.inspect(cid)["State"]["ExitCode"], 127)
 
+    def test_start_failure_auto_remove(self) -> None:
+        """A --rm container that cannot start is removed; its waiters hear 127."""
+        cid = self.create(HostConfig={"AutoRemove": True})
+        removed = self.service.wait(cid, "removed")
+        exited = self.service.wait(cid, "next-exit")
+        self.runtime.fail_create = 'exec: "x": executable file not found in $PATH'
+        self.failureResultOf(self.service.start(cid), InvalidParameter)
+        self.assertEqual(self.successResultOf(exited)["StatusCode"], 127)
+        self.assertEqual(self.successResultOf(removed)["StatusCode"], 127)
+        self.assertRaises(NotFound, self.service.inspect, cid)
+
     def test_pause(self) -> None:
         """Pause and unpause change the status; bad transitions are 409."""
         cid = self.started()
