@@ -505,6 +505,8 @@ class Distribution:
             self._store.images[image_id] = evolve(
                 record, manifests={**record.manifests, ref.repository: top_digest}
             )
+            # The digest is a reference too (RepoDigests; rmi repo@digest).
+            self._store.refs[ref.with_digest(top_digest).full()] = image_id
             before = None
             if ref.tag is not None:
                 before = self._store.refs.get(ref.tagged())
@@ -812,6 +814,7 @@ class Distribution:
             self._store.images[image_id] = evolve(
                 record, manifests={**record.manifests, ref.repository: digest}
             )
+            self._store.refs[ref.with_digest(digest).full()] = image_id
             self._store.save_index()
         finally:
             self._store.end()

@@ -170,10 +170,6 @@ class ImageService:
             image_id = self.store.refs.get(key)
             if image_id is not None:
                 return images[image_id]
-            if ref.digest:
-                for record in images.values():
-                    if record.manifests.get(ref.repository) == ref.digest:
-                        return record
         if bare and all(c in "0123456789abcdef" for c in bare):
             matches = [r for i, r in images.items() if i[7:].startswith(bare)]
             if len(matches) == 1:
@@ -201,16 +197,9 @@ class ImageService:
         ]
 
     def _repo_digests(self, record: ImageRecord) -> list[str]:
-        digests = {
+        return [
             reference.familiar(r) for r in self.store.refs_of(record.id) if "@" in r
-        }
-        for repository, digest in record.manifests.items():
-            digests.add(
-                reference.parse(repository, default_tag=False)
-                .with_digest(digest)
-                .familiar()
-            )
-        return sorted(digests)
+        ]
 
     # --- reading ---------------------------------------------------------
 

@@ -375,3 +375,34 @@ class MirrorTests(SynchronousTestCase):
         self.assertEqual(target.lookup("busybox").id, source.lookup("busybox").id)
         self.assertEqual(registry.hosts[0], b"mirror.test")
         self.assertIn(b"registry-1.docker.io", registry.hosts)
+
+
+class DigestReferenceTests(SynchronousTestCase):
+    """A pulled image's digest is a reference like a tag."""
+
+    def test_remove_by_digest_untags_only_it(self) -> None:
+        """rmi repo@digest drops that reference; the tag keeps the image."""
+        registry = FakeRegistry()
+        source = memory_image_service(Path(self.mktemp()))
+        _distribution(source, registry)
+        self.successResultOf(
+            source.load(
+                io.BytesIO(
+                    save_archive([layer_tar({"a": b"1"})], ["registry.test/d:1"])
+                )
+            )
+        )
+        self.successResultOf(source.push("registry.test/d:1", None, AUTH, _ignore))
+        target = memory_image_service(Path(self.mktemp()))
+        _distribution(target, registry)
+        self.successResultOf(target.pull("registry.test/d", "1", AUTH, _ignore))
+        [digest_ref] = target.inspect("registry.test/d:1")["RepoDigests"]
+        self.assertEqual(
+            target.lookup(digest_ref).id, target.lookup("registry.test/d:1").id
+        )
+        self.assertEqual(
+            self.successResultOf(target.remove(digest_ref)), [{"Untagged": digest_ref}]
+        )
+        self.assertEqual(target.inspect("registry.test/d:1")["RepoDigests"], [])
+        result = self.successResultOf(target.remove("registry.test/d:1"))
+        self.assertEqual(result[-1]["Deleted"], source.lookup("registry.test/d:1").id)
