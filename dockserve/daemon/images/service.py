@@ -434,15 +434,23 @@ class ImageService:
         if by_reference:
             ref = reference.parse(name)
             key = ref.with_digest(ref.digest).full() if ref.digest else ref.tagged()
-            remaining = [r for r in refs if r != key]
+            removed = [key]
+            if not ref.digest and not any(
+                r != key and "@" not in r and r.rsplit(":", 1)[0] == ref.repository
+                for r in refs
+            ):
+                # The repository's last tag goes: its digests go with it,
+                # as dockerd does.
+                removed += [r for r in refs if r.startswith(ref.repository + "@")]
+            remaining = [r for r in refs if r not in removed]
+            users = False
             if not remaining:
                 users = self._check_users(
                     record, force, f"remove repository reference {name!r}"
                 )
-            else:
-                users = False
-            del self.store.refs[key]
-            result.append({"Untagged": reference.familiar(key)})
+            for ref_text in removed:
+                del self.store.refs[ref_text]
+                result.append({"Untagged": reference.familiar(ref_text)})
             if remaining or users:
                 self.store.save_index()
                 return maybeDeferred(lambda: result)
