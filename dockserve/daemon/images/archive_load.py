@@ -47,7 +47,8 @@ class LoadedImage:
 
 def _extract(src: IO[bytes], work: Path, hashes: dict[Path, tuple[str, int]]) -> None:
     try:
-        tar = tarfile.open(fileobj=src, mode="r|*")  # noqa: SIM115
+        # Any compression docker accepts (gzip, xz, bzip2, zstd) around it.
+        tar = tarfile.open(fileobj=layers.decompressed(src), mode="r|")  # noqa: SIM115
     except tarfile.TarError as e:
         raise InvalidParameter(f"failed to load image: invalid archive: {e}") from None
     links: list[tuple[Path, str]] = []

@@ -394,3 +394,18 @@ class LegacyArchiveTests(ServiceTestsMixin, SynchronousTestCase):
         self.assertEqual(
             self.service.lookup("two:2").id, self.service.lookup("one:1").id
         )
+
+
+class CompressedArchiveTests(ServiceTestsMixin, SynchronousTestCase):
+    """docker load takes a compressed archive as dockerd does."""
+
+    def test_zstd_and_gzip(self) -> None:
+        """A zstd or gzip compressed save archive loads."""
+        import zstandard  # noqa: PLC0415
+
+        archive = save_archive([layer_tar({"z": b"z"})], ["z:1"])
+        self.assertEqual(
+            self.load(zstandard.ZstdCompressor().compress(archive)),
+            ["Loaded image: z:1"],
+        )
+        self.assertEqual(self.load(gzip.compress(archive)), ["Loaded image: z:1"])
