@@ -125,7 +125,11 @@ class Registry:
     """Debian's docker-registry on 127.0.0.1 and a free port."""
 
     def __init__(
-        self, test_case: SynchronousTestCase, htpasswd: str | None = None
+        self,
+        test_case: SynchronousTestCase,
+        htpasswd: str | None = None,
+        *,
+        tls: bool = False,
     ) -> None:
         if not Path(REGISTRY).exists():
             raise SkipTest("no docker-registry (apt-get install docker-registry)")
@@ -138,6 +142,18 @@ class Registry:
             f"    rootdirectory: {self._dir / 'data'}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.host}\n"
         )
+        scheme = "http"
+        if tls:
+            scheme = "https"
+            key, cert = self._dir / "key.pem", self._dir / "cert.pem"
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                 "-keyout", str(key), "-out", str(cert), "-days", "1",
+                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            with config.open("a") as f:
+                f.write(f"  tls:\n    certificate: {cert}\n    key: {key}\n")
         if htpasswd is not None:
             (self._dir / "htpasswd").write_text(htpasswd)
             with config.open("a") as f:
@@ -154,7 +170,9 @@ class Registry:
         deadline = time.monotonic() + 20
         while True:
             try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).close()
+                urllib.request.urlopen(  # noqa: S310 - our own loopback registry
+                    f"{scheme}://{self.host}/v2/", timeout=1, context=_unverified()
+                ).close()
                 break
             except urllib.error.HTTPError:
                 break  # 401: up, and asking for credentials
@@ -330,6 +348,15 @@ class ImageSDKTests(CLIMixin, SynchronousTestCase):
             client.images.get("busybox:sdk")
 
 
+def _unverified() -> Any:
+    import ssl  # noqa: PLC0415
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def _bcrypt(password: str) -> str | None:
     try:
         import crypt  # noqa: PLC0415 - deprecated, but the only bcrypt here
@@ -370,6 +397,26 @@ class RegistryAuthTests(CLIMixin, SynchronousTestCase):
         client.images.remove(f"{name}:1")
         image = client.images.pull(name, "1", auth_config=auth)
         self.assertEqual(image.tags, [f"{name}:1"])
+
+
+class InsecureTLSTests(CLIMixin, SynchronousTestCase):
+    """A loopback registry with a self-signed certificate is used over HTTPS."""
+
+    def setUp(self) -> None:
+        self.daemon = start(self)
+        self.tmp = Path(self.mktemp())
+        self.tmp.mkdir(parents=True)
+
+    def test_self_signed_loopback(self) -> None:
+        """Push and pull work against an HTTPS registry nobody vouches for."""
+        if shutil.which("openssl") is None:
+            raise SkipTest("no openssl to make a certificate with")
+        registry = Registry(self, tls=True)
+        name = f"{registry.host}/tls/busybox:1"
+        self.docker("load", "-i", str(busybox_save_archive(self.tmp / "a.tar", name)))
+        self.assertIn("1: digest: sha256:", self.docker("push", name).stdout)
+        self.docker("rmi", name)
+        self.assertIn("Downloaded newer image", self.docker("pull", name).stdout)
 
 
 class CrashTests(CLIMixin, SynchronousTestCase):

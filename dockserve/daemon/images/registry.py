@@ -26,16 +26,19 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.protocol import Protocol
+from twisted.internet.ssl import CertificateOptions
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
 
 from dockserve.daemon.images import layers, reference
 from dockserve.daemon.images.store import LayerSource, hex_of
@@ -183,6 +186,16 @@ class _BlobReceiver(Protocol):
             self.done.errback(reason)
 
 
+@implementer(IPolicyForHTTPS)
+class _NoVerification:
+    """TLS without certificate checks, for C{--insecure-registry}."""
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        """Any certificate is accepted (dockerd's InsecureSkipVerify)."""
+        del hostname, port
+        return CertificateOptions(verify=False)
+
+
 class Distribution:
     """Pull, push and search for an L{ImageService}."""
 
@@ -190,26 +203,67 @@ class Distribution:
         self._service = service
         self._store = service.store
         self._reactor = service._reactor
+        #: A client that serves every URL (tests put a StubTreq here).
         self._http: HTTPClient | None = None
+        self._clients: dict[bool, HTTPClient] = {}
+        self._chosen: dict[str, str] = {}
         self._auth: dict[str, _Auth] = {}
         self._downloads: dict[str, list[Deferred[tuple[str, int]]]] = {}
 
     # --- HTTP ---------------------------------------------------------------
 
-    def _client(self) -> HTTPClient:
-        if self._http is None:
+    def _client(self, url: str = "") -> HTTPClient:
+        """
+        The HTTP client for C{url}: certificates unchecked for an HTTPS
+        registry that is insecure (loopback or C{--insecure-registry}).
+        """
+        if self._http is not None:
+            return self._http
+        netloc = urlsplit(url).netloc
+        unverified = url.startswith("https://") and (
+            _is_loopback(netloc) or self._insecure(netloc)
+        )
+        client = self._clients.get(unverified)
+        if client is None:
             pool = HTTPConnectionPool(self._reactor)  # type: ignore[no-untyped-call]
             pool.maxPersistentPerHost = 6
-            self._http = HTTPClient(Agent(self._reactor, pool=pool))  # type: ignore[no-untyped-call]
-        return self._http
+            if unverified:
+                agent = Agent(self._reactor, _NoVerification(), pool=pool)  # type: ignore[no-untyped-call]
+            else:
+                agent = Agent(self._reactor, pool=pool)  # type: ignore[no-untyped-call]
+            client = self._clients[unverified] = HTTPClient(agent)
+        return client
 
     def _base(self, domain: str) -> list[str]:
         """The base URLs to try for a registry, in order."""
         if domain == reference.DEFAULT_DOMAIN:
             mirrors = [m.rstrip("/") for m in self._service.registry_mirrors]
             return [*mirrors, f"https://{_HUB}"]
-        insecure = _is_loopback(domain) or self._insecure(domain)
-        return [f"http://{domain}" if insecure else f"https://{domain}"]
+        if _is_loopback(domain) or self._insecure(domain):
+            # As dockerd: HTTPS without checking the certificate, then HTTP.
+            return [f"https://{domain}", f"http://{domain}"]
+        return [f"https://{domain}"]
+
+    async def _endpoints(self, domain: str) -> list[str]:
+        """
+        L{_base}, narrowed for an insecure registry to the scheme it
+        answers on (C{GET /v2/} gives 200 or 401), remembered per registry.
+        """
+        bases = self._base(domain)
+        if len(bases) == 1 or domain == reference.DEFAULT_DOMAIN:
+            return bases
+        if domain in self._chosen:
+            return [self._chosen[domain]]
+        for base in bases:
+            try:
+                response = await self._client(base).get(f"{base}/v2/", timeout=15)
+                await response.content()
+            except Exception:  # noqa: S112 - the next scheme may answer
+                continue
+            if response.code in (200, 401):
+                self._chosen[domain] = base
+                return [base]
+        return bases[-1:]
 
     def _insecure(self, domain: str) -> bool:
         host = domain.rsplit(":", 1)[0]
@@ -245,7 +299,7 @@ class Distribution:
                 hdrs.setRawHeaders(b"Authorization", [auth.basic_header() or b""])
             body = data() if callable(data) else data
             try:
-                response = await self._client().request(
+                response = await self._client(url).request(
                     method, url, headers=hdrs, data=body, unbuffered=unbuffered
                 )
             except Exception as e:
@@ -280,7 +334,7 @@ class Distribution:
             headers.setRawHeaders(b"Authorization", [basic])
         url = realm + ("&" if "?" in realm else "?") + urlencode(query)
         try:
-            response = await self._client().get(url, headers=headers)
+            response = await self._client(url).get(url, headers=headers)
         except Exception as e:
             raise SystemError_(f'Get "{url}": {_reason(e)}') from None
         body = await response.content()
@@ -346,7 +400,7 @@ class Distribution:
         auth = self._auth_for(ref.domain, credentials)
         scope = f"repository:{ref.path}:pull"
         last_error: DockerError | None = None
-        bases = self._base(ref.domain)
+        bases = await self._endpoints(ref.domain)
         for index, base in enumerate(bases):
             try:
                 await self._pull_from(
@@ -708,8 +762,9 @@ class Distribution:
         progress({"status": f"The push refers to repository [{ref.repository}]"})
         auth = self._auth_for(ref.domain, credentials)
         scope = f"repository:{ref.path}:pull,push"
+        # Pushes go to the registry itself, never to a mirror.
         base = (
-            self._base(ref.domain)[-1]
+            (await self._endpoints(ref.domain))[0]
             if ref.domain != reference.DEFAULT_DOMAIN
             else f"https://{_HUB}"
         )
