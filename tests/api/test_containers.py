@@ -133,6 +133,27 @@ class ContainerSuccessTests(_APITestCase):
         code, info = self.request("GET", f"/exec/{exec_id}/json")
         self.assertEqual((info["Running"], info["ExitCode"]), (False, 0))
 
+    def test_stats_one_shot(self) -> None:
+        """stream=false answers one sample with the CPU totals the CLI needs."""
+        cid = self.create()
+        self.request("POST", f"/containers/{cid}/start")
+        code, sample = self.request("GET", f"/containers/{cid}/stats?stream=false")
+        self.assertEqual(code, 200)
+        self.assertEqual(sample["name"], "/web")
+        self.assertGreater(sample["cpu_stats"]["system_cpu_usage"], 0)
+        self.assertEqual(sample["memory_stats"]["usage"], 1 << 20)
+        self.assertIn("precpu_stats", sample)
+
+    def test_prune(self) -> None:
+        """Prune removes stopped containers and keeps running ones."""
+        stopped = self.create("gone")
+        running = self.create("stays")
+        self.request("POST", f"/containers/{running}/start")
+        code, result = self.request("POST", "/containers/prune")
+        self.assertEqual((code, result["ContainersDeleted"]), (200, [stopped]))
+        code, listed = self.request("GET", "/containers/json?all=1")
+        self.assertEqual([c["Id"] for c in listed], [running])
+
     def test_networks(self) -> None:
         """GET /networks lists bridge, host and none."""
         stub = StubTreq(make_resource(MemoryBackend(containers=self.service)))

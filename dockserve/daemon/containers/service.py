@@ -15,6 +15,7 @@ start (L{ContainerService.restore}).
 
 import contextlib
 import importlib
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -1204,6 +1205,9 @@ class ContainerService:
         }
         if c.record.state.running:
             sample.update(self._runtime.stats(c.id))
+        cpu = sample.setdefault("cpu_stats", {})
+        cpu.setdefault("system_cpu_usage", _system_cpu_ns())
+        cpu.setdefault("online_cpus", os.cpu_count() or 1)
         sample["precpu_stats"] = c.last_stats.get(
             "cpu_stats", {"cpu_usage": {"total_usage": 0}, "throttling_data": {}}
         )
@@ -1431,6 +1435,20 @@ class ContainerService:
             _log.failure("starting container {id} at boot", failure, id=c.id)
 
         self._guarded(c, self._start(c)).addErrback(failed)
+
+
+def _system_cpu_ns() -> int:
+    """
+    The host's total CPU time in nanoseconds (C{/proc/stat}), which the
+    docker CLI divides by to get a container's CPU percentage.
+    """
+    try:
+        with Path("/proc/stat").open() as stat:
+            fields = stat.readline().split()[1:8]
+    except OSError:
+        return 0
+    ticks = os.sysconf("SC_CLK_TCK") or 100
+    return sum(int(f) for f in fields) * 1_000_000_000 // ticks
 
 
 def _namespace_pids(init: int) -> set[int]:
