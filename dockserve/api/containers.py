@@ -137,6 +137,7 @@ class ContainerBackend(Protocol):
         stdout: bool,
         stderr: bool,
         stream: bool,
+        logs: bool = False,
     ) -> AttachedStdio:
         """Connect to the container's stdio, now or at its next start."""
 
@@ -417,6 +418,7 @@ class ContainersAPI:
             stdout=query_bool(request, "stdout"),
             stderr=query_bool(request, "stderr"),
             stream=query_bool(request, "stream"),
+            logs=query_bool(request, "logs"),
         )
         hijacked = streams.hijack(request, tty=attachment.tty)
         box.append(hijacked)

@@ -821,14 +821,14 @@ class ContainerService:
         stdout: bool,
         stderr: bool,
         stream: bool,
+        logs: bool = False,
     ) -> Attachment:
         """
         C{POST /containers/{id}/attach}: connect now if running, at the next
-        start otherwise (C{docker run} and C{docker start -a} attach first).
+        start otherwise (C{docker run} and C{docker start -a} attach first);
+        with C{logs}, what the container wrote so far comes first.
         """
         c = self._get(reference)
-        if c.record.state.status == "paused" and stream:
-            pass  # dockerd attaches to a paused container; output resumes with it.
         attachment = Attachment(
             on_output,
             tty=bool(c.record.config.get("Tty")),
@@ -836,8 +836,17 @@ class ContainerService:
             stdout=stdout,
             stderr=stderr,
         )
+        replay: Deferred[None] = succeed(None)
+        if logs:
+            replay = (
+                LogReader(
+                    c.directory / LOG_FILE, attachment.output, reactor=self._reactor
+                )
+                .start()
+                .done
+            )
         if not stream:
-            attachment.finish()
+            replay.addBoth(lambda _: attachment.finish())
             return attachment
         c.live.append(attachment)
         attachment.closed.addBoth(lambda _: c.live.remove(attachment))

@@ -159,6 +159,26 @@ class LifeCycleTests(_Base):
         self.successResultOf(attachment.closed)
         self.assertEqual(seen, [(1, b"hi\n"), (2, b"oops\n")])
 
+    def test_attach_logs(self) -> None:
+        """With logs and no stream, the log so far is replayed, then the end."""
+        cid = self.create()
+        (self.root / "containers" / cid / "container.log").write_bytes(
+            b"2024-01-01T00:00:00.000000000Z stdout F before\n"
+        )
+        seen: list[tuple[int, bytes]] = []
+        attachment = self.service.attach(
+            cid,
+            lambda s, d: seen.append((s, d)),
+            stdin=False,
+            stdout=True,
+            stderr=True,
+            stream=False,
+            logs=True,
+        )
+        self.clock.advance(0)
+        self.successResultOf(attachment.closed)
+        self.assertEqual(seen, [(1, b"before\n")])
+
     def test_attach_stdin(self) -> None:
         """Stdin typed before the start is delivered once connected."""
         cid = self.create(OpenStdin=True)
