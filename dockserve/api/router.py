@@ -2,20 +2,26 @@
 """
 The one route table: every area's routes, served bare and under C{/v<version>}.
 
-Placeholder: the full middleware (headers, versions, errors, CORS, log
-lines) lands in L{dockserve.api.middleware}.
+Like moby's C{initRoutes}, each area module lists its L{Route}s; this module
+puts them all in one Klein map, each path twice (bare, and under a
+C{/v{version:[0-9.]+}} prefix whose version the middleware checks), and
+wraps the map in L{dockserve.api.middleware.Middleware}.
 """
 
-import json
 from collections.abc import Callable
 from typing import Any
 
+from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import NotFound as NoRoute
+from werkzeug.routing import BaseConverter, Map
+
 from klein import Klein
 from twisted.web.resource import IResource
-from twisted.web.server import Request
 
 from dockserve.api import containers, exec, images, networks, system  # noqa: A004
+from dockserve.api import debug as debug_api
 from dockserve.api.backend import Backend
+from dockserve.api.middleware import Middleware, RequestCounters, endpoint, not_found
 from dockserve.api.route import Route
 
 #: Each area: its routes and how to build its handler object from the backend.
@@ -28,34 +34,52 @@ AREAS: list[tuple[list[Route], Callable[[Backend], object]]] = [
 ]
 
 
+class _VersionConverter(BaseConverter):
+    """The C{[0-9.]+} of dockerd's C{/v{version}} prefix."""
+
+    regex = r"[0-9.]+"
+
+
 def make_resource(
-    backend: Backend, *, debug: bool = False, cors_origin: str | None = None
+    backend: Backend,
+    *,
+    debug: bool = False,
+    cors_origin: str | None = None,
+    reactor: Any = None,
 ) -> IResource:
-    """The Klein resource that serves the whole API for C{backend}."""
-    del debug, cors_origin
+    """
+    The resource that serves the whole API for C{backend}.
+
+    @param debug: C{--debug}: also serve C{/debug/vars} and C{/debug/pprof/*}
+        (and start tracing allocations for the heap profile).
+    @param cors_origin: C{--api-cors-header}.
+    @param reactor: What the debug profile schedules on; the global reactor
+        when C{None}.
+    """
     app = Klein()
-    for routes, make_area in AREAS:
-        area = make_area(backend)
+    url_map: Map = app.url_map
+    url_map.converters["version"] = _VersionConverter
+    counters = RequestCounters()
+    tables: list[tuple[list[Route], object]] = [
+        (routes, make_area(backend)) for routes, make_area in AREAS
+    ]
+    if debug:
+        tables.append((debug_api.ROUTES, debug_api.DebugAPI(counters, reactor)))
+    for routes, area in tables:
         for route in routes:
-            handler = getattr(area, route.handler)
-            for prefix in ("", "/v<version>"):
-                app.route(
-                    prefix + route.path,
-                    methods=[route.method],
-                    endpoint=f"{route.handler}{prefix}",
-                )(_wrap(handler))
-    return app.resource()
+            _add(app, route, getattr(area, route.handler))
+    app.handle_errors(NoRoute, MethodNotAllowed)(not_found)
+    return Middleware(app.resource(), cors_origin=cors_origin, counters=counters)
 
 
-def _wrap(handler: Callable[..., Any]) -> Callable[..., Any]:
-    def call(request: Request, version: str | None = None, **kwargs: Any) -> Any:
-        del version
-        result = handler(request, **kwargs)
-        if isinstance(result, dict | list):
-            request.responseHeaders.setRawHeaders(
-                b"Content-Type", [b"application/json"]
-            )
-            return json.dumps(result).encode()
-        return result
-
-    return call
+def _add(app: Klein, route: Route, handler: Callable[..., Any]) -> None:
+    for prefix, name in (
+        ("", route.handler),
+        ("/v<version:version>", f"{route.handler}_v"),
+    ):
+        app.route(
+            prefix + route.path,
+            methods=[route.method],
+            endpoint=name,
+            strict_slashes=False,
+        )(endpoint(handler, route.handler))

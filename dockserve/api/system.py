@@ -1,7 +1,16 @@
 # -*- test-case-name: tests.api.test_system -*-
-"""GET/HEAD /_ping, GET /version, GET /info: placeholder until filled in."""
+"""
+C{GET}/C{HEAD /_ping}, C{GET /version}, C{GET /info}: what clients
+negotiate from.
+
+The docker CLI sends C{HEAD /_ping} and reads C{Api-Version}; the Docker
+SDK for Python reads C{ApiVersion} from C{GET /version}. The facts
+themselves come from the backend (L{dockserve.daemon.system.SystemService}).
+"""
 
 from typing import Any, Protocol
+
+from twisted.web.server import Request
 
 from dockserve.api.route import Route
 
@@ -12,6 +21,9 @@ class SystemBackend(Protocol):
     def info(self) -> dict[str, Any]:
         """The facts C{GET /info} reports, with the spec's field names."""
 
+    def version(self) -> dict[str, Any]:
+        """The body of C{GET /version}, with the spec's field names."""
+
 
 class SystemAPI:
     """The system handlers."""
@@ -19,5 +31,32 @@ class SystemAPI:
     def __init__(self, backend: SystemBackend) -> None:
         self._backend = backend
 
+    def ping(self, request: Request) -> bytes:
+        """
+        C{GET}/C{HEAD /_ping}: C{OK}, never cached, with the headers the CLI
+        reads before its first real call (Twisted drops the body for HEAD).
+        """
+        set_header = request.responseHeaders.setRawHeaders
+        set_header(b"Content-Type", [b"text/plain; charset=utf-8"])
+        set_header(b"Builder-Version", [b"1"])
+        set_header(b"Swarm", [b"inactive"])
+        set_header(b"Cache-Control", [b"no-cache, no-store, must-revalidate"])
+        set_header(b"Pragma", [b"no-cache"])
+        return b"OK"
 
-ROUTES: list[Route] = []
+    def version(self, request: Request) -> dict[str, Any]:
+        """C{GET /version}: the daemon's and its components' versions."""
+        del request
+        return self._backend.version()
+
+    def info(self, request: Request) -> dict[str, Any]:
+        """C{GET /info}: system-wide facts (the spec's C{SystemInfo})."""
+        del request
+        return self._backend.info()
+
+
+ROUTES: list[Route] = [
+    Route("GET", "/_ping", "ping"),
+    Route("GET", "/version", "version"),
+    Route("GET", "/info", "info"),
+]
