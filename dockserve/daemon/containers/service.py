@@ -491,14 +491,16 @@ class ContainerService:
 
     def _release(self, c: _Container) -> Deferred[None]:
         async def release() -> None:
+            # A failure here must not wedge the container: the next start or
+            # remove waits for this, so log it and carry on.
             try:
                 await self._runtime.delete(c.id)
-            except DockerError as e:
-                _log.warn("runtime delete {id}: {e}", id=c.id, e=e.message)
+            except Exception:
+                _log.failure("runtime delete {id}", id=c.id)
             try:
                 await self._bundles.release(c.directory, c.record)
-            except DockerError as e:
-                _log.warn("release bundle {id}: {e}", id=c.id, e=e.message)
+            except Exception:
+                _log.failure("release bundle {id}", id=c.id)
 
         return Deferred.fromCoroutine(release())
 
@@ -691,10 +693,12 @@ class ContainerService:
             if c.record.state.running:
                 self._save(c, evolve(c.record, manually_stopped=True))
                 exited = self._next_exit(c)
-                await self._runtime.kill(c.id, 9)
-                if c.record.state.status == "paused":
-                    await self._runtime.resume(c.id)
-                await exited
+                with contextlib.suppress(DockerError):
+                    await self._runtime.kill(c.id, 9)
+                    if c.record.state.status == "paused":
+                        await self._runtime.resume(c.id)
+                if c.record.state.running:
+                    await exited
             await c.cleanup
             await self._remove(c, volumes=volumes)
 
