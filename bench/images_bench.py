@@ -117,6 +117,29 @@ def run(  # noqa: PLR0917 - a benchmark's knobs
     return results
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _answers(sock: Path) -> bool:
+    """Whether a daemon answers GET /v1.50/images/json on C{sock}."""
+    if not sock.exists():
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2)
+            s.connect(str(sock))
+            s.sendall(b"GET /v1.50/images/json HTTP/1.0\r\nHost: d\r\n\r\n")
+            return s.recv(12).startswith(b"HTTP/1.")
+    except OSError:
+        return False
+
+
 def _start_dockserve(work: Path) -> tuple[str, subprocess.Popen[bytes]]:
     sock = work / "dockserve.sock"
     data = work / "data"
@@ -139,16 +162,16 @@ def _start_dockserve(work: Path) -> tuple[str, subprocess.Popen[bytes]]:
             argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
-        deadline = time.monotonic() + 30
-        while not sock.exists() and process.poll() is None:
+        deadline = time.monotonic() + 20
+        while not _answers(sock) and process.poll() is None:
             if time.monotonic() > deadline:
-                process.terminate()
-                process.wait()
                 break
-            time.sleep(0.05)
-        if sock.exists() and process.poll() is None:
+            time.sleep(0.1)
+        if process.poll() is None and _answers(sock):
             print(f"dockserve: {' '.join(argv[:4])}...", file=sys.stderr)
             return f"unix://{sock}", process
+        _stop(process)
+        sock.unlink(missing_ok=True)
     raise SystemExit("dockserve did not start: " + (work / "daemon.log").read_text())
 
 
@@ -230,8 +253,7 @@ def main() -> None:
             )
     finally:
         for process in reversed(started):
-            process.terminate()
-            process.wait(30)
+            _stop(process)
         shutil.rmtree(work, ignore_errors=True)
 
 
