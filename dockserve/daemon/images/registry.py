@@ -369,7 +369,9 @@ class Distribution:
         """Pull C{image} (with C{tag}, a tag or a digest) into the store."""
         from twisted.internet.defer import ensureDeferred  # noqa: PLC0415
 
-        return ensureDeferred(self._pull(image, tag, credentials, progress, platform))
+        return ensureDeferred(
+            self._pull(image, tag, credentials, progress, platform)
+        ).addErrback(_disk_error)
 
     async def _pull(
         self,
@@ -679,13 +681,17 @@ class Distribution:
         # body has arrived; for real, it runs alongside it.
         sync = self._service.synchronous
         writing = None if sync else self._service.in_thread(write)
+        if writing is not None:
+            writing.addErrback(self._writer_failed, receiver)
         response.original.deliverBody(receiver)
         try:
             await receiver.done
         except Exception as e:
             chunks.put(None)
-            await (writing or self._service.in_thread(write))
-            temp.unlink(missing_ok=True)
+            try:
+                await (writing or self._service.in_thread(write))
+            finally:
+                temp.unlink(missing_ok=True)
             raise SystemError_(f"downloading {digest}: {_reason(e)}") from None
         if writing is None:
             writing = self._service.in_thread(write)
@@ -713,6 +719,13 @@ class Distribution:
 
         return await self._service.in_thread(extract)
 
+    @staticmethod
+    def _writer_failed(failure: Failure, receiver: _BlobReceiver) -> Failure:
+        """The disk failed: stop the download rather than queue it forever."""
+        if receiver.transport is not None:
+            cast("Any", receiver.transport).stopProducing()
+        return failure
+
     def _downloaded(self, result: Any, digest: str) -> None:
         """Give a finished download's result to every pull waiting on it."""
         for waiter in self._downloads.pop(digest, []):
@@ -733,7 +746,9 @@ class Distribution:
         """Push the local image C{name} (and C{tag}) to its registry."""
         from twisted.internet.defer import ensureDeferred  # noqa: PLC0415
 
-        return ensureDeferred(self._push(name, tag, credentials, progress))
+        return ensureDeferred(self._push(name, tag, credentials, progress)).addErrback(
+            _disk_error
+        )
 
     async def _push(
         self,
@@ -1030,6 +1045,13 @@ class Distribution:
             }
             for r in value.get("results", [])
         ]
+
+
+def _disk_error(failure: Failure) -> Failure:
+    """A local file error (disk full...) as a Docker error with its text."""
+    if failure.check(OSError):
+        raise SystemError_(f"failed to register layer: {failure.value}")
+    return failure
 
 
 def _select(entries: list[dict[str, Any]], wanted: tuple[str, str, str]) -> str | None:
