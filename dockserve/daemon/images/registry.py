@@ -1049,7 +1049,7 @@ class Distribution:
 
 def _disk_error(failure: Failure) -> Failure:
     """A local file error (disk full...) as a Docker error with its text."""
-    if failure.check(OSError):
+    if isinstance(failure.value, OSError):
         raise SystemError_(f"failed to register layer: {failure.value}")
     return failure
 
