@@ -187,3 +187,67 @@ class RegistryAuthTests(SynchronousTestCase):
         self.assertRaises(
             InvalidParameter, registry_auth, self._request(b"bm90IGpzb24")
         )
+
+
+class _ImmediateReactor:
+    """Runs "from a thread" calls at once, on the calling thread."""
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+
+class ResponseWriterTests(SynchronousTestCase):
+    """The save stream waits for a slow client and stops for a gone one."""
+
+    def _writer(self) -> tuple[Any, _Sink]:
+        from dockserve.api.images import _ResponseWriter  # noqa: PLC0415
+
+        sink = _Sink()
+        return _ResponseWriter(sink, _ImmediateReactor()), sink  # type: ignore[arg-type]
+
+    def _in_thread(self, f: Any) -> Any:
+        import threading  # noqa: PLC0415
+
+        outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                f()
+            except Exception as e:
+                outcome.append(e)
+            else:
+                outcome.append(None)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread, outcome
+
+    def test_paused_client_holds_the_worker(self) -> None:
+        """While paused the worker writes nothing more; resumed, it finishes."""
+        writer, sink = self._writer()
+        writer.pauseProducing()
+        thread, outcome = self._in_thread(lambda: writer.write(b"x" * (3 << 20)))
+        thread.join(0.3)
+        self.assertTrue(thread.is_alive())
+        self.assertEqual(sink.chunks, [])
+        writer.resumeProducing()
+        thread.join(5)
+        self.assertEqual(outcome, [None])
+        self.assertEqual(sum(map(len, sink.chunks)), 3 << 20)
+
+    def test_gone_client_stops_the_worker(self) -> None:
+        """stopProducing makes the worker's next write fail."""
+        writer, _ = self._writer()
+        writer.pauseProducing()
+        thread, outcome = self._in_thread(lambda: writer.write(b"x" * (2 << 20)))
+        writer.stopProducing()
+        thread.join(5)
+        self.assertIsInstance(outcome[0], OSError)
