@@ -292,7 +292,7 @@ class Distribution:
         """One request, answering a 401 challenge once."""
         for attempt in range(2):
             hdrs = Headers({k: [v] for k, v in (headers or {}).items()})
-            token = auth.tokens.get(scope)
+            token = auth.tokens.get(scope) or auth.registry_token
             if token:
                 hdrs.setRawHeaders(b"Authorization", [f"Bearer {token}".encode()])
             elif auth.basic and auth.basic_header():
@@ -334,7 +334,23 @@ class Distribution:
             headers.setRawHeaders(b"Authorization", [basic])
         url = realm + ("&" if "?" in realm else "?") + urlencode(query)
         try:
-            response = await self._client(url).get(url, headers=headers)
+            if auth.identity_token:
+                # docker login left an OAuth refresh token: trade it.
+                form = {
+                    **query,
+                    "grant_type": "refresh_token",
+                    "refresh_token": auth.identity_token,
+                    "client_id": "docker",
+                }
+                response = await self._client(realm).post(
+                    realm,
+                    data=urlencode(form).encode(),
+                    headers=Headers(
+                        {b"Content-Type": [b"application/x-www-form-urlencoded"]}
+                    ),
+                )
+            else:
+                response = await self._client(url).get(url, headers=headers)
         except Exception as e:
             raise SystemError_(f'Get "{url}": {_reason(e)}') from None
         body = await response.content()

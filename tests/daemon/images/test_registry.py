@@ -63,7 +63,17 @@ class FakeRegistry:
         )
         return False
 
-    @app.route("/token")
+    @app.route("/token", methods=["POST"])
+    def oauth(self, request: Request) -> bytes:
+        form = request.args
+        if form.get(b"grant_type") != [b"refresh_token"] or form.get(
+            b"refresh_token"
+        ) != [b"refresh-me"]:
+            request.setResponseCode(401)
+            return b"{}"
+        return json.dumps({"access_token": TOKEN}).encode()
+
+    @app.route("/token", methods=["GET"])
     def token(self, request: Request) -> bytes:
         expected = b"Basic " + base64.b64encode(b"u:p")
         if (request.requestHeaders.getRawHeaders(b"Authorization") or [b""])[
@@ -406,3 +416,37 @@ class DigestReferenceTests(SynchronousTestCase):
         self.assertEqual(target.inspect("registry.test/d:1")["RepoDigests"], [])
         result = self.successResultOf(target.remove("registry.test/d:1"))
         self.assertEqual(result[-1]["Deleted"], source.lookup("registry.test/d:1").id)
+
+
+class TokenCredentialTests(SynchronousTestCase):
+    """Credentials docker login leaves behind: identity and registry tokens."""
+
+    def setUp(self) -> None:
+        self.registry = FakeRegistry()
+        self.service = memory_image_service(Path(self.mktemp()))
+        _distribution(self.service, self.registry)
+        self.successResultOf(
+            self.service.load(
+                io.BytesIO(
+                    save_archive([layer_tar({"a": b"1"})], ["registry.test/t:1"])
+                )
+            )
+        )
+
+    def test_identity_token(self) -> None:
+        """An identity token is traded at the realm for an access token."""
+        self.successResultOf(
+            self.service.push(
+                "registry.test/t:1", None, {"identitytoken": "refresh-me"}, _ignore
+            )
+        )
+        self.assertIn("t:1", self.registry.manifests)
+
+    def test_registry_token(self) -> None:
+        """A registry token is sent as the bearer token directly."""
+        self.successResultOf(
+            self.service.push(
+                "registry.test/t:1", None, {"registrytoken": TOKEN}, _ignore
+            )
+        )
+        self.assertIn("t:1", self.registry.manifests)
