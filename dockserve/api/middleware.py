@@ -141,9 +141,21 @@ def api_version(request: Request) -> str:
     return match.group(1) if match else API_VERSION
 
 
+def _sized(request: Request, body: bytes) -> bytes:
+    """
+    C{body}, with its C{Content-Length} when nothing was written before it,
+    as dockerd sends it (rather than a chunked response).
+    """
+    if not request.startedWriting:
+        request.responseHeaders.setRawHeaders(
+            b"Content-Length", [str(len(body)).encode("ascii")]
+        )
+    return body
+
+
 def _json(request: Request, body: object) -> bytes:
     request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/json"])
-    return json.dumps(body).encode() + b"\n"
+    return _sized(request, json.dumps(body).encode() + b"\n")
 
 
 def error_body(request: Request, status: int, message: str) -> bytes:
@@ -155,7 +167,7 @@ def error_body(request: Request, status: int, message: str) -> bytes:
     request.setResponseCode(status)
     if status == 304:
         request.responseHeaders.removeHeader(b"Content-Type")
-        return b""
+        return _sized(request, b"")
     return _json(request, {"message": message})
 
 
@@ -236,7 +248,7 @@ def _render_result(request: Request, result: object) -> bytes | None:
     if isinstance(result, dict | list):
         return _json(request, result)
     if isinstance(result, bytes):
-        return result
+        return _sized(request, result)
     if result is None:
         return None
     message = f"handler returned {type(result).__name__}, not a response"
@@ -342,7 +354,7 @@ class Middleware:
             # A browser's CORS preflight, for any path (the seed's rule).
             state.route = "options"
             request.setResponseCode(200)
-            return b""
+            return _sized(request, b"")
         result: bytes | int = self._inner.render(request)  # type: ignore[no-untyped-call]
         return result
 
