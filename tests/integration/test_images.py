@@ -455,6 +455,7 @@ class CrashTests(CLIMixin, SynchronousTestCase):
         self.docker(
             "load", "-i", str(busybox_save_archive(self.tmp / "small.tar", "small:1"))
         )
+        self.docker("save", "-o", str(self.tmp / "before.tar"), "small:1")
         archive = self._big_archive("big:1")
         env = {**self.daemon.env, "DOCKER_API_VERSION": "1.50"}
         loading = subprocess.Popen(
@@ -471,6 +472,11 @@ class CrashTests(CLIMixin, SynchronousTestCase):
         self.assertEqual(
             self.docker("images", "--format", "{{.Repository}}").stdout.split(),
             ["small"],
+        )
+        self.docker("save", "-o", str(self.tmp / "after.tar"), "small:1")
+        self.assertEqual(
+            (self.tmp / "after.tar").read_bytes(),
+            (self.tmp / "before.tar").read_bytes(),
         )
         self.assertIn(
             "Loaded image: big:1", self.docker("load", "-i", str(archive)).stdout
