@@ -473,7 +473,9 @@ class ImageService:
         del self.store.images[record.id]
         self.store.save_index()
         result.append({"Deleted": record.id})
-        return self.in_thread(self.store.collect_garbage).addCallback(lambda _: result)
+        return self.in_thread(
+            self.store.collect_garbage, self.store.referenced()
+        ).addCallback(lambda _: result)
 
     def prune(
         self, filters: dict[str, list[str]] | None = None
@@ -526,7 +528,9 @@ class ImageService:
         def report(_: object) -> dict[str, Any]:
             return {"ImagesDeleted": deleted or None, "SpaceReclaimed": before - after}
 
-        return self.in_thread(self.store.collect_garbage).addCallback(report)
+        return self.in_thread(
+            self.store.collect_garbage, self.store.referenced()
+        ).addCallback(report)
 
     # --- import, load, save -----------------------------------------------
 

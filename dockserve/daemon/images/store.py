@@ -328,28 +328,44 @@ class ImageStore:
             blobs.update(record.manifests.values())
         return blobs, diff_ids
 
-    def collect_garbage(self) -> int:
+    def collect_garbage(self, keep: tuple[set[str], set[str]] | None = None) -> int:
         """
         Blocking: remove blobs and layers no image needs, unless an ingest
         is in flight.
 
+        Doomed layers are renamed aside under the lock and deleted after
+        it, so an ingest starting meanwhile waits for renames only, never
+        for a large tree's removal.
+
+        @param keep: L{referenced}, taken on the reactor thread (the index
+            changes there); computed here when not given (at start).
         @return: Bytes of blobs reclaimed.
         """
+        blobs, diff_ids = keep if keep is not None else self.referenced()
+        wanted_blobs = {hex_of(b) for b in blobs}
+        wanted_layers = {hex_of(d) for d in diff_ids}
+        reclaimed = 0
+        doomed: list[Path] = []
         with self._busy_lock:
             if self._busy:
                 return 0
-            blobs, diff_ids = self.referenced()
-            wanted_blobs = {hex_of(b) for b in blobs}
-            wanted_layers = {hex_of(d) for d in diff_ids}
-            reclaimed = 0
             for blob in self.blob_dir.iterdir():
                 if blob.name not in wanted_blobs:
                     reclaimed += blob.stat().st_size
                     blob.unlink()
             for layer in self.layer_dir.iterdir():
-                if layer.name not in wanted_layers:
-                    shutil.rmtree(layer, ignore_errors=True)
-            return reclaimed
+                if layer.name in wanted_layers or layer.name.endswith(
+                    records.TEMP_SUFFIX
+                ):
+                    continue
+                trash = self.layer_dir / (
+                    f".{layer.name}.{uuid.uuid4().hex}{records.TEMP_SUFFIX}"
+                )
+                layer.rename(trash)
+                doomed.append(trash)
+        for trash in doomed:
+            shutil.rmtree(trash, ignore_errors=True)
+        return reclaimed
 
     # --- index changes (reactor thread) ---------------------------------
 
