@@ -14,8 +14,14 @@ from twisted.web.server import Request
 
 from dockserve.errors import InvalidParameter
 
-_TRUE = frozenset({"1", "true", "True", "TRUE", "yes"})
-_FALSE = frozenset({"", "0", "false", "False", "FALSE", "no"})
+# Go's strconv.ParseBool spellings, plus the yes/no/none dockerd also reads.
+_TRUE = frozenset({"1", "t", "T", "true", "True", "TRUE", "yes"})
+_FALSE = frozenset({"", "0", "f", "F", "false", "False", "FALSE", "no", "none"})
+
+
+def _go_quote(value: str) -> str:
+    """C{value} quoted as Go's C{%q} does, as dockerd's messages show it."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def query(request: Request, name: str) -> str | None:
@@ -51,7 +57,10 @@ def query_bool(request: Request, name: str, default: bool = False) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise InvalidParameter(f"invalid value for {name}: {value!r}: invalid syntax")
+    raise InvalidParameter(
+        f"invalid value for {name}: strconv.ParseBool: parsing {_go_quote(value)}: "
+        "invalid syntax"
+    )
 
 
 def query_int(request: Request, name: str, default: int | None = None) -> int | None:
@@ -67,7 +76,8 @@ def query_int(request: Request, name: str, default: int | None = None) -> int | 
         return int(value)
     except ValueError:
         raise InvalidParameter(
-            f"invalid value for {name}: strconv.Atoi: parsing {value!r}: invalid syntax"
+            f"invalid value for {name}: strconv.Atoi: parsing {_go_quote(value)}: "
+            "invalid syntax"
         ) from None
 
 
