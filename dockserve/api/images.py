@@ -69,6 +69,18 @@ class ImageBackend(Protocol):
     ) -> "Deferred[str]":
         """C{POST /images/create?fromSrc=-}: fires with the image ID."""
 
+    def import_url(
+        self,
+        url: str,
+        *,
+        repo: str | None = None,
+        tag: str | None = None,
+        message: str = "",
+        change: list[str] | tuple[str, ...] = (),
+        platform: str | None = None,
+    ) -> "Deferred[str]":
+        """C{POST /images/create?fromSrc=URL}: fires with the image ID."""
+
     def load(self, source: IO[bytes], *, quiet: bool = False) -> "Deferred[list[str]]":
         """C{POST /images/load}: fires with the report lines."""
 
@@ -287,10 +299,16 @@ class ImagesAPI:
         platform = query(request, "platform") or None
         if from_src is not None:
             if from_src != "-":
-                raise InvalidParameter(
-                    "importing from a URL is not supported; send the tarball "
-                    "as the body with fromSrc=-"
+                image_id = await self._backend.import_url(
+                    from_src,
+                    repo=query(request, "repo") or None,
+                    tag=query(request, "tag") or None,
+                    message=query(request, "message") or "",
+                    change=query_all(request, "changes"),
+                    platform=platform,
                 )
+                MessageStream(request)({"status": image_id})
+                return None
             assert request.content is not None  # noqa: S101 - Twisted always sets it
             request.content.seek(0)
             image_id = await self._backend.import_image(

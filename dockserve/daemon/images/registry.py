@@ -653,7 +653,6 @@ class Distribution:
         if response.code != 200:
             await response.content()
             raise SystemError_(f"fetching layer {digest}: HTTP {response.code}")
-        chunks: queue.Queue[bytes | None] = queue.Queue()
         received = [0, 0]
 
         def on_bytes(n: int) -> None:
@@ -669,8 +668,48 @@ class Distribution:
                     }
                 )
 
-        receiver = _BlobReceiver(chunks, on_bytes)
         temp = self._store.temp_path("pull-")
+        try:
+            got, size = await self.receive(response, temp, on_bytes)
+        except DockerError as e:
+            raise SystemError_(f"downloading {digest}: {e.message}") from None
+        progress({"status": "Verifying Checksum", "progressDetail": {}, "id": short})
+        if got != digest:
+            temp.unlink(missing_ok=True)
+            raise InvalidParameter(
+                f"filesystem layer verification failed for digest {digest}"
+            )
+        progress({"status": "Download complete", "progressDetail": {}, "id": short})
+        progress(
+            {
+                "status": "Extracting",
+                "progressDetail": {"current": size, "total": size},
+                "progress": _bar(size, size),
+                "id": short,
+            }
+        )
+
+        def extract() -> tuple[str, int]:
+            self._store.commit_blob(temp, digest)
+            with self._store.blob_path(digest).open("rb") as f:
+                return self._store.ingest_layer(f)
+
+        return await self._service.in_thread(extract)
+
+    async def receive(
+        self, response: Any, temp: Path, on_bytes: Callable[[int], None]
+    ) -> tuple[str, int]:
+        """
+        Stream a response body to the file C{temp} through a worker thread
+        that hashes and writes it, pausing the connection when the disk
+        falls behind.
+
+        @return: C{(digest, size)} of the body.
+        @raise SystemError_: When the connection or the disk fails; C{temp}
+            is removed then.
+        """
+        chunks: queue.Queue[bytes | None] = queue.Queue()
+        receiver = _BlobReceiver(chunks, on_bytes)
 
         def drained(amount: int) -> None:
             if self._service.synchronous:
@@ -707,33 +746,31 @@ class Distribution:
             try:
                 await (writing or self._service.in_thread(write))
             finally:
-                temp.unlink(missing_ok=True)
-            raise SystemError_(f"downloading {digest}: {_reason(e)}") from None
+                await self._service.in_thread(temp.unlink, True)
+            raise SystemError_(_reason(e)) from None
         if writing is None:
             writing = self._service.in_thread(write)
-        got, size = await writing
-        progress({"status": "Verifying Checksum", "progressDetail": {}, "id": short})
-        if got != digest:
-            temp.unlink(missing_ok=True)
-            raise InvalidParameter(
-                f"filesystem layer verification failed for digest {digest}"
-            )
-        progress({"status": "Download complete", "progressDetail": {}, "id": short})
-        progress(
-            {
-                "status": "Extracting",
-                "progressDetail": {"current": size, "total": size},
-                "progress": _bar(size, size),
-                "id": short,
-            }
-        )
+        return await writing
 
-        def extract() -> tuple[str, int]:
-            self._store.commit_blob(temp, digest)
-            with self._store.blob_path(digest).open("rb") as f:
-                return self._store.ingest_layer(f)
+    async def fetch(self, url: str, temp: Path) -> int:
+        """
+        Download C{url} (for C{docker import URL}) to C{temp}.
 
-        return await self._service.in_thread(extract)
+        @return: Its size.
+        @raise SystemError_: When it cannot be fetched.
+        """
+        try:
+            response = await self._client(url).get(url, unbuffered=True)
+        except Exception as e:
+            raise SystemError_(f'Get "{url}": {_reason(e)}') from None
+        if response.code != 200:
+            await response.content()
+            raise SystemError_(f'Get "{url}": HTTP {response.code}')
+        try:
+            _, size = await self.receive(response, temp, lambda _: None)
+        except SystemError_ as e:
+            raise SystemError_(f'Get "{url}": {e.message}') from None
+        return size
 
     @staticmethod
     def _writer_failed(failure: Failure, receiver: _BlobReceiver) -> Failure:

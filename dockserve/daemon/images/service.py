@@ -543,6 +543,7 @@ class ImageService:
         message: str = "",
         change: list[str] | tuple[str, ...] = (),
         platform: str | None = None,
+        source_name: str = "-",
     ) -> "Deferred[str]":
         """
         C{POST /images/create?fromSrc=-}: a rootfs tarball (plain, gzip, xz,
@@ -581,7 +582,7 @@ class ImageService:
                 "history": [
                     {
                         "created": created,
-                        "comment": message or "Imported from -",
+                        "comment": message or f"Imported from {source_name}",
                     }
                 ],
                 "os": os_name,
@@ -596,6 +597,60 @@ class ImageService:
 
         d = self.in_thread(ingest).addCallback(made)
         return d.addBoth(self._end)
+
+    def import_url(
+        self,
+        url: str,
+        *,
+        repo: str | None = None,
+        tag: str | None = None,
+        message: str = "",
+        change: list[str] | tuple[str, ...] = (),
+        platform: str | None = None,
+    ) -> "Deferred[str]":
+        """
+        C{POST /images/create?fromSrc=URL}: download the rootfs tarball,
+        then import it as L{import_image} does.
+
+        @raise InvalidParameter: For a source that is not an http(s) URL.
+        """
+        if not url.startswith(("http://", "https://")):
+            raise InvalidParameter(
+                f"invalid fromSrc: {url!r}: an http or https URL, or -"
+            )
+        changes.apply({}, list(change))
+        temp = self.store.temp_path("import-")
+        return Deferred.fromCoroutine(
+            self._import_url(url, temp, repo, tag, message, list(change), platform)
+        )
+
+    async def _import_url(  # noqa: PLR0917 - import_url's parameters
+        self,
+        url: str,
+        temp: Path,
+        repo: str | None,
+        tag: str | None,
+        message: str,
+        change: list[str],
+        platform: str | None,
+    ) -> str:
+        try:
+            await self._registry_client().fetch(url, temp)
+            source: IO[bytes] = await self.in_thread(lambda: temp.open("rb"))
+            try:
+                return await self.import_image(
+                    source,
+                    repo=repo,
+                    tag=tag,
+                    message=message,
+                    source_name=url,
+                    change=change,
+                    platform=platform,
+                )
+            finally:
+                source.close()
+        finally:
+            await self.in_thread(temp.unlink, True)
 
     def _end(self, result: _T) -> _T:
         self.store.end()

@@ -450,3 +450,36 @@ class TokenCredentialTests(SynchronousTestCase):
             )
         )
         self.assertIn("t:1", self.registry.manifests)
+
+
+class ImportURLTests(SynchronousTestCase):
+    """docker import URL downloads the tarball first."""
+
+    def test_import_from_url(self) -> None:
+        """The rootfs at the URL becomes the image; a 404 is a clear error."""
+        files = Klein()
+        tarball = layer_tar({"etc/issue": b"from the web\n"})
+
+        @files.route("/rootfs.tar")
+        def rootfs(request: Request) -> bytes:
+            del request
+            return tarball
+
+        service = memory_image_service(Path(self.mktemp()))
+        dist = Distribution(service)
+        dist._http = StubTreq(files.resource())  # type: ignore[assignment]
+        service._registry = dist
+        image_id = self.successResultOf(
+            service.import_url("http://files.test/rootfs.tar", repo="web", tag="1")
+        )
+        self.assertEqual(service.lookup("web:1").id, image_id)
+        self.assertEqual(
+            service.history("web:1")[0]["Comment"],
+            "Imported from http://files.test/rootfs.tar",
+        )
+        layer = Path(service.resolve("web:1").layer_dirs[0])
+        self.assertEqual((layer / "etc/issue").read_bytes(), b"from the web\n")
+        failure = self.failureResultOf(service.import_url("http://files.test/nope"))
+        self.assertIn("HTTP 404", failure.value.message)
+        self.assertRaises(InvalidParameter, service.import_url, "ftp://x/y")
+        self.assertEqual(list((service.store.root / "tmp").iterdir()), [])
