@@ -240,6 +240,7 @@ class SystemService:
             (package / "__init__.py").stat().st_mtime, UTC
         ).isoformat()
         self._id = self._engine_id()
+        self._version: dict[str, Any] | None = None
 
     def _engine_id(self) -> str:
         """
@@ -426,6 +427,12 @@ class SystemService:
             return 0
 
     def version(self) -> dict[str, Any]:
+        """The body of C{GET /version}: fixed while the daemon runs."""
+        if self._version is None:
+            self._version = self._make_version()
+        return self._version
+
+    def _make_version(self) -> dict[str, Any]:
         """The body of C{GET /version}, with the runtimes as components."""
         engine = {
             "Version": __version__,
