@@ -11,6 +11,7 @@ log line too) and L{endpoint} wraps each handler (so the handler convention
 of L{dockserve.api.route} holds in one place).
 """
 
+import functools
 import json
 import re
 import time
@@ -86,6 +87,7 @@ def status_for(error: BaseException) -> int:
     return 500
 
 
+@functools.lru_cache(maxsize=64)
 def version_tuple(version: str) -> tuple[int, ...]:
     """
     C{"1.50"} as C{(1, 50)}, compared as Go's C{versions.Compare} does
