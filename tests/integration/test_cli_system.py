@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -42,8 +43,21 @@ def free_port() -> int:
 class RunningDaemon:
     """A C{twistd -n dockserve} subprocess on a unix socket and a TCP port."""
 
-    def __init__(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="dockserve-cli-system-"))
+    def __init__(
+        self,
+        extra_args: tuple[str, ...] = (),
+        directory: Path | None = None,
+        client_tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """
+        @param extra_args: More daemon options (C{--tlsverify ...}).
+        @param directory: Where its files go; a new temporary one by default.
+        @param client_tls: How L{get} reaches a TLS listener.
+        """
+        self.directory = directory or Path(
+            tempfile.mkdtemp(prefix="dockserve-cli-system-")
+        )
+        self.client_tls = client_tls
         self.socket_path = self.directory / "d.sock"
         self.port = free_port()
         self.data_root = self.directory / "data"
@@ -69,6 +83,7 @@ class RunningDaemon:
                     "--debug",
                     "--log-format",
                     "json",
+                    *extra_args,
                 ],
                 cwd=str(self.directory),
                 env=env,
@@ -82,17 +97,23 @@ class RunningDaemon:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 break
-            with contextlib.suppress(OSError, http.client.HTTPException):
+            with contextlib.suppress(OSError, http.client.HTTPException, ssl.SSLError):
                 if self.get("/_ping")[0] == 200:
                     return
             time.sleep(0.1)
         log = self.log_path.read_text(errors="replace")
-        message = f"dockserve did not answer /_ping in {timeout}s:\n{log}"
+        message = f"dockserve did not answer /_ping (up to {timeout}s):\n{log}"
         raise AssertionError(message)
 
     def get(self, path: str) -> tuple[int, bytes]:
         """C{GET path} over TCP."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        connection: http.client.HTTPConnection
+        if self.client_tls is None:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        else:
+            connection = http.client.HTTPSConnection(
+                "127.0.0.1", self.port, timeout=10, context=self.client_tls
+            )
         try:
             connection.request("GET", path)
             response = connection.getresponse()
@@ -112,12 +133,21 @@ class RunningDaemon:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def docker(host: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the docker CLI against C{host}, with no user config in the way."""
+def docker(
+    host: str, *args: str, cert_path: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """
+    Run the docker CLI against C{host}, with no user config in the way;
+    with C{cert_path}, as C{DOCKER_TLS_VERIFY=1} with the client
+    certificates there.
+    """
     assert DOCKER is not None
     with tempfile.TemporaryDirectory() as config:
         env = dict(os.environ, DOCKER_HOST=host, DOCKER_CONFIG=config)
         env.pop("DOCKER_CONTEXT", None)
+        env.pop("DOCKER_TLS_VERIFY", None)
+        if cert_path is not None:
+            env.update(DOCKER_TLS_VERIFY="1", DOCKER_CERT_PATH=str(cert_path))
         return subprocess.run(
             [DOCKER, *args],
             env=env,
@@ -227,3 +257,95 @@ class CLISystemTests(SynchronousTestCase):
                 return
             time.sleep(0.1)
         self.fail("no JSON log line for the request")
+
+
+OPENSSL = shutil.which("openssl")
+
+
+def openssl(directory: Path, *args: str) -> None:
+    """Run C{openssl args} in C{directory}; fail loudly."""
+    assert OPENSSL is not None
+    subprocess.run([OPENSSL, *args], cwd=directory, check=True, capture_output=True)
+
+
+def make_certificates(directory: Path) -> None:
+    """
+    A CA, a server certificate for 127.0.0.1 and a client certificate, as
+    the docker CLI expects them (C{ca.pem}, C{cert.pem}, C{key.pem} in the
+    client directory C{client/}).
+    """
+    client = directory / "client"
+    client.mkdir()
+    openssl(directory, "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+            "-days", "2", "-subj", "/CN=test CA", "-keyout", "ca-key.pem",
+            "-out", "ca.pem")  # fmt: skip
+    (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    (directory / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for name, ext in (("server", "server.ext"), ("client/", "client.ext")):
+        key, csr = f"{name}key.pem", f"{name}req.csr"
+        cert = f"{name}cert.pem"
+        if name == "server":
+            key, csr, cert = "server-key.pem", "server.csr", "server-cert.pem"
+        openssl(directory, "req", "-newkey", "rsa:2048", "-nodes", "-subj",
+                f"/CN={name.strip('/')}", "-keyout", key, "-out", csr)  # fmt: skip
+        openssl(directory, "x509", "-req", "-in", csr, "-CA", "ca.pem", "-CAkey",
+                "ca-key.pem", "-CAcreateserial", "-days", "2", "-extfile", ext,
+                "-out", cert)  # fmt: skip
+    shutil.copy(directory / "ca.pem", client / "ca.pem")
+
+
+class TLSVerifyCLITests(SynchronousTestCase):
+    """C{docker version} and C{docker info} over TLS-verified TCP."""
+
+    if DOCKER is None:
+        skip = "the docker CLI is not installed"
+    elif OPENSSL is None:
+        skip = "openssl is not installed"
+    elif not TWISTD.exists():
+        skip = f"{TWISTD} is missing: run make setup"
+
+    def setUp(self) -> None:
+        directory = Path(tempfile.mkdtemp(prefix="dockserve-cli-tls-"))
+        try:
+            make_certificates(directory)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        self.client = directory / "client"
+        context = ssl.create_default_context(cafile=str(directory / "ca.pem"))
+        context.load_cert_chain(self.client / "cert.pem", self.client / "key.pem")
+        self.daemon = RunningDaemon(
+            (
+                "--tlsverify",
+                "--tlscacert",
+                str(directory / "ca.pem"),
+                "--tlscert",
+                str(directory / "server-cert.pem"),
+                "--tlskey",
+                str(directory / "server-key.pem"),
+            ),
+            directory=directory,
+            client_tls=context,
+        )
+        self.addCleanup(self.daemon.stop)
+        self.daemon.wait_ready()
+
+    def test_version_and_info(self) -> None:
+        """Both print, with the client's certificate, and without an error."""
+        version = docker(
+            self.daemon.tcp_host, "version", "--format", "{{json .}}",
+            cert_path=self.client,
+        )  # fmt: skip
+        self.assertEqual((version.returncode, version.stderr), (0, ""))
+        self.assertEqual(json.loads(version.stdout)["Server"]["ApiVersion"], "1.50")
+        info = docker(self.daemon.tcp_host, "info", cert_path=self.client)
+        self.assertEqual(info.returncode, 0, info.stderr)
+        self.assertIn("Server Version: ", info.stdout)
+
+    def test_no_client_certificate(self) -> None:
+        """Without a client certificate the CLI gets no answer."""
+        done = docker(
+            self.daemon.tcp_host, "version", "--format", "{{.Server.Version}}"
+        )
+        self.assertNotEqual(done.returncode, 0)
+        self.assertEqual(done.stdout.strip(), "")
