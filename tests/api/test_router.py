@@ -2,11 +2,13 @@
 """Tests for L{dockserve.api.router}: one table, bare and versioned paths, 404s."""
 
 import json
+import tracemalloc
 from typing import Any
 
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import IResource
+from zope.interface.verify import verifyObject
 
 from dockserve.api import router
 from dockserve.api.route import Route
@@ -126,3 +128,10 @@ class TableTests(SynchronousTestCase):
                 self.assertNotIn(route.handler, names)
                 seen.add((route.method, route.path))
                 names.add(route.handler)
+
+    def test_resource(self) -> None:
+        """What L{make_resource} returns is an L{IResource}, for any Site."""
+        if not tracemalloc.is_tracing():
+            # debug=True starts tracing allocations: stop it after.
+            self.addCleanup(tracemalloc.stop)
+        self.assertTrue(verifyObject(IResource, system_resource(debug=True)))
