@@ -13,7 +13,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorCore
 
 from dockserve.daemon.config import DaemonConfig
-from dockserve.daemon.system import SystemService
+from dockserve.daemon.containers.service import ContainerService
+from dockserve.daemon.images.service import ImageService
+from dockserve.daemon.system import SystemService, area_counts
 
 
 class Daemon:
@@ -45,13 +47,13 @@ class Daemon:
         return succeed(None)
 
 
-def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:  # noqa: ARG001
-    """Build the daemon's areas for C{config}."""
-    system = SystemService(config)
-    from dockserve.daemon.images.service import ImageService  # noqa: PLC0415
-
+def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
+    """
+    Build the daemon's areas for C{config}: the image store, the containers
+    (which tell the store which images are in use), and the system facts,
+    whose counts are read from the other two at request time.
+    """
     images: Any = ImageService.for_config(config, reactor)
-    from dockserve.daemon.containers.service import ContainerService  # noqa: PLC0415
-
     containers: Any = ContainerService.for_config(config, images, reactor)
+    system = SystemService(config, lambda: area_counts(images, containers))
     return Daemon(system, images, containers)
