@@ -1,0 +1,512 @@
+# -*- test-case-name: tests.daemon.containers.test_spec -*-
+"""
+The OCI runtime C{config.json} of a Docker container.
+
+Docker's container C{Config} and C{HostConfig}, over the image's config,
+become one runtime-spec document for runc: the process (command, env,
+user, TTY), the mounts (Docker's defaults, the generated C{/etc/hosts},
+C{/etc/hostname} and C{/etc/resolv.conf}, binds, volumes, tmpfs), the
+namespaces, the capabilities and the cgroup limits. It is built where the
+bundle is prepared (in a thread: it reads the container's C{/etc/passwd}).
+"""
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from dockserve.daemon.containers.execs import ALL_CAPABILITIES, resolve_user
+from dockserve.errors import InvalidParameter
+
+#: Docker's default capability set (moby oci/caps/defaults.go).
+DEFAULT_CAPABILITIES = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+]
+
+#: Paths dockerd hides from unprivileged containers.
+MASKED_PATHS = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+]
+
+#: Paths dockerd makes read-only in unprivileged containers.
+READONLY_PATHS = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+]
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: Where C{--init} finds its init on the host, and where it appears inside.
+INIT_BINARY = "/usr/bin/catatonit"
+INIT_PATH = "/sbin/docker-init"
+
+_DEFAULT_SHM = 64 * 1024 * 1024
+
+_RLIMITS = {
+    "core": "RLIMIT_CORE",
+    "cpu": "RLIMIT_CPU",
+    "data": "RLIMIT_DATA",
+    "fsize": "RLIMIT_FSIZE",
+    "locks": "RLIMIT_LOCKS",
+    "memlock": "RLIMIT_MEMLOCK",
+    "msgqueue": "RLIMIT_MSGQUEUE",
+    "nice": "RLIMIT_NICE",
+    "nofile": "RLIMIT_NOFILE",
+    "nproc": "RLIMIT_NPROC",
+    "rss": "RLIMIT_RSS",
+    "rtprio": "RLIMIT_RTPRIO",
+    "rttime": "RLIMIT_RTTIME",
+    "sigpending": "RLIMIT_SIGPENDING",
+    "stack": "RLIMIT_STACK",
+    "as": "RLIMIT_AS",
+}
+
+
+def _default_mounts(
+    shm_size: int, ipc_host: bool, privileged: bool
+) -> list[dict[str, Any]]:
+    sys_options = ["nosuid", "noexec", "nodev"] + ([] if privileged else ["ro"])
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666",
+                     "mode=0620", "gid=5"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": sys_options},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["ro", "nosuid", "noexec", "nodev"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+    ]  # fmt: skip
+    if ipc_host:
+        mounts.append(
+            {"destination": "/dev/shm", "type": "bind", "source": "/dev/shm",
+             "options": ["rbind", "rprivate"]}
+        )  # fmt: skip
+    else:
+        mounts.append(
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777",
+                         f"size={shm_size}"]}
+        )  # fmt: skip
+    return mounts
+
+
+def _capabilities(host_config: dict[str, Any]) -> list[str]:
+    if host_config.get("Privileged"):
+        return list(ALL_CAPABILITIES)
+
+    def normal(name: str) -> str:
+        name = name.upper()
+        return name if name.startswith("CAP_") or name == "ALL" else f"CAP_{name}"
+
+    caps = list(DEFAULT_CAPABILITIES)
+    adds = [normal(c) for c in host_config.get("CapAdd") or []]
+    drops = [normal(c) for c in host_config.get("CapDrop") or []]
+    for cap in adds + drops:
+        if cap != "ALL" and cap not in ALL_CAPABILITIES:
+            msg = f"unknown capability: {cap!r}"
+            raise InvalidParameter(msg)
+    if "ALL" in drops:
+        caps = []
+    else:
+        caps = [c for c in caps if c not in drops]
+    if "ALL" in adds:
+        caps = list(ALL_CAPABILITIES)
+    else:
+        caps += [c for c in adds if c not in caps]
+    return caps
+
+
+def _merge_env(image_env: list[str], env: list[str]) -> list[str]:
+    merged: dict[str, str] = {}
+    for item in [*image_env, *env]:
+        key = item.split("=", 1)[0]
+        merged[key] = item
+    return list(merged.values())
+
+
+def _args(image: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    entrypoint = config.get("Entrypoint")
+    cmd = config.get("Cmd")
+    if entrypoint is None:
+        entrypoint = image.get("Entrypoint") or []
+        if not cmd:
+            cmd = image.get("Cmd") or []
+    args = [*(entrypoint or []), *(cmd or [])]
+    if not args:
+        msg = "No command specified"
+        raise InvalidParameter(msg)
+    return [str(a) for a in args]
+
+
+def _bind_mount(source: str, destination: str, options: list[str]) -> dict[str, Any]:
+    readonly = "ro" in options
+    propagation = [
+        o for o in options
+        if o in {"shared", "rshared", "slave", "rslave", "private", "rprivate"}
+    ]  # fmt: skip
+    return {
+        "destination": destination,
+        "type": "bind",
+        "source": source,
+        "options": [
+            "rbind",
+            "ro" if readonly else "rw",
+            *(propagation or ["rprivate"]),
+        ],
+    }
+
+
+def _tmpfs_mount(destination: str, options: str) -> dict[str, Any]:
+    opts = ["nosuid", "nodev", "noexec"]
+    for option in (o for o in options.split(",") if o):
+        if option in {"exec", "dev", "suid"}:
+            opts = [o for o in opts if o != f"no{option}"]
+        else:
+            opts.append(option)
+    return {
+        "destination": destination,
+        "type": "tmpfs",
+        "source": "tmpfs",
+        "options": opts,
+    }
+
+
+def _user_mounts(
+    host_config: dict[str, Any], container_dir: Path
+) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = []
+    for bind in host_config.get("Binds") or []:
+        parts = bind.split(":")
+        if len(parts) < 2 or not parts[1].startswith("/"):
+            msg = f"invalid volume specification: '{bind}'"
+            raise InvalidParameter(msg)
+        options = parts[2].split(",") if len(parts) > 2 else []
+        Path(parts[0]).mkdir(parents=True, exist_ok=True)
+        mounts.append(_bind_mount(parts[0], parts[1], options))
+    volumes_root = container_dir.parent.parent / "volumes"
+    for mount in host_config.get("Mounts") or []:
+        kind = mount.get("Type", "volume")
+        target = mount.get("Target", "")
+        if not target.startswith("/"):
+            msg = f"invalid mount config for type \"{kind}\": invalid mount path: '{target}' mount path must be absolute"
+            raise InvalidParameter(msg)
+        options = ["ro"] if mount.get("ReadOnly") else []
+        if kind == "tmpfs":
+            tmpfs = mount.get("TmpfsOptions") or {}
+            extra = []
+            if tmpfs.get("SizeBytes"):
+                extra.append(f"size={tmpfs['SizeBytes']}")
+            if tmpfs.get("Mode"):
+                extra.append(f"mode={tmpfs['Mode']:o}")
+            mounts.append(_tmpfs_mount(target, ",".join(extra)))
+            continue
+        source = mount.get("Source") or ""
+        if kind == "volume" and not source.startswith("/"):
+            if not source:
+                msg = "anonymous volumes in Mounts are not supported"
+                raise InvalidParameter(msg)
+            data = volumes_root / source / "_data"
+            data.mkdir(parents=True, exist_ok=True)
+            source = str(data)
+        elif kind == "bind":
+            if not Path(source).exists():
+                msg = f'invalid mount config for type "bind": bind source path does not exist: {source}'
+                raise InvalidParameter(msg)
+            propagation = (mount.get("BindOptions") or {}).get("Propagation")
+            if propagation:
+                options.append(propagation)
+        elif kind != "volume":
+            msg = f"mount type unknown: {kind!r}"
+            raise InvalidParameter(msg)
+        mounts.append(_bind_mount(source, target, options))
+    for destination, options in (host_config.get("Tmpfs") or {}).items():
+        mounts.append(_tmpfs_mount(destination, options or ""))
+    return mounts
+
+
+def _host_resolv() -> list[str]:
+    try:
+        return Path("/etc/resolv.conf").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def write_etc_files(
+    container_dir: Path,
+    *,
+    hostname: str,
+    domainname: str = "",
+    extra_hosts: list[str] | None = None,
+    dns: list[str] | None = None,
+    dns_search: list[str] | None = None,
+    dns_options: list[str] | None = None,
+    host_network: bool = False,
+) -> list[dict[str, Any]]:
+    """
+    Write the container's C{hosts}, C{hostname} and C{resolv.conf} into
+    C{container_dir} and return the OCI bind mounts that put them at
+    C{/etc/...} inside. Nameservers on the host's loopback mean nothing in
+    a container of its own network, so they give way to Google's, as in
+    dockerd.
+    """
+    fqdn = f"{hostname}.{domainname}" if domainname else hostname
+    hosts = [
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        "fe00::\tip6-localnet",
+        "ff00::\tip6-mcastprefix",
+        "ff02::1\tip6-allnodes",
+        "ff02::2\tip6-allrouters",
+    ]
+    for entry in extra_hosts or []:
+        name, sep, address = entry.partition(":")
+        if not sep:
+            name, sep, address = entry.partition("=")
+        if not sep or not name:
+            msg = f"invalid IP address in add-host: {address!r}"
+            raise InvalidParameter(msg)
+        if address == "host-gateway":
+            address = "127.0.0.1"
+        hosts.append(f"{address}\t{name}")
+    if not host_network:
+        hosts.append(
+            f"127.0.1.1\t{fqdn}" + (f" {hostname}" if fqdn != hostname else "")
+        )
+    host_lines = _host_resolv()
+    servers = list(dns or [])
+    if not servers:
+        servers = [
+            line.split()[1] for line in host_lines
+            if line.startswith("nameserver") and len(line.split()) > 1
+        ]  # fmt: skip
+        if not host_network:
+            servers = [s for s in servers if not s.startswith("127.") and s != "::1"]
+        servers = servers or ["8.8.8.8", "8.8.4.4"]
+    search = list(dns_search or [])
+    if not search:
+        for line in host_lines:
+            if line.startswith(("search", "domain")):
+                search = line.split()[1:]
+    options = list(dns_options or [])
+    resolv = [f"nameserver {s}" for s in servers]
+    if search:
+        resolv.append("search " + " ".join(search))
+    if options:
+        resolv.append("options " + " ".join(options))
+    files = {
+        "hosts": "\n".join(hosts) + "\n",
+        "hostname": hostname + "\n",
+        "resolv.conf": "\n".join(resolv) + "\n",
+    }
+    mounts = []
+    for name, text in files.items():
+        path = container_dir / name
+        path.write_text(text)
+        mounts.append(
+            {"destination": f"/etc/{name}", "type": "bind", "source": str(path),
+             "options": ["rbind", "rprivate"]}
+        )  # fmt: skip
+    return mounts
+
+
+def _resources(host_config: dict[str, Any]) -> dict[str, Any]:
+    resources: dict[str, Any] = {}
+    if host_config.get("Privileged"):
+        resources["devices"] = [{"allow": True, "access": "rwm"}]
+    else:
+        resources["devices"] = [{"allow": False, "access": "rwm"}]
+    memory: dict[str, Any] = {}
+    if host_config.get("Memory"):
+        memory["limit"] = int(host_config["Memory"])
+        swap = host_config.get("MemorySwap")
+        if swap:
+            memory["swap"] = int(swap)
+    if host_config.get("MemoryReservation"):
+        memory["reservation"] = int(host_config["MemoryReservation"])
+    if memory:
+        resources["memory"] = memory
+    cpu: dict[str, Any] = {}
+    if host_config.get("NanoCpus"):
+        cpu["period"] = 100000
+        cpu["quota"] = int(host_config["NanoCpus"]) * 100000 // 1_000_000_000
+    if host_config.get("CpuQuota"):
+        cpu["quota"] = int(host_config["CpuQuota"])
+    if host_config.get("CpuPeriod"):
+        cpu["period"] = int(host_config["CpuPeriod"])
+    if host_config.get("CpuShares"):
+        cpu["shares"] = int(host_config["CpuShares"])
+    if host_config.get("CpusetCpus"):
+        cpu["cpus"] = host_config["CpusetCpus"]
+    if host_config.get("CpusetMems"):
+        cpu["mems"] = host_config["CpusetMems"]
+    if cpu:
+        resources["cpu"] = cpu
+    pids = host_config.get("PidsLimit")
+    if pids:
+        resources["pids"] = {"limit": int(pids)}
+    return resources
+
+
+def build_spec(
+    *,
+    container_id: str,
+    image_config: dict[str, Any],
+    config: dict[str, Any],
+    host_config: dict[str, Any],
+    rootfs: Path,
+    container_dir: Path,
+) -> dict[str, Any]:
+    """
+    The OCI runtime spec of a container; also writes its C{/etc} files
+    into C{container_dir}.
+
+    @param image_config: The image config JSON (its C{config} member is used).
+    @param config: The container's Docker C{Config}.
+    @param host_config: Its C{HostConfig}, named volumes already host paths.
+    @param rootfs: The mounted root, where C{User} is looked up.
+    @raise InvalidParameter: No command, an unknown capability, a bad mount.
+    @raise dockserve.errors.NotFound: An unknown user or group.
+    """
+    image = image_config.get("config") or {}
+    rootfs = Path(rootfs)
+    container_dir = Path(container_dir)
+    privileged = bool(host_config.get("Privileged"))
+    network_mode = host_config.get("NetworkMode") or "default"
+    host_network = network_mode == "host"
+    hostname = config.get("Hostname") or (
+        socket.gethostname() if host_network else container_id[:12]
+    )
+    domainname = config.get("Domainname") or ""
+    tty = bool(config.get("Tty"))
+
+    env = _merge_env(list(image.get("Env") or []), list(config.get("Env") or []))
+    if not any(e.startswith("PATH=") for e in env):
+        env.insert(0, DEFAULT_PATH)
+    env.insert(1, f"HOSTNAME={hostname}")
+    if tty and not any(e.startswith("TERM=") for e in env):
+        env.append("TERM=xterm")
+    args = _args(image, config)
+
+    mounts = _default_mounts(
+        int(host_config.get("ShmSize") or _DEFAULT_SHM),
+        host_config.get("IpcMode") == "host",
+        privileged,
+    )
+    mounts += write_etc_files(
+        container_dir,
+        hostname=hostname,
+        domainname=domainname,
+        extra_hosts=list(host_config.get("ExtraHosts") or []),
+        dns=list(host_config.get("Dns") or []),
+        dns_search=list(host_config.get("DnsSearch") or []),
+        dns_options=list(host_config.get("DnsOptions") or []),
+        host_network=host_network,
+    )
+    if host_config.get("Init"):
+        mounts.append(
+            {"destination": INIT_PATH, "type": "bind", "source": INIT_BINARY,
+             "options": ["bind", "ro"]}
+        )  # fmt: skip
+        args = [INIT_PATH, "--", *args]
+    user_mounts = _user_mounts(host_config, container_dir)
+    taken = {m["destination"].rstrip("/") for m in user_mounts}
+    mounts = [m for m in mounts if m["destination"] not in taken] + user_mounts
+
+    user_name = config.get("User") or image.get("User") or ""
+    user = resolve_user(rootfs, user_name) if user_name else {"uid": 0, "gid": 0}
+    caps = _capabilities(host_config)
+
+    rlimits = []
+    for ulimit in host_config.get("Ulimits") or []:
+        kind = _RLIMITS.get(str(ulimit.get("Name", "")).lower())
+        if kind is None:
+            msg = f"invalid ulimit type: {ulimit.get('Name')}"
+            raise InvalidParameter(msg)
+        rlimits.append(
+            {"type": kind, "hard": int(ulimit["Hard"]), "soft": int(ulimit["Soft"])}
+        )
+
+    process: dict[str, Any] = {
+        "terminal": tty,
+        "user": user,
+        "args": args,
+        "env": env,
+        "cwd": config.get("WorkingDir") or image.get("WorkingDir") or "/",
+        "capabilities": {
+            "bounding": caps,
+            "effective": caps,
+            "permitted": caps,
+        },
+        "noNewPrivileges": False,
+    }
+    if rlimits:
+        process["rlimits"] = rlimits
+
+    namespaces = [{"type": "mount"}]
+    for kind, mode_key in (("pid", "PidMode"), ("ipc", "IpcMode"), ("uts", "UTSMode")):
+        if host_config.get(mode_key) != "host":
+            namespaces.append({"type": kind})
+    if not host_network:
+        namespaces.append({"type": "network"})
+    uts_host = host_config.get("UTSMode") == "host"
+
+    linux: dict[str, Any] = {
+        "namespaces": namespaces,
+        "resources": _resources(host_config),
+        "cgroupsPath": f"/dockserve/{container_id}",
+    }
+    if not privileged:
+        linux["maskedPaths"] = list(MASKED_PATHS)
+        linux["readonlyPaths"] = list(READONLY_PATHS)
+    sysctls = host_config.get("Sysctls") or {}
+    if sysctls:
+        linux["sysctl"] = dict(sysctls)
+
+    spec: dict[str, Any] = {
+        "ociVersion": "1.0.2",
+        "process": process,
+        "root": {
+            "path": str(rootfs),
+            "readonly": bool(host_config.get("ReadonlyRootfs")),
+        },
+        "mounts": mounts,
+        "linux": linux,
+        "annotations": {
+            str(k): str(v) for k, v in (config.get("Labels") or {}).items()
+        },
+    }
+    if not uts_host:
+        spec["hostname"] = hostname
+        if domainname:
+            spec["domainname"] = domainname
+    return spec

@@ -1,0 +1,105 @@
+# -*- test-case-name: tests.daemon.test_rootfs -*-
+"""
+A container's root file system: the image's layers under an overlayfs.
+
+The layers are read-only C{lowerdir}s (the top layer first, so the base
+layer given first is listed last); the container's own changes go to
+C{upperdir}. The kernel takes the whole option string in one page, so when
+the layer paths are too long together they are reached through short
+symlinks made beside the work directory.
+
+These functions block (system calls on the file system): call them from a
+thread, never from the reactor.
+"""
+
+import ctypes
+import ctypes.util
+import os
+from pathlib import Path
+
+#: The mount(2) data is one page; stay well under it.
+_MAX_OPTIONS = 3500
+
+_MNT_DETACH = 2
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def _check(result: int, what: str, path: str | Path) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}", str(path))
+
+
+def _short_links(layer_dirs: list[str], work: Path) -> list[str]:
+    """
+    Symlinks C{<work>/../l/<n>} to each layer, so the option string stays
+    short however deep the layer store is.
+    """
+    links = work.parent / "l"
+    links.mkdir(exist_ok=True)
+    short = []
+    for index, layer in enumerate(layer_dirs):
+        link = links / str(index)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(layer)
+        short.append(str(link))
+    return short
+
+
+def overlay_options(layer_dirs: list[str], upper: str | Path, work: str | Path) -> str:
+    """
+    The overlayfs mount options for C{layer_dirs} (base layer first) under
+    C{upper}: the top layer leads C{lowerdir}, as overlayfs wants.
+    """
+    lower = ":".join(reversed(layer_dirs))
+    return f"lowerdir={lower},upperdir={upper},workdir={work}"
+
+
+def mount_rootfs(
+    layer_dirs: list[str], upper: str | Path, work: str | Path, target: str | Path
+) -> None:
+    """
+    Mount the overlayfs of C{layer_dirs} (base first) with C{upper} on
+    C{target}.
+
+    @raise OSError: The kernel refused (for example a missing layer).
+    @raise ValueError: No layers at all.
+    """
+    if not layer_dirs:
+        msg = "an image root needs at least one layer"
+        raise ValueError(msg)
+    work = Path(work)
+    options = overlay_options(layer_dirs, upper, work)
+    if len(options) > _MAX_OPTIONS:
+        options = overlay_options(_short_links(layer_dirs, work), upper, work)
+    _check(
+        _libc.mount(
+            b"overlay",
+            os.fsencode(str(target)),
+            b"overlay",
+            0,
+            options.encode(),
+        ),
+        "mount overlay",
+        target,
+    )
+
+
+def unmount(target: str | Path) -> None:
+    """
+    Unmount C{target}, lazily so a process still inside cannot keep it
+    busy; a target that is not mounted is left alone.
+    """
+    if not os.path.ismount(target):
+        return
+    _check(_libc.umount2(os.fsencode(str(target)), _MNT_DETACH), "unmount", target)
