@@ -1,0 +1,612 @@
+# -*- test-case-name: tests.integration.test_runtime -*-
+"""
+The real L{dockserve.daemon.contracts.Runtime}: runc under conmon.
+
+Each container gets its own conmon, which runs C{runc create}, holds the
+container's stdio (a k8s-file log, an attach socket, a resize fifo) and
+writes the exit code to a file when the process ends; so containers, and
+the record of how they ended, outlive the daemon. Everything else (start,
+kill, pause, state, delete, exec) is a short C{runc} command. Every
+subprocess is spawned through the reactor.
+
+Layout under the runtime's exec root::
+
+    runc/        runc's own state (C{--root})
+    exits/<id>   the exit code conmon writes
+    s/<short>    conmon's short symlink to the bundle (attach socket)
+    c/<id>/      conmon and container pid files, conmon's persist dir
+"""
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from attrs import define, field
+from twisted.internet import error as net_error
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+from twisted.internet.interfaces import IReadDescriptor
+
+from dockserve.daemon import cgroups
+from dockserve.daemon.contracts import (
+    ExecProcess,
+    ExitStatus,
+    OutputCallback,
+    RuntimeState,
+    Stdio,
+)
+from dockserve.errors import SystemError_
+
+_log = Logger()
+
+_POLL = 0.05
+
+
+class _Collect(ProcessProtocol):
+    """Collects a short command's output and its exit code."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.err = bytearray()
+        self.done: Deferred[tuple[int, bytes, bytes]] = Deferred()
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:  # noqa: N802, N803
+        (self.out if childFD == 1 else self.err).extend(data)
+
+    def processEnded(self, reason: Failure) -> None:  # noqa: N802
+        code = 0
+        if reason.check(net_error.ProcessTerminated):
+            value: Any = reason.value
+            code = (
+                value.exitCode
+                if value.exitCode is not None
+                else 128 + (value.signal or 0)
+            )
+        self.done.callback((code, bytes(self.out), bytes(self.err)))
+
+
+class _Conmon(ProcessProtocol):
+    """Waits for conmon's word on the sync pipe: the pid, or the error."""
+
+    def __init__(self) -> None:
+        self.sync = bytearray()
+        self.err = bytearray()
+        self.created: Deferred[int] = Deferred()
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:  # noqa: N802, N803
+        if childFD == 3:  # noqa: PLR2004
+            self.sync.extend(data)
+            self._check()
+        else:
+            self.err.extend(data)
+
+    def _check(self) -> None:
+        if self.created.called:
+            return
+        try:
+            message = json.loads(bytes(self.sync))
+        except ValueError:
+            return
+        pid = int(message.get("data", -1))
+        if pid > 0:
+            self.created.callback(pid)
+        else:
+            text = str(message.get("message") or "container create failed")
+            self.created.errback(SystemError_(_clean(text)))
+
+    def processEnded(self, reason: Failure) -> None:  # noqa: N802, ARG002
+        self._check()
+        if not self.created.called:
+            text = bytes(self.err).decode(errors="replace").strip()
+            self.created.errback(
+                SystemError_(text or "conmon ended before the container was created")
+            )
+
+
+def _clean(text: str) -> str:
+    """runc's message without its log decoration."""
+    text = text.strip()
+    for marker in ("runc create failed: ", "runc exec failed: "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    return text
+
+
+def _runc_message(err: bytes) -> str:
+    text = err.decode(errors="replace").strip()
+    lines = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            lines.append(line)
+            continue
+        if isinstance(record, dict) and record.get("msg"):
+            lines.append(str(record["msg"]))
+    return _clean("\n".join(lines) or text)
+
+
+@implementer(IReadDescriptor)
+class _SeqPacketReader:
+    """Reads conmon's attach socket: each packet is a stream byte, then data."""
+
+    def __init__(self, sock: socket.socket, stdio: "_Attached") -> None:
+        self.sock = sock
+        self.stdio = stdio
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def logPrefix(self) -> str:  # noqa: N802
+        return "attach"
+
+    def doRead(self) -> None:  # noqa: N802
+        try:
+            packet = self.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            packet = b""
+        if not packet:
+            self.stdio.lost()
+            return
+        # conmon numbers its pipes stdin 1, stdout 2, stderr 3.
+        stream = packet[0] - 1
+        if stream in (1, 2) and len(packet) > 1:
+            self.stdio.output(stream, packet[1:])
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802, ARG002
+        self.stdio.lost()
+
+
+@define
+class _Attached:
+    """A L{Stdio} over conmon's attach socket and resize fifo."""
+
+    reactor: Any
+    sock: socket.socket
+    ctl_path: Path
+    on_output: OutputCallback | None
+    closed: Deferred[None] = field(factory=Deferred)
+    reader: _SeqPacketReader | None = None
+
+    def output(self, stream: int, data: bytes) -> None:
+        if self.on_output is not None:
+            self.on_output(stream, data)
+
+    def lost(self) -> None:
+        if self.reader is not None:
+            self.reactor.removeReader(self.reader)
+            self.reader = None
+            self.sock.close()
+        if not self.closed.called:
+            self.closed.callback(None)
+
+    def write_stdin(self, data: bytes) -> None:
+        if self.reader is None:
+            return
+        try:
+            self.sock.setblocking(True)
+            self.sock.sendall(data)
+        except OSError:
+            pass
+        finally:
+            if self.reader is not None:
+                self.sock.setblocking(False)
+
+    def close_stdin(self) -> None:
+        if self.reader is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def resize(self, height: int, width: int) -> None:
+        try:
+            fd = os.open(self.ctl_path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            return
+        try:
+            os.write(fd, f"1 {height} {width}\n".encode())
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def detach(self) -> None:
+        self.on_output = None
+        self.lost()
+
+
+class _ExecProtocol(ProcessProtocol):
+    def __init__(self, on_output: OutputCallback | None) -> None:
+        self.on_output = on_output
+        self.exited: Deferred[int] = Deferred()
+        self.closed: Deferred[None] = Deferred()
+        self.err = bytearray()
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:  # noqa: N802, N803
+        if self.on_output is not None and childFD in (1, 2):
+            self.on_output(childFD, data)
+
+    def processEnded(self, reason: Failure) -> None:  # noqa: N802
+        code = 0
+        if reason.check(net_error.ProcessTerminated):
+            value: Any = reason.value
+            code = (
+                value.exitCode
+                if value.exitCode is not None
+                else 128 + (value.signal or 0)
+            )
+        if not self.closed.called:
+            self.closed.callback(None)
+        self.exited.callback(code)
+
+
+@define
+class _Exec:
+    """An L{ExecProcess} run by C{runc exec} with pipes."""
+
+    protocol: _ExecProtocol
+    transport: Any
+    pid: int
+    exited: Deferred[int]
+    closed: Deferred[None]
+
+    def write_stdin(self, data: bytes) -> None:
+        try:
+            self.transport.writeToChild(0, data)
+        except (KeyError, OSError):
+            pass
+
+    def close_stdin(self) -> None:
+        try:
+            self.transport.closeChildFD(0)
+        except (KeyError, OSError):
+            pass
+
+    def resize(self, height: int, width: int) -> None:
+        pass
+
+    def detach(self) -> None:
+        self.protocol.on_output = None
+
+
+class RuncRuntime:
+    """
+    Containers run by C{runc} under C{conmon}.
+
+    @param exec_root: Where the runtime keeps its state (tmpfs in a real
+        daemon: a reboot forgets containers' processes anyway).
+    @param reactor: Spawns the processes and runs the timers.
+    @param threadpool: Unused for now: nothing here blocks for long.
+    """
+
+    def __init__(
+        self,
+        exec_root: Path,
+        reactor: Any,
+        runtime_binary: str = "runc",
+        conmon_binary: str = "conmon",
+        threadpool: ThreadPool | None = None,
+    ) -> None:
+        self._root = Path(exec_root)
+        self._reactor = reactor
+        self._runc = shutil.which(runtime_binary) or runtime_binary
+        self._conmon = shutil.which(conmon_binary) or conmon_binary
+        self._threadpool = threadpool
+        self._runc_root = self._root / "runc"
+        self._exits = self._root / "exits"
+        self._sockets = self._root / "s"
+        self._monitors = self._root / "c"
+        for path in (self._runc_root, self._exits, self._sockets, self._monitors):
+            path.mkdir(parents=True, exist_ok=True)
+
+    # --- plumbing ---
+
+    def _run(self, *args: str) -> Deferred[tuple[int, bytes, bytes]]:
+        protocol = _Collect()
+        argv = [self._runc, f"--root={self._runc_root}", *args]
+        self._reactor.spawnProcess(
+            protocol,
+            argv[0],
+            argv,
+            env=dict(os.environ),
+            childFDs={0: "w", 1: "r", 2: "r"},
+        )
+        return protocol.done
+
+    async def _runc_ok(self, *args: str, missing_ok: bool = False) -> bytes:
+        code, out, err = await self._run(*args)
+        if code != 0:
+            message = _runc_message(err)
+            if missing_ok and "does not exist" in message:
+                return b""
+            raise SystemError_(message or f"runc {args[0]} failed with status {code}")
+        return out
+
+    def _short(self, container_id: str) -> str:
+        return container_id[:12]
+
+    def _bundle(self, container_id: str) -> Path:
+        return self._sockets / self._short(container_id)
+
+    # --- the Runtime ---
+
+    def create(
+        self,
+        container_id: str,
+        bundle_dir: str,
+        *,
+        log_path: str,
+        tty: bool,
+        open_stdin: bool,
+    ) -> Deferred[RuntimeState]:
+        """Start conmon, which runs C{runc create}; fires with the pid."""
+        monitor = self._monitors / container_id
+        monitor.mkdir(parents=True, exist_ok=True)
+        (self._exits / container_id).unlink(missing_ok=True)
+        (monitor / "oom").unlink(missing_ok=True)
+        link = self._sockets / self._short(container_id)
+        if link.is_symlink():
+            link.unlink()
+        # The attach socket is <bundle>/attach; a socket's path must fit in
+        # 108 bytes, so it is reached through this short link.
+        link.symlink_to(bundle_dir)
+        argv = [
+            self._conmon,
+            "--api-version", "1",
+            "-c", container_id,
+            "-u", self._short(container_id),
+            "-n", container_id,
+            "-r", self._runc,
+            "-b", bundle_dir,
+            "-p", str(monitor / "pid"),
+            "--conmon-pidfile", str(monitor / "conmon.pid"),
+            "--exit-dir", str(self._exits),
+            "--persist-dir", str(monitor),
+            "-l", f"k8s-file:{log_path}",
+            "--log-level", "error",
+            "--full-attach",
+            "--runtime-arg", f"--root={self._runc_root}",
+        ]  # fmt: skip
+        if tty:
+            argv.append("-t")
+        if open_stdin:
+            argv.append("-i")
+        env = dict(os.environ)
+        env["_OCI_SYNCPIPE"] = "3"
+        protocol = _Conmon()
+        try:
+            self._reactor.spawnProcess(
+                protocol,
+                argv[0],
+                argv,
+                env=env,
+                path=bundle_dir,
+                childFDs={0: "w", 1: "r", 2: "r", 3: "r"},
+            )
+        except OSError as e:
+            return fail(SystemError_(f"cannot run conmon: {e}"))
+        return protocol.created.addCallback(lambda pid: RuntimeState("created", pid))
+
+    def start(self, container_id: str) -> Deferred[None]:
+        """C{runc start}."""
+        return Deferred.fromCoroutine(self._start(container_id))
+
+    async def _start(self, container_id: str) -> None:
+        await self._runc_ok("start", container_id)
+
+    def kill(self, container_id: str, signal: int) -> Deferred[None]:
+        """C{runc kill}; a container already gone is not an error."""
+
+        async def kill() -> None:
+            code, _, err = await self._run("kill", container_id, str(signal))
+            if code != 0:
+                message = _runc_message(err)
+                if "not running" in message or "does not exist" in message:
+                    return
+                raise SystemError_(message)
+
+        return Deferred.fromCoroutine(kill())
+
+    def pause(self, container_id: str) -> Deferred[None]:
+        """C{runc pause}."""
+        return Deferred.fromCoroutine(self._simple("pause", container_id))
+
+    def resume(self, container_id: str) -> Deferred[None]:
+        """C{runc resume}."""
+        return Deferred.fromCoroutine(self._simple("resume", container_id))
+
+    async def _simple(self, command: str, container_id: str) -> None:
+        await self._runc_ok(command, container_id)
+
+    def delete(self, container_id: str, *, force: bool = False) -> Deferred[None]:
+        """C{runc delete} and the monitor's files; unknown is fine."""
+
+        async def delete() -> None:
+            args = (
+                ["delete", "--force", container_id]
+                if force
+                else ["delete", container_id]
+            )
+            await self._runc_ok(*args, missing_ok=True)
+            link = self._sockets / self._short(container_id)
+            if link.is_symlink():
+                link.unlink()
+            shutil.rmtree(self._monitors / container_id, ignore_errors=True)
+
+        return Deferred.fromCoroutine(delete())
+
+    def state(self, container_id: str) -> Deferred[RuntimeState]:
+        """C{runc state}."""
+
+        async def state() -> RuntimeState:
+            code, out, err = await self._run("state", container_id)
+            if code != 0:
+                message = _runc_message(err)
+                if "does not exist" in message:
+                    return RuntimeState(None, 0)
+                raise SystemError_(message)
+            data = json.loads(out)
+            return RuntimeState(str(data.get("status")), int(data.get("pid") or 0))
+
+        return Deferred.fromCoroutine(state())
+
+    def exit_status(self, container_id: str) -> ExitStatus | None:
+        """The code in conmon's exit file, its mtime as the time of death."""
+        path = self._exits / container_id
+        try:
+            text = path.read_text().strip()
+            finished = path.stat().st_mtime_ns
+        except OSError:
+            return None
+        if not text:
+            return None
+        try:
+            code = int(text)
+        except ValueError:
+            return None
+        oom = (self._monitors / container_id / "oom").exists()
+        return ExitStatus(code=code, finished_at=finished, oom_killed=oom)
+
+    def wait_exit(self, container_id: str) -> Deferred[ExitStatus]:
+        """Polls for conmon's exit file."""
+        done: Deferred[ExitStatus] = Deferred()
+
+        def check() -> None:
+            status = self.exit_status(container_id)
+            if status is not None:
+                done.callback(status)
+            else:
+                self._reactor.callLater(_POLL, check)
+
+        check()
+        return done
+
+    def attach(self, container_id: str, on_output: OutputCallback) -> Deferred[Stdio]:
+        """Connect to conmon's attach socket."""
+        base = self._bundle(container_id)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.connect(str(base / "attach"))
+        except OSError as e:
+            sock.close()
+            return fail(SystemError_(f"cannot attach to container {container_id}: {e}"))
+        sock.setblocking(False)
+        stdio = _Attached(self._reactor, sock, base / "ctl", on_output)
+        stdio.reader = _SeqPacketReader(sock, stdio)
+        self._reactor.addReader(stdio.reader)
+        return succeed(stdio)
+
+    def exec(
+        self,
+        container_id: str,
+        process: dict[str, Any],
+        *,
+        on_output: OutputCallback | None,
+    ) -> Deferred[ExecProcess]:
+        """C{runc exec --process} with pipes (C{-d} when detached)."""
+        return Deferred.fromCoroutine(self._exec(container_id, process, on_output))
+
+    async def _exec(
+        self,
+        container_id: str,
+        process: dict[str, Any],
+        on_output: OutputCallback | None,
+    ) -> ExecProcess:
+        monitor = self._monitors / container_id
+        monitor.mkdir(parents=True, exist_ok=True)
+        process = dict(process)
+        process["terminal"] = False
+        fd, name = tempfile.mkstemp(prefix="exec-", suffix=".json", dir=monitor)
+        with os.fdopen(fd, "w") as f:
+            json.dump(process, f)
+        pid_file = name[:-5] + ".pid"
+        argv = [
+            self._runc, f"--root={self._runc_root}", "exec",
+            "--process", name, "--pid-file", pid_file,
+        ]  # fmt: skip
+        if on_output is None:
+            argv.append("-d")
+        argv.append(container_id)
+        protocol = _ExecProtocol(on_output)
+        transport = self._reactor.spawnProcess(
+            protocol,
+            argv[0],
+            argv,
+            env=dict(os.environ),
+            childFDs={0: "w", 1: "r", 2: "r"},
+        )
+        pid = await self._await_pid(pid_file, protocol.exited)
+        exited: Deferred[int] = Deferred()
+
+        def ended(code: int) -> int:
+            for path in (name, pid_file):
+                Path(path).unlink(missing_ok=True)
+            if on_output is None:
+                self._watch_pid(pid, exited)
+            else:
+                exited.callback(code)
+            return code
+
+        protocol.exited.addCallback(ended)
+        if pid == 0 and protocol.exited.called:
+            pass
+        return _Exec(protocol, transport, pid, exited, protocol.closed)
+
+    async def _await_pid(self, pid_file: str, ended: Deferred[int]) -> int:
+        waited = 0.0
+        while waited < 10:  # noqa: PLR2004
+            try:
+                text = Path(pid_file).read_text().strip()
+            except OSError:
+                text = ""
+            if text:
+                return int(text)
+            if ended.called:
+                return 0
+            pause: Deferred[None] = Deferred()
+            self._reactor.callLater(0.005, pause.callback, None)
+            await pause
+            waited += 0.005
+        return 0
+
+    def _watch_pid(self, pid: int, exited: Deferred[int]) -> None:
+        def check() -> None:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                stat = ""
+            if pid == 0 or not stat or stat.rsplit(")", 1)[-1].split()[0] == "Z":
+                exited.callback(0)
+            else:
+                self._reactor.callLater(0.1, check)
+
+        check()
+
+    def stats(self, container_id: str) -> dict[str, Any]:
+        """The container's cgroup v1 counters."""
+        return cgroups.stats(f"dockserve/{container_id}")
+
+    def known(self) -> list[str]:
+        """Containers in runc's root or with a monitor directory."""
+        names: set[str] = set()
+        for path in (self._runc_root, self._monitors):
+            try:
+                names.update(p.name for p in path.iterdir() if p.is_dir())
+            except OSError:
+                pass
+        return sorted(names)
+
+
+del time
