@@ -1,0 +1,186 @@
+# -*- test-case-name: tests.server.test_activation -*-
+"""
+systemd's side of start-up: sockets it passed us (C{fd://}) and C{sd_notify}.
+
+With socket activation systemd binds the sockets and starts us with
+C{LISTEN_FDS}/C{LISTEN_PID}; with C{Type=notify} it waits for C{READY=1} on
+C{$NOTIFY_SOCKET}.  Both are read from an C{environ} argument so tests need
+not touch the real environment.
+"""
+
+import os
+import socket
+from collections.abc import MutableMapping
+
+from zope.interface import implementer
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorSocket,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+#: The first descriptor systemd passes (after stdin, stdout, stderr).
+SD_LISTEN_FDS_START = 3
+
+_log = Logger()
+
+
+class NoActivatedSockets(ValueError):
+    """C{fd://} was asked for but systemd passed no (matching) sockets."""
+
+
+def take_listen_fds(environ: MutableMapping[str, str], pid: int) -> list[int]:
+    """
+    The descriptors systemd passed this process, removing the variables.
+
+    The variables are deleted so that containers and other children we
+    start do not believe the sockets are theirs (C{sd_listen_fds(1)}).
+
+    @param environ: The process environment (or a test's dict).
+    @param pid: Our process id; C{LISTEN_PID} must name it.
+    @return: The descriptors, from 3 upwards; empty when none were passed.
+    """
+    listen_pid = environ.pop("LISTEN_PID", None)
+    listen_fds = environ.pop("LISTEN_FDS", None)
+    environ.pop("LISTEN_FDNAMES", None)
+    if listen_pid is None or listen_fds is None:
+        return []
+    try:
+        if int(listen_pid) != pid:
+            return []
+        count = int(listen_fds)
+    except ValueError:
+        return []
+    return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + max(count, 0)))
+
+
+def select(fds: list[int], wanted: int | None) -> list[int]:
+    """
+    The descriptors C{fd://} (C{wanted} is C{None}) or C{fd://N} serves.
+
+    @raise NoActivatedSockets: With a message naming systemd when none were
+        passed, or when C{N} is not among them.
+    """
+    if not fds:
+        raise NoActivatedSockets(
+            "no sockets found via socket activation: make sure the service"
+            " was started by systemd (a .socket unit) or systemd-socket-activate"
+        )
+    if wanted is None:
+        return fds
+    if wanted not in fds:
+        raise NoActivatedSockets(
+            f"fd://{wanted}: systemd passed descriptors"
+            f" {', '.join(map(str, fds))}, not {wanted}"
+        )
+    return [wanted]
+
+
+def close_unused(fds: list[int], used: set[int]) -> None:
+    """Close what systemd passed that no C{-H fd://} serves, as dockerd does."""
+    for fd in fds:
+        if fd not in used:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+@implementer(IStreamServerEndpoint)
+class AdoptedSocketEndpoint:
+    """
+    Serve a listening socket we were given by descriptor number.
+
+    Unlike Twisted's C{systemd:} endpoint this takes any descriptor, so
+    C{fd://N} means descriptor C{N} exactly as in dockerd.
+    """
+
+    def __init__(self, reactor: IReactorSocket, fd: int) -> None:
+        self._reactor = reactor
+        self._fd = fd
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        """Adopt the descriptor (a duplicate of it) and close the original."""
+        try:
+            family = socket.socket(fileno=os.dup(self._fd))
+            try:
+                address_family = family.family
+            finally:
+                family.close()
+            assert isinstance(protocolFactory, Factory)
+            port = self._reactor.adoptStreamPort(
+                self._fd, address_family, protocolFactory
+            )
+        except Exception as e:
+            return fail(e)
+        os.close(self._fd)
+        return succeed(port)
+
+
+class Notifier:
+    """
+    C{sd_notify}: tell the service manager we are ready or stopping.
+
+    Nothing is sent when C{NOTIFY_SOCKET} is unset, so the daemon runs the
+    same outside systemd.  A socket path starting with C{@} is in the
+    abstract namespace.
+    """
+
+    def __init__(self, environ: MutableMapping[str, str]) -> None:
+        # Read once and removed, so that children (conmon) do not notify
+        # systemd in our name.
+        self._address = environ.pop("NOTIFY_SOCKET", None) or None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a service manager is listening."""
+        return self._address is not None
+
+    def notify(self, state: str) -> bool:
+        """
+        Send C{state} (C{READY=1}, C{STOPPING=1}...).
+
+        @return: Whether it was sent; failures are logged, not raised,
+            because a daemon must not die for want of a status message.
+        """
+        if self._address is None:
+            return False
+        address = self._address
+        if address.startswith("@"):
+            address = "\0" + address[1:]
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.connect(address)
+            sock.sendall(state.encode())
+        except OSError as e:
+            _log.warn(
+                "sd_notify {state} to {address} failed: {error}",
+                state=state,
+                address=self._address,
+                error=e,
+            )
+            return False
+        finally:
+            sock.close()
+        return True
+
+
+def taken_by_twisted() -> list[int]:
+    """
+    The descriptors systemd passed, as Twisted read them at import time.
+
+    Importing L{twisted.internet.endpoints} reads C{LISTEN_FDS} for the
+    C{systemd:} endpoint and deletes the variables from C{os.environ}, so
+    by the time options are parsed the environment may no longer show them.
+    """
+    from twisted.internet import endpoints  # noqa: PLC0415
+
+    listen_fds = getattr(endpoints._SystemdParser, "_sddaemon", None)  # noqa: SLF001
+    if listen_fds is None:
+        return []
+    return list(listen_fds.inheritedDescriptors())

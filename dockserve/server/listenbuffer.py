@@ -1,0 +1,231 @@
+# -*- test-case-name: tests.server.test_listenbuffer -*-
+"""
+Listen at once, serve when ready: the seed's C{listenbuffer} on Twisted endpoints.
+
+A daemon restoring its state should neither refuse connections (clients
+retry badly) nor answer before it knows its containers.  L{ListenBufferEndpoint}
+binds immediately, holds each accepted connection, keeps whatever the client
+sends meanwhile, and hands the connection to the real protocol when the
+activation L{Deferred} fires.  A connection held longer than the timeout is
+answered with a JSON 503 and closed, rather than hanging forever.
+"""
+
+import json
+from typing import Any
+
+from zope.interface import implementer
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IListeningPort,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+#: How long a connection may wait for activation (dockerd waits forever).
+DEFAULT_TIMEOUT = 60.0
+
+_log = Logger()
+
+
+def unavailable_response(message: str) -> bytes:
+    """
+    An HTTP/1.1 503 with dockerd's error body C{{"message": ...}}.
+
+    The Go client parses the message only when the content type is exactly
+    C{application/json}.
+    """
+    body = json.dumps({"message": message}).encode() + b"\n"
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+        b"Connection: close\r\n"
+        b"\r\n" + body
+    )
+
+
+class _Gate:
+    """
+    The activation state all held connections of one endpoint share.
+
+    @ivar failure: Why activation failed, once it has.
+    """
+
+    def __init__(self) -> None:
+        self.open = False
+        self.failure: Failure | None = None
+        self.held: set[_HeldProtocol] = set()
+
+    def activated(self, result: object) -> object:
+        if isinstance(result, Failure):
+            self.failure = result
+        else:
+            self.open = True
+        for held in list(self.held):
+            held.release()
+        return result
+
+
+class _HeldProtocol(Protocol):
+    """
+    A connection accepted before activation: its bytes are kept until the
+    real protocol takes over, or it is answered with a 503 on timeout.
+    """
+
+    def __init__(
+        self,
+        gate: _Gate,
+        factory: IProtocolFactory,
+        address: IAddress,
+        clock: IReactorTime,
+        timeout: float,
+    ) -> None:
+        self._gate = gate
+        self._factory = factory
+        self._address = address
+        self._clock = clock
+        self._timeout = timeout
+        self._received: list[bytes] = []
+        self._inner: IProtocol | None = None
+        self._timer: IDelayedCall | None = None
+        self._done = False
+
+    def connectionMade(self) -> None:
+        self._gate.held.add(self)
+        self._timer = self._clock.callLater(self._timeout, self._expire)
+        if self._gate.failure is not None:
+            self.release()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.dataReceived(data)
+        elif not self._done:
+            self._received.append(data)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        self._forget()
+        if self._inner is not None:
+            self._inner.connectionLost(reason)
+
+    def _forget(self) -> None:
+        self._done = True
+        self._gate.held.discard(self)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._refuse(
+            "the daemon is still starting up: it did not become ready within"
+            f" {self._timeout:g} seconds; try again later"
+        )
+
+    def _refuse(self, message: str) -> None:
+        self._forget()
+        self._received = []
+        assert self.transport is not None
+        self.transport.write(unavailable_response(message))
+        self.transport.loseConnection()
+
+    def release(self) -> None:
+        """Activation happened: hand over to the real protocol, or refuse."""
+        if self._done:
+            return
+        if self._gate.failure is not None:
+            self._refuse(
+                "the daemon failed to start: "
+                + str(self._gate.failure.getErrorMessage())
+            )
+            return
+        self._forget()
+        transport = self.transport
+        assert transport is not None
+        inner = self._factory.buildProtocol(self._address)
+        if inner is None:
+            transport.loseConnection()
+            return
+        self._inner = inner
+        # Let the transport talk to the real protocol directly from now on,
+        # so that code that later replaces the transport's protocol (a
+        # hijacked attach) is not left behind a wrapper.
+        for attribute in ("protocol", "wrappedProtocol"):
+            if getattr(transport, attribute, None) is self:
+                setattr(transport, attribute, inner)
+        inner.makeConnection(transport)
+        received, self._received = self._received, []
+        for data in received:
+            inner.dataReceived(data)
+
+
+class _BufferingFactory(Factory):
+    """Builds the real protocol once activated, a L{_HeldProtocol} before."""
+
+    def __init__(
+        self,
+        factory: IProtocolFactory,
+        gate: _Gate,
+        clock: IReactorTime,
+        timeout: float,
+    ) -> None:
+        self._factory = factory
+        self._gate = gate
+        self._clock = clock
+        self._timeout = timeout
+
+    def doStart(self) -> None:
+        self._factory.doStart()
+
+    def doStop(self) -> None:
+        self._factory.doStop()
+
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+        if self._gate.open:
+            return self._factory.buildProtocol(addr)  # type: ignore[return-value]
+        return _HeldProtocol(self._gate, self._factory, addr, self._clock, self._timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        # Site's attributes (displayTracebacks, sessions...) stay reachable.
+        return getattr(self._factory, name)
+
+
+@implementer(IStreamServerEndpoint)
+class ListenBufferEndpoint:
+    """
+    Wrap C{endpoint}: listen now, serve connections once C{activation} fires.
+
+    @param endpoint: The endpoint that really listens.
+    @param activation: Fires (with anything) when requests may be served,
+        or fails when the daemon cannot start; its result is passed on
+        unchanged, so several endpoints may share it.
+    @param clock: Schedules the timeout.
+    @param timeout: Seconds a connection may be held before it is answered
+        with a 503.
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        activation: Deferred[Any],
+        clock: IReactorTime,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._endpoint = endpoint
+        self._gate = _Gate()
+        self._clock = clock
+        self._timeout = timeout
+        activation.addBoth(self._gate.activated)
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        """Listen on the wrapped endpoint with a buffering factory."""
+        return self._endpoint.listen(
+            _BufferingFactory(protocolFactory, self._gate, self._clock, self._timeout)
+        )

@@ -1,0 +1,165 @@
+# -*- test-case-name: tests.server.test_listeners -*-
+"""
+One listening service per C{-H}: the endpoint for a host, and its service.
+
+The endpoint stack for a host is, outermost first: the listen buffer, TLS
+(for TCP and activated sockets under C{--tls}), then the socket itself, so
+a held connection has already finished its handshake and its 503 is
+encrypted like any other answer.
+"""
+
+import ipaddress
+import socket
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import (
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    serverFromString,
+)
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from dockserve.server.activation import AdoptedSocketEndpoint
+from dockserve.server.hosts import HostDescription
+from dockserve.server.tls import TLSServerEndpoint
+from dockserve.server.unixsocket import SocketGroup, UNIXSocketEndpoint
+
+_log = Logger()
+
+
+class ListenFailed(Exception):
+    """A listener could not bind; start-up stops with this one line."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {host}: {reason}")
+        self.host = host
+        self.reason = reason
+
+
+def _interface(host: str) -> tuple[str, bool]:
+    """
+    The address to bind for C{host}, and whether it is IPv6.
+
+    A name is resolved once, at start-up, as dockerd does.
+    """
+    if host == "localhost":
+        return "127.0.0.1", False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        resolved = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        family, _, _, _, sockaddr = resolved[0]
+        return str(sockaddr[0]), family == socket.AF_INET6
+    return str(address), address.version == 6
+
+
+def endpoints_for(
+    host: HostDescription,
+    *,
+    reactor: Any,
+    tls: IOpenSSLServerConnectionCreator | None,
+    group: SocketGroup,
+    fds: list[int],
+    backlog: int = 128,
+) -> list[IStreamServerEndpoint]:
+    """
+    The endpoints that serve C{host}: one, or one per socket for C{fd://}.
+
+    @param reactor: Provides C{IReactorTCP} and C{IReactorSocket}.
+    @param tls: When given, TCP and activated sockets speak TLS with it.
+    @param group: Owner group of unix socket files.
+    @param fds: The activated descriptors C{fd://} serves.
+    """
+    endpoints: list[IStreamServerEndpoint]
+    if host.scheme == "tcp":
+        interface, v6 = _interface(host.host)
+        tcp = TCP6ServerEndpoint if v6 else TCP4ServerEndpoint
+        endpoints = [tcp(reactor, host.port, backlog=backlog, interface=interface)]
+    elif host.scheme == "unix":
+        return [UNIXSocketEndpoint(reactor, host.path, group, backlog)]
+    elif host.scheme == "fd":
+        endpoints = [AdoptedSocketEndpoint(reactor, fd) for fd in fds]
+    else:
+        endpoints = [serverFromString(reactor, host.endpoint)]
+        kind = host.endpoint.split(":", 1)[0]
+        network = host.is_tcp or (kind == "systemd" and "domain=INET" in host.endpoint)
+        if host.encrypted or not network:
+            return endpoints
+    if tls is not None:
+        endpoints = [TLSServerEndpoint(e, tls) for e in endpoints]
+    return endpoints
+
+
+class ListenerService(Service):
+    """
+    Listen on one endpoint while running; stop listening when stopped.
+
+    Listening happens in C{privilegedStartService}, so that twistd binds
+    before it drops privileges, and synchronous bind failures surface as
+    L{ListenFailed} there.
+    """
+
+    def __init__(
+        self, host: str, endpoint: IStreamServerEndpoint, factory: IProtocolFactory
+    ) -> None:
+        self.host = host
+        self._endpoint = endpoint
+        self._factory = factory
+        self._port: IListeningPort | None = None
+        self._listening: Deferred[IListeningPort] | None = None
+
+    @property
+    def port(self) -> IListeningPort | None:
+        """The port, once listening."""
+        return self._port
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()
+        self._listen()
+
+    def _listen(self) -> None:
+        if self._listening is not None:
+            return
+        failures: list[Failure] = []
+        self._listening = self._endpoint.listen(self._factory)
+        self._listening.addCallbacks(self._listened, failures.append)
+        if failures:
+            raise ListenFailed(self.host, _reason(failures[0]))
+
+    def _listened(self, port: IListeningPort) -> IListeningPort:
+        self._port = port
+        _log.info("API listen on {host}", host=self.host, address=str(port.getHost()))
+        return port
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        self._listening = None
+        port, self._port = self._port, None
+        if port is None:
+            return None
+        return port.stopListening()  # type: ignore[no-any-return]
+
+
+def _reason(failure: Failure) -> str:
+    error = failure.value
+    if isinstance(error, OSError) and error.strerror:
+        return str(error.strerror) if not error.filename else str(error)
+    text = str(error) or type(error).__name__
+    # CannotListenError's text repeats the address; keep its reason.
+    socket_error = getattr(error, "socketError", None)
+    if socket_error is not None:
+        return str(getattr(socket_error, "strerror", None) or socket_error)
+    return text

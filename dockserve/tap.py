@@ -1,0 +1,425 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd dockserve}: the command line and the service tree it builds.
+
+L{Options} validates every flag (a bad value exits 2 with one line naming
+the flag); L{makeService} returns the L{DaemonService}: one listening
+service per host, all serving one L{Site}, each held behind the listen
+buffer until the daemon has restored its state.
+"""
+
+import os
+import sys
+from collections.abc import Callable, MutableMapping, Sequence
+from typing import IO, Any, NoReturn
+
+from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.task import deferLater
+from twisted.logger import Logger, globalLogPublisher
+from twisted.python import usage
+from twisted.python.failure import Failure
+from twisted.web.resource import IResource
+from twisted.web.server import Request, Site
+
+from dockserve.api.router import make_resource
+from dockserve.daemon import daemon as daemon_module
+from dockserve.daemon.config import DaemonConfig
+from dockserve.server import activation, hosts, logfmt, tls, unixsocket
+from dockserve.server.listenbuffer import DEFAULT_TIMEOUT, ListenBufferEndpoint
+from dockserve.server.listeners import ListenerService, ListenFailed, endpoints_for
+
+_log = Logger()
+
+
+def default_unix_socket(environ: MutableMapping[str, str] | None = None) -> str:
+    """C{/run/dockserve.sock} as root, else C{$XDG_RUNTIME_DIR/dockserve.sock}."""
+    environ = os.environ if environ is None else environ
+    if os.geteuid() == 0 or not environ.get("XDG_RUNTIME_DIR"):
+        return "/run/dockserve.sock"
+    return os.path.join(environ["XDG_RUNTIME_DIR"], "dockserve.sock")
+
+
+def default_data_root(environ: MutableMapping[str, str] | None = None) -> str:
+    """C{/var/lib/dockserve} as root, else C{$XDG_DATA_HOME/dockserve}."""
+    environ = os.environ if environ is None else environ
+    if os.geteuid() == 0:
+        return "/var/lib/dockserve"
+    base = environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(base, "dockserve")
+
+
+class Options(usage.Options):
+    """
+    C{twistd dockserve} options, named and defaulted as dockerd's.
+
+    @ivar environ: Where C{LISTEN_FDS} and C{NOTIFY_SOCKET} are read (and
+        removed from); tests pass a dict.
+    @ivar stderr: Where usage errors go: the real stderr, captured before
+        twistd redirects it into the log.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve the Docker Engine API: point the docker CLI at it with"
+        " DOCKER_HOST=unix:///run/dockserve.sock (or -H)."
+    )
+
+    optFlags: Sequence[Sequence[str | None]] = [
+        ["debug", "D", "Enable debug mode: debug logging and /debug endpoints."],
+        ["tls", None, "Use TLS on TCP listeners; implied by --tlsverify."],
+        ["tlsverify", None, "Use TLS and require client certificates signed by --tlscacert."],
+        ["no-buffer", None, "Serve requests before state is restored instead of holding them."],
+    ]
+
+    optParameters: Sequence[Sequence[Any]] = [
+        ["group", "G", unixsocket.DEFAULT_GROUP, "Group owning the unix socket (0660)."],
+        ["tlscacert", None, None, "CA certificate clients must be signed by (default ~/.docker/ca.pem)."],
+        ["tlscert", None, None, "Server TLS certificate (default ~/.docker/cert.pem)."],
+        ["tlskey", None, None, "Server TLS private key (default ~/.docker/key.pem)."],
+        ["api-cors-header", None, None, "Set CORS headers in the API for this origin."],
+        ["log-level", "l", "info", "Log level: debug, info, warn, error or fatal."],
+        ["log-format", None, "text", "Log format: text or json (one object per line)."],
+        ["data-root", None, None, "Persistent state (default /var/lib/dockserve as root)."],
+        ["exec-root", None, "/run/dockserve", "Runtime state: sockets, pid and exit files."],
+        ["runtime", None, "runc", "OCI runtime binary for containers."],
+        ["activation-timeout", None, str(DEFAULT_TIMEOUT), "Seconds a connection is held during start-up before a 503."],
+        ["activation-delay", None, "0", "For testing: seconds to wait before restoring state."],
+    ]
+
+    def __init__(
+        self,
+        environ: MutableMapping[str, str] | None = None,
+        stderr: IO[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.environ: MutableMapping[str, str] = (
+            os.environ if environ is None else environ
+        )
+        self.stderr: IO[str] = sys.stderr if stderr is None else stderr
+        self["hosts"] = []
+        self["insecure-registries"] = []
+        self["registry-mirrors"] = []
+
+    def opt_host(self, value: str) -> None:
+        """Listen here (repeatable): tcp://HOST:PORT, unix:///path, fd://, fd://N, or a Twisted endpoint (tcp:2375)."""
+        self["hosts"].append(value)
+
+    opt_H = opt_host
+
+    def opt_insecure_registry(self, value: str) -> None:
+        """A registry reached over plain HTTP or unverified TLS (repeatable)."""
+        self["insecure-registries"].append(value)
+
+    def opt_registry_mirror(self, value: str) -> None:
+        """A registry mirror tried before Docker Hub (repeatable)."""
+        self["registry-mirrors"].append(value)
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse and validate; on any error print one line and exit 2.
+
+        twistd would print the whole help text and exit 1; a daemon's
+        supervisor and its user want the one line that names the flag.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            self.fail(str(e))
+
+    def fail(self, message: str) -> NoReturn:
+        """Report a usage error on one line and exit with status 2."""
+        self.stderr.write(f"dockserve: {message}\n")
+        self.stderr.flush()
+        raise SystemExit(2)
+
+    def postOptions(self) -> None:
+        """Validate every flag; raise L{usage.UsageError} naming the bad one."""
+        default_unix = default_unix_socket(self.environ)
+        try:
+            parsed = [
+                hosts.parse(h, default_unix=default_unix) for h in self["hosts"]
+            ]
+        except hosts.InvalidHost as e:
+            raise usage.UsageError(f"-H/--host: {e}") from e
+        if not parsed:
+            parsed = [hosts.parse("unix://", default_unix=default_unix)]
+        self["parsed-hosts"] = hosts.unique(parsed)
+
+        if self["log-level"] not in logfmt.LEVELS:
+            raise usage.UsageError(
+                f"--log-level: invalid value {self['log-level']!r}:"
+                f" expected one of {', '.join(logfmt.LEVELS)}"
+            )
+        if self["log-format"] not in logfmt.FORMATS:
+            raise usage.UsageError(
+                f"--log-format: invalid value {self['log-format']!r}:"
+                " expected text or json"
+            )
+        self["activation-timeout"] = self._seconds("activation-timeout", positive=True)
+        self["activation-delay"] = self._seconds("activation-delay", positive=False)
+
+        try:
+            self["socket-group"] = unixsocket.resolve_group(self["group"])
+        except KeyError as e:
+            raise usage.UsageError(
+                f"-G/--group: group {self['group']!r} does not exist"
+            ) from e
+
+        if self["tlsverify"]:
+            self["tls"] = True
+        self["tls-creator"] = None
+        if self["tls"]:
+            settings = tls.TLSSettings(
+                verify=bool(self["tlsverify"]),
+                ca=self["tlscacert"] or tls.default_path("ca"),
+                cert=self["tlscert"] or tls.default_path("cert"),
+                key=self["tlskey"] or tls.default_path("key"),
+            )
+            try:
+                self["tls-creator"] = tls.server_creator(settings)
+            except tls.TLSFileError as e:
+                raise usage.UsageError(str(e)) from e
+
+        for flag in ("data-root", "exec-root"):
+            if self[flag] is not None and not os.path.isabs(self[flag]):
+                raise usage.UsageError(f"--{flag}: {self[flag]!r} is not an absolute path")
+        if self["data-root"] is None:
+            self["data-root"] = default_data_root(self.environ)
+
+        self["listen-fds"] = self._activated_fds()
+        self["notifier"] = activation.Notifier(self.environ)
+        self._quiet_twistd_logger()
+
+    def _seconds(self, flag: str, *, positive: bool) -> float:
+        try:
+            value = float(self[flag])
+        except (TypeError, ValueError):
+            value = -1.0
+        if value < 0 or (positive and value == 0) or value != value:  # noqa: PLR0124
+            raise usage.UsageError(
+                f"--{flag}: invalid value {self[flag]!r}: expected a number of"
+                f" seconds{' greater than 0' if positive else ''}"
+            )
+        return value
+
+    def _activated_fds(self) -> dict[str, list[int]]:
+        """Which activated descriptors each C{fd://} host serves."""
+        fd_hosts = [h for h in self["parsed-hosts"] if h.scheme == "fd"]
+        passed = activation.take_listen_fds(self.environ, os.getpid())
+        if not passed and self.environ is os.environ:
+            passed = activation.taken_by_twisted()
+        chosen: dict[str, list[int]] = {}
+        for host in fd_hosts:
+            try:
+                chosen[host.text] = activation.select(passed, host.fd)
+            except activation.NoActivatedSockets as e:
+                raise usage.UsageError(f"-H/--host: {e}") from e
+        if fd_hosts:
+            used = {fd for fds in chosen.values() for fd in fds}
+            activation.close_unused(passed, used)
+        return chosen
+
+    def _quiet_twistd_logger(self) -> None:
+        """
+        Under twistd, stop its own log observer writing every line a second
+        time: L{makeService} installs ours (C{--log-format}), unless the user
+        gave twistd a C{--logfile} or C{--logger}.
+        """
+        parent = getattr(self, "parent", None)
+        if parent is None:
+            return
+        if parent.get("logger") or parent.get("logfile") not in (None, "", "-"):
+            return
+        parent["logger"] = "dockserve.server.logfmt.discard"
+        self["own-log"] = True
+
+
+class _QuietSite(Site):
+    """A L{Site} without twisted.web's access log: the API logs each request."""
+
+    def log(self, request: Request) -> None:
+        del request
+
+
+class DaemonService(MultiService):
+    """
+    The whole daemon: listeners, then restore, then serve.
+
+    Listeners bind first (in C{privilegedStartService}), holding connections;
+    the daemon then restores its state and L{activation} fires, releasing
+    them, and systemd is told C{READY=1}.  Stopping tells systemd
+    C{STOPPING=1}, closes the listeners (removing socket files) and stops
+    the daemon.
+
+    @ivar activation: Fires when requests are served; fails if restoring
+        failed.
+    """
+
+    def __init__(
+        self,
+        daemon: Any,
+        reactor: Any,
+        *,
+        notifier: activation.Notifier,
+        delay: float,
+        stderr: IO[str],
+        exit_process: Callable[[int], NoReturn],
+    ) -> None:
+        super().__init__()
+        self.daemon = daemon
+        self.activation: Deferred[None] = Deferred()
+        self._reactor = reactor
+        self._notifier = notifier
+        self._delay = delay
+        self._stderr = stderr
+        self._exit = exit_process
+        self._bound = False
+
+    def privilegedStartService(self) -> None:
+        self._bind()
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        self._bind()
+        super().startService()
+        restoring: Deferred[None]
+        if self._delay:
+            restoring = deferLater(self._reactor, self._delay, self.daemon.restore)
+        else:
+            restoring = maybeDeferred(self.daemon.restore)
+        restoring.addCallbacks(self._restored, self._restore_failed)
+
+    def _bind(self) -> None:
+        if self._bound:
+            return
+        self._bound = True
+        try:
+            for listener in self:
+                assert isinstance(listener, ListenerService)
+                listener.privilegedStartService()
+        except ListenFailed as e:
+            for listener in self:
+                assert isinstance(listener, ListenerService)
+                listener.stopService()
+            self._stderr.write(f"dockserve: {e}\n")
+            self._stderr.flush()
+            self._exit(1)
+
+    def _restored(self, _: object) -> None:
+        _log.info("Daemon has completed initialization")
+        self.activation.callback(None)
+        self._notifier.notify("READY=1")
+
+    def _restore_failed(self, failure: Failure) -> None:
+        _log.failure("Restoring the daemon's state failed", failure)
+        self.activation.errback(failure)
+        self.activation.addErrback(lambda _: None)
+        self._stderr.write(
+            f"dockserve: cannot start: {failure.getErrorMessage()}\n"
+        )
+        self._stderr.flush()
+        if self._reactor.running:
+            self._reactor.stop()
+
+    def stopService(self) -> Deferred[None]:
+        self._notifier.notify("STOPPING=1")
+        stopping: Deferred[Any] = maybeDeferred(super().stopService)
+        stopping.addCallback(lambda _: self.daemon.stop())
+        stopping.addErrback(
+            lambda f: _log.failure("Error while stopping", f)
+        )
+        return stopping.addCallback(lambda _: None)
+
+
+def _exit(code: int) -> NoReturn:
+    raise SystemExit(code)
+
+
+def make_site(resource: IResource) -> Site:
+    """The one L{Site} every listener serves, without tracebacks to clients."""
+    site = _QuietSite(resource)
+    site.displayTracebacks = False
+    return site
+
+
+def config_from(options: Options) -> DaemonConfig:
+    """The engine's settings from the command line."""
+    return DaemonConfig(
+        data_root=options["data-root"],
+        exec_root=options["exec-root"],
+        runtime=options["runtime"],
+        insecure_registries=tuple(options["insecure-registries"]),
+        registry_mirrors=tuple(options["registry-mirrors"]),
+        debug=bool(options["debug"]),
+        hosts=tuple(h.text for h in options["parsed-hosts"]),
+    )
+
+
+def _make_service(
+    options: Options,
+    reactor: Any,
+    *,
+    create_daemon: Callable[[DaemonConfig, Any], Any] = daemon_module.create,
+    exit_process: Callable[[int], NoReturn] = _exit,
+) -> DaemonService:
+    """
+    Build the service tree for C{options} on C{reactor}.
+
+    @param create_daemon: Builds the backend (tests pass a memory one).
+    @param exit_process: Called with 1 when a listener cannot bind.
+    """
+    if options.get("own-log"):
+        level = "debug" if options["debug"] else options["log-level"]
+        logfmt.install(
+            globalLogPublisher, options.stderr, level=level, fmt=options["log-format"]
+        )
+    backend = create_daemon(config_from(options), reactor)
+    site = make_site(
+        make_resource(
+            backend, debug=bool(options["debug"]), cors_origin=options["api-cors-header"]
+        )
+    )
+    service = DaemonService(
+        backend,
+        reactor,
+        notifier=options["notifier"],
+        delay=options["activation-delay"],
+        stderr=options.stderr,
+        exit_process=exit_process,
+    )
+    creator: IOpenSSLServerConnectionCreator | None = options["tls-creator"]
+    for host in options["parsed-hosts"]:
+        if host.is_tcp and not host.is_loopback and creator is None and not host.encrypted:
+            _log.warn(
+                "Binding to {host} without TLS: anyone who can reach this address"
+                " can control the daemon, which is root on this machine."
+                " Use --tlsverify, or bind to 127.0.0.1 or a unix socket.",
+                host=host.text,
+            )
+        for endpoint in endpoints_for(
+            host,
+            reactor=reactor,
+            tls=creator,
+            group=options["socket-group"],
+            fds=options["listen-fds"].get(host.text, []),
+        ):
+            if not options["no-buffer"]:
+                endpoint = ListenBufferEndpoint(  # noqa: PLW2901
+                    endpoint,
+                    service.activation,
+                    reactor,
+                    options["activation-timeout"],
+                )
+            ListenerService(host.text, endpoint, site).setServiceParent(service)
+    return service
+
+
+def makeService(options: Options) -> IService:
+    """twistd's entry point: the service tree on the global reactor."""
+    from twisted.internet import reactor  # noqa: PLC0415
+
+    return _make_service(options, reactor)
