@@ -42,15 +42,17 @@ import shutil
 import stat as st
 import tarfile
 from collections import deque
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Self
 
 import attrs
 import zstandard
 
 from dockserve.errors import Conflict, InvalidParameter, NotFound
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
 
 #: Bytes read or written at a time.
 CHUNK = 1 << 20
@@ -156,7 +158,7 @@ class Resolved:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> Resolved:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -321,7 +323,7 @@ class Source:
         """Release the descriptors."""
         self._parent.close()
 
-    def __enter__(self) -> Source:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -705,7 +707,7 @@ def _member_path(dest_path: str, name: str) -> str:
     return joined
 
 
-def _extract(
+def _extract(  # noqa: PLR0917 - one member's whole context, private.
     root_fd: int,
     dest_path: str,
     tar: tarfile.TarFile,
@@ -735,11 +737,13 @@ def _extract(
             is_dir = st.S_ISDIR(existing.st_mode)
             if no_overwrite and is_dir and not member.isdir():
                 raise OverwriteConflict(
-                    f"cannot overwrite directory {target!r} with non-directory {dest_path!r}"
+                    f"cannot overwrite directory {target!r} "
+                    f"with non-directory {dest_path!r}"
                 )
             if no_overwrite and not is_dir and member.isdir():
                 raise OverwriteConflict(
-                    f"cannot overwrite non-directory {target!r} with directory {dest_path!r}"
+                    f"cannot overwrite non-directory {target!r} "
+                    f"with directory {dest_path!r}"
                 )
             if not (is_dir and member.isdir()):
                 if is_dir:
@@ -812,7 +816,8 @@ def _extract(
         fd = os.open(base, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
         try:
             if not member.issym():
-                os.chmod(f"/proc/self/fd/{fd}", mode)
+                # chmod through the O_PATH fd: the inode we created.
+                os.chmod(f"/proc/self/fd/{fd}", mode)  # noqa: PTH101
             os.utime(
                 base, (member.mtime, member.mtime), dir_fd=pfd, follow_symlinks=False
             )

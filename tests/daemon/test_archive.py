@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.daemon.test_archive -*-
 """Tests for L{dockserve.daemon.archive}: safe docker cp, export and changes."""
 
+import gzip
 import io
 import os
 import tarfile
@@ -149,10 +150,10 @@ class TarOutTests(_Fixture):
 
         def swap() -> None:
             while not stop.is_set():
-                os.rename(d, self.root / "d.real")
-                (self.root / "d").symlink_to(self.outside)
-                os.unlink(self.root / "d")
-                os.rename(self.root / "d.real", d)
+                d.rename(self.root / "d.real")
+                d.symlink_to(self.outside)
+                d.unlink()
+                (self.root / "d.real").rename(d)
 
         t = threading.Thread(target=swap)
         t.start()
@@ -252,8 +253,6 @@ class TarInTests(_Fixture):
     def test_bad_and_gzip(self) -> None:
         with self.assertRaises(archive.BadArchive):
             self.put("/", b"not a tar" * 100)
-        import gzip
-
         self.put("/", gzip.compress(self.make_tar((tarfile.TarInfo("g"), b"gz"))))
         self.assertEqual((self.root / "g").read_bytes(), b"gz")
 
