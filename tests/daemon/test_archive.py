@@ -4,12 +4,14 @@
 import gzip
 import io
 import os
+import shutil
+import subprocess
 import tarfile
 import tempfile
 import threading
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from dockserve.daemon import archive
 
@@ -17,7 +19,7 @@ from dockserve.daemon import archive
 class _Fixture(SynchronousTestCase):
     def setUp(self) -> None:
         self.base = Path(tempfile.mkdtemp())
-        self.addCleanup(__import__("shutil").rmtree, self.base)
+        self.addCleanup(shutil.rmtree, self.base)
         self.root = self.base / "root"
         self.outside = self.base / "outside"
         self.root.mkdir()
@@ -283,3 +285,46 @@ class ChangesTests(_Fixture):
                 {"Path": "/opq", "Kind": 2},
             ],
         )
+
+
+class OverlayChangesTests(_Fixture):
+    def test_real_overlay(self) -> None:
+        """Changes made through a real overlayfs mount are reported as moby does."""
+        if os.geteuid() != 0:
+            raise SkipTest("mounting overlayfs needs root")
+        lower, upper, work, merged = (self.base / n for n in ("l", "u", "w", "m"))
+        for d in (lower, upper, work, merged):
+            d.mkdir()
+        (lower / "keep").mkdir()
+        (lower / "keep" / "old").write_text("o")
+        (lower / "rm").write_text("r")
+        (lower / "dir").mkdir()
+        (lower / "dir" / "x").write_text("x")
+        opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        done = subprocess.run(
+            ["mount", "-t", "overlay", "overlay", "-o", opts, str(merged)], check=False
+        )
+        if done.returncode:
+            raise SkipTest("overlayfs mount failed")
+        self.addCleanup(subprocess.run, ["umount", str(merged)], check=False)
+        (merged / "keep" / "old").write_text("changed")
+        (merged / "rm").unlink()
+        shutil.rmtree(merged / "dir")
+        (merged / "dir").mkdir()
+        (merged / "added").write_text("a")
+        got = archive.changes(upper, [lower])
+        self.assertEqual(
+            got,
+            [
+                {"Path": "/added", "Kind": 1},
+                {"Path": "/dir", "Kind": 2},
+                # moby skips a copied-up directory whose size, mode and
+                # mtime match the lower one; only adds and deletes list it.
+                {"Path": "/keep/old", "Kind": 0},
+                {"Path": "/rm", "Kind": 2},
+            ],
+        )
+        # And the merged view is what tar_out sees as a container root.
+        self.root = merged
+        self.assertEqual(self.tar_names("/keep"), ["keep/", "keep/old"])
+        self.assertIn("/added", self.tar_names("/"))
