@@ -313,8 +313,8 @@ class Source:
         out = _TarWriter(write)
         if st.S_ISDIR(self._lstat.st_mode):
             fd = _reopen_dir(self._parent.fd, self._base)
-            prefix = "" if rebase == "/" else rebase
-            out.add_tree(fd, prefix, prefix or "/")
+            # The root keeps dockerd's names: "/" then "/bin", "/etc"...
+            out.add_tree(fd, rebase, rebase)
         else:
             out.add_entry(self._parent.fd, self._base, rebase)
         out.close()
@@ -382,8 +382,7 @@ def copy_resource(root: Path, path: str, write: Callable[[bytes], None]) -> None
             fd = os.open(
                 ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=reached.fd
             )
-            prefix = "" if name == "/" else name
-            out.add_tree(fd, prefix, prefix or "/")
+            out.add_tree(fd, name, name)
         else:
             with _walk_parent(root, reached.path) as parent:
                 out.add_entry(parent.fd, posixpath.basename(reached.path), name)
@@ -517,7 +516,7 @@ class _TarWriter:
                     os.close(fd)
                     stack.pop()
                     continue
-                arcname = f"{base}/{name}" if base else name
+                arcname = f"{base.rstrip('/')}/{name}" if base else name
                 try:
                     child = _reopen_dir(fd, name)
                 except (NotADirectoryError, OSError) as e:
