@@ -330,3 +330,32 @@ class OverlayChangesTests(_Fixture):
         # The root's entries are named /added as dockerd names them (Python's
         # reader shows them without the slash, so look at the bytes).
         self.assertIn(b"/added\0", self.tar_bytes("/"))
+
+
+class MoreTests(_Fixture):
+    def test_contents_round_trip(self) -> None:
+        """A C{/.} tar extracts its contents straight into the destination."""
+        (self.root / "dst").mkdir()
+        self.put("/dst", self.tar_bytes("/etc/."))
+        self.assertEqual(
+            sorted(p.name for p in (self.root / "dst").iterdir()), ["group", "passwd"]
+        )
+
+    def test_copy_resource_follows(self) -> None:
+        """The seed's /copy follows the final symlink and names the target."""
+        (self.root / "l").symlink_to("/etc/passwd")
+        out = io.BytesIO()
+        archive.copy_resource(self.root, "/l", out.write)
+        out.seek(0)
+        with tarfile.open(fileobj=out) as t:
+            self.assertEqual(t.getnames(), ["passwd"])
+
+    def test_truncated(self) -> None:
+        """A tar cut short in a member's data is a BadArchive."""
+        data = self.make_tar((tarfile.TarInfo("big"), b"x" * 5000))
+        with self.assertRaises(archive.BadArchive):
+            self.put("/", data[:1500])
+
+    def test_container_file_not_found(self) -> None:
+        e = archive.container_file_not_found("/x", "abc")
+        self.assertEqual(e.message, "Could not find the file /x in container abc")
