@@ -18,6 +18,7 @@ Layout under the runtime's exec root::
 """
 
 import json
+import re
 import os
 import shutil
 import socket
@@ -113,11 +114,21 @@ class _Conmon(ProcessProtocol):
 
 
 def _clean(text: str) -> str:
-    """runc's message without its log decoration."""
+    """
+    runc's message without its log decoration (C{time=... level=error
+    msg="..."}), worded as dockerd words a failed create.
+    """
     text = text.strip()
-    for marker in ("runc create failed: ", "runc exec failed: "):
-        if marker in text:
-            text = text.split(marker, 1)[1]
+    match = re.search(r'msg="((?:[^"\\]|\\.)*)"', text)
+    if match:
+        text = match.group(1).replace('\\"', '"').replace("\\\\", "\\")
+    if text.startswith("runc create failed: "):
+        return (
+            "failed to create task for container: failed to create shim task: "
+            f"OCI runtime create failed: {text}: unknown"
+        )
+    if text.startswith("runc exec failed: "):
+        return f"OCI runtime exec failed: {text.split(': ', 1)[1]}: unknown"
     return text
 
 
