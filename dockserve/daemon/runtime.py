@@ -23,7 +23,6 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -558,22 +557,29 @@ class RuncRuntime:
             env=dict(os.environ),
             childFDs={0: "w", 1: "r", 2: "r"},
         )
-        pid = await self._await_pid(pid_file, protocol.exited)
         exited: Deferred[int] = Deferred()
+        if on_output is None:
+            pid = await self._await_pid(pid_file, protocol.exited)
+        else:
+            # Answer at once: the client's stdin may already be flowing,
+            # and bytes sent before the process is known would be lost.
+            pid = 0
+        running = _Exec(protocol, transport, pid, exited, protocol.closed)
 
         def ended(code: int) -> int:
             for path in (name, pid_file):
                 Path(path).unlink(missing_ok=True)
             if on_output is None:
-                self._watch_pid(pid, exited)
+                self._watch_pid(running.pid, exited)
             else:
                 exited.callback(code)
             return code
 
         protocol.exited.addCallback(ended)
-        if pid == 0 and protocol.exited.called:
-            pass
-        return _Exec(protocol, transport, pid, exited, protocol.closed)
+        if on_output is not None:
+            learn = Deferred.fromCoroutine(self._await_pid(pid_file, protocol.exited))
+            learn.addCallback(lambda found: setattr(running, "pid", found or running.pid))
+        return running
 
     async def _await_pid(self, pid_file: str, ended: Deferred[int]) -> int:
         waited = 0.0
@@ -620,4 +626,3 @@ class RuncRuntime:
         return sorted(names)
 
 
-del time
