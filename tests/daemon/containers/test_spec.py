@@ -1,0 +1,128 @@
+# -*- test-case-name: tests.daemon.containers.test_spec -*-
+"""Tests for L{dockserve.daemon.containers.spec}."""
+
+from pathlib import Path
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from dockserve.daemon.containers.spec import DEFAULT_CAPABILITIES, build_spec
+from dockserve.errors import InvalidParameter, NotFound
+
+CID = "c" * 64
+
+
+class BuildSpecTests(SynchronousTestCase):
+    """L{build_spec} turns Docker's config into runc's."""
+
+    def setUp(self) -> None:
+        self.dir = Path(self.mktemp())
+        self.rootfs = self.dir / "rootfs"
+        (self.rootfs / "etc").mkdir(parents=True)
+        (self.rootfs / "etc" / "passwd").write_text(
+            "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/:/bin/sh\n"
+        )
+        (self.rootfs / "etc" / "group").write_text("root:x:0:\nstaff:x:50:\n")
+
+    def spec(
+        self,
+        config: dict[str, Any] | None = None,
+        host_config: dict[str, Any] | None = None,
+        image: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        return build_spec(
+            container_id=CID,
+            image_config={"config": image or {"Cmd": ["sh"], "Env": ["PATH=/bin", "A=1"]}},
+            config=config or {},
+            host_config=host_config or {},
+            rootfs=self.rootfs,
+            container_dir=self.dir,
+        )
+
+    def test_image_command_and_env(self) -> None:
+        """Without Cmd the image's runs; the container's Env overrides the image's."""
+        spec = self.spec({"Env": ["A=2", "B=3"]})
+        self.assertEqual(spec["process"]["args"], ["sh"])
+        env = spec["process"]["env"]
+        self.assertIn("A=2", env)
+        self.assertIn("B=3", env)
+        self.assertNotIn("A=1", env)
+        self.assertIn(f"HOSTNAME={CID[:12]}", env)
+        self.assertEqual(spec["hostname"], CID[:12])
+
+    def test_entrypoint_and_cmd(self) -> None:
+        """A container Entrypoint drops the image's Cmd."""
+        spec = self.spec({"Entrypoint": ["echo"], "Cmd": None})
+        self.assertEqual(spec["process"]["args"], ["echo"])
+        spec = self.spec({"Cmd": ["echo", "hi"]}, image={"Entrypoint": ["/init"]})
+        self.assertEqual(spec["process"]["args"], ["/init", "echo", "hi"])
+
+    def test_no_command(self) -> None:
+        """Nothing to run is dockerd's 400."""
+        with self.assertRaises(InvalidParameter) as caught:
+            self.spec(image={"Env": []})
+        self.assertEqual(caught.exception.message, "No command specified")
+
+    def test_user(self) -> None:
+        """Names are looked up in the root's passwd and group files."""
+        self.assertEqual(
+            self.spec({"User": "www:staff"})["process"]["user"], {"uid": 33, "gid": 50}
+        )
+        self.assertEqual(self.spec({"User": "7:8"})["process"]["user"], {"uid": 7, "gid": 8})
+        self.assertRaises(NotFound, self.spec, {"User": "nobody"})
+
+    def test_capabilities(self) -> None:
+        """CapAdd/CapDrop work over Docker's default set."""
+        caps = self.spec(host_config={"CapAdd": ["NET_ADMIN"], "CapDrop": ["chown"]})[
+            "process"
+        ]["capabilities"]["bounding"]
+        self.assertIn("CAP_NET_ADMIN", caps)
+        self.assertNotIn("CAP_CHOWN", caps)
+        self.assertEqual(len(caps), len(DEFAULT_CAPABILITIES))
+        self.assertRaises(InvalidParameter, self.spec, host_config={"CapAdd": ["BOGUS"]})
+
+    def test_resources(self) -> None:
+        """Memory, NanoCpus, CpuShares, PidsLimit reach the cgroup settings."""
+        resources = self.spec(
+            host_config={"Memory": 1 << 26, "NanoCpus": 500_000_000, "CpuShares": 512, "PidsLimit": 9}
+        )["linux"]["resources"]
+        self.assertEqual(resources["memory"], {"limit": 1 << 26})
+        self.assertEqual(resources["cpu"], {"period": 100000, "quota": 50000, "shares": 512})
+        self.assertEqual(resources["pids"], {"limit": 9})
+
+    def test_mounts_and_etc_files(self) -> None:
+        """Binds, Tmpfs and the generated /etc files become mounts."""
+        spec = self.spec(
+            {"Hostname": "box"},
+            {"Binds": [f"{self.dir}:/data:ro"], "Tmpfs": {"/run": "size=1m"},
+             "ExtraHosts": ["db:10.0.0.2"], "Dns": ["1.1.1.1"]},
+        )  # fmt: skip
+        mounts = {m["destination"]: m for m in spec["mounts"]}
+        self.assertIn("ro", mounts["/data"]["options"])
+        self.assertEqual(mounts["/run"]["type"], "tmpfs")
+        self.assertIn("size=1m", mounts["/run"]["options"])
+        self.assertEqual(mounts["/etc/hosts"]["source"], str(self.dir / "hosts"))
+        self.assertIn("10.0.0.2\tdb", (self.dir / "hosts").read_text())
+        self.assertEqual((self.dir / "hostname").read_text(), "box\n")
+        self.assertEqual((self.dir / "resolv.conf").read_text().splitlines()[0], "nameserver 1.1.1.1")
+
+    def test_namespaces(self) -> None:
+        """Host network shares the host's; default gets its own."""
+        kinds = [n["type"] for n in self.spec()["linux"]["namespaces"]]
+        self.assertIn("network", kinds)
+        kinds = [
+            n["type"]
+            for n in self.spec(host_config={"NetworkMode": "host", "PidMode": "host"})[
+                "linux"
+            ]["namespaces"]
+        ]
+        self.assertNotIn("network", kinds)
+        self.assertNotIn("pid", kinds)
+
+    def test_privileged_init_readonly(self) -> None:
+        """Privileged drops the masks; Init wraps the command; ReadonlyRootfs."""
+        spec = self.spec(host_config={"Privileged": True, "Init": True, "ReadonlyRootfs": True})
+        self.assertNotIn("maskedPaths", spec["linux"])
+        self.assertEqual(spec["process"]["args"], ["/sbin/docker-init", "--", "sh"])
+        self.assertTrue(spec["root"]["readonly"])
+        self.assertIn("/proc/kcore", self.spec()["linux"]["maskedPaths"])
