@@ -32,7 +32,7 @@ def _table(path: Path) -> dict[str, int]:
     table = {}
     for line in _read(path).splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("-").isdigit():  # noqa: PLR2004
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
             table[parts[0]] = int(parts[1])
     return table
 
@@ -58,7 +58,7 @@ def stats(group: str, root: Path = CGROUP_ROOT) -> dict[str, Any]:
     io = []
     for line in _read(blkio / "blkio.throttle.io_service_bytes").splitlines():
         parts = line.split()
-        if len(parts) == 3 and ":" in parts[0]:  # noqa: PLR2004
+        if len(parts) == 3 and ":" in parts[0]:
             major, minor = parts[0].split(":")
             io.append(
                 {

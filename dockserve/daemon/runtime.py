@@ -17,9 +17,10 @@ Layout under the runtime's exec root::
     c/<id>/      conmon and container pid files, conmon's persist dir
 """
 
+import contextlib
 import json
-import re
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -27,14 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from attrs import define, field
+
 from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
-from twisted.internet.interfaces import IReadDescriptor
 
 from dockserve.daemon import cgroups
 from dockserve.daemon.contracts import (
@@ -59,12 +61,12 @@ class _Collect(ProcessProtocol):
         self.err = bytearray()
         self.done: Deferred[tuple[int, bytes, bytes]] = Deferred()
 
-    def childDataReceived(self, childFD: int, data: bytes) -> None:  # noqa: N802, N803
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
         (self.out if childFD == 1 else self.err).extend(data)
 
-    def processEnded(self, reason: Failure) -> None:  # noqa: N802
+    def processEnded(self, reason: Failure) -> None:
         code = 0
-        if reason.check(net_error.ProcessTerminated):
+        if isinstance(reason.value, net_error.ProcessTerminated):
             value: Any = reason.value
             code = (
                 value.exitCode
@@ -82,8 +84,8 @@ class _Conmon(ProcessProtocol):
         self.err = bytearray()
         self.created: Deferred[int] = Deferred()
 
-    def childDataReceived(self, childFD: int, data: bytes) -> None:  # noqa: N802, N803
-        if childFD == 3:  # noqa: PLR2004
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == 3:
             self.sync.extend(data)
             self._check()
         else:
@@ -103,7 +105,7 @@ class _Conmon(ProcessProtocol):
             text = str(message.get("message") or "container create failed")
             self.created.errback(SystemError_(_clean(text)))
 
-    def processEnded(self, reason: Failure) -> None:  # noqa: N802, ARG002
+    def processEnded(self, reason: Failure) -> None:  # noqa: ARG002
         self._check()
         if not self.created.called:
             text = bytes(self.err).decode(errors="replace").strip()
@@ -114,7 +116,7 @@ class _Conmon(ProcessProtocol):
 
 def _clean(text: str) -> str:
     """
-    runc's message without its log decoration (C{time=... level=error
+    Runc's message without its log decoration (C{time=... level=error
     msg="..."}), worded as dockerd words a failed create.
     """
     text = text.strip()
@@ -156,10 +158,10 @@ class _SeqPacketReader:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def logPrefix(self) -> str:  # noqa: N802
+    def logPrefix(self) -> str:
         return "attach"
 
-    def doRead(self) -> None:  # noqa: N802
+    def doRead(self) -> None:
         try:
             packet = self.sock.recv(65536)
         except BlockingIOError:
@@ -174,7 +176,7 @@ class _SeqPacketReader:
         if stream in (1, 2) and len(packet) > 1:
             self.stdio.output(stream, packet[1:])
 
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802, ARG002
+    def connectionLost(self, reason: Failure) -> None:  # noqa: ARG002
         self.stdio.lost()
 
 
@@ -215,10 +217,8 @@ class _Attached:
 
     def close_stdin(self) -> None:
         if self.reader is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
 
     def resize(self, height: int, width: int) -> None:
         try:
@@ -244,13 +244,13 @@ class _ExecProtocol(ProcessProtocol):
         self.closed: Deferred[None] = Deferred()
         self.err = bytearray()
 
-    def childDataReceived(self, childFD: int, data: bytes) -> None:  # noqa: N802, N803
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
         if self.on_output is not None and childFD in (1, 2):
             self.on_output(childFD, data)
 
-    def processEnded(self, reason: Failure) -> None:  # noqa: N802
+    def processEnded(self, reason: Failure) -> None:
         code = 0
-        if reason.check(net_error.ProcessTerminated):
+        if isinstance(reason.value, net_error.ProcessTerminated):
             value: Any = reason.value
             code = (
                 value.exitCode
@@ -273,16 +273,12 @@ class _Exec:
     closed: Deferred[None]
 
     def write_stdin(self, data: bytes) -> None:
-        try:
+        with contextlib.suppress(KeyError, OSError):
             self.transport.writeToChild(0, data)
-        except (KeyError, OSError):
-            pass
 
     def close_stdin(self) -> None:
-        try:
+        with contextlib.suppress(KeyError, OSError):
             self.transport.closeChildFD(0)
-        except (KeyError, OSError):
-            pass
 
     def resize(self, height: int, width: int) -> None:
         pass
@@ -584,14 +580,16 @@ class RuncRuntime:
         protocol.exited.addCallback(ended)
         if on_output is not None:
             learn = Deferred.fromCoroutine(self._await_pid(pid_file, protocol.exited))
-            learn.addCallback(lambda found: setattr(running, "pid", found or running.pid))
+            learn.addCallback(
+                lambda found: setattr(running, "pid", found or running.pid)
+            )
         return running
 
     async def _await_pid(self, pid_file: str, ended: Deferred[int]) -> int:
         waited = 0.0
-        while waited < 10:  # noqa: PLR2004
+        while waited < 10:
             try:
-                text = Path(pid_file).read_text().strip()
+                text = Path(pid_file).read_text().strip()  # noqa: ASYNC240 (a tiny pid file)
             except OSError:
                 text = ""
             if text:
@@ -625,10 +623,6 @@ class RuncRuntime:
         """Containers in runc's root or with a monitor directory."""
         names: set[str] = set()
         for path in (self._runc_root, self._monitors):
-            try:
+            with contextlib.suppress(OSError):
                 names.update(p.name for p in path.iterdir() if p.is_dir())
-            except OSError:
-                pass
         return sorted(names)
-
-

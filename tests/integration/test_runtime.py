@@ -60,7 +60,12 @@ class RuncRuntimeTests(TestCase):
         directory = self.base / cid
         for sub in ("rootfs", "upper", "work"):
             (directory / sub).mkdir(parents=True)
-        rootfs.mount_rootfs([str(self.layer)], directory / "upper", directory / "work", directory / "rootfs")
+        rootfs.mount_rootfs(
+            [str(self.layer)],
+            directory / "upper",
+            directory / "work",
+            directory / "rootfs",
+        )
         self.ids.append(cid)
         spec = build_spec(
             container_id=cid,
@@ -76,9 +81,13 @@ class RuncRuntimeTests(TestCase):
     async def test_run_attach_exit(self) -> None:
         """Output arrives by stream, stdin reaches the process, the code is kept."""
         cid = "a" * 64
-        bundle = self.bundle(cid, ["sh", "-c", "cat; echo err >&2; exit 3"], OpenStdin=True)
+        bundle = self.bundle(
+            cid, ["sh", "-c", "cat; echo err >&2; exit 3"], OpenStdin=True
+        )
         log = str(self.base / "log")
-        state = await self.runtime.create(cid, bundle, log_path=log, tty=False, open_stdin=True)
+        state = await self.runtime.create(
+            cid, bundle, log_path=log, tty=False, open_stdin=True
+        )
         self.assertEqual(state.status, "created")
         out: list[tuple[int, bytes]] = []
         stdio = await self.runtime.attach(cid, lambda s, d: out.append((s, d)))
@@ -90,10 +99,13 @@ class RuncRuntimeTests(TestCase):
         self.assertEqual(self.runtime.exit_status(cid), status)
         await stdio.closed
         self.assertEqual(
-            (b"".join(d for s, d in out if s == 1), b"".join(d for s, d in out if s == 2)),
+            (
+                b"".join(d for s, d in out if s == 1),
+                b"".join(d for s, d in out if s == 2),
+            ),
             (b"in\n", b"err\n"),
         )
-        self.assertIn("stdout F in", Path(log).read_text())
+        self.assertIn("stdout F in", Path(log).read_text())  # noqa: ASYNC240
         self.assertEqual((await self.runtime.state(cid)).status, "stopped")
         await self.runtime.delete(cid)
         self.assertEqual((await self.runtime.state(cid)).status, None)
@@ -103,19 +115,36 @@ class RuncRuntimeTests(TestCase):
         cid = "b" * 64
         bundle = self.bundle(cid, ["nosuch"])
         with self.assertRaises(SystemError_) as caught:
-            await self.runtime.create(cid, bundle, log_path=str(self.base / "log"), tty=False, open_stdin=False)
-        self.assertIn('exec: "nosuch": executable file not found in $PATH', caught.exception.message)
+            await self.runtime.create(
+                cid,
+                bundle,
+                log_path=str(self.base / "log"),
+                tty=False,
+                open_stdin=False,
+            )
+        self.assertIn(
+            'exec: "nosuch": executable file not found in $PATH',
+            caught.exception.message,
+        )
 
     async def test_exec_and_kill(self) -> None:
         """An exec runs beside the main process; kill ends it with 128+N."""
         cid = "d" * 64
         bundle = self.bundle(cid, ["sleep", "100"])
-        await self.runtime.create(cid, bundle, log_path=str(self.base / "log"), tty=False, open_stdin=False)
+        await self.runtime.create(
+            cid, bundle, log_path=str(self.base / "log"), tty=False, open_stdin=False
+        )
         await self.runtime.start(cid)
         out: list[bytes] = []
-        process = {"args": ["sh", "-c", "cat; exit 5"], "env": ["PATH=/bin"], "cwd": "/",
-                   "user": {"uid": 0, "gid": 0}}  # fmt: skip
-        proc = await self.runtime.exec(cid, process, on_output=lambda _s, d: out.append(d))
+        process = {
+            "args": ["sh", "-c", "cat; exit 5"],
+            "env": ["PATH=/bin"],
+            "cwd": "/",
+            "user": {"uid": 0, "gid": 0},
+        }
+        proc = await self.runtime.exec(
+            cid, process, on_output=lambda _s, d: out.append(d)
+        )
         proc.write_stdin(b"x")
         proc.close_stdin()
         self.assertEqual(await proc.exited, 5)

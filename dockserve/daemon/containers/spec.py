@@ -135,10 +135,7 @@ def _capabilities(host_config: dict[str, Any]) -> list[str]:
         if cap != "ALL" and cap not in ALL_CAPABILITIES:
             msg = f"unknown capability: {cap!r}"
             raise InvalidParameter(msg)
-    if "ALL" in drops:
-        caps = []
-    else:
-        caps = [c for c in caps if c not in drops]
+    caps = [] if "ALL" in drops else [c for c in caps if c not in drops]
     if "ALL" in adds:
         caps = list(ALL_CAPABILITIES)
     else:
@@ -218,7 +215,10 @@ def _user_mounts(
         kind = mount.get("Type", "volume")
         target = mount.get("Target", "")
         if not target.startswith("/"):
-            msg = f"invalid mount config for type \"{kind}\": invalid mount path: '{target}' mount path must be absolute"
+            msg = (
+                f'invalid mount config for type "{kind}": invalid mount path: '
+                f"'{target}' mount path must be absolute"
+            )
             raise InvalidParameter(msg)
         options = ["ro"] if mount.get("ReadOnly") else []
         if kind == "tmpfs":
@@ -240,7 +240,10 @@ def _user_mounts(
             source = str(data)
         elif kind == "bind":
             if not Path(source).exists():
-                msg = f'invalid mount config for type "bind": bind source path does not exist: {source}'
+                msg = (
+                    'invalid mount config for type "bind": '
+                    f"bind source path does not exist: {source}"
+                )
                 raise InvalidParameter(msg)
             propagation = (mount.get("BindOptions") or {}).get("Propagation")
             if propagation:

@@ -32,7 +32,9 @@ class BuildSpecTests(SynchronousTestCase):
     ) -> dict[str, Any]:
         return build_spec(
             container_id=CID,
-            image_config={"config": image or {"Cmd": ["sh"], "Env": ["PATH=/bin", "A=1"]}},
+            image_config={
+                "config": image or {"Cmd": ["sh"], "Env": ["PATH=/bin", "A=1"]}
+            },
             config=config or {},
             host_config=host_config or {},
             rootfs=self.rootfs,
@@ -68,7 +70,9 @@ class BuildSpecTests(SynchronousTestCase):
         self.assertEqual(
             self.spec({"User": "www:staff"})["process"]["user"], {"uid": 33, "gid": 50}
         )
-        self.assertEqual(self.spec({"User": "7:8"})["process"]["user"], {"uid": 7, "gid": 8})
+        self.assertEqual(
+            self.spec({"User": "7:8"})["process"]["user"], {"uid": 7, "gid": 8}
+        )
         self.assertRaises(NotFound, self.spec, {"User": "nobody"})
 
     def test_capabilities(self) -> None:
@@ -79,15 +83,24 @@ class BuildSpecTests(SynchronousTestCase):
         self.assertIn("CAP_NET_ADMIN", caps)
         self.assertNotIn("CAP_CHOWN", caps)
         self.assertEqual(len(caps), len(DEFAULT_CAPABILITIES))
-        self.assertRaises(InvalidParameter, self.spec, host_config={"CapAdd": ["BOGUS"]})
+        self.assertRaises(
+            InvalidParameter, self.spec, host_config={"CapAdd": ["BOGUS"]}
+        )
 
     def test_resources(self) -> None:
         """Memory, NanoCpus, CpuShares, PidsLimit reach the cgroup settings."""
         resources = self.spec(
-            host_config={"Memory": 1 << 26, "NanoCpus": 500_000_000, "CpuShares": 512, "PidsLimit": 9}
+            host_config={
+                "Memory": 1 << 26,
+                "NanoCpus": 500_000_000,
+                "CpuShares": 512,
+                "PidsLimit": 9,
+            }
         )["linux"]["resources"]
         self.assertEqual(resources["memory"], {"limit": 1 << 26})
-        self.assertEqual(resources["cpu"], {"period": 100000, "quota": 50000, "shares": 512})
+        self.assertEqual(
+            resources["cpu"], {"period": 100000, "quota": 50000, "shares": 512}
+        )
         self.assertEqual(resources["pids"], {"limit": 9})
 
     def test_mounts_and_etc_files(self) -> None:
@@ -104,7 +117,9 @@ class BuildSpecTests(SynchronousTestCase):
         self.assertEqual(mounts["/etc/hosts"]["source"], str(self.dir / "hosts"))
         self.assertIn("10.0.0.2\tdb", (self.dir / "hosts").read_text())
         self.assertEqual((self.dir / "hostname").read_text(), "box\n")
-        self.assertEqual((self.dir / "resolv.conf").read_text().splitlines()[0], "nameserver 1.1.1.1")
+        self.assertEqual(
+            (self.dir / "resolv.conf").read_text().splitlines()[0], "nameserver 1.1.1.1"
+        )
 
     def test_namespaces(self) -> None:
         """Host network shares the host's; default gets its own."""
@@ -121,7 +136,9 @@ class BuildSpecTests(SynchronousTestCase):
 
     def test_privileged_init_readonly(self) -> None:
         """Privileged drops the masks; Init wraps the command; ReadonlyRootfs."""
-        spec = self.spec(host_config={"Privileged": True, "Init": True, "ReadonlyRootfs": True})
+        spec = self.spec(
+            host_config={"Privileged": True, "Init": True, "ReadonlyRootfs": True}
+        )
         self.assertNotIn("maskedPaths", spec["linux"])
         self.assertEqual(spec["process"]["args"], ["/sbin/docker-init", "--", "sh"])
         self.assertTrue(spec["root"]["readonly"])
