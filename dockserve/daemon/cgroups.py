@@ -37,6 +37,13 @@ def _table(path: Path) -> dict[str, int]:
     return table
 
 
+def _meminfo_total() -> int:
+    for line in _read(Path("/proc/meminfo")).splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def stats(group: str, root: Path = CGROUP_ROOT) -> dict[str, Any]:
     """
     The counters of cgroup C{group} (a path relative to each controller).
@@ -54,6 +61,10 @@ def stats(group: str, root: Path = CGROUP_ROOT) -> dict[str, Any]:
     memory = root / "memory" / group
     memory_table = _table(memory / "memory.stat")
     limit = _int(memory / "memory.limit_in_bytes")
+    host_total = _meminfo_total()
+    if host_total and (not limit or limit > host_total):
+        # No limit reads as a huge number; dockerd shows the host's memory.
+        limit = host_total
     blkio = root / "blkio" / group
     io = []
     for line in _read(blkio / "blkio.throttle.io_service_bytes").splitlines():
