@@ -107,11 +107,14 @@ class AdoptedSocketEndpoint:
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """Adopt the descriptor (a duplicate of it) and close the original."""
         try:
-            family = socket.socket(fileno=os.dup(self._fd))
+            probe = socket.socket(fileno=os.dup(self._fd))
             try:
-                address_family = family.family
+                address_family = probe.family
+                # The reactor adopts only non-blocking sockets; systemd
+                # passes blocking ones.
+                probe.setblocking(False)
             finally:
-                family.close()
+                probe.close()
             assert isinstance(protocolFactory, Factory)
             port = self._reactor.adoptStreamPort(
                 self._fd, address_family, protocolFactory

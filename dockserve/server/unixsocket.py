@@ -187,6 +187,8 @@ def bind(path: str, backlog: int = 128) -> BoundSocket:
     try:
         sock.bind(staged)
         sock.listen(backlog)
+        # The reactor adopts only non-blocking sockets.
+        sock.setblocking(False)
     except BaseException:
         sock.close()
         if os.path.lexists(staged):
