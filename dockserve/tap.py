@@ -71,23 +71,61 @@ class Options(usage.Options):
     optFlags: Sequence[Sequence[str | None]] = [
         ["debug", "D", "Enable debug mode: debug logging and /debug endpoints."],
         ["tls", None, "Use TLS on TCP listeners; implied by --tlsverify."],
-        ["tlsverify", None, "Use TLS and require client certificates signed by --tlscacert."],
-        ["no-buffer", None, "Serve requests before state is restored instead of holding them."],
+        [
+            "tlsverify",
+            None,
+            "Use TLS and require client certificates signed by --tlscacert.",
+        ],
+        [
+            "no-buffer",
+            None,
+            "Serve requests before state is restored instead of holding them.",
+        ],
     ]
 
     optParameters: Sequence[Sequence[Any]] = [
-        ["group", "G", unixsocket.DEFAULT_GROUP, "Group owning the unix socket (0660)."],
-        ["tlscacert", None, None, "CA certificate clients must be signed by (default ~/.docker/ca.pem)."],
+        [
+            "group",
+            "G",
+            unixsocket.DEFAULT_GROUP,
+            "Group owning the unix socket (0660).",
+        ],
+        [
+            "tlscacert",
+            None,
+            None,
+            "CA certificate clients must be signed by (default ~/.docker/ca.pem).",
+        ],
         ["tlscert", None, None, "Server TLS certificate (default ~/.docker/cert.pem)."],
         ["tlskey", None, None, "Server TLS private key (default ~/.docker/key.pem)."],
         ["api-cors-header", None, None, "Set CORS headers in the API for this origin."],
         ["log-level", "l", "info", "Log level: debug, info, warn, error or fatal."],
         ["log-format", None, "text", "Log format: text or json (one object per line)."],
-        ["data-root", None, None, "Persistent state (default /var/lib/dockserve as root)."],
-        ["exec-root", None, "/run/dockserve", "Runtime state: sockets, pid and exit files."],
+        [
+            "data-root",
+            None,
+            None,
+            "Persistent state (default /var/lib/dockserve as root).",
+        ],
+        [
+            "exec-root",
+            None,
+            "/run/dockserve",
+            "Runtime state: sockets, pid and exit files.",
+        ],
         ["runtime", None, "runc", "OCI runtime binary for containers."],
-        ["activation-timeout", None, str(DEFAULT_TIMEOUT), "Seconds a connection is held during start-up before a 503."],
-        ["activation-delay", None, "0", "For testing: seconds to wait before restoring state."],
+        [
+            "activation-timeout",
+            None,
+            str(DEFAULT_TIMEOUT),
+            "Seconds a connection is held during start-up before a 503.",
+        ],
+        [
+            "activation-delay",
+            None,
+            "0",
+            "For testing: seconds to wait before restoring state.",
+        ],
     ]
 
     def __init__(
@@ -140,9 +178,7 @@ class Options(usage.Options):
         """Validate every flag; raise L{usage.UsageError} naming the bad one."""
         default_unix = default_unix_socket(self.environ)
         try:
-            parsed = [
-                hosts.parse(h, default_unix=default_unix) for h in self["hosts"]
-            ]
+            parsed = [hosts.parse(h, default_unix=default_unix) for h in self["hosts"]]
         except hosts.InvalidHost as e:
             raise usage.UsageError(f"-H/--host: {e}") from e
         if not parsed:
@@ -186,7 +222,9 @@ class Options(usage.Options):
 
         for flag in ("data-root", "exec-root"):
             if self[flag] is not None and not os.path.isabs(self[flag]):
-                raise usage.UsageError(f"--{flag}: {self[flag]!r} is not an absolute path")
+                raise usage.UsageError(
+                    f"--{flag}: {self[flag]!r} is not an absolute path"
+                )
         if self["data-root"] is None:
             self["data-root"] = default_data_root(self.environ)
 
@@ -318,9 +356,7 @@ class DaemonService(MultiService):
         _log.failure("Restoring the daemon's state failed", failure)
         self.activation.errback(failure)
         self.activation.addErrback(lambda _: None)
-        self._stderr.write(
-            f"dockserve: cannot start: {failure.getErrorMessage()}\n"
-        )
+        self._stderr.write(f"dockserve: cannot start: {failure.getErrorMessage()}\n")
         self._stderr.flush()
         if self._reactor.running:
             self._reactor.stop()
@@ -329,9 +365,7 @@ class DaemonService(MultiService):
         self._notifier.notify("STOPPING=1")
         stopping: Deferred[Any] = maybeDeferred(super().stopService)
         stopping.addCallback(lambda _: self.daemon.stop())
-        stopping.addErrback(
-            lambda f: _log.failure("Error while stopping", f)
-        )
+        stopping.addErrback(lambda f: _log.failure("Error while stopping", f))
         return stopping.addCallback(lambda _: None)
 
 
@@ -380,7 +414,9 @@ def _make_service(
     backend = create_daemon(config_from(options), reactor)
     site = make_site(
         make_resource(
-            backend, debug=bool(options["debug"]), cors_origin=options["api-cors-header"]
+            backend,
+            debug=bool(options["debug"]),
+            cors_origin=options["api-cors-header"],
         )
     )
     service = DaemonService(
@@ -393,7 +429,12 @@ def _make_service(
     )
     creator: IOpenSSLServerConnectionCreator | None = options["tls-creator"]
     for host in options["parsed-hosts"]:
-        if host.is_tcp and not host.is_loopback and creator is None and not host.encrypted:
+        if (
+            host.is_tcp
+            and not host.is_loopback
+            and creator is None
+            and not host.encrypted
+        ):
             _log.warn(
                 "Binding to {host} without TLS: anyone who can reach this address"
                 " can control the daemon, which is root on this machine."
@@ -419,7 +460,7 @@ def _make_service(
 
 
 def makeService(options: Options) -> IService:
-    """twistd's entry point: the service tree on the global reactor."""
+    """Twistd's entry point: the service tree on the global reactor."""
     from twisted.internet import reactor  # noqa: PLC0415
 
     return _make_service(options, reactor)

@@ -12,8 +12,6 @@ import os
 import socket
 from collections.abc import MutableMapping
 
-from zope.interface import implementer
-
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -23,6 +21,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from zope.interface import implementer
 
 #: The first descriptor systemd passes (after stdin, stdout, stderr).
 SD_LISTEN_FDS_START = 3
@@ -183,7 +182,7 @@ def taken_by_twisted() -> list[int]:
     """
     from twisted.internet import endpoints  # noqa: PLC0415
 
-    listen_fds = getattr(endpoints._SystemdParser, "_sddaemon", None)  # noqa: SLF001
+    listen_fds = getattr(endpoints._SystemdParser, "_sddaemon", None)
     if listen_fds is None:
         return []
     return list(listen_fds.inheritedDescriptors())

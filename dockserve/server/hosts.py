@@ -135,12 +135,9 @@ def parse(value: str, *, default_unix: str) -> HostDescription:
             return HostDescription("unix", f"unix://{path}", path=path)
     if kind in {"tcp", "tcp6", "ssl"}:
         port_text = rest.split(":", 1)[0]
-        if port_text.startswith("port="):
-            port_text = port_text[len("port=") :]
+        port_text = port_text.removeprefix("port=")
         _check_port(value, port_text)
-    return HostDescription(
-        "strports", value, endpoint=value, encrypted=kind == "ssl"
-    )
+    return HostDescription("strports", value, endpoint=value, encrypted=kind == "ssl")
 
 
 def _parse_tcp(value: str, address: str) -> HostDescription:

@@ -13,8 +13,6 @@ answered with a JSON 503 and closed, rather than hanging forever.
 import json
 from typing import Any
 
-from zope.interface import implementer
-
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
@@ -28,6 +26,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 #: How long a connection may wait for activation (dockerd waits forever).
 DEFAULT_TIMEOUT = 60.0
@@ -190,7 +189,9 @@ class _BufferingFactory(Factory):
     def buildProtocol(self, addr: IAddress) -> Protocol | None:
         if self._gate.open:
             return self._factory.buildProtocol(addr)  # type: ignore[return-value]
-        return _HeldProtocol(self._gate, self._factory, addr, self._clock, self._timeout)
+        return _HeldProtocol(
+            self._gate, self._factory, addr, self._clock, self._timeout
+        )
 
     def __getattr__(self, name: str) -> Any:
         # Site's attributes (displayTracebacks, sessions...) stay reachable.

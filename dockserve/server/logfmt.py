@@ -13,8 +13,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from zope.interface import implementer
-
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -23,6 +21,7 @@ from twisted.logger import (
     LogPublisher,
     formatEvent,
 )
+from zope.interface import implementer
 
 #: C{--log-level} values, as dockerd names them.
 LEVELS = {
@@ -99,13 +98,18 @@ def render_json(event: dict[str, Any]) -> str:
         except Exception:
             record["error"] = repr(failure)
     for key, value in event.items():
-        if key.startswith(("log_", "_")) or key in record or key in {
-            "format",
-            "message",
-            "system",
-            "isError",
-            "time",
-        }:
+        if (
+            key.startswith(("log_", "_"))
+            or key in record
+            or key
+            in {
+                "format",
+                "message",
+                "system",
+                "isError",
+                "time",
+            }
+        ):
             continue
         record[key] = value if _jsonable(value) else repr(value)
     return json.dumps(record) + "\n"
@@ -115,7 +119,9 @@ def render_json(event: dict[str, Any]) -> str:
 class StreamObserver:
     """Write each event, rendered, to a text stream and flush it."""
 
-    def __init__(self, stream: IO[str], render: Callable[[dict[str, Any]], str]) -> None:
+    def __init__(
+        self, stream: IO[str], render: Callable[[dict[str, Any]], str]
+    ) -> None:
         self._stream = stream
         self._render = render
 

@@ -10,7 +10,6 @@ lets anyone in.  The files default to C{~/.docker/{ca,cert,key}.pem}.
 import os
 
 from attrs import frozen
-from zope.interface import implementer
 
 from OpenSSL import SSL
 from twisted.internet import ssl
@@ -22,6 +21,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
 
 
 class TLSFileError(ValueError):
@@ -58,9 +58,7 @@ def _read(flag: str, path: str) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise TLSFileError(
-            f"{flag}: cannot read {path}: {e.strerror or e}"
-        ) from e
+        raise TLSFileError(f"{flag}: cannot read {path}: {e.strerror or e}") from e
 
 
 def server_creator(settings: TLSSettings) -> IOpenSSLServerConnectionCreator:
@@ -95,9 +93,7 @@ def server_creator(settings: TLSSettings) -> IOpenSSLServerConnectionCreator:
                 f"--tlscacert: {settings.ca} is not a PEM certificate: {e}"
             ) from e
         if not authorities:
-            raise TLSFileError(
-                f"--tlscacert: {settings.ca} holds no PEM certificate"
-            )
+            raise TLSFileError(f"--tlscacert: {settings.ca} holds no PEM certificate")
         trust = ssl.trustRootFromCertificates(authorities)
     try:
         options = ssl.CertificateOptions(
@@ -149,5 +145,5 @@ class TLSServerEndpoint:
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """Listen with every connection wrapped in TLS."""
         return self._endpoint.listen(
-            TLSMemoryBIOFactory(self._creator, False, protocolFactory)  # noqa: FBT003
+            TLSMemoryBIOFactory(self._creator, False, protocolFactory)
         )

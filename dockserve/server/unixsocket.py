@@ -18,7 +18,6 @@ import stat
 import tempfile
 
 from attrs import frozen
-from zope.interface import implementer
 
 from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -30,6 +29,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from zope.interface import implementer
 
 SOCKET_MODE = 0o660
 DEFAULT_GROUP = "docker"
@@ -246,7 +246,9 @@ class _UNIXSocketPort:
                 os.unlink(self._bound.staged)
             os.rmdir(self._bound.private)
         except OSError as e:
-            _log.warn("Cannot clean up {path}: {error}", path=self._bound.private, error=e)
+            _log.warn(
+                "Cannot clean up {path}: {error}", path=self._bound.private, error=e
+            )
         return result
 
     def getHost(self) -> UNIXAddress:

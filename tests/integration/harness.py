@@ -122,7 +122,9 @@ class RunningDaemon:
             if status == 200:
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"dockserve did not answer /_ping in {timeout}s:\n{self.log()}")
+        raise RuntimeError(
+            f"dockserve did not answer /_ping in {timeout}s:\n{self.log()}"
+        )
 
     def log(self) -> str:
         """Everything the daemon wrote so far."""
@@ -167,7 +169,7 @@ def start_daemon(
     """
     directory = Path(tempfile.mkdtemp(prefix="dockserve-it-"))
     daemon = RunningDaemon(directory, extra_args)
-    test_case.addCleanup(shutil.rmtree, str(directory), True)  # noqa: FBT003
+    test_case.addCleanup(shutil.rmtree, str(directory), True)
     test_case.addCleanup(daemon.stop)
     daemon.start()
     return daemon
