@@ -18,12 +18,15 @@ Layout under the runtime's exec root::
 """
 
 import contextlib
+import fcntl
 import json
 import os
 import re
 import shutil
 import socket
+import struct
 import tempfile
+import termios
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +248,8 @@ class _ExecProtocol(ProcessProtocol):
         self.err = bytearray()
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == 2:
+            self.err.extend(data[:4096])
         if self.on_output is not None and childFD in (1, 2):
             self.on_output(childFD, data)
 
@@ -285,6 +290,76 @@ class _Exec:
 
     def detach(self) -> None:
         self.protocol.on_output = None
+
+
+@implementer(IReadDescriptor)
+class _Pty:
+    """The master side of an exec's TTY, read by the reactor."""
+
+    def __init__(self, reactor: Any, fd: int, on_output: OutputCallback | None) -> None:
+        self.reactor = reactor
+        self.fd = fd
+        self.on_output = on_output
+        self.done: Deferred[None] = Deferred()
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def logPrefix(self) -> str:
+        return "exec-tty"
+
+    def doRead(self) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.lost()
+        elif self.on_output is not None:
+            self.on_output(1, data)
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: ARG002
+        self.lost()
+
+    def lost(self) -> None:
+        if self.fd >= 0:
+            self.reactor.removeReader(self)
+            os.close(self.fd)
+            self.fd = -1
+        if not self.done.called:
+            self.done.callback(None)
+
+
+@define
+class _PtyExec:
+    """An L{ExecProcess} with a TTY."""
+
+    pty: _Pty
+    pid: int
+    exited: Deferred[int]
+    closed: Deferred[None]
+
+    def write_stdin(self, data: bytes) -> None:
+        if self.pty.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self.pty.fd, data)
+
+    def close_stdin(self) -> None:
+        self.write_stdin(b"\x04")
+
+    def resize(self, height: int, width: int) -> None:
+        if self.pty.fd >= 0:
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(
+                    self.pty.fd,
+                    termios.TIOCSWINSZ,
+                    struct.pack("HHHH", height, width, 0, 0),
+                )
+
+    def detach(self) -> None:
+        self.pty.on_output = None
 
 
 class RuncRuntime:
@@ -539,6 +614,8 @@ class RuncRuntime:
         monitor = self._monitors / container_id
         monitor.mkdir(parents=True, exist_ok=True)
         process = dict(process)
+        if process.get("terminal") and on_output is not None:
+            return await self._tty_exec(container_id, process, on_output, monitor)
         process["terminal"] = False
         fd, name = tempfile.mkstemp(prefix="exec-", suffix=".json", dir=monitor)
         with os.fdopen(fd, "w") as f:
@@ -584,6 +661,84 @@ class RuncRuntime:
                 lambda found: setattr(running, "pid", found or running.pid)
             )
         return running
+
+    async def _tty_exec(
+        self,
+        container_id: str,
+        process: dict[str, Any],
+        on_output: OutputCallback,
+        monitor: Path,
+    ) -> ExecProcess:
+        """
+        C{runc exec} with a TTY: runc hands the pty's master over a
+        console socket; the reactor reads and writes it.
+        """
+        fd, name = tempfile.mkstemp(prefix="exec-", suffix=".json", dir=monitor)
+        with os.fdopen(fd, "w") as f:
+            json.dump(process, f)
+        pid_file = name[:-5] + ".pid"
+        # runc must connect to it by path: keep the path short.
+        socket_dir = tempfile.mkdtemp(prefix="ds-", dir="/tmp")
+        console_path = str(Path(socket_dir) / "c")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(console_path)
+        listener.listen(1)
+        listener.setblocking(False)
+        argv = [
+            self._runc, f"--root={self._runc_root}", "exec",
+            "--process", name, "--pid-file", pid_file,
+            "--console-socket", console_path, "-d", container_id,
+        ]  # fmt: skip
+        protocol = _ExecProtocol(None)
+        self._reactor.spawnProcess(
+            protocol, argv[0], argv, env=dict(os.environ),
+            childFDs={0: "w", 1: "r", 2: "r"},
+        )  # fmt: skip
+        try:
+            master = await self._receive_master(listener, protocol)
+        finally:
+            listener.close()
+            shutil.rmtree(socket_dir, ignore_errors=True)
+        stdio = _Pty(self._reactor, master, on_output)
+        self._reactor.addReader(stdio)
+        pid = await self._await_pid(pid_file, protocol.exited)
+        exited: Deferred[int] = Deferred()
+
+        # runc only hands over a console when it detaches, so the process
+        # is not our child: its end is seen, its code is not (0).
+        def cleanup(_: object) -> None:
+            for path in (name, pid_file):
+                Path(path).unlink(missing_ok=True)
+
+        protocol.exited.addCallback(cleanup)
+        self._watch_pid(pid, exited)
+        exited.addCallback(lambda code: stdio.done.addCallback(lambda _: code))
+
+        return _PtyExec(stdio, pid, exited, stdio.done)
+
+    async def _receive_master(
+        self, listener: socket.socket, protocol: _ExecProtocol
+    ) -> int:
+        ended = protocol.exited
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                if ended.called:
+                    message = _runc_message(bytes(protocol.err)) or "no console"
+                    raise SystemError_(_clean(message)) from None
+                pause: Deferred[None] = Deferred()
+                self._reactor.callLater(0.005, pause.callback, None)
+                await pause
+                continue
+            with conn:
+                conn.setblocking(True)
+                conn.settimeout(5)
+                _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+            if not fds:
+                raise SystemError_("OCI runtime exec failed: no console")
+            os.set_blocking(fds[0], False)
+            return fds[0]
 
     async def _await_pid(self, pid_file: str, ended: Deferred[int]) -> int:
         waited = 0.0
