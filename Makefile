@@ -48,7 +48,7 @@ system-deps: .stamp-system
 .stamp-venv: pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --config-settings editable_mode=compat -e '.[dev]'
 	@touch $@
 
 bench: setup
