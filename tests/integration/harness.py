@@ -98,7 +98,7 @@ class RunningDaemon:
     def start(self, *, wait: bool = True) -> None:
         """Start it; with C{wait}, return once C{/_ping} answers."""
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        with open(self.log_path, "ab") as log:
+        with Path(self.log_path).open("ab") as log:
             self.process = subprocess.Popen(
                 self.argv(), stdout=log, stderr=log, env=env, cwd=str(self.directory)
             )
