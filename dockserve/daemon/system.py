@@ -365,7 +365,7 @@ class SystemService:
                 "Volume": ["local"],
                 "Network": ["bridge", "host", "none"],
                 "Authorization": None,
-                "Log": ["k8s-file"],
+                "Log": ["json-file"],
             },
             **limits,
             "Debug": self._config.debug,
@@ -374,7 +374,7 @@ class SystemService:
             "SystemTime": datetime.now()
             .astimezone()
             .isoformat(timespec="microseconds"),
-            "LoggingDriver": "k8s-file",
+            "LoggingDriver": "json-file",
             "CgroupDriver": "cgroupfs",
             "CgroupVersion": self._cgroup_version,
             "NEventsListener": 0,

@@ -11,7 +11,7 @@ import os
 
 from attrs import frozen
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -77,7 +77,7 @@ def server_creator(settings: TLSSettings) -> IOpenSSLServerConnectionCreator:
             f"--tlscert: {settings.cert} is not a PEM certificate: {e}"
         ) from e
     try:
-        key = ssl.KeyPair.load(key_pem, ssl.FILETYPE_PEM)
+        key = ssl.KeyPair.load(key_pem, crypto.FILETYPE_PEM)
     except Exception as e:
         raise TLSFileError(
             f"--tlskey: {settings.key} is not a PEM private key: {e}"

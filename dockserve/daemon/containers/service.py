@@ -63,6 +63,9 @@ from dockserve.errors import (
 #: The seconds C{docker stop} waits before SIGKILL when nothing says otherwise.
 DEFAULT_STOP_TIMEOUT = 10
 
+#: The log driver a container has unless it names another; see create().
+LOG_DRIVER = "json-file"
+
 #: The log file of a container, in its directory (conmon's k8s-file format).
 LOG_FILE = "container.log"
 
@@ -318,7 +321,13 @@ class ContainerService:
         if host_config["NetworkMode"] == "default":
             host_config["NetworkMode"] = "bridge"
         host_config.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
-        host_config.setdefault("LogConfig", {"Type": "k8s-file", "Config": {}})
+        log_config = dict(host_config.get("LogConfig") or {})
+        # conmon writes a k8s-file log, but it is read through the API just
+        # as dockerd's default driver is, so it is named json-file: the
+        # Docker SDK's containers.run() returns output only for that name.
+        log_config["Type"] = log_config.get("Type") or LOG_DRIVER
+        log_config["Config"] = log_config.get("Config") or {}
+        host_config["LogConfig"] = log_config
         rec = ContainerRecord(
             id=container_id,
             name=full_name,
@@ -1524,7 +1533,7 @@ def _host_config_view(host_config: dict[str, Any]) -> dict[str, Any]:
     defaults: dict[str, Any] = {
         "Binds": None,
         "ContainerIDFile": "",
-        "LogConfig": {"Type": "k8s-file", "Config": {}},
+        "LogConfig": {"Type": LOG_DRIVER, "Config": {}},
         "NetworkMode": "bridge",
         "PortBindings": {},
         "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
