@@ -307,7 +307,7 @@ class ImageService:
             "RepoTags": self._repo_tags(record.id),
             "RepoDigests": self._repo_digests(record),
             "Parent": "",
-            "Comment": config.get("comment", ""),
+            "Comment": _comment(config),
             "Created": config.get("created", _ZERO_TIME),
             "DockerVersion": config.get("docker_version", ""),
             "Author": config.get("author", ""),
@@ -784,6 +784,15 @@ class ImageService:
     ) -> "Deferred[list[dict[str, Any]]]":
         """C{GET /images/search}: there is no index this daemon can reach."""
         return maybeDeferred(self._registry_client().search, term, limit)
+
+
+def _comment(config: dict[str, Any]) -> str:
+    """The image's comment, or its last history entry's, as dockerd shows it."""
+    comment = config.get("comment") or ""
+    history = config.get("history") or []
+    if not comment and history:
+        comment = history[-1].get("comment") or ""
+    return str(comment)
 
 
 def _label_match(labels: dict[str, str], spec: str) -> bool:
