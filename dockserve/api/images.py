@@ -12,10 +12,15 @@ thread with back-pressure, so a large image never sits in memory.
 import base64
 import binascii
 import json
+import re
 import threading
+from collections import deque
+from collections.abc import Callable
 from typing import IO, Any, Protocol
+from urllib.parse import parse_qs
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IPushProducer
 from twisted.web.server import Request
 
 from dockserve.api.params import query, query_all, query_bool, query_filters, query_int
@@ -229,6 +234,284 @@ class _ResponseWriter:
             raise OSError("the client went away")
 
 
+#: The upload paths whose body a handler reads as it arrives: C{/images/load}
+#: and C{/images/create}, bare or under C{/v<version>}.
+_UPLOAD_PATH = re.compile(rb"(?:/v[0-9.]+)?/images/(load|create)\Z")
+
+
+def streamed_upload(method: bytes, uri: bytes) -> bool:
+    """
+    Whether the request C{method uri} is an image upload that is handed to
+    its handler as its body arrives: C{POST /images/load}, and C{POST
+    /images/create?fromSrc=-}.
+    """
+    if method.upper() != b"POST":
+        return False
+    path, _, query_string = uri.partition(b"?")
+    match = _UPLOAD_PATH.match(path)
+    if match is None:
+        return False
+    if match.group(1) == b"load":
+        return True
+    return parse_qs(query_string).get(b"fromSrc", [b""])[-1] == b"-"
+
+
+class BodyPipe:
+    """
+    A streamed upload's C{request.content}: the reactor writes the body's
+    chunks as they arrive, a worker thread reads them as from a file.
+
+    At most about L{HIGH} bytes wait in it: past that the connection stops
+    reading (TCP pushes back on the client) until the reader brings it
+    under L{LOW}.
+
+    @ivar HIGH: Pause the connection when this many bytes wait.
+    @ivar LOW: Resume it when no more than this many wait.
+    """
+
+    HIGH = 4 << 20
+    LOW = 1 << 20
+
+    def __init__(
+        self,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+        call_from_thread: Callable[..., None],
+    ) -> None:
+        self._pause = pause
+        self._resume = resume
+        self._call_from_thread = call_from_thread
+        self._cond = threading.Condition()
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._read = 0
+        self._eof = False
+        self._lost = False
+        self._paused = False
+        self._discarding = False
+        self._complete: list[Deferred[None]] = []
+
+    # --- the reactor's side ---------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """A chunk of the body arrived."""
+        pause = False
+        with self._cond:
+            if self._discarding or not data:
+                return
+            self._chunks.append(data)
+            self._buffered += len(data)
+            if self._buffered >= self.HIGH and not self._paused:
+                self._paused = pause = True
+            self._cond.notify_all()
+        if pause:
+            self._pause()
+
+    def end(self) -> None:
+        """The whole body arrived."""
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+        waiting, self._complete = self._complete, []
+        for d in waiting:
+            d.callback(None)
+
+    def lost(self) -> None:
+        """The client went away before the body ended: reads fail."""
+        with self._cond:
+            self._lost = True
+            self._cond.notify_all()
+
+    def discard(self) -> None:
+        """Nobody reads any more: drop what waits and what comes."""
+        resume = False
+        with self._cond:
+            self._discarding = True
+            self._chunks.clear()
+            self._buffered = 0
+            if self._paused:
+                self._paused = False
+                resume = True
+            self._cond.notify_all()
+        if resume:
+            self._resume()
+
+    @property
+    def ended(self) -> bool:
+        """Whether the whole body arrived."""
+        return self._eof
+
+    def when_ended(self) -> "Deferred[None]":
+        """
+        Drop the rest of the body; fire (on the reactor thread) once it has
+        all arrived, so a response never overtakes its request.
+        """
+        self.discard()
+        if self._eof or self._lost:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._complete.append(d)
+        return d
+
+    # --- the worker's side --------------------------------------------------
+
+    def read(self, size: int = -1) -> bytes:
+        """
+        Up to C{size} bytes (all that is left for a negative C{size}):
+        fewer only at the end of the body.
+
+        @raise OSError: When the client went away.
+        """
+        resume = False
+        with self._cond:
+            while True:
+                if self._lost and not self._eof:
+                    raise OSError("the client went away before the end of the body")
+                if self._eof or (0 <= size <= self._buffered):
+                    break
+                if self._discarding:
+                    raise OSError("the upload is no longer read")
+                self._cond.wait()
+            want = self._buffered if size < 0 else min(size, self._buffered)
+            parts: list[bytes] = []
+            taken = 0
+            while taken < want:
+                chunk = self._chunks.popleft()
+                if taken + len(chunk) > want:
+                    cut = want - taken
+                    self._chunks.appendleft(chunk[cut:])
+                    chunk = chunk[:cut]
+                parts.append(chunk)
+                taken += len(chunk)
+            self._buffered -= taken
+            self._read += taken
+            if self._paused and self._buffered <= self.LOW:
+                self._paused = False
+                resume = True
+        if resume:
+            self._call_from_thread(self._resume)
+        return b"".join(parts)
+
+    def readable(self) -> bool:
+        """A pipe is read."""
+        return True
+
+    def seekable(self) -> bool:
+        """It cannot seek."""
+        return False
+
+    def tell(self) -> int:
+        """How many bytes were read."""
+        return self._read
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Only "stay at the start" (Twisted's own C{seek(0)}) is possible."""
+        if (offset, whence) != (0, 0) or self._read:
+            raise OSError("a streamed upload cannot seek")
+        return 0
+
+    def close(self) -> None:
+        """The request is done with it."""
+        self.discard()
+
+
+class StreamingRequest(Request):
+    """
+    A L{Request} that hands image uploads to their handler as soon as the
+    headers are in, the body arriving through a L{BodyPipe} in
+    C{request.content}, so a large C{docker load} or C{docker import} is
+    read once, by the worker thread, with bounded memory, instead of being
+    spooled to a temporary file on the reactor thread first. Every other
+    request is Twisted's.
+
+    Its response may end before the body does (an early error): the
+    connection then reads and drops the rest before the next request.
+    """
+
+    _pipe: BodyPipe | None = None
+    _started = False
+    _cleanup_waits = False
+
+    def gotLength(self, length: int | None) -> None:
+        """The headers are in: an upload gets a pipe for its body."""
+        channel = self.channel
+        command = getattr(channel, "_command", b"")
+        uri = getattr(channel, "_path", b"")
+        content_type = (self.requestHeaders.getRawHeaders(b"content-type") or [b""])[0]
+        if (
+            length != 0
+            and streamed_upload(command, uri)
+            and not content_type.startswith(
+                (b"multipart/form-data", b"application/x-www-form-urlencoded")
+            )
+        ):
+            from twisted.internet import reactor  # noqa: PLC0415
+
+            producer = IPushProducer(channel.transport, None)
+            self._pipe = BodyPipe(
+                getattr(producer, "pauseProducing", _nothing),
+                getattr(producer, "resumeProducing", _nothing),
+                reactor.callFromThread,  # type: ignore[attr-defined]
+            )
+            self._line = (command, uri, getattr(channel, "_version", b"HTTP/1.1"))
+            self.content = self._pipe
+            return
+        super().gotLength(length)  # type: ignore[no-untyped-call]
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """A piece of the body: an upload's handler starts with the first."""
+        if self._pipe is None:
+            super().handleContentChunk(data)  # type: ignore[no-untyped-call]
+            return
+        self._pipe.write(data)
+        if not self._started:
+            self._started = True
+            super().requestReceived(*self._line)  # type: ignore[no-untyped-call]
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """The whole body is in (for an upload, its handler may be done)."""
+        if self._pipe is None:
+            super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
+            return
+        self._pipe.end()
+        if not self._started:
+            self._started = True
+            super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
+        elif self._cleanup_waits:
+            self._cleanup_waits = False
+            super()._cleanup()  # type: ignore[no-untyped-call]
+
+    def _cleanup(self) -> None:
+        if self._pipe is not None and not self._pipe.ended:
+            # The response is out, the body is not all in: the channel
+            # must read past it before it parses the next request.
+            self._pipe.discard()
+            self._cleanup_waits = True
+            return
+        super()._cleanup()  # type: ignore[no-untyped-call]
+
+    def connectionLost(self, reason: Any) -> None:
+        """An upload's reader fails: the rest of the body will not come."""
+        if self._pipe is not None:
+            self._pipe.lost()
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+
+def _nothing() -> None:
+    pass
+
+
+def body_ended(request: Request) -> "Deferred[None]":
+    """
+    Fires once the request's whole body has arrived (at once unless it is
+    a streamed upload still coming in); the rest of it is dropped.
+    """
+    content = request.content
+    if isinstance(content, BodyPipe):
+        return content.when_ended()
+    return succeed(None)
+
+
 class ImagesAPI:
     """The /images handlers."""
 
@@ -319,6 +602,7 @@ class ImagesAPI:
                 change=query_all(request, "changes"),
                 platform=platform,
             )
+            await body_ended(request)
             stream = MessageStream(request)
             stream({"status": image_id})
             return None
@@ -345,6 +629,7 @@ class ImagesAPI:
         request.content.seek(0)
         quiet = query_bool(request, "quiet")
         lines = await self._backend.load(request.content, quiet=quiet)
+        await body_ended(request)
         stream = MessageStream(request)
         for line in lines:
             stream({"stream": line + "\n"})

@@ -5,17 +5,27 @@ import gzip
 import io
 import json
 import tarfile
+import threading
 from pathlib import Path
 from typing import Any
 
 from klein import Klein
 from treq.testing import StubTreq
 from twisted.internet.defer import maybeDeferred
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.server import Request
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.test.requesthelper import DummyRequest
 
-from dockserve.api.images import ROUTES, ImagesAPI, registry_auth
+from dockserve.api.images import (
+    ROUTES,
+    BodyPipe,
+    ImagesAPI,
+    StreamingRequest,
+    registry_auth,
+    streamed_upload,
+)
 from dockserve.errors import DockerError, InvalidParameter
 from dockserve.testing.images import layer_tar, memory_image_service, save_archive
 
@@ -251,3 +261,204 @@ class ResponseWriterTests(SynchronousTestCase):
         writer.stopProducing()
         thread.join(5)
         self.assertIsInstance(outcome[0], OSError)
+
+
+class StreamedUploadPathTests(SynchronousTestCase):
+    """Which requests have their body streamed to the handler."""
+
+    def test_uploads(self) -> None:
+        """POST /images/load and /images/create?fromSrc=-, bare or versioned."""
+        for uri in (
+            b"/images/load",
+            b"/v1.50/images/load?quiet=1",
+            b"/v1.24/images/create?fromSrc=-&repo=x",
+            b"/images/create?tag=1&fromSrc=-",
+        ):
+            self.assertTrue(streamed_upload(b"POST", uri), uri)
+
+    def test_others(self) -> None:
+        """Pulls, URL imports, other paths and methods are Twisted's as usual."""
+        for method, uri in (
+            (b"POST", b"/images/create?fromImage=busybox"),
+            (b"POST", b"/images/create?fromSrc=http://x/y.tar"),
+            (b"POST", b"/images/x/load"),
+            (b"GET", b"/images/load"),
+            (b"POST", b"/containers/create"),
+        ):
+            self.assertFalse(streamed_upload(method, uri), uri)
+
+
+class BodyPipeTests(SynchronousTestCase):
+    """L{BodyPipe}: the reactor writes, a reader reads, memory stays bounded."""
+
+    def setUp(self) -> None:
+        self.events: list[str] = []
+        self.pipe = BodyPipe(
+            lambda: self.events.append("pause"),
+            lambda: self.events.append("resume"),
+            lambda f, *a: f(*a),
+        )
+
+    def test_reads_across_chunks(self) -> None:
+        """Reads of any size cut and join the chunks in order; the end reads short."""
+        for chunk in (b"abc", b"defg", b"h"):
+            self.pipe.write(chunk)
+        self.assertEqual(self.pipe.read(2), b"ab")
+        self.assertEqual(self.pipe.read(4), b"cdef")
+        self.pipe.end()
+        self.assertEqual(self.pipe.read(10), b"gh")
+        self.assertEqual(self.pipe.read(10), b"")
+        self.assertEqual(self.pipe.tell(), 8)
+
+    def test_read_waits_for_enough(self) -> None:
+        """A read waits until its size arrived, or the body ended."""
+        self.pipe.write(b"ab")
+        results: list[bytes] = []
+        thread = threading.Thread(target=lambda: results.append(self.pipe.read(5)))
+        thread.start()
+        thread.join(0.2)
+        self.assertTrue(thread.is_alive())
+        self.pipe.write(b"cdefg")
+        thread.join(5)
+        self.assertEqual(results, [b"abcde"])
+
+    def test_back_pressure(self) -> None:
+        """Past HIGH bytes the connection pauses; read down to LOW it resumes."""
+        self.pipe.write(b"x" * (BodyPipe.HIGH - 1))
+        self.assertEqual(self.events, [])
+        self.pipe.write(b"x")
+        self.assertEqual(self.events, ["pause"])
+        self.pipe.write(b"x" * 10)
+        self.assertEqual(self.events, ["pause"])
+        self.pipe.read(BodyPipe.HIGH - BodyPipe.LOW - 100)
+        self.assertEqual(self.events, ["pause"])
+        self.pipe.read(200)
+        self.assertEqual(self.events, ["pause", "resume"])
+
+    def test_lost(self) -> None:
+        """The client gone before the end: the reader's read fails."""
+        self.pipe.write(b"abc")
+        self.pipe.lost()
+        self.assertRaises(OSError, self.pipe.read, 10)
+
+    def test_when_ended_drops_the_rest(self) -> None:
+        """when_ended resumes a paused connection, drops data, fires at the end."""
+        self.pipe.write(b"x" * BodyPipe.HIGH)
+        d = self.pipe.when_ended()
+        self.assertEqual(self.events, ["pause", "resume"])
+        self.assertNoResult(d)
+        self.pipe.write(b"more")
+        self.pipe.end()
+        self.successResultOf(d)
+        self.assertEqual(self.pipe.read(), b"")
+
+    def test_no_seek(self) -> None:
+        """seek(0) at the start is allowed (Twisted does it), nothing else."""
+        self.assertEqual(self.pipe.seek(0), 0)
+        self.assertRaises(OSError, self.pipe.seek, 5)
+
+
+class _Upload(Resource):
+    """Records what the handler saw when it started; answers when told."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Request] = []
+
+    def render(self, request: Request) -> Any:
+        self.requests.append(request)
+        if request.method == b"GET":
+            return b"got"
+        return NOT_DONE_YET
+
+
+class StreamingRequestTests(SynchronousTestCase):
+    """L{StreamingRequest} on a real HTTP channel over a string transport."""
+
+    def setUp(self) -> None:
+        self.resource = _Upload()
+        site = Site(self.resource)
+        site.requestFactory = StreamingRequest
+        self.channel = site.buildProtocol(None)
+        self.transport = StringTransport()
+        self.channel.makeConnection(self.transport)
+        self.addCleanup(self.channel.connectionLost, None)
+
+    def send(self, data: bytes) -> None:
+        self.channel.dataReceived(data)
+
+    def start_upload(self, uri: bytes = b"/v1.50/images/load") -> None:
+        self.send(
+            b"POST " + uri + b" HTTP/1.1\r\nHost: d\r\n"
+            b"Content-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+
+    def chunk(self, data: bytes) -> None:
+        self.send(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def test_handler_starts_before_the_body_ends(self) -> None:
+        """The handler runs with the first chunk and reads the body from a pipe."""
+        self.start_upload()
+        self.chunk(b"first")
+        self.assertEqual(len(self.resource.requests), 1)
+        request = self.resource.requests[0]
+        self.assertEqual(request.args, {})
+        self.assertIsInstance(request.content, BodyPipe)
+        self.chunk(b"-second")
+        assert request.content is not None
+        self.assertEqual(request.content.read(12), b"first-second")
+        self.send(b"0\r\n\r\n")
+        self.assertEqual(request.content.read(), b"")
+        self.assertEqual(len(self.resource.requests), 1)
+        request.write(b"done")
+        request.finish()
+        self.assertIn(b"done", self.transport.value())
+
+    def test_large_body_pauses_the_connection(self) -> None:
+        """An unread body past the high mark stops reading from the socket."""
+        self.start_upload()
+        self.chunk(b"x" * BodyPipe.HIGH)
+        self.assertEqual(self.transport.producerState, "paused")
+
+    def test_early_answer_then_next_request(self) -> None:
+        """
+        An answer before the body ended (an error) goes out; the rest of the
+        body is dropped and the next request on the connection is served.
+        """
+        self.start_upload(b"/images/create?fromSrc=-")
+        self.chunk(b"x" * BodyPipe.HIGH)
+        request = self.resource.requests[0]
+        request.setResponseCode(400)
+        request.write(b"bad")
+        request.finish()
+        self.assertIn(b"400", self.transport.value())
+        self.assertEqual(self.transport.producerState, "producing")
+        self.chunk(b"y" * 1000)
+        self.send(b"0\r\n\r\nGET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+        self.assertEqual(len(self.resource.requests), 2)
+        self.assertEqual(self.resource.requests[1].path, b"/_ping")
+        self.assertTrue(self.transport.value().endswith(b"got"))
+
+    def test_other_requests_are_spooled(self) -> None:
+        """A pull's body is Twisted's usual file; the handler runs at its end."""
+        self.send(
+            b"POST /images/create?fromImage=x HTTP/1.1\r\nHost: d\r\n"
+            b"Content-Length: 3\r\n\r\nab"
+        )
+        self.assertEqual(self.resource.requests, [])
+        self.send(b"c")
+        request = self.resource.requests[0]
+        self.assertNotIsInstance(request.content, BodyPipe)
+        assert request.content is not None
+        self.assertEqual(request.content.read(), b"abc")
+
+    def test_client_gone(self) -> None:
+        """The connection lost mid-body: the handler's read fails."""
+        self.start_upload()
+        self.chunk(b"abc")
+        request = self.resource.requests[0]
+        self.channel.connectionLost(None)
+        assert request.content is not None
+        self.assertRaises(OSError, request.content.read, 10)
