@@ -146,9 +146,15 @@ class ImagesAPITests(SynchronousTestCase):
     def test_remove_and_prune(self) -> None:
         """DELETE answers Untagged/Deleted; prune its report."""
         image_id = self.load()
+        [layer] = self.service.inspect(image_id)["RootFS"]["Layers"]
         _, body, _ = self.call("DELETE", "/images/busybox")
         self.assertEqual(
-            json.loads(body), [{"Untagged": "busybox:latest"}, {"Deleted": image_id}]
+            json.loads(body),
+            [
+                {"Untagged": "busybox:latest"},
+                {"Deleted": image_id},
+                {"Deleted": layer},
+            ],
         )
         _code, body, _ = self.call("POST", "/images/prune")
         self.assertEqual(json.loads(body), {"ImagesDeleted": None, "SpaceReclaimed": 0})

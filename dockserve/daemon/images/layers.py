@@ -148,6 +148,29 @@ def syncfs(path: Path) -> None:
         os.close(fd)
 
 
+def disk_size(root: Path) -> int:
+    """
+    The size dockerd gives an unpacked layer (its overlay2 C{DiffSize}): the
+    sizes of everything but directories, symlinks counting their target's
+    length, hard links once.
+    """
+    seen: set[int] = set()
+    total = 0
+    stack = [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(entry.path)
+                    continue
+                if not st.st_size or st.st_ino in seen:
+                    continue
+                seen.add(st.st_ino)
+                total += st.st_size
+    return total
+
+
 def _safe_name(name: str) -> str | None:
     """The member's path made relative and normal, or C{None} to skip it."""
     parts = [p for p in name.split("/") if p not in ("", ".")]

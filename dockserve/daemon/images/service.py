@@ -9,6 +9,7 @@ see a half-changed index.
 """
 
 import fnmatch
+import hashlib
 import json
 import operator
 import time
@@ -72,6 +73,21 @@ def _rfc3339(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + (
         f".{int((seconds % 1) * 1e9):09d}Z"
     )
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """
+    The chain IDs of a stack of layers, as Docker names its layers: the
+    first layer's diff ID, then C{sha256(parent_chain + " " + diff_id)}.
+    """
+    chains: list[str] = []
+    for diff_id in diff_ids:
+        if not chains:
+            chains.append(diff_id)
+            continue
+        link = f"{chains[-1]} {diff_id}".encode()
+        chains.append("sha256:" + hashlib.sha256(link).hexdigest())
+    return chains
 
 
 def short_id(image_id: str) -> str:
@@ -204,7 +220,7 @@ class ImageService:
     # --- reading ---------------------------------------------------------
 
     def _size(self, record: ImageRecord) -> int:
-        return sum(self.store.layer_size(d) for d in record.diff_ids)
+        return sum(self.store.layer_disk_size(d) for d in record.diff_ids)
 
     def _summary(self, record: ImageRecord) -> dict[str, Any]:
         config = record.config
@@ -335,7 +351,7 @@ class ImageService:
         for entry in entries:
             size = 0
             if not entry.get("empty_layer") and layer < len(diff_ids):
-                size = self.store.layer_size(diff_ids[layer])
+                size = self.store.layer_disk_size(diff_ids[layer])
                 layer += 1
             rows.append(
                 {
@@ -473,9 +489,28 @@ class ImageService:
         del self.store.images[record.id]
         self.store.save_index()
         result.append({"Deleted": record.id})
+        result += [{"Deleted": c} for c, _ in self._released_layers(record)]
         return self.in_thread(
             self.store.collect_garbage, self.store.referenced()
         ).addCallback(lambda _: result)
+
+    def _released_layers(self, gone: ImageRecord) -> list[tuple[str, int]]:
+        """
+        The layers of C{gone} (just out of the index) that no image has
+        any more, top first, as dockerd reports them: by chain ID, with
+        the size each took.
+        """
+        kept: set[str] = set()
+        for record in self.store.images.values():
+            kept.update(chain_ids(record.diff_ids))
+        chains = chain_ids(gone.diff_ids)
+        return [
+            (chain, self.store.layer_disk_size(diff_id))
+            for chain, diff_id in reversed(
+                list(zip(chains, gone.diff_ids, strict=True))
+            )
+            if chain not in kept
+        ]
 
     def prune(
         self, filters: dict[str, list[str]] | None = None
@@ -500,7 +535,7 @@ class ImageService:
             except ValueError:
                 cutoff = _parse_time(until[-1]) or None
         deleted: list[dict[str, str]] = []
-        before = sum(self._size(r) for r in self.store.images.values())
+        reclaimed = 0
         for record in list(self.store.images.values()):
             tags = self.store.refs_of(record.id)
             if dangling_only and any("@" not in t for t in tags):
@@ -522,11 +557,13 @@ class ImageService:
                 deleted.append({"Untagged": reference.familiar(ref_text)})
             del self.store.images[record.id]
             deleted.append({"Deleted": record.id})
+            for chain, size in self._released_layers(record):
+                deleted.append({"Deleted": chain})
+                reclaimed += size
         self.store.save_index()
-        after = sum(self._size(r) for r in self.store.images.values())
 
         def report(_: object) -> dict[str, Any]:
-            return {"ImagesDeleted": deleted or None, "SpaceReclaimed": before - after}
+            return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
         return self.in_thread(
             self.store.collect_garbage, self.store.referenced()

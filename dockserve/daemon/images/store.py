@@ -8,6 +8,8 @@ Layout under the store's root (C{<data-root>/image}):
     uncompressed (named by their diff ID) and as a registry sent them;
   - C{layers/<hex>}: each layer unpacked once, by diff ID, ready to be an
     overlayfs lower directory;
+  - C{layer-sizes/<hex>}: the size of each unpacked layer as dockerd counts
+    it, measured once;
   - C{index.json}: the images and the references that name them, small
     and rewritten atomically;
   - C{tmp/}: work in progress, emptied at every start.
@@ -107,6 +109,8 @@ class ImageStore:
         self.root = root
         self.blob_dir = root / "blobs" / "sha256"
         self.layer_dir = root / "layers"
+        self.size_dir = root / "layer-sizes"
+        self._disk_sizes: dict[str, int] = {}
         self.tmp_dir = root / "tmp"
         self.index_path = root / "index.json"
         self.images: dict[str, ImageRecord] = {}
@@ -120,7 +124,7 @@ class ImageStore:
         """
         Blocking: sweep what a crash left, load the index, collect garbage.
         """
-        for d in (self.blob_dir, self.layer_dir, self.tmp_dir):
+        for d in (self.blob_dir, self.layer_dir, self.tmp_dir, self.size_dir):
             d.mkdir(parents=True, exist_ok=True)
         records.sweep_temporaries(self.root)
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
@@ -132,6 +136,20 @@ class ImageStore:
         if self.index_path.exists():
             self._decode_index(records.read_json(self.index_path))
         self.collect_garbage()
+        self._disk_sizes = {}
+        for layer in self.layer_dir.iterdir():
+            if not layer.name.endswith(records.TEMP_SUFFIX):
+                self._disk_sizes[layer.name] = self._read_disk_size(layer)
+
+    def _read_disk_size(self, layer: Path) -> int:
+        """Blocking: the recorded disk size of a layer, measured if missing."""
+        record = self.size_dir / layer.name
+        try:
+            return int(record.read_text())
+        except (OSError, ValueError):
+            size = layers.disk_size(layer)
+            records.atomic_write(record, str(size).encode())
+            return size
 
     def _decode_index(self, value: dict[str, Any]) -> None:
         for image_id, entry in value.get("images", {}).items():
@@ -279,6 +297,9 @@ class ImageStore:
         work.mkdir(mode=0o755)
         try:
             layers.unpack(self.blob_path(diff_id), work)
+            size = layers.disk_size(work)
+            records.atomic_write(self.size_dir / target.name, str(size).encode())
+            self._disk_sizes[target.name] = size
             layers.syncfs(self.layer_dir)
             try:
                 work.rename(target)
@@ -353,6 +374,10 @@ class ImageStore:
                 if blob.name not in wanted_blobs:
                     reclaimed += blob.stat().st_size
                     blob.unlink()
+            for record in self.size_dir.iterdir():
+                if record.name not in wanted_layers:
+                    record.unlink(missing_ok=True)
+                    self._disk_sizes.pop(record.name, None)
             for layer in self.layer_dir.iterdir():
                 if layer.name in wanted_layers or layer.name.endswith(
                     records.TEMP_SUFFIX
@@ -414,8 +439,15 @@ class ImageStore:
         except KeyError:
             raise NotFound(f"No such image: {image_id}") from None
 
+    def layer_disk_size(self, diff_id: str) -> int:
+        """
+        The size dockerd shows for a layer: what its unpacked files take
+        (L{layers.disk_size}), measured once when it was unpacked.
+        """
+        return self._disk_sizes.get(hex_of(diff_id), 0)
+
     def layer_size(self, diff_id: str) -> int:
-        """The uncompressed size of a layer."""
+        """The uncompressed size of a layer (its tarball's)."""
         try:
             return self.blob_size(diff_id)
         except OSError:

@@ -114,3 +114,22 @@ class DecompressTests(SynchronousTestCase):
         self.assertEqual(layers.sniff(b"\xfd7zXZ\x00"), "xz")
         self.assertEqual(layers.sniff(b"\x28\xb5\x2f\xfd"), "zstd")
         self.assertEqual(layers.sniff(b"ustar"), "none")
+
+
+class DiskSizeTests(SynchronousTestCase):
+    """L{layers.disk_size} counts as dockerd's overlay2 C{DiffSize} does."""
+
+    def test_counts_files_links_once_symlinks_by_target(self) -> None:
+        """
+        Regular files count their size, a hard link's inode once, a symlink
+        its target's length; directories and whiteouts nothing.
+        """
+        root = Path(self.mktemp())
+        (root / "d" / "e").mkdir(parents=True)
+        (root / "d" / "e" / "f").write_bytes(b"12345")
+        (root / "g").write_bytes(b"abc")
+        (root / "h").hardlink_to(root / "g")
+        (root / "s").symlink_to("d/e/f")
+        (root / "sd").symlink_to("d")
+        (root / "empty").write_bytes(b"")
+        self.assertEqual(layers.disk_size(root), 5 + 3 + 5 + 1)

@@ -53,7 +53,8 @@ class LoadTests(ServiceTestsMixin, SynchronousTestCase):
         self.assertEqual(lines, ["Loaded image: busybox:latest", "Loaded image: x/y:1"])
         [summary] = self.service.list_images()
         self.assertEqual(sorted(summary["RepoTags"]), ["busybox:latest", "x/y:1"])
-        self.assertEqual(summary["Size"], 2 * 10240)
+        # As dockerd counts it: the files' sizes, not the tarballs'.
+        self.assertEqual(summary["Size"], 2)
         self.assertEqual(summary["Containers"], -1)
 
     def test_image_id_is_config_digest(self) -> None:
@@ -255,12 +256,56 @@ class TagRemoveTests(ServiceTestsMixin, SynchronousTestCase):
         )
         result = self.successResultOf(self.service.remove("busybox"))
         self.assertEqual(result, [{"Untagged": "busybox:latest"}])
+        [layer] = self.service.inspect(image_id)["RootFS"]["Layers"]
         result = self.successResultOf(self.service.remove("localhost:5000/bb:x"))
         self.assertEqual(
-            result, [{"Untagged": "localhost:5000/bb:x"}, {"Deleted": image_id}]
+            result,
+            [
+                {"Untagged": "localhost:5000/bb:x"},
+                {"Deleted": image_id},
+                {"Deleted": layer},
+            ],
         )
         self.assertEqual(list((self.root / "layers").iterdir()), [])
         self.assertEqual(list((self.root / "blobs/sha256").iterdir()), [])
+
+    def test_layers_deleted_by_chain_id(self) -> None:
+        """
+        Deleting an image reports, after it, each layer no other image has,
+        top first, by chain ID (dockerd's layer names); a shared base stays
+        until its last image goes.
+        """
+        base, top_a, top_b = (
+            layer_tar({"base": b"1"}),
+            layer_tar({"a": b"22"}),
+            layer_tar({"b": b"333"}),
+        )
+        self.load(save_archive([base, top_a], ["a:1"]))
+        self.load(save_archive([base, top_b], ["b:1"]))
+        a, b = self.service.lookup("a:1").id, self.service.lookup("b:1").id
+        base_id, a_id, b_id = (
+            "sha256:" + hashlib.sha256(layer).hexdigest()
+            for layer in (base, top_a, top_b)
+        )
+
+        def chain(diff_id: str) -> str:
+            link = f"{base_id} {diff_id}".encode()
+            return "sha256:" + hashlib.sha256(link).hexdigest()
+
+        self.assertEqual(
+            self.successResultOf(self.service.remove("a:1")),
+            [{"Untagged": "a:1"}, {"Deleted": a}, {"Deleted": chain(a_id)}],
+        )
+        self.assertEqual(self.service.inspect("b:1")["Size"], 1 + 3)
+        self.assertEqual(
+            self.successResultOf(self.service.remove("b:1")),
+            [
+                {"Untagged": "b:1"},
+                {"Deleted": b},
+                {"Deleted": chain(b_id)},
+                {"Deleted": base_id},
+            ],
+        )
 
     def test_tag_digest_refused(self) -> None:
         """A tag cannot be a digest reference."""
@@ -280,7 +325,7 @@ class TagRemoveTests(ServiceTestsMixin, SynchronousTestCase):
             "image is referenced in multiple repositories",
         )
         result = self.successResultOf(self.service.remove(image_id, force=True))
-        self.assertEqual(result[-1], {"Deleted": image_id})
+        self.assertIn({"Deleted": image_id}, result)
 
     def test_in_use(self) -> None:
         """A running container's image cannot go; a stopped one's needs force."""
@@ -308,9 +353,12 @@ class TagRemoveTests(ServiceTestsMixin, SynchronousTestCase):
         self.load(save_archive([layer_tar({"a.txt": b"other"})], ["t:1"]))
         self.service.store.refs.clear()
         self.service.tag(keep, "busybox", "latest")
+        [layer] = self.service.inspect(gone)["RootFS"]["Layers"]
         result = self.successResultOf(self.service.prune())
-        self.assertEqual(result["ImagesDeleted"], [{"Deleted": gone}])
-        self.assertGreater(result["SpaceReclaimed"], 0)
+        self.assertEqual(
+            result["ImagesDeleted"], [{"Deleted": gone}, {"Deleted": layer}]
+        )
+        self.assertEqual(result["SpaceReclaimed"], len(b"other"))
         self.assertEqual([s["Id"] for s in self.service.list_images()], [keep])
 
 
@@ -352,6 +400,23 @@ class RestoreTests(ServiceTestsMixin, SynchronousTestCase):
         self.assertFalse(orphan.exists())
         self.assertFalse((self.root / f".index.json.1{TEMP_SUFFIX}").exists())
         self.assertEqual(len(list((self.root / "layers").iterdir())), 1)
+
+    def test_sizes_survive_and_are_remeasured(self) -> None:
+        """
+        A layer's size is the same after a restart, also when its record
+        was lost; a removed image's record goes with its layer.
+        """
+        image_id = self.busybox(content=b"12345")
+        self.assertEqual(self.service.inspect(image_id)["Size"], 5)
+        again = memory_image_service(self.root)
+        self.assertEqual(again.inspect(image_id)["Size"], 5)
+        for record in (self.root / "layer-sizes").iterdir():
+            record.unlink()
+        again = memory_image_service(self.root)
+        self.assertEqual(again.inspect(image_id)["Size"], 5)
+        self.assertEqual(len(list((self.root / "layer-sizes").iterdir())), 1)
+        self.successResultOf(again.remove(image_id))
+        self.assertEqual(list((self.root / "layer-sizes").iterdir()), [])
 
     def test_count(self) -> None:
         """count() is what /info reports."""
