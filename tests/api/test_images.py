@@ -108,7 +108,7 @@ class ImagesAPITests(SynchronousTestCase):
         self.assertEqual(json.loads(body)["Id"], image_id)
         code, body, _ = self.call("GET", "/images/nope/json")
         self.assertEqual(
-            (code, json.loads(body)), (404, {"message": "No such image: nope"})
+            (code, json.loads(body)), (404, {"message": "No such image: nope:latest"})
         )
 
     def test_name_with_registry_and_slashes(self) -> None:

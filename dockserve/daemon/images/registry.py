@@ -582,7 +582,7 @@ class Distribution:
             before = None
             if ref.tag is not None:
                 before = self._store.refs.get(ref.tagged())
-                self._store.set_ref(ref.tagged(), image_id)
+                self._store.set_ref(ref.tagged(), image_id, tagged=False)
             self._store.save_index()
         finally:
             self._store.end()

@@ -167,8 +167,10 @@ class ImageService:
         (C{busybox}, C{busybox:1.36}, C{repo@sha256:...}), a full ID, or a
         unique prefix of one.
 
-        @raise NotFound: C{No such image: <name>}.
-        @raise InvalidParameter: For a prefix that matches several images.
+        @raise NotFound: C{No such image: <name>}, the name as dockerd
+            shows it (C{busybox:latest} for C{busybox}).
+        @raise InvalidParameter: For a prefix that matches several images,
+            or a name that is no reference (C{invalid reference format}).
         """
         images = self.store.images
         bare = name.removeprefix("sha256:")
@@ -177,10 +179,11 @@ class ImageService:
             if record is not None:
                 return record
             raise NotFound(f"No such image: {name}")
+        ref: reference.Reference | None
         try:
             ref = reference.parse(name)
-        except InvalidParameter:
-            ref = None
+        except InvalidParameter as e:
+            ref, invalid = None, e
         if ref is not None:
             key = ref.with_digest(ref.digest).full() if ref.digest else ref.tagged()
             image_id = self.store.refs.get(key)
@@ -195,7 +198,9 @@ class ImageService:
                     f"ambiguous image ID prefix {name!r}: it matches "
                     f"{len(matches)} images"
                 )
-        raise NotFound(f"No such image: {name}")
+        if ref is None:
+            raise invalid
+        raise NotFound(f"No such image: {ref.familiar()}")
 
     def resolve(self, name: str) -> ResolvedImage:
         """L{dockserve.daemon.contracts.ImageSource.resolve}."""
@@ -289,13 +294,27 @@ class ImageService:
                     if keep(_parse_time(r.config.get("created")), pivot)
                 ]
         patterns = filters.get("reference", [])
-        if patterns:
-            records = [r for r in records if self._matches(r, patterns)]
-        summaries = [self._summary(r) for r in records]
+        summaries = []
+        for record in records:
+            summary = self._summary(record)
+            if patterns:
+                # As dockerd: only the names that match are shown.
+                refs = self._matching_refs(record, patterns)
+                if not refs:
+                    continue
+                summary["RepoTags"] = [
+                    reference.familiar(r) for r in refs if "@" not in r
+                ]
+                summary["RepoDigests"] = [
+                    reference.familiar(r) for r in refs if "@" in r
+                ]
+            summaries.append(summary)
         summaries.sort(key=lambda s: (s["Created"], s["Id"]), reverse=True)
         return summaries
 
-    def _matches(self, record: ImageRecord, patterns: list[str]) -> bool:
+    def _matching_refs(self, record: ImageRecord, patterns: list[str]) -> list[str]:
+        """The references of C{record} that match one of C{patterns}."""
+        matching = []
         for ref_text in self.store.refs_of(record.id):
             ref = reference.parse(ref_text, default_tag=False)
             for pattern in patterns:
@@ -303,8 +322,9 @@ class ImageService:
                 if ":" not in pattern.rsplit("/", 1)[-1] and "@" not in pattern:
                     candidates += [ref.familiar_repository, ref.repository]
                 if any(fnmatch.fnmatchcase(c, pattern) for c in candidates):
-                    return True
-        return False
+                    matching.append(ref_text)
+                    break
+        return matching
 
     def inspect(self, name: str) -> dict[str, Any]:
         """C{GET /images/{name}/json}."""
@@ -725,7 +745,7 @@ class ImageService:
         for image in images:
             self.store.add_image(image.id, image.config, image.config_size)
             for tag in image.repo_tags:
-                before = self.store.set_ref(tag, image.id)
+                before = self.store.set_ref(tag, image.id, tagged=False)
                 if before is not None and before != image.id:
                     lines.append(
                         f"The image {reference.familiar(tag)} already exists, "

@@ -418,14 +418,18 @@ class ImageStore:
         self.images[image_id] = record
         return record
 
-    def set_ref(self, ref: str, image_id: str) -> str | None:
+    def set_ref(self, ref: str, image_id: str, *, tagged: bool = True) -> str | None:
         """
         Point C{ref} at C{image_id}; return the image it named before.
+
+        @param tagged: Whether this is a tag or import (dockerd's
+            C{LastTagTime} is set); a load or pull leaves it.
         """
         before = self.refs.get(ref)
         self.refs[ref] = image_id
-        record = self.images[image_id]
-        self.images[image_id] = evolve(record, last_tag_time=time.time())
+        if tagged:
+            record = self.images[image_id]
+            self.images[image_id] = evolve(record, last_tag_time=time.time())
         return before
 
     def refs_of(self, image_id: str) -> list[str]:

@@ -232,6 +232,26 @@ class NameTests(ServiceTestsMixin, SynchronousTestCase):
         e = self.assertRaises(NotFound, self.service.resolve, "nope:1")
         self.assertEqual(e.message, "No such image: nope:1")
 
+    def test_missing_named_as_dockerd_does(self) -> None:
+        """
+        A name without a tag is reported with C{:latest}, as dockerd does,
+        also a short hex one (it could be a repository); a full ID bare.
+        """
+        for name, shown in (
+            ("nope", "nope:latest"),
+            ("docker.io/library/nope", "nope:latest"),
+            ("0123456789ab", "0123456789ab:latest"),
+            ("x/y@sha256:" + "a" * 64, "x/y@sha256:" + "a" * 64),
+            ("sha256:" + "b" * 64, "sha256:" + "b" * 64),
+        ):
+            e = self.assertRaises(NotFound, self.service.inspect, name)
+            self.assertEqual(e.message, f"No such image: {shown}")
+
+    def test_invalid_reference(self) -> None:
+        """A name that is no reference is a bad parameter, not a missing image."""
+        e = self.assertRaises(InvalidParameter, self.service.inspect, "UPPER")
+        self.assertIn("invalid reference format", e.message)
+
     def test_ambiguous_prefix(self) -> None:
         """A prefix two IDs share is a clear error."""
         ids = [self.busybox(f"i{n}:x", str(n).encode()) for n in range(40)]
@@ -305,6 +325,19 @@ class TagRemoveTests(ServiceTestsMixin, SynchronousTestCase):
                 {"Deleted": chain(b_id)},
                 {"Deleted": base_id},
             ],
+        )
+
+    def test_last_tag_time(self) -> None:
+        """As dockerd: a load leaves LastTagTime unset, a tag sets it."""
+        image_id = self.busybox()
+        self.assertEqual(
+            self.service.inspect(image_id)["Metadata"],
+            {"LastTagTime": "0001-01-01T00:00:00Z"},
+        )
+        self.service.tag(image_id, "other", "1")
+        self.assertNotEqual(
+            self.service.inspect(image_id)["Metadata"]["LastTagTime"],
+            "0001-01-01T00:00:00Z",
         )
 
     def test_tag_digest_refused(self) -> None:
@@ -381,6 +414,21 @@ class ListTests(ServiceTestsMixin, SynchronousTestCase):
         self.assertEqual(ids({"reference": ["app/*"]}), sorted([a, b]))
         self.assertEqual(ids({"dangling": ["true"]}), [])
         self.assertRaises(InvalidParameter, self.service.list_images, {"bogus": ["1"]})
+
+    def test_reference_filter_shows_matching_names(self) -> None:
+        """
+        With a reference filter an image lists only its names that match
+        (C{docker images imp} shows no other repository's tags).
+        """
+        image_id = self.busybox("imp:3")
+        self.service.tag(image_id, "other", "3")
+        self.service.tag(image_id, "imp", "4")
+        [summary] = self.service.list_images({"reference": ["imp"]})
+        self.assertEqual(summary["RepoTags"], ["imp:3", "imp:4"])
+        [summary] = self.service.list_images({"reference": ["*:3"]})
+        self.assertEqual(summary["RepoTags"], ["imp:3", "other:3"])
+        [summary] = self.service.list_images()
+        self.assertEqual(summary["RepoTags"], ["imp:3", "imp:4", "other:3"])
 
 
 class RestoreTests(ServiceTestsMixin, SynchronousTestCase):
