@@ -86,7 +86,13 @@ class ImageBackend(Protocol):
     ) -> "Deferred[str]":
         """C{POST /images/create?fromSrc=URL}: fires with the image ID."""
 
-    def load(self, source: IO[bytes], *, quiet: bool = False) -> "Deferred[list[str]]":
+    def load(
+        self,
+        source: IO[bytes],
+        *,
+        quiet: bool = False,
+        platform: dict[str, Any] | None = None,
+    ) -> "Deferred[list[str]]":
         """C{POST /images/load}: fires with the report lines."""
 
     def prepare_save(self, names: list[str]) -> Any:
@@ -143,6 +149,33 @@ def registry_auth(request: Request) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise InvalidParameter("invalid X-Registry-Auth header")
     return value
+
+
+def query_platform(request: Request) -> dict[str, Any] | None:
+    """
+    The C{platform} parameter of load and save (API 1.48+): a JSON OCI
+    platform (C{{"os": "linux", "architecture": "arm64"}}), or
+    C{os/arch[/variant]}; C{None} when absent.
+
+    @raise InvalidParameter: For a value that is neither.
+    """
+    text = query(request, "platform")
+    if not text:
+        return None
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict) or not all(
+            isinstance(v, str) for k, v in value.items() if k != "os.features"
+        ):
+            raise InvalidParameter(f"invalid platform: {text}")
+        return value
+    parts = text.split("/")
+    if len(parts) > 3 or not all(parts):
+        raise InvalidParameter(f"invalid platform: {text}")
+    return dict(zip(("os", "architecture", "variant"), parts, strict=False))
 
 
 class MessageStream:
@@ -628,7 +661,9 @@ class ImagesAPI:
         assert request.content is not None  # noqa: S101 - Twisted always sets it
         request.content.seek(0)
         quiet = query_bool(request, "quiet")
-        lines = await self._backend.load(request.content, quiet=quiet)
+        lines = await self._backend.load(
+            request.content, quiet=quiet, platform=query_platform(request)
+        )
         await body_ended(request)
         stream = MessageStream(request)
         for line in lines:

@@ -109,3 +109,96 @@ def save_archive(
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
+
+
+def _image_config(layers: list[bytes], architecture: str) -> bytes:
+    diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
+    return json.dumps(
+        {
+            "architecture": architecture,
+            "os": "linux",
+            "created": "2024-01-01T00:00:00Z",
+            "config": {"Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+    ).encode()
+
+
+def oci_archive(platforms: dict[str, list[bytes] | None], name: str) -> bytes:
+    """
+    An OCI image layout (index.json, blobs) of a multi-platform image named
+    C{name}: one manifest per architecture in C{platforms}, its layers
+    given, or C{None} for a platform the index lists but whose blobs the
+    archive lacks (as C{docker save} writes a partly pulled image).
+    """
+    blobs: dict[str, bytes] = {}
+    descriptors = []
+
+    def put(data: bytes, keep: bool = True) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if keep:
+            blobs[digest] = data
+        return digest
+
+    for arch, layers in platforms.items():
+        present = layers is not None
+        content = layers if layers is not None else [layer_tar({arch: b"x"})]
+        config = _image_config(content, arch)
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": put(config, present),
+                    "size": len(config),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": put(layer, present),
+                        "size": len(layer),
+                    }
+                    for layer in content
+                ],
+            }
+        ).encode()
+        descriptors.append(
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": put(manifest, present),
+                "size": len(manifest),
+                "platform": {"os": "linux", "architecture": arch},
+            }
+        )
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": descriptors,
+        }
+    ).encode()
+    top = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": put(index),
+                "size": len(index),
+                "annotations": {"io.containerd.image.name": name},
+            }
+        ],
+    }
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        entries = [
+            ("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'),
+            ("index.json", json.dumps(top).encode()),
+        ]
+        entries += [(f"blobs/sha256/{d[7:]}", data) for d, data in blobs.items()]
+        for entry_name, data in entries:
+            info = tarfile.TarInfo(entry_name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()

@@ -143,6 +143,38 @@ class ImagesAPITests(SynchronousTestCase):
         self.assertEqual(status, self.service.lookup("imp:1").id)
         self.assertEqual(self.service.inspect("imp:1")["Config"], {"Cmd": ["sh"]})
 
+    def test_load_platform(self) -> None:
+        """
+        C{platform} (JSON, as the CLI sends it, or os/arch) selects what
+        loads; a platform the archive lacks, or a bad value, is a 400.
+        """
+        archive = save_archive([layer_tar({"a": b"1"})], ["busybox:latest"])
+        arm = json.dumps({"os": "linux", "architecture": "arm64"})
+        code, body, _ = self.call(
+            "POST", "/images/load", params={"platform": arm}, data=archive
+        )
+        self.assertEqual(
+            (code, json.loads(body)),
+            (
+                400,
+                {
+                    "message": "failed to load image: the archive holds no image "
+                    "for platform linux/arm64"
+                },
+            ),
+        )
+        code, body, _ = self.call(
+            "POST", "/images/load", params={"platform": "linux/amd64"}, data=archive
+        )
+        self.assertEqual(code, 200, body)
+        for bad in ("{nope", "linux//x", '{"os": 1}'):
+            code, body, _ = self.call(
+                "POST", "/images/load", params={"platform": bad}, data=archive
+            )
+            self.assertEqual(
+                (code, json.loads(body)), (400, {"message": f"invalid platform: {bad}"})
+            )
+
     def test_remove_and_prune(self) -> None:
         """DELETE answers Untagged/Deleted; prune its report."""
         image_id = self.load()

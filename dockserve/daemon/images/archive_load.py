@@ -180,10 +180,41 @@ def _store_image(
     return LoadedImage(image_id, config, len(raw), full_tags)
 
 
+def platform_matches(want: dict[str, Any] | None, have: dict[str, Any]) -> bool:
+    """
+    Whether an image or descriptor of platform C{have} (OCI fields C{os},
+    C{architecture}, C{variant}) is one of C{want} (any, when C{None}).
+    """
+    if not want:
+        return True
+    for key in ("os", "architecture"):
+        if want.get(key) and have.get(key) and want[key] != have[key]:
+            return False
+    return not (
+        want.get("variant")
+        and have.get("variant")
+        and want["variant"] != have["variant"]
+    )
+
+
+def _host_arch() -> str:
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(
+        machine, machine
+    )
+
+
 def _oci_manifests(
-    work: Path, descriptor: dict[str, Any], names: list[str]
+    work: Path,
+    descriptor: dict[str, Any],
+    names: list[str],
+    platform: dict[str, Any] | None = None,
 ) -> list[tuple[dict[str, Any], list[str]]]:
-    """The image manifests under an index descriptor, with their names."""
+    """
+    The image manifests under an index descriptor, with their names: of an
+    index, the first child whose blobs the archive holds, among those of
+    C{platform} (this machine's first, when none is asked for).
+    """
     media_type = descriptor.get("mediaType", "")
     path = _member(work, "blobs/sha256/" + hex_of(descriptor.get("digest", "")))
     body = json.loads(path.read_bytes())
@@ -198,16 +229,26 @@ def _oci_manifests(
         here.append(ref_name)
     if media_type in _INDEX_TYPES or "manifests" in body:
         found: list[tuple[dict[str, Any], list[str]]] = []
-        for child in body.get("manifests", []):
-            platform = child.get("platform") or {}
-            if platform and platform.get("os") not in (None, "linux"):
+        children = list(body.get("manifests", []))
+        # This machine's architecture first (a stable sort keeps the rest).
+        children.sort(
+            key=lambda c: (
+                (c.get("platform") or {}).get("architecture")
+                not in (None, _host_arch())
+            )
+        )
+        for child in children:
+            child_platform = child.get("platform") or {}
+            if child_platform.get("os") not in (None, "linux"):
+                continue
+            if not platform_matches(platform, child_platform):
                 continue
             if (child.get("annotations") or {}).get(
                 "vnd.docker.reference.type"
             ) == "attestation-manifest":
                 continue
             try:
-                found.extend(_oci_manifests(work, child, here))
+                found.extend(_oci_manifests(work, child, here, platform))
             except InvalidParameter:
                 continue
             if found:
@@ -216,12 +257,24 @@ def _oci_manifests(
     return [(body, here)]
 
 
-def load(store: ImageStore, src: IO[bytes]) -> list[LoadedImage]:
+def _config_platform(work: Path, config_name: str) -> dict[str, Any]:
+    config = _read_json(work, config_name)
+    if not isinstance(config, dict):
+        raise InvalidParameter("failed to load image: invalid config")
+    return config
+
+
+def load(
+    store: ImageStore, src: IO[bytes], platform: dict[str, Any] | None = None
+) -> list[LoadedImage]:
     """
     Blocking: read a C{docker save} archive or an OCI layout from C{src}
     and store its images (blobs and unpacked layers), not indexing them.
 
-    @raise InvalidParameter: For an archive that is neither.
+    @param platform: Load only the images of this OCI platform (C{os},
+        C{architecture}, C{variant}); all when C{None}.
+    @raise InvalidParameter: For an archive that is neither, or that holds
+        no image of C{platform}.
     """
     work = store.temp_path("load-")
     work.mkdir()
@@ -242,12 +295,18 @@ def load(store: ImageStore, src: IO[bytes]) -> list[LoadedImage]:
                     list(entry.get("RepoTags") or []),
                 )
                 for entry in entries
+                if platform_matches(platform, _config_platform(work, entry["Config"]))
             )
         elif (work / "index.json").is_file():
             index = _read_json(work, "index.json")
             for descriptor in index.get("manifests", []):
-                for manifest, names in _oci_manifests(work, descriptor, []):
+                for manifest, names in _oci_manifests(work, descriptor, [], platform):
                     config = manifest.get("config") or {}
+                    config_name = "blobs/sha256/" + hex_of(config["digest"])
+                    if not platform_matches(
+                        platform, _config_platform(work, config_name)
+                    ):
+                        continue
                     loaded.append(
                         _store_image(
                             store,
@@ -264,6 +323,16 @@ def load(store: ImageStore, src: IO[bytes]) -> list[LoadedImage]:
             raise InvalidParameter(
                 "failed to load image: the archive holds neither manifest.json "
                 "nor index.json"
+            )
+        if platform and not loaded:
+            wanted = "/".join(
+                platform[k]
+                for k in ("os", "architecture", "variant")
+                if platform.get(k)
+            )
+            raise InvalidParameter(
+                f"failed to load image: the archive holds no image for "
+                f"platform {wanted}"
             )
         layers.syncfs(store.root)
     except (KeyError, TypeError) as e:

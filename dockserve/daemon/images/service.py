@@ -727,16 +727,25 @@ class ImageService:
         self.store.save_index()
         return image_id
 
-    def load(self, source: IO[bytes], *, quiet: bool = False) -> "Deferred[list[str]]":
+    def load(
+        self,
+        source: IO[bytes],
+        *,
+        quiet: bool = False,
+        platform: dict[str, Any] | None = None,
+    ) -> "Deferred[list[str]]":
         """
         C{POST /images/load}: a C{docker save} archive or an OCI layout.
 
+        @param platform: Only the images of this OCI platform.
         @return: A L{Deferred} firing with the lines dockerd reports
             (C{Loaded image: busybox:latest}, ...).
         """
         del quiet
         self.store.begin()
-        d: Deferred[Any] = self.in_thread(archive_load.load, self.store, source)
+        d: Deferred[Any] = self.in_thread(
+            archive_load.load, self.store, source, platform
+        )
         d.addCallback(self._loaded)
         return d.addBoth(self._end)
 

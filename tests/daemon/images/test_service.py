@@ -9,10 +9,15 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dockserve.daemon.images.service import ImageService
+from dockserve.daemon.images.service import ImageService, _go_arch
 from dockserve.daemon.store import TEMP_SUFFIX
 from dockserve.errors import Conflict, InvalidParameter, NotFound
-from dockserve.testing.images import layer_tar, memory_image_service, save_archive
+from dockserve.testing.images import (
+    layer_tar,
+    memory_image_service,
+    oci_archive,
+    save_archive,
+)
 
 
 class _Users:
@@ -154,6 +159,71 @@ class LoadTests(ServiceTestsMixin, SynchronousTestCase):
             self.successResultOf(other.load(io.BytesIO(buf.getvalue()))),
             ["Loaded image: registry.example/app:2"],
         )
+
+    def test_multi_platform_index_this_machine_first(self) -> None:
+        """
+        Of a multi-platform OCI archive, the image for this machine's
+        architecture loads; C{platform} picks another.
+        """
+        host = _go_arch()
+        other = "riscv64" if host != "riscv64" else "s390x"
+        archive = oci_archive(
+            {other: [layer_tar({"o": b"1"})], host: [layer_tar({"h": b"2"})]},
+            "multi:1",
+        )
+        self.assertEqual(
+            self.successResultOf(self.service.load(io.BytesIO(archive))),
+            ["Loaded image: multi:1"],
+        )
+        self.assertEqual(self.service.inspect("multi:1")["Architecture"], host)
+        again = memory_image_service(Path(self.mktemp()))
+        self.successResultOf(
+            again.load(
+                io.BytesIO(archive),
+                platform={"os": "linux", "architecture": other},
+            )
+        )
+        self.assertEqual(again.inspect("multi:1")["Architecture"], other)
+
+    def test_platform_missing_from_archive(self) -> None:
+        """
+        A platform the index lists without its blobs, or does not list, is
+        a clear error; without C{platform} the one present loads.
+        """
+        archive = oci_archive(
+            {"amd64": [layer_tar({"a": b"1"})], "arm64": None}, "partial:1"
+        )
+        for platform in (
+            {"os": "linux", "architecture": "arm64"},
+            {"os": "linux", "architecture": "ppc64le"},
+        ):
+            failure = self.failureResultOf(
+                self.service.load(io.BytesIO(archive), platform=platform),
+                InvalidParameter,
+            )
+            self.assertEqual(
+                failure.value.message,
+                "failed to load image: the archive holds no image for platform "
+                f"linux/{platform['architecture']}",
+            )
+        self.successResultOf(self.service.load(io.BytesIO(archive)))
+        self.assertEqual(self.service.inspect("partial:1")["Architecture"], "amd64")
+
+    def test_platform_of_a_docker_save_archive(self) -> None:
+        """A classic archive loads for its own platform, not for another."""
+        archive = save_archive([layer_tar({"a": b"1"})], ["classic:1"])
+        self.failureResultOf(
+            self.service.load(
+                io.BytesIO(archive), platform={"os": "linux", "architecture": "arm64"}
+            ),
+            InvalidParameter,
+        )
+        self.successResultOf(
+            self.service.load(
+                io.BytesIO(archive), platform={"os": "linux", "architecture": "amd64"}
+            )
+        )
+        self.assertEqual(self.service.inspect("classic:1")["Architecture"], "amd64")
 
     def test_save_unknown(self) -> None:
         """Saving an unknown name is a 404 before any byte is written."""
