@@ -90,8 +90,9 @@ class ImageBackend(Protocol):
         self,
         source: IO[bytes],
         *,
-        quiet: bool = False,
+        quiet: bool = True,
         platform: dict[str, Any] | None = None,
+        progress: ProgressCallback = None,
     ) -> "Deferred[list[str]]":
         """C{POST /images/load}: fires with the report lines."""
 
@@ -660,12 +661,20 @@ class ImagesAPI:
     async def _load(self, request: Request) -> bytes | None:
         assert request.content is not None  # noqa: S101 - Twisted always sets it
         request.content.seek(0)
-        quiet = query_bool(request, "quiet")
-        lines = await self._backend.load(
-            request.content, quiet=quiet, platform=query_platform(request)
-        )
-        await body_ended(request)
+        quiet = query_bool(request, "quiet", default=True)
+        platform = query_platform(request)
         stream = MessageStream(request)
+        try:
+            lines = await self._backend.load(
+                request.content, quiet=quiet, platform=platform, progress=stream
+            )
+        except DockerError as e:
+            # As dockerd: a load's failure is the stream's last message,
+            # under a 200.
+            await body_ended(request)
+            stream.fail(e)
+            return None
+        await body_ended(request)
         for line in lines:
             stream({"stream": line + "\n"})
         if not lines:

@@ -2,6 +2,7 @@
 
 import base64
 import gzip
+import hashlib
 import io
 import json
 import tarfile
@@ -146,22 +147,20 @@ class ImagesAPITests(SynchronousTestCase):
     def test_load_platform(self) -> None:
         """
         C{platform} (JSON, as the CLI sends it, or os/arch) selects what
-        loads; a platform the archive lacks, or a bad value, is a 400.
+        loads; a platform the archive lacks fails in the stream (as every
+        load failure does in dockerd), a bad value is a 400.
         """
         archive = save_archive([layer_tar({"a": b"1"})], ["busybox:latest"])
         arm = json.dumps({"os": "linux", "architecture": "arm64"})
         code, body, _ = self.call(
             "POST", "/images/load", params={"platform": arm}, data=archive
         )
+        message = (
+            "failed to load image: the archive holds no image for platform linux/arm64"
+        )
         self.assertEqual(
             (code, json.loads(body)),
-            (
-                400,
-                {
-                    "message": "failed to load image: the archive holds no image "
-                    "for platform linux/arm64"
-                },
-            ),
+            (200, {"errorDetail": {"message": message}, "error": message}),
         )
         code, body, _ = self.call(
             "POST", "/images/load", params={"platform": "linux/amd64"}, data=archive
@@ -174,6 +173,40 @@ class ImagesAPITests(SynchronousTestCase):
             self.assertEqual(
                 (code, json.loads(body)), (400, {"message": f"invalid platform: {bad}"})
             )
+
+    def test_load_progress(self) -> None:
+        """
+        With C{quiet=0} each layer stored is reported as dockerd's
+        C{Loading layer} progress, before the C{Loaded image} line; quiet
+        by default.
+        """
+        layer = layer_tar({"a": b"1"})
+        short = hashlib.sha256(layer).hexdigest()[:12]
+        archive = save_archive([layer], ["busybox:latest"])
+        code, body, _ = self.call(
+            "POST", "/images/load", params={"quiet": "0"}, data=archive
+        )
+        messages = [json.loads(line) for line in body.splitlines()]
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            [(m.get("status"), m.get("id"), m.get("progressDetail")) for m in messages],
+            [
+                ("Loading layer", short, {"current": 0, "total": len(layer)}),
+                ("Loading layer", short, {"current": len(layer), "total": len(layer)}),
+                (None, None, None),
+            ],
+        )
+        self.assertEqual(messages[-1], {"stream": "Loaded image: busybox:latest\n"})
+        self.assertTrue(messages[1]["progress"].startswith("[" + "=" * 50 + "]"))
+        self.service.remove("busybox")
+        _, body, _ = self.call("POST", "/images/load", data=archive)
+        self.assertEqual(json.loads(body), {"stream": "Loaded image: busybox:latest\n"})
+
+    def test_load_failure_in_the_stream(self) -> None:
+        """A bad archive is an error message in a 200 stream, as in dockerd."""
+        code, body, _ = self.call("POST", "/images/load", data=b"garbage")
+        self.assertEqual(code, 200)
+        self.assertIn("failed to load image", json.loads(body)["error"])
 
     def test_remove_and_prune(self) -> None:
         """DELETE answers Untagged/Deleted; prune its report."""

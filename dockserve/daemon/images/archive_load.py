@@ -13,6 +13,7 @@ import os
 import posixpath
 import shutil
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -136,12 +137,31 @@ def _store_layer(
     return digest, size
 
 
-def _store_image(
+#: A progress callback (called from the loading thread).
+Progress = Callable[[dict[str, Any]], None]
+
+
+def _loading(
+    progress: Progress | None, layer_id: str, current: int, total: int
+) -> None:
+    if progress is not None:
+        progress(
+            {
+                "status": "Loading layer",
+                "progressDetail": {"current": current, "total": total},
+                "progress": layers.progress_bar(current, total),
+                "id": hex_of(layer_id)[:12],
+            }
+        )
+
+
+def _store_image(  # noqa: PLR0917 - one image's parts
     store: ImageStore,
     hashes: dict[Path, tuple[str, int]],
     config_path: Path,
     layer_paths: list[Path],
     repo_tags: list[str],
+    progress: Progress | None = None,
 ) -> LoadedImage:
     raw = config_path.read_bytes()
     try:
@@ -166,7 +186,10 @@ def _store_image(
         elif not path.exists():
             raise InvalidParameter(f"failed to load image: missing layer {path.name}")
         else:
+            total = path.stat().st_size
+            _loading(progress, expected, 0, total)
             got, _ = _store_layer(store, path, hashes.get(path))
+            _loading(progress, expected, total, total)
             seen[path] = got
         if got != expected:
             raise InvalidParameter(
@@ -265,7 +288,10 @@ def _config_platform(work: Path, config_name: str) -> dict[str, Any]:
 
 
 def load(
-    store: ImageStore, src: IO[bytes], platform: dict[str, Any] | None = None
+    store: ImageStore,
+    src: IO[bytes],
+    platform: dict[str, Any] | None = None,
+    progress: Progress | None = None,
 ) -> list[LoadedImage]:
     """
     Blocking: read a C{docker save} archive or an OCI layout from C{src}
@@ -273,6 +299,8 @@ def load(
 
     @param platform: Load only the images of this OCI platform (C{os},
         C{architecture}, C{variant}); all when C{None}.
+    @param progress: Told (from this thread) of each layer stored, as
+        dockerd's C{Loading layer} messages.
     @raise InvalidParameter: For an archive that is neither, or that holds
         no image of C{platform}.
     """
@@ -293,6 +321,7 @@ def load(
                     _member(work, entry["Config"]),
                     [work / p for p in entry.get("Layers") or []],
                     list(entry.get("RepoTags") or []),
+                    progress,
                 )
                 for entry in entries
                 if platform_matches(platform, _config_platform(work, entry["Config"]))
@@ -317,6 +346,7 @@ def load(
                                 for layer in manifest.get("layers", [])
                             ],
                             names,
+                            progress,
                         )
                     )
         else:

@@ -148,6 +148,32 @@ def syncfs(path: Path) -> None:
         os.close(fd)
 
 
+def human_size(n: int) -> str:
+    """A size as Docker's progress bars show it (C{2.13MB})."""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.3g}{unit}"
+        value /= 1000
+    return f"{value}B"
+
+
+def progress_bar(current: int, total: int) -> str:
+    """Docker's progress bar: C{[=====>     ] 1.05MB/2.13MB}."""
+    if total <= 0:
+        return ""
+    width = 50
+    filled = min(width, int(width * current / total))
+    arrow = ">" if filled < width else ""
+    return (
+        "["
+        + "=" * max(0, filled - (1 if arrow else 0))
+        + arrow
+        + " " * (width - filled)
+        + f"] {human_size(current)}/{human_size(total)}"
+    )
+
+
 def disk_size(root: Path) -> int:
     """
     The size dockerd gives an unpacked layer (its overlay2 C{DiffSize}): the

@@ -75,30 +75,6 @@ def _short(digest: str) -> str:
     return digest.removeprefix("sha256:")[:12]
 
 
-def _bar(current: int, total: int) -> str:
-    if total <= 0:
-        return ""
-    width = 50
-    filled = min(width, int(width * current / total))
-    arrow = ">" if filled < width else ""
-    return (
-        "["
-        + "=" * max(0, filled - (1 if arrow else 0))
-        + arrow
-        + " " * (width - filled)
-        + f"] {_human(current)}/{_human(total)}"
-    )
-
-
-def _human(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.3g}{unit}"
-        value /= 1000
-    return f"{value}B"
-
-
 def _go_arch() -> tuple[str, str]:
     import os  # noqa: PLC0415
 
@@ -663,7 +639,7 @@ class Distribution:
                     {
                         "status": "Downloading",
                         "progressDetail": {"current": received[0], "total": total},
-                        "progress": _bar(received[0], total),
+                        "progress": layers.progress_bar(received[0], total),
                         "id": short,
                     }
                 )
@@ -684,7 +660,7 @@ class Distribution:
             {
                 "status": "Extracting",
                 "progressDetail": {"current": size, "total": size},
-                "progress": _bar(size, size),
+                "progress": layers.progress_bar(size, size),
                 "id": short,
             }
         )
@@ -1014,7 +990,7 @@ class Distribution:
                 {
                     "status": "Pushing",
                     "progressDetail": {"current": 0, "total": size},
-                    "progress": _bar(0, size),
+                    "progress": layers.progress_bar(0, size),
                     "id": short,
                 }
             )
@@ -1049,7 +1025,7 @@ class Distribution:
                 {
                     "status": "Pushing",
                     "progressDetail": {"current": size, "total": size},
-                    "progress": _bar(size, size),
+                    "progress": layers.progress_bar(size, size),
                     "id": short,
                 }
             )

@@ -731,20 +731,32 @@ class ImageService:
         self,
         source: IO[bytes],
         *,
-        quiet: bool = False,
+        quiet: bool = True,
         platform: dict[str, Any] | None = None,
+        progress: Progress | None = None,
     ) -> "Deferred[list[str]]":
         """
         C{POST /images/load}: a C{docker save} archive or an OCI layout.
 
+        @param quiet: Whether C{progress} is left out.
         @param platform: Only the images of this OCI platform.
+        @param progress: Told (on the reactor thread) of each layer loading.
         @return: A L{Deferred} firing with the lines dockerd reports
             (C{Loaded image: busybox:latest}, ...).
         """
-        del quiet
+        report: Progress | None = None
+        if progress is not None and not quiet:
+            if self.synchronous:
+                report = progress
+            else:
+                call_from_thread = self._reactor.callFromThread
+
+                def report(message: dict[str, Any]) -> None:
+                    call_from_thread(progress, message)
+
         self.store.begin()
         d: Deferred[Any] = self.in_thread(
-            archive_load.load, self.store, source, platform
+            archive_load.load, self.store, source, platform, report
         )
         d.addCallback(self._loaded)
         return d.addBoth(self._end)
