@@ -293,6 +293,11 @@ class ImageService:
                     for r in records
                     if keep(_parse_time(r.config.get("created")), pivot)
                 ]
+        cutoff = _until(filters)
+        if cutoff is not None:
+            records = [
+                r for r in records if _parse_time(r.config.get("created")) < cutoff
+            ]
         patterns = filters.get("reference", [])
         summaries = []
         for record in records:
@@ -543,17 +548,7 @@ class ImageService:
         dangling_only = True
         if filters.get("dangling"):
             dangling_only = filters["dangling"][-1].lower() in ("true", "1")
-        until = filters.get("until")
-        cutoff = None
-        if until:
-            try:
-                cutoff = (
-                    time.time() - _duration(until[-1])
-                    if until[-1][-1:].isalpha()
-                    else float(until[-1])
-                )
-            except ValueError:
-                cutoff = _parse_time(until[-1]) or None
+        cutoff = _until(filters)
         deleted: list[dict[str, str]] = []
         reclaimed = 0
         for record in list(self.store.images.values()):
@@ -876,6 +871,28 @@ def _comment(config: dict[str, Any]) -> str:
 def _label_match(labels: dict[str, str], spec: str) -> bool:
     key, eq, value = spec.partition("=")
     return key in labels and (not eq or labels[key] == value)
+
+
+def _until(filters: dict[str, list[str]]) -> float | None:
+    """
+    The C{until} filter as Unix seconds: a timestamp (RFC 3339 or Unix
+    seconds) or a duration before now (C{10m}, C{1h30m}); C{None} without.
+
+    @raise InvalidParameter: For a value that is neither.
+    """
+    values = filters.get("until")
+    if not values:
+        return None
+    value = values[-1]
+    try:
+        if value[-1:].isalpha() and value[-1:] != "Z":
+            return time.time() - _duration(value)
+        return float(value)
+    except ValueError:
+        seconds = _parse_time(value)
+        if not seconds:
+            raise InvalidParameter(f"invalid filter 'until={value}'") from None
+        return seconds
 
 
 def _duration(text: str) -> float:

@@ -485,6 +485,22 @@ class ListTests(ServiceTestsMixin, SynchronousTestCase):
         self.assertEqual(ids({"dangling": ["true"]}), [])
         self.assertRaises(InvalidParameter, self.service.list_images, {"bogus": ["1"]})
 
+    def test_until(self) -> None:
+        """
+        C{until} keeps images created before a time or a duration ago; a
+        value that is neither is refused, by list and by prune alike.
+        """
+        old = self.busybox("old:1")  # created 2024-01-01
+        ids = lambda f: [s["Id"] for s in self.service.list_images(f)]  # noqa: E731
+        self.assertEqual(ids({"until": ["2024-06-01T00:00:00Z"]}), [old])
+        self.assertEqual(ids({"until": ["2023-06-01T00:00:00Z"]}), [])
+        self.assertEqual(ids({"until": ["1704067201"]}), [old])
+        self.assertEqual(ids({"until": ["1h"]}), [old])
+        for call in (self.service.list_images, self.service.prune):
+            e = self.assertRaises(InvalidParameter, call, {"until": ["soon"]})
+            self.assertEqual(e.message, "invalid filter 'until=soon'")
+        self.assertEqual(ids({}), [old])
+
     def test_reference_filter_shows_matching_names(self) -> None:
         """
         With a reference filter an image lists only its names that match
