@@ -30,7 +30,7 @@ from dockserve.daemon.images.store import (
     dump_config,
     now_rfc3339,
 )
-from dockserve.errors import Conflict, InvalidParameter, NotFound
+from dockserve.errors import Conflict, DockerError, InvalidParameter, NotFound
 
 _T = TypeVar("_T")
 
@@ -117,6 +117,7 @@ class ImageService:
         self.insecure_registries = tuple(insecure_registries)
         self.registry_mirrors = tuple(registry_mirrors)
         self._registry: Any = None
+        self._publish: Callable[[dict[str, Any]], None] | None = None
 
     @classmethod
     def for_config(cls, config: Any, reactor: Any) -> "ImageService":
@@ -136,6 +137,49 @@ class ImageService:
     def set_users(self, users: ImageUsers) -> None:
         """Tell the store who uses images, so C{rmi} can refuse."""
         self._users = users
+
+    def set_events(self, publish: Callable[[dict[str, Any]], None]) -> None:
+        """
+        Send image events to C{publish} (the event bus behind C{/events}):
+        one C{EventMessage} of the API (C{Type "image"}, C{Action}, C{Actor},
+        C{scope}, C{time}, C{timeNano}) per change, on the reactor thread,
+        as dockerd logs them: C{pull}, C{push}, C{tag}, C{untag}, C{delete},
+        C{import}, C{load}, C{save}, C{prune}.
+        """
+        self._publish = publish
+
+    def _event(
+        self, action: str, actor_id: str, attributes: dict[str, str] | None = None
+    ) -> None:
+        if self._publish is None:
+            return
+        now = time.time_ns()
+        self._publish(
+            {
+                "Type": "image",
+                "Action": action,
+                "Actor": {"ID": actor_id, "Attributes": dict(attributes or {})},
+                "scope": "local",
+                "time": now // 1_000_000_000,
+                "timeNano": now,
+            }
+        )
+
+    def _image_event(
+        self,
+        action: str,
+        image_id: str,
+        name: str,
+        record: ImageRecord | None = None,
+    ) -> None:
+        """An event about an image: its labels, and C{name}."""
+        attributes: dict[str, str] = {}
+        record = record or self.store.images.get(image_id)
+        if record is not None:
+            labels = (record.config.get("config") or {}).get("Labels") or {}
+            attributes.update({str(k): str(v) for k, v in labels.items()})
+        attributes["name"] = name
+        self._event(action, image_id, attributes)
 
     @property
     def synchronous(self) -> bool:
@@ -423,6 +467,7 @@ class ImageService:
             ref = ref.with_tag(tag)
         self.store.set_ref(ref.tagged(), record.id)
         self.store.save_index()
+        self._image_event("tag", record.id, ref.familiar())
 
     def _check_users(self, record: ImageRecord, force: bool, how: str) -> bool:
         """
@@ -453,7 +498,21 @@ class ImageService:
         @raise Conflict: dockerd's messages for an image in use or named in
             several repositories.
         """
-        return maybeDeferred(self._remove, name, force, noprune)
+        try:
+            record = self.lookup(name)
+        except DockerError:
+            return maybeDeferred(self._remove, name, force, noprune)
+        image_id = record.id
+
+        def events(result: list[dict[str, str]]) -> list[dict[str, str]]:
+            for entry in result:
+                if "Untagged" in entry:
+                    self._image_event("untag", image_id, image_id, record)
+            if {"Deleted": image_id} in result:
+                self._event("delete", image_id, {"name": image_id})
+            return result
+
+        return maybeDeferred(self._remove, name, force, noprune).addCallback(events)
 
     def _remove(
         self, name: str, force: bool, noprune: bool
@@ -570,14 +629,17 @@ class ImageService:
             for ref_text in tags:
                 del self.store.refs[ref_text]
                 deleted.append({"Untagged": reference.familiar(ref_text)})
+                self._image_event("untag", record.id, record.id)
             del self.store.images[record.id]
             deleted.append({"Deleted": record.id})
+            self._event("delete", record.id, {"name": record.id})
             for chain, size in self._released_layers(record):
                 deleted.append({"Deleted": chain})
                 reclaimed += size
         self.store.save_index()
 
         def report(_: object) -> dict[str, Any]:
+            self._event("prune", "", {"reclaimed": str(reclaimed)})
             return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
         return self.in_thread(
@@ -647,7 +709,11 @@ class ImageService:
                 lambda image_id: self._index(image_id, config, len(raw), ref)
             )
 
-        d = self.in_thread(ingest).addCallback(made)
+        def imported(image_id: str) -> str:
+            self._image_event("import", image_id, image_id)
+            return image_id
+
+        d = self.in_thread(ingest).addCallback(made).addCallback(imported)
         return d.addBoth(self._end)
 
     def import_url(
@@ -771,6 +837,8 @@ class ImageService:
             if not image.repo_tags:
                 lines.append(f"Loaded image ID: {image.id}")
         self.store.save_index()
+        for image in images:
+            self._image_event("load", image.id, image.id)
         return lines
 
     def prepare_save(self, names: list[str]) -> list[archive_save.SaveItem]:
@@ -816,9 +884,14 @@ class ImageService:
     ) -> "Deferred[None]":
         """Write the archive of C{items} to C{out} from a thread."""
         self.store.begin()
-        return self.in_thread(archive_save.save, self.store, items, out).addBoth(
-            self._end
-        )
+
+        def saved(_: object) -> None:
+            for item in items:
+                self._image_event("save", item.record.id, item.record.id)
+
+        d: Deferred[None] = self.in_thread(archive_save.save, self.store, items, out)
+        d.addBoth(self._end)
+        return d.addCallback(saved)
 
     # --- registries --------------------------------------------------------
 
@@ -838,9 +911,10 @@ class ImageService:
         platform: str | None = None,
     ) -> "Deferred[None]":
         """C{POST /images/create?fromImage=}: pull from a registry."""
-        return maybeDeferred(
+        d = maybeDeferred(
             self._registry_client().pull, image, tag, auth, progress, platform
         )
+        return d.addCallback(self._registry_event, "pull", image, tag)
 
     def push(
         self,
@@ -850,7 +924,32 @@ class ImageService:
         progress: Progress,
     ) -> "Deferred[None]":
         """C{POST /images/{name}/push}: push to a registry."""
-        return maybeDeferred(self._registry_client().push, name, tag, auth, progress)
+        d = maybeDeferred(self._registry_client().push, name, tag, auth, progress)
+        return d.addCallback(self._registry_event, "push", name, tag)
+
+    def _registry_event(
+        self, result: None, action: str, name: str, tag: str | None
+    ) -> None:
+        """The events of a pull or push: the reference is the actor."""
+        try:
+            ref = reference.parse(name)
+            if tag and tag.startswith("sha256:"):
+                ref = ref.with_digest(tag)
+            elif tag:
+                ref = ref.with_tag(tag)
+        except DockerError:
+            return result
+        attributes: dict[str, str] = {}
+        key = ref.with_digest(ref.digest).full() if ref.digest else ref.tagged()
+        image_id = self.store.refs.get(key)
+        if image_id is not None:
+            labels = (self.store.images[image_id].config.get("config") or {}).get(
+                "Labels"
+            ) or {}
+            attributes.update({str(k): str(v) for k, v in labels.items()})
+        attributes["name"] = ref.familiar_repository
+        self._event(action, ref.familiar(), attributes)
+        return result
 
     def search(
         self, term: str, limit: int | None = None

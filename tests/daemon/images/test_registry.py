@@ -418,6 +418,46 @@ class DigestReferenceTests(SynchronousTestCase):
         self.assertIn({"Deleted": source.lookup("registry.test/d:1").id}, result)
 
 
+class RegistryEventTests(SynchronousTestCase):
+    """Pull and push events name the reference, as dockerd's do."""
+
+    def test_push_pull_events(self) -> None:
+        """The actor is the familiar reference, C{name} its repository."""
+        registry = FakeRegistry()
+        source = memory_image_service(Path(self.mktemp()))
+        _distribution(source, registry)
+        archive = save_archive(
+            [layer_tar({"a": b"1"})], ["registry.test/d:1"], {"Labels": {"l": "v"}}
+        )
+        self.successResultOf(source.load(io.BytesIO(archive)))
+        events: list[dict[str, Any]] = []
+        source.set_events(events.append)
+        self.successResultOf(source.push("registry.test/d:1", None, AUTH, _ignore))
+        target = memory_image_service(Path(self.mktemp()))
+        target.set_events(events.append)
+        _distribution(target, registry)
+        self.successResultOf(target.pull("registry.test/d", "1", AUTH, _ignore))
+        self.assertEqual(
+            [(e["Action"], e["Actor"]) for e in events],
+            [
+                (
+                    "push",
+                    {
+                        "ID": "registry.test/d:1",
+                        "Attributes": {"l": "v", "name": "registry.test/d"},
+                    },
+                ),
+                (
+                    "pull",
+                    {
+                        "ID": "registry.test/d:1",
+                        "Attributes": {"l": "v", "name": "registry.test/d"},
+                    },
+                ),
+            ],
+        )
+
+
 class TokenCredentialTests(SynchronousTestCase):
     """Credentials docker login leaves behind: identity and registry tokens."""
 

@@ -608,3 +608,74 @@ class CompressedArchiveTests(ServiceTestsMixin, SynchronousTestCase):
             ["Loaded image: z:1"],
         )
         self.assertEqual(self.load(gzip.compress(archive)), ["Loaded image: z:1"])
+
+
+class EventTests(ServiceTestsMixin, SynchronousTestCase):
+    """Image events, as dockerd logs them, for the event bus."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.events: list[dict[str, object]] = []
+        self.service.set_events(self.events.append)
+
+    def actions(self) -> list[tuple[object, ...]]:
+        seen = [
+            (e["Action"], e["Actor"]["ID"], e["Actor"]["Attributes"])  # type: ignore[index]
+            for e in self.events
+        ]
+        self.events.clear()
+        return seen
+
+    def test_shape(self) -> None:
+        """Every event is an API EventMessage of type image, local scope."""
+        self.busybox()
+        [event] = self.events
+        self.assertEqual(event["Type"], "image")
+        self.assertEqual(event["scope"], "local")
+        self.assertEqual(event["time"], event["timeNano"] // 1_000_000_000)  # type: ignore[operator]
+
+    def test_load_tag_untag_delete_prune(self) -> None:
+        """Load, tag, rmi (untag then delete, with labels while it exists), prune."""
+        self.load(
+            save_archive(
+                [layer_tar({"a": b"1"})], ["busybox:latest"], {"Labels": {"l": "v"}}
+            )
+        )
+        image_id = self.service.lookup("busybox").id
+        self.assertEqual(
+            self.actions(), [("load", image_id, {"l": "v", "name": image_id})]
+        )
+        self.service.tag("busybox", "other", "2")
+        self.assertEqual(
+            self.actions(), [("tag", image_id, {"l": "v", "name": "other:2"})]
+        )
+        self.successResultOf(self.service.remove(image_id, force=True))
+        self.assertEqual(
+            self.actions(),
+            [
+                ("untag", image_id, {"l": "v", "name": image_id}),
+                ("untag", image_id, {"l": "v", "name": image_id}),
+                ("delete", image_id, {"name": image_id}),
+            ],
+        )
+        self.successResultOf(self.service.prune())
+        self.assertEqual(self.actions(), [("prune", "", {"reclaimed": "0"})])
+
+    def test_import_and_save(self) -> None:
+        """An import is logged by the new ID; a save by each image saved."""
+        image_id = self.successResultOf(
+            self.service.import_image(io.BytesIO(layer_tar({"a": b"1"})), repo="imp")
+        )
+        self.assertEqual(self.actions(), [("import", image_id, {"name": image_id})])
+        self.successResultOf(
+            self.service.save(self.service.prepare_save(["imp"]), io.BytesIO())
+        )
+        self.assertEqual(self.actions(), [("save", image_id, {"name": image_id})])
+
+    def test_failures_are_not_events(self) -> None:
+        """A refused removal logs nothing."""
+        image_id = self.busybox()
+        self.service.tag(image_id, "other", "1")
+        self.events.clear()
+        self.failureResultOf(self.service.remove(image_id), Conflict)
+        self.assertEqual(self.events, [])
