@@ -220,3 +220,20 @@ class StreamedUploadTests(SynchronousTestCase):
         self.assertIn(
             "Loaded image: gone:1", self.docker("load", "-i", str(archive_path))
         )
+
+    def test_killed_mid_load(self) -> None:
+        """
+        SIGKILL while a streamed load is half read: after a restart no image
+        shows, nothing is left in the store's temporary area, and the same
+        archive loads.
+        """
+        archive = busybox_save_archive(self.tmp / "a.tar", "killed:1")
+        data = archive.read_bytes()
+        self.client.start_upload("/v1.50/images/load?quiet=1")
+        self.client.chunk(data[: len(data) // 2])
+        self.daemon.kill()
+        self.daemon.start()
+        self.assertEqual(self.docker("images", "-q"), "")
+        tmp = Path(self.daemon.data_root) / "image" / "tmp"
+        self.assertEqual(list(tmp.iterdir()), [])
+        self.assertIn("Loaded image: killed:1", self.docker("load", "-i", str(archive)))
