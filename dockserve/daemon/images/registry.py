@@ -926,7 +926,10 @@ class Distribution:
         )
 
     def _compress(self, diff_id: str) -> LayerSource:
-        """Blocking: gzip a layer reproducibly (mtime 0) into a blob."""
+        """
+        Blocking: gzip a layer reproducibly into a blob: no time and no file
+        name in the header, so every daemon pushes the same bytes.
+        """
         temp = self._store.temp_path("gzip-")
         try:
             with (
@@ -934,7 +937,7 @@ class Distribution:
                 temp.open("wb") as raw,
             ):
                 with gzip.GzipFile(
-                    fileobj=raw, mode="wb", mtime=0, compresslevel=6
+                    filename="", fileobj=raw, mode="wb", mtime=0, compresslevel=6
                 ) as out:
                     shutil.copyfileobj(src, out, layers.CHUNK)
                 layers.fsync_file(raw)

@@ -418,6 +418,27 @@ class DigestReferenceTests(SynchronousTestCase):
         self.assertIn({"Deleted": source.lookup("registry.test/d:1").id}, result)
 
 
+class ReproduciblePushTests(SynchronousTestCase):
+    """The same image pushed from two daemons is the same manifest."""
+
+    def test_same_digest_from_two_stores(self) -> None:
+        """
+        Two stores gzip a layer to the same bytes (no temp file name or
+        time in the gzip header), so their pushes give one digest.
+        """
+        archive = save_archive([layer_tar({"a": b"1" * 5000})], ["registry.test/r:1"])
+        digests = []
+        for _ in range(2):
+            registry = FakeRegistry()
+            service = memory_image_service(Path(self.mktemp()))
+            _distribution(service, registry)
+            self.successResultOf(service.load(io.BytesIO(archive)))
+            self.successResultOf(service.push("registry.test/r:1", None, AUTH, _ignore))
+            [digest] = service.inspect("registry.test/r:1")["RepoDigests"]
+            digests.append(digest)
+        self.assertEqual(digests[0], digests[1])
+
+
 class RegistryEventTests(SynchronousTestCase):
     """Pull and push events name the reference, as dockerd's do."""
 
