@@ -513,6 +513,7 @@ class Distribution:
                     descriptor["digest"],
                     int(descriptor.get("size", 0)),
                     descriptor.get("mediaType", DOCKER_LAYER_GZIP),
+                    ref.repository,
                 )
                 if self._store.layer_path(diff_id).is_dir() and self._store.has_blob(
                     diff_id
@@ -545,8 +546,9 @@ class Distribution:
                 raise InvalidParameter(
                     f"config digest mismatch: expected {config_digest}, got {image_id}"
                 )
-            kept = {k: v for k, v in sources.items() if self._store.has_blob(v.digest)}
-            self._store.add_image(image_id, config, len(raw_config), kept)
+            # Every layer's registry form is remembered, its blob kept or
+            # not: a push reuses it where the registry has it.
+            self._store.add_image(image_id, config, len(raw_config), sources)
             record = self._store.images[image_id]
             from attrs import evolve  # noqa: PLC0415
 
@@ -832,9 +834,19 @@ class Distribution:
                     {"status": "Preparing", "progressDetail": {}, "id": _short(diff_id)}
                 )
             sources = dict(record.sources)
+            in_registry: set[str] = set()
             for diff_id in record.diff_ids:
                 source = sources.get(diff_id)
-                if source is None or not self._store.has_blob(source.digest):
+                if source is not None and not self._store.has_blob(source.digest):
+                    # Pulled, its blob not kept: reuse it if this registry
+                    # has it (or mounts it from where it came), as dockerd.
+                    if await self._in_registry(
+                        base, ref, auth, scope, source, _short(diff_id), progress
+                    ):
+                        in_registry.add(diff_id)
+                    else:
+                        source = None
+                if source is None:
                     source = await self._service.in_thread(self._compress, diff_id)
                     sources[diff_id] = source
             from attrs import evolve  # noqa: PLC0415
@@ -863,6 +875,8 @@ class Distribution:
                         "digest": source.digest,
                     }
                 )
+                if diff_id in in_registry:
+                    continue
                 uploads.append(
                     Deferred.fromCoroutine(
                         self._upload(
@@ -924,6 +938,57 @@ class Distribution:
                 "aux": {"Tag": ref.tag, "Digest": digest, "Size": len(body)},
             }
         )
+
+    async def _in_registry(  # noqa: PLR0917 - one blob's facts
+        self,
+        base: str,
+        ref: reference.Reference,
+        auth: _Auth,
+        scope: str,
+        source: LayerSource,
+        short: str,
+        progress: Progress,
+    ) -> bool:
+        """
+        Whether the registry at C{base} has C{source}'s blob in C{ref}'s
+        repository, mounting it from the repository it was pulled from
+        when that is on the same registry.
+        """
+        head = await self._request(
+            "HEAD", f"{base}/v2/{ref.path}/blobs/{source.digest}", auth, scope
+        )
+        await head.content()
+        if head.code == 200:
+            progress(
+                {"status": "Layer already exists", "progressDetail": {}, "id": short}
+            )
+            return True
+        if not source.repository:
+            return False
+        origin = reference.parse(source.repository, default_tag=False)
+        if origin.domain != ref.domain or origin.path == ref.path:
+            return False
+        query = urlencode({"mount": source.digest, "from": origin.path})
+        mount = await self._request(
+            "POST",
+            f"{base}/v2/{ref.path}/blobs/uploads/?{query}",
+            auth,
+            # With a token for this repository only, a registry answers 202
+            # (a plain upload) instead of mounting: the layer is then
+            # compressed here and uploaded.
+            scope,
+        )
+        await mount.content()
+        if mount.code != 201:
+            return False
+        progress(
+            {
+                "status": f"Mounted from {origin.path}",
+                "progressDetail": {},
+                "id": short,
+            }
+        )
+        return True
 
     def _compress(self, diff_id: str) -> LayerSource:
         """

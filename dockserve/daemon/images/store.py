@@ -42,16 +42,20 @@ from dockserve.errors import InvalidParameter, NotFound, SystemError_
 @frozen
 class LayerSource:
     """
-    A layer as a registry or an archive carried it.
+    A layer as a registry or an archive carried it: the blob may be in the
+    store (then a push uploads it), or only in the registry it came from
+    (then a push reuses it there, as dockerd's distribution metadata does).
 
     @ivar digest: The digest of the (maybe compressed) blob.
     @ivar size: Its size in bytes.
     @ivar media_type: Its media type in a manifest.
+    @ivar repository: The full repository it was pulled from, or C{""}.
     """
 
     digest: str
     size: int
     media_type: str
+    repository: str = ""
 
 
 @frozen
@@ -166,7 +170,12 @@ class ImageStore:
                 added=float(entry.get("added", 0)),
                 last_tag_time=float(entry.get("last_tag_time", 0)),
                 sources={
-                    k: LayerSource(v["digest"], int(v["size"]), v["media_type"])
+                    k: LayerSource(
+                        v["digest"],
+                        int(v["size"]),
+                        v["media_type"],
+                        v.get("repository", ""),
+                    )
                     for k, v in entry.get("sources", {}).items()
                 },
                 manifests=dict(entry.get("manifests", {})),
@@ -190,6 +199,7 @@ class ImageStore:
                             "digest": s.digest,
                             "size": s.size,
                             "media_type": s.media_type,
+                            "repository": s.repository,
                         }
                         for k, s in r.sources.items()
                     },

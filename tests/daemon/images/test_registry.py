@@ -45,6 +45,16 @@ class FakeRegistry:
         self.down: set[bytes] = set()
         self.hosts: list[bytes] = []
         self.held: list[tuple[Deferred[bytes], bytes]] = []
+        #: When set, blobs belong to repositories (HEAD on another is a
+        #: 404) and a cross-repository mount links one, as a real registry.
+        self.links: dict[str, set[str]] | None = None
+
+    def _linked(self, repo: str, digest: str) -> bool:
+        return self.links is None or digest in self.links.get(repo, set())
+
+    def _link(self, repo: str, digest: str) -> None:
+        if self.links is not None:
+            self.links.setdefault(repo, set()).add(digest)
 
     def _authorized(self, request: Request) -> bool:
         if request.getRequestHostname() in self.down:
@@ -108,10 +118,10 @@ class FakeRegistry:
         return body
 
     @app.route("/v2/<path:repo>/blobs/<digest>", methods=["GET", "HEAD"])
-    def blob(self, request: Request, repo: str, digest: str) -> bytes:  # noqa: ARG002
+    def blob(self, request: Request, repo: str, digest: str) -> bytes:
         if not self._authorized(request):
             return b""
-        if digest not in self.blobs:
+        if digest not in self.blobs or not self._linked(repo, digest):
             request.setResponseCode(404)
             return b""
         data = self.blobs[digest]
@@ -129,6 +139,12 @@ class FakeRegistry:
     def start_upload(self, request: Request, repo: str) -> bytes:
         if not self._authorized(request):
             return b""
+        mount = request.args.get(b"mount", [b""])[0].decode()
+        origin = request.args.get(b"from", [b""])[0].decode()
+        if mount and mount in self.blobs and self._linked(origin, mount):
+            self._link(repo, mount)
+            request.setResponseCode(201)
+            return b""
         request.setResponseCode(202)
         request.responseHeaders.setRawHeaders(
             b"Location", [f"/v2/{repo}/blobs/uploads/u1".encode()]
@@ -136,13 +152,14 @@ class FakeRegistry:
         return b""
 
     @app.route("/v2/<path:repo>/blobs/uploads/<upload>", methods=["PUT"])
-    def finish_upload(self, request: Request, **_: str) -> bytes:
+    def finish_upload(self, request: Request, repo: str, **_: str) -> bytes:
         if not self._authorized(request):
             return b""
         data = request.content.read()  # type: ignore[union-attr]
         digest = request.args[b"digest"][0].decode()
         assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
         self.blobs[digest] = data
+        self._link(repo, digest)
         request.setResponseCode(201)
         return b""
 
@@ -437,6 +454,119 @@ class ReproduciblePushTests(SynchronousTestCase):
             [digest] = service.inspect("registry.test/r:1")["RepoDigests"]
             digests.append(digest)
         self.assertEqual(digests[0], digests[1])
+
+
+def _publish(registry: FakeRegistry, repo: str, layers: list[bytes]) -> str:
+    """
+    Put an image in C{repo}:1 as another engine would: its layers gzipped
+    differently from dockserve (level 1, a time in the header). Returns the
+    manifest digest.
+    """
+    import gzip  # noqa: PLC0415
+
+    links = registry.links if registry.links is not None else {}
+    diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
+    config = json.dumps(
+        {
+            "architecture": _go_arch()[1],
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "config": {},
+        }
+    ).encode()
+    descriptors = []
+    for layer in layers:
+        blob = gzip.compress(layer, compresslevel=1, mtime=12345)
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        registry.blobs[digest] = blob
+        links.setdefault(repo, set()).add(digest)
+        descriptors.append(
+            {
+                "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                "size": len(blob),
+                "digest": digest,
+            }
+        )
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    registry.blobs[config_digest] = config
+    links.setdefault(repo, set()).add(config_digest)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": len(config),
+            "digest": config_digest,
+        },
+        "layers": descriptors,
+    }
+    body = json.dumps(manifest, indent=3).encode()
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    media = "application/vnd.docker.distribution.manifest.v2+json"
+    registry.manifests[f"{repo}:1"] = (media, body)
+    registry.manifests[f"{repo}@{digest}"] = (media, body)
+    return digest
+
+
+class LayerReuseTests(SynchronousTestCase):
+    """A pulled layer is pushed as the registry has it, as dockerd does."""
+
+    def test_push_after_pull_keeps_the_registry_blobs(self) -> None:
+        """
+        A layer that already existed here when pulled (so its compressed
+        blob was never downloaded) is mounted from the repository it came
+        from; the other is uploaded as it was pulled: the new repository
+        gets the very manifest another engine pushed.
+        """
+        registry = FakeRegistry()
+        registry.links = {}
+        base, top = layer_tar({"base": b"1" * 3000}), layer_tar({"top": b"2" * 3000})
+        digest = _publish(registry, "a", [base, top])
+        service = memory_image_service(Path(self.mktemp()))
+        _distribution(service, registry)
+        self.successResultOf(
+            service.load(io.BytesIO(save_archive([base], ["local:1"])))
+        )
+        self.successResultOf(service.pull("registry.test/a", "1", AUTH, _ignore))
+        service.tag("registry.test/a:1", "registry.test/b", "1")
+        messages: list[dict[str, Any]] = []
+        self.successResultOf(
+            service.push("registry.test/b:1", None, AUTH, messages.append)
+        )
+        self.assertIn(
+            f"registry.test/b@{digest}",
+            service.inspect("registry.test/b:1")["RepoDigests"],
+        )
+        statuses = [m.get("status") for m in messages]
+        self.assertIn("Mounted from a", statuses)
+        self.assertIn("Pushed", statuses)
+
+    def test_not_in_the_registry_compressed_here(self) -> None:
+        """
+        Pushed to a registry that lacks the pulled blob (and cannot mount
+        it), the layer is compressed here and uploaded.
+        """
+        registry = FakeRegistry()
+        registry.links = {}
+        base = layer_tar({"base": b"1" * 3000})
+        _publish(registry, "a", [base])
+        service = memory_image_service(Path(self.mktemp()))
+        _distribution(service, registry)
+        self.successResultOf(
+            service.load(io.BytesIO(save_archive([base], ["local:1"])))
+        )
+        self.successResultOf(service.pull("registry.test/a", "1", AUTH, _ignore))
+        other = FakeRegistry()
+        other.links = {}
+        _distribution(service, other)
+        service.tag("registry.test/a:1", "registry.test/c", "1")
+        self.successResultOf(service.push("registry.test/c:1", None, AUTH, _ignore))
+        [manifest_digest] = [
+            k.split("@")[1] for k in other.manifests if k.startswith("c@")
+        ]
+        _, body = other.manifests[f"c@{manifest_digest}"]
+        [layer] = json.loads(body)["layers"]
+        self.assertIn(layer["digest"], other.blobs)
 
 
 class RegistryEventTests(SynchronousTestCase):
