@@ -229,3 +229,29 @@ class InteropTests(SynchronousTestCase):
         self.assertEqual(
             self.ds("run", "--rm", other, "cat", "/marker"), "pushed by dockerd\n"
         )
+
+    def test_repush_of_a_pull_is_dockerds_manifest(self) -> None:
+        """
+        dockerd pushes a two-layer image whose base dockserve already has;
+        dockserve pulls it (the base "Already exists", so its compressed
+        form never came) and pushes it to another repository: the same
+        manifest digest, the base mounted from where it came.
+        """
+        registry = Registry(self)
+        base = busybox_save_archive(self.tmp / "base.tar", "interop/base:3")
+        self.dd("load", "-i", str(base))
+        self.dd("run", "--name", "maker", "--net", "none", "interop/base:3",
+                "sh", "-c", "echo top > /top")  # fmt: skip
+        name = f"{registry.host}/interop/two:1"
+        self.dd("commit", "maker", name)
+        self.dd("rm", "maker")
+        digest = self.dd("push", name).split("digest: ")[1].split()[0]
+
+        self.ds("load", "-i", str(base))
+        pulled = self.ds("pull", name)
+        self.assertIn("Already exists", pulled)
+        again = f"{registry.host}/interop/again:1"
+        self.ds("tag", name, again)
+        pushed = self.ds("push", again)
+        self.assertIn("Mounted from interop/two", pushed)
+        self.assertIn(f"digest: {digest}", pushed)
