@@ -11,24 +11,29 @@ buffer until the daemon has restored its state.
 import os
 import sys
 from collections.abc import Callable, MutableMapping, Sequence
-from typing import IO, Any, NoReturn
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.task import deferLater
 from twisted.logger import Logger, globalLogPublisher
 from twisted.python import usage
 from twisted.python.failure import Failure
+from twisted.web import http
 from twisted.web.resource import IResource
-from twisted.web.server import Request, Site
+from twisted.web.server import Site
 
+from dockserve.api.images import StreamingRequest
 from dockserve.api.router import make_resource
 from dockserve.daemon import daemon as daemon_module
 from dockserve.daemon.config import DaemonConfig
 from dockserve.server import activation, hosts, logfmt, tls, unixsocket
 from dockserve.server.listenbuffer import DEFAULT_TIMEOUT, ListenBufferEndpoint
 from dockserve.server.listeners import ListenerService, ListenFailed, endpoints_for
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 
 _log = Logger()
 
@@ -38,7 +43,7 @@ def default_unix_socket(environ: MutableMapping[str, str] | None = None) -> str:
     environ = os.environ if environ is None else environ
     if os.geteuid() == 0 or not environ.get("XDG_RUNTIME_DIR"):
         return "/run/dockserve.sock"
-    return os.path.join(environ["XDG_RUNTIME_DIR"], "dockserve.sock")
+    return str(Path(environ["XDG_RUNTIME_DIR"]) / "dockserve.sock")
 
 
 def default_data_root(environ: MutableMapping[str, str] | None = None) -> str:
@@ -46,10 +51,9 @@ def default_data_root(environ: MutableMapping[str, str] | None = None) -> str:
     environ = os.environ if environ is None else environ
     if os.geteuid() == 0:
         return "/var/lib/dockserve"
-    base = environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share"
-    )
-    return os.path.join(base, "dockserve")
+    data_home = environ.get("XDG_DATA_HOME")
+    base = Path(data_home) if data_home else Path("~/.local/share").expanduser()
+    return str(base / "dockserve")
 
 
 class Options(usage.Options):
@@ -133,7 +137,7 @@ class Options(usage.Options):
         environ: MutableMapping[str, str] | None = None,
         stderr: IO[str] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.environ: MutableMapping[str, str] = (
             os.environ if environ is None else environ
         )
@@ -143,7 +147,10 @@ class Options(usage.Options):
         self["registry-mirrors"] = []
 
     def opt_host(self, value: str) -> None:
-        """Listen here (repeatable): tcp://HOST:PORT, unix:///path, fd://, fd://N, or a Twisted endpoint (tcp:2375)."""
+        """
+        Listen here (repeatable): tcp://HOST:PORT, unix:///path, fd://, fd://N,
+        or a Twisted endpoint (tcp:2375).
+        """
         self["hosts"].append(value)
 
     opt_H = opt_host
@@ -164,7 +171,7 @@ class Options(usage.Options):
         supervisor and its user want the one line that names the flag.
         """
         try:
-            super().parseOptions(options)
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
         except usage.UsageError as e:
             self.fail(str(e))
 
@@ -221,7 +228,7 @@ class Options(usage.Options):
                 raise usage.UsageError(str(e)) from e
 
         for flag in ("data-root", "exec-root"):
-            if self[flag] is not None and not os.path.isabs(self[flag]):
+            if self[flag] is not None and not Path(self[flag]).is_absolute():
                 raise usage.UsageError(
                     f"--{flag}: {self[flag]!r} is not an absolute path"
                 )
@@ -279,7 +286,7 @@ class Options(usage.Options):
 class _QuietSite(Site):
     """A L{Site} without twisted.web's access log: the API logs each request."""
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         del request
 
 
@@ -307,7 +314,7 @@ class DaemonService(MultiService):
         stderr: IO[str],
         exit_process: Callable[[int], NoReturn],
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.daemon = daemon
         self.activation: Deferred[None] = Deferred()
         self._reactor = reactor
@@ -318,12 +325,14 @@ class DaemonService(MultiService):
         self._bound = False
 
     def privilegedStartService(self) -> None:
+        """Bind every listener while twistd still has its privileges."""
         self._bind()
-        super().privilegedStartService()
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
 
     def startService(self) -> None:
+        """Bind (if not yet), then restore the daemon, then serve."""
         self._bind()
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         restoring: Deferred[None]
         if self._delay:
             restoring = deferLater(self._reactor, self._delay, self.daemon.restore)
@@ -336,16 +345,17 @@ class DaemonService(MultiService):
             return
         self._bound = True
         try:
-            for listener in self:
-                assert isinstance(listener, ListenerService)
+            for listener in self._listeners():
                 listener.privilegedStartService()
         except ListenFailed as e:
-            for listener in self:
-                assert isinstance(listener, ListenerService)
+            for listener in self._listeners():
                 listener.stopService()
             self._stderr.write(f"dockserve: {e}\n")
             self._stderr.flush()
             self._exit(1)
+
+    def _listeners(self) -> list[ListenerService]:
+        return [s for s in self if isinstance(s, ListenerService)]
 
     def _restored(self, _: object) -> None:
         _log.info("Daemon has completed initialization")
@@ -362,6 +372,7 @@ class DaemonService(MultiService):
             self._reactor.stop()
 
     def stopService(self) -> Deferred[None]:
+        """Tell systemd, close the listeners, then stop the daemon."""
         self._notifier.notify("STOPPING=1")
         stopping: Deferred[Any] = maybeDeferred(super().stopService)
         stopping.addCallback(lambda _: self.daemon.stop())
@@ -375,8 +386,10 @@ def _exit(code: int) -> NoReturn:
 
 def make_site(resource: IResource) -> Site:
     """The one L{Site} every listener serves, without tracebacks to clients."""
-    site = _QuietSite(resource)
+    site = _QuietSite(resource)  # type: ignore[no-untyped-call]
     site.displayTracebacks = False
+    # Image uploads (load, import) reach their handler as the body arrives.
+    site.requestFactory = StreamingRequest
     return site
 
 
@@ -455,7 +468,8 @@ def _make_service(
                     reactor,
                     options["activation-timeout"],
                 )
-            ListenerService(host.text, endpoint, site).setServiceParent(service)
+            listener = ListenerService(host.text, endpoint, site)
+            listener.setServiceParent(service)  # type: ignore[no-untyped-call]
     return service
 
 

@@ -8,9 +8,11 @@ C{$NOTIFY_SOCKET}.  Both are read from an C{environ} argument so tests need
 not touch the real environment.
 """
 
+import contextlib
 import os
 import socket
 from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import (
@@ -19,9 +21,11 @@ from twisted.internet.interfaces import (
     IReactorSocket,
     IStreamServerEndpoint,
 )
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from twisted.internet.protocol import ServerFactory
 
 #: The first descriptor systemd passes (after stdin, stdout, stderr).
 SD_LISTEN_FDS_START = 3
@@ -84,10 +88,8 @@ def close_unused(fds: list[int], used: set[int]) -> None:
     """Close what systemd passed that no C{-H fd://} serves, as dockerd does."""
     for fd in fds:
         if fd not in used:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 @implementer(IStreamServerEndpoint)
@@ -114,9 +116,8 @@ class AdoptedSocketEndpoint:
                 probe.setblocking(False)
             finally:
                 probe.close()
-            assert isinstance(protocolFactory, Factory)
             port = self._reactor.adoptStreamPort(
-                self._fd, address_family, protocolFactory
+                self._fd, address_family, cast("ServerFactory[Any]", protocolFactory)
             )
         except Exception as e:
             return fail(e)

@@ -23,7 +23,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamServerEndpoint,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -109,7 +109,7 @@ class _HeldProtocol(Protocol):
         elif not self._done:
             self._received.append(data)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._forget()
         if self._inner is not None:
             self._inner.connectionLost(reason)
@@ -131,7 +131,8 @@ class _HeldProtocol(Protocol):
     def _refuse(self, message: str) -> None:
         self._forget()
         self._received = []
-        assert self.transport is not None
+        if self.transport is None:  # never connected: nothing to answer
+            return
         self.transport.write(unavailable_response(message))
         self.transport.loseConnection()
 
@@ -147,7 +148,8 @@ class _HeldProtocol(Protocol):
             return
         self._forget()
         transport = self.transport
-        assert transport is not None
+        if transport is None:  # never connected: nothing to hand over
+            return
         inner = self._factory.buildProtocol(self._address)
         if inner is None:
             transport.loseConnection()
@@ -186,7 +188,9 @@ class _BufferingFactory(Factory):
     def doStop(self) -> None:
         self._factory.doStop()
 
-    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        if addr is None:  # a reactor always gives one; the interface allows none
+            return None
         if self._gate.open:
             return self._factory.buildProtocol(addr)  # type: ignore[return-value]
         return _HeldProtocol(

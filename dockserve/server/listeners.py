@@ -89,7 +89,7 @@ def endpoints_for(
     elif host.scheme == "fd":
         endpoints = [AdoptedSocketEndpoint(reactor, fd) for fd in fds]
     else:
-        endpoints = [serverFromString(reactor, host.endpoint)]
+        endpoints = [serverFromString(reactor, host.endpoint)]  # type: ignore[no-untyped-call]
         kind = host.endpoint.split(":", 1)[0]
         network = host.is_tcp or (kind == "systemd" and "domain=INET" in host.endpoint)
         if host.encrypted or not network:
@@ -123,11 +123,13 @@ class ListenerService(Service):
         return self._port
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        """Bind now, while twistd still has its privileges."""
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
         self._listen()
 
     def startService(self) -> None:
-        super().startService()
+        """Bind, unless privilegedStartService already did."""
+        super().startService()  # type: ignore[no-untyped-call]
         self._listen()
 
     def _listen(self) -> None:
@@ -145,12 +147,13 @@ class ListenerService(Service):
         return port
 
     def stopService(self) -> Deferred[None] | None:
-        super().stopService()
+        """Stop listening; the Deferred fires once the port is closed."""
+        super().stopService()  # type: ignore[no-untyped-call]
         self._listening = None
         port, self._port = self._port, None
         if port is None:
             return None
-        return port.stopListening()  # type: ignore[no-any-return]
+        return port.stopListening()
 
 
 def _reason(failure: Failure) -> str:

@@ -126,6 +126,7 @@ class StreamObserver:
         self._render = render
 
     def __call__(self, event: dict[str, Any]) -> None:
+        """Write one event as one line; never raise into the logging system."""
         try:
             self._stream.write(self._render(event))
             self._stream.flush()

@@ -8,6 +8,7 @@ lets anyone in.  The files default to C{~/.docker/{ca,cert,key}.pem}.
 """
 
 import os
+from pathlib import Path
 
 from attrs import frozen
 
@@ -30,10 +31,9 @@ class TLSFileError(ValueError):
 
 def default_path(name: str) -> str:
     """C{~/.docker/NAME.pem} or under C{$DOCKER_CERT_PATH}, as dockerd."""
-    directory = os.environ.get("DOCKER_CERT_PATH") or os.path.join(
-        os.path.expanduser("~"), ".docker"
-    )
-    return os.path.join(directory, f"{name}.pem")
+    cert_path = os.environ.get("DOCKER_CERT_PATH")
+    directory = Path(cert_path) if cert_path else Path("~/.docker").expanduser()
+    return str(directory / f"{name}.pem")
 
 
 @frozen
@@ -55,8 +55,7 @@ class TLSSettings:
 
 def _read(flag: str, path: str) -> bytes:
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return Path(path).read_bytes()
     except OSError as e:
         raise TLSFileError(f"{flag}: cannot read {path}: {e.strerror or e}") from e
 
@@ -94,7 +93,7 @@ def server_creator(settings: TLSSettings) -> IOpenSSLServerConnectionCreator:
             ) from e
         if not authorities:
             raise TLSFileError(f"--tlscacert: {settings.ca} holds no PEM certificate")
-        trust = ssl.trustRootFromCertificates(authorities)
+        trust = ssl.trustRootFromCertificates(authorities)  # type: ignore[no-untyped-call]
     try:
         options = ssl.CertificateOptions(
             privateKey=key.original,
@@ -109,7 +108,7 @@ def server_creator(settings: TLSSettings) -> IOpenSSLServerConnectionCreator:
         raise TLSFileError(
             f"--tlskey: {settings.key} does not match --tlscert {settings.cert}: {e}"
         ) from e
-    return options  # type: ignore[return-value]
+    return options
 
 
 def _chain(pem: bytes) -> list[bytes]:

@@ -10,12 +10,14 @@ and only then renames the socket into place.  A stale file from a crashed
 run is removed; a socket another live daemon answers on is left alone.
 """
 
+import contextlib
 import errno
 import grp
 import os
 import socket
 import stat
 import tempfile
+from typing import TYPE_CHECKING, Any, cast
 
 from attrs import frozen
 
@@ -27,9 +29,11 @@ from twisted.internet.interfaces import (
     IReactorSocket,
     IStreamServerEndpoint,
 )
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from twisted.internet.protocol import ServerFactory
 
 SOCKET_MODE = 0o660
 DEFAULT_GROUP = "docker"
@@ -159,10 +163,8 @@ def sweep(path: str) -> None:
         return
     for name in names:
         if name.startswith(prefix):
-            try:
+            with contextlib.suppress(OSError):
                 os.rmdir(os.path.join(parent, name))
-            except OSError:
-                pass
 
 
 def _private_prefix(path: str) -> str:
@@ -221,9 +223,11 @@ class _UNIXSocketPort:
         self._inode = os.lstat(path).st_ino
 
     def startListening(self) -> None:
+        """The adopted port listens already; pass the call on."""
         self._port.startListening()
 
     def stopListening(self) -> Deferred[None] | None:
+        """Stop, removing the socket file only if it is still ours."""
         staged = self._bound.staged
         try:
             ours = os.lstat(self._path).st_ino == self._inode
@@ -237,8 +241,9 @@ class _UNIXSocketPort:
             # something to unlink.
             with open(staged, "w"):
                 pass
-        stopped = maybeDeferred(self._port.stopListening)
-        return stopped.addBoth(self._cleanup)
+        stopped: Deferred[object] = maybeDeferred(self._port.stopListening)
+        stopped.addBoth(self._cleanup)
+        return stopped.addCallback(lambda _: None)
 
     def _cleanup(self, result: object) -> object:
         try:
@@ -252,6 +257,7 @@ class _UNIXSocketPort:
         return result
 
     def getHost(self) -> UNIXAddress:
+        """The socket file's path."""
         return UNIXAddress(self._path)
 
 
@@ -283,11 +289,12 @@ class UNIXSocketEndpoint:
         except OSError as e:
             return fail(e)
         try:
-            assert isinstance(protocolFactory, Factory)
             # The reactor's port chmods its socket to 0666, but the socket
             # is still in the private directory: publish() narrows it first.
             port = self._reactor.adoptStreamPort(
-                bound.socket.fileno(), socket.AF_UNIX, protocolFactory
+                bound.socket.fileno(),
+                socket.AF_UNIX,
+                cast("ServerFactory[Any]", protocolFactory),
             )
             publish(bound, self._path, self._group)
         except BaseException as e:
