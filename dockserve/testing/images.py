@@ -70,14 +70,17 @@ def layer_tar(
 
 
 def save_archive(
-    layers: list[bytes], repo_tags: list[str], config: dict[str, Any] | None = None
+    layers: list[bytes],
+    repo_tags: list[str],
+    config: dict[str, Any] | None = None,
+    created: str = "2024-01-01T00:00:00Z",
 ) -> bytes:
     """A C{docker save} archive of one image made of C{layers}."""
     diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
     image_config = {
         "architecture": "amd64",
         "os": "linux",
-        "created": "2024-01-01T00:00:00Z",
+        "created": created,
         "config": config or {"Cmd": ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [

@@ -28,6 +28,7 @@ from dockserve.daemon.images.store import (
     ImageStore,
     LayerSource,
     dump_config,
+    go_time,
     now_rfc3339,
 )
 from dockserve.errors import Conflict, DockerError, InvalidParameter, NotFound
@@ -70,8 +71,9 @@ def _parse_time(text: str | None) -> float:
 def _rfc3339(seconds: float) -> str:
     if not seconds:
         return _ZERO_TIME
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + (
-        f".{int((seconds % 1) * 1e9):09d}Z"
+    return go_time(
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        + f".{int((seconds % 1) * 1e9):09d}Z"
     )
 
 
@@ -393,7 +395,7 @@ class ImageService:
             "RepoDigests": self._repo_digests(record),
             "Parent": "",
             "Comment": _comment(config),
-            "Created": config.get("created", _ZERO_TIME),
+            "Created": go_time(config.get("created") or _ZERO_TIME),
             "DockerVersion": config.get("docker_version", ""),
             "Author": config.get("author", ""),
             "Config": config.get("config") or {},

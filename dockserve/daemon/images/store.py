@@ -468,11 +468,30 @@ class ImageStore:
             return 0
 
 
+def go_time(text: str) -> str:
+    """
+    An RFC 3339 time as Go's C{RFC3339Nano} writes it: the fraction's
+    trailing zeros dropped, and the dot with them when nothing is left.
+    """
+    head, dot, rest = text.partition(".")
+    if not dot:
+        return text
+    digits = ""
+    for char in rest:
+        if not char.isdigit():
+            break
+        digits += char
+    zone = rest[len(digits) :]
+    digits = digits.rstrip("0")
+    return f"{head}.{digits}{zone}" if digits else f"{head}{zone}"
+
+
 def now_rfc3339() -> str:
     """The current UTC time in Docker's RFC 3339 nano form."""
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + (
-        f".{int((t % 1) * 1e9):09d}Z"
+    t = time.time_ns()
+    seconds, nanos = divmod(t, 1_000_000_000)
+    return go_time(
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
     )
 
 

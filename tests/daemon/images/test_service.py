@@ -10,6 +10,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from dockserve.daemon.images.service import ImageService, _go_arch
+from dockserve.daemon.images.store import go_time
 from dockserve.daemon.store import TEMP_SUFFIX
 from dockserve.errors import Conflict, InvalidParameter, NotFound
 from dockserve.testing.images import (
@@ -679,3 +680,32 @@ class EventTests(ServiceTestsMixin, SynchronousTestCase):
         self.events.clear()
         self.failureResultOf(self.service.remove(image_id), Conflict)
         self.assertEqual(self.events, [])
+
+
+class TimeFormatTests(SynchronousTestCase):
+    """Times shown as dockerd shows them (Go's RFC3339Nano)."""
+
+    def test_go_time(self) -> None:
+        """Trailing zeros of the fraction go, the zone stays."""
+        for given, shown in (
+            ("2026-11-29T00:31:36.059745550Z", "2026-11-29T00:31:36.05974555Z"),
+            ("2024-01-01T00:00:00.000000000Z", "2024-01-01T00:00:00Z"),
+            ("2024-01-01T00:00:00.5+02:00", "2024-01-01T00:00:00.5+02:00"),
+            ("2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z"),
+        ):
+            self.assertEqual(go_time(given), shown)
+
+    def test_inspect_created(self) -> None:
+        """An image's config time is shown in that form; an import writes it so."""
+        service = memory_image_service(Path(self.mktemp()))
+        archive = save_archive(
+            [layer_tar({"a": b"1"})], ["t:1"], created="2024-01-01T00:00:00.120000000Z"
+        )
+        self.successResultOf(service.load(io.BytesIO(archive)))
+        self.assertEqual(service.inspect("t:1")["Created"], "2024-01-01T00:00:00.12Z")
+        image_id = self.successResultOf(
+            service.import_image(io.BytesIO(layer_tar({"a": b"1"})))
+        )
+        created = service.inspect(image_id)["Created"]
+        self.assertEqual(created, go_time(created))
+        self.assertEqual(service.store.get(image_id).config["created"], created)
