@@ -96,7 +96,9 @@ class ImageBackend(Protocol):
     ) -> "Deferred[list[str]]":
         """C{POST /images/load}: fires with the report lines."""
 
-    def prepare_save(self, names: list[str]) -> Any:
+    def prepare_save(
+        self, names: list[str], platform: dict[str, Any] | None = None
+    ) -> Any:
         """Resolve what to save; raises NotFound before the stream starts."""
 
     def save(self, items: Any, out: IO[bytes]) -> "Deferred[None]":
@@ -694,7 +696,7 @@ class ImagesAPI:
     def _save(self, request: Request, names: list[str]) -> "Deferred[bytes | None]":
         if not names:
             raise InvalidParameter("no images to save: give at least one name")
-        items = self._backend.prepare_save(names)
+        items = self._backend.prepare_save(names, query_platform(request))
         request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/x-tar"])
         writer = _ResponseWriter(request, self._get_reactor())
         request.registerProducer(writer, True)  # type: ignore[no-untyped-call]

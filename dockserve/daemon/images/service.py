@@ -843,17 +843,33 @@ class ImageService:
             self._image_event("load", image.id, image.id)
         return lines
 
-    def prepare_save(self, names: list[str]) -> list[archive_save.SaveItem]:
+    def prepare_save(
+        self, names: list[str], platform: dict[str, Any] | None = None
+    ) -> list[archive_save.SaveItem]:
         """
         What C{docker save NAME...} will write, resolved now so a missing
         image is a 404 before the archive starts.
 
-        @raise NotFound: For a name that names no image.
+        @param platform: The OCI platform every image must be of.
+        @raise NotFound: For a name that names no image, or an image of
+            another platform than C{platform} (dockerd's words).
         """
         items: dict[str, set[str]] = {}
         order: list[str] = []
         for name in names:
             record = self.lookup(name)
+            config = record.config
+            have = {
+                "os": config.get("os", ""),
+                "architecture": config.get("architecture", ""),
+                "variant": config.get("variant", ""),
+            }
+            if not archive_load.platform_matches(platform, have):
+                raise NotFound(
+                    f"image with reference {name} was found but its platform "
+                    f"({_platform_text(have)}) does not match the specified "
+                    f"platform ({_platform_text(platform or {})})"
+                )
             if record.id not in items:
                 items[record.id] = set()
                 order.append(record.id)
@@ -958,6 +974,13 @@ class ImageService:
     ) -> "Deferred[list[dict[str, Any]]]":
         """C{GET /images/search}: there is no index this daemon can reach."""
         return maybeDeferred(self._registry_client().search, term, limit)
+
+
+def _platform_text(platform: dict[str, Any]) -> str:
+    """C{os/architecture[/variant]}."""
+    return "/".join(
+        str(platform[k]) for k in ("os", "architecture", "variant") if platform.get(k)
+    )
 
 
 def _comment(config: dict[str, Any]) -> str:

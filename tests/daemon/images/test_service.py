@@ -226,6 +226,25 @@ class LoadTests(ServiceTestsMixin, SynchronousTestCase):
         )
         self.assertEqual(self.service.inspect("classic:1")["Architecture"], "amd64")
 
+    def test_save_platform(self) -> None:
+        """Saving for another platform than the image's is dockerd's 404."""
+        self.busybox()
+        e = self.assertRaises(
+            NotFound,
+            self.service.prepare_save,
+            ["busybox"],
+            {"os": "linux", "architecture": "arm64"},
+        )
+        self.assertEqual(
+            e.message,
+            "image with reference busybox was found but its platform "
+            "(linux/amd64) does not match the specified platform (linux/arm64)",
+        )
+        [item] = self.service.prepare_save(
+            ["busybox"], {"os": "linux", "architecture": "amd64"}
+        )
+        self.assertEqual(item.tags, ("docker.io/library/busybox:latest",))
+
     def test_save_unknown(self) -> None:
         """Saving an unknown name is a 404 before any byte is written."""
         self.assertRaises(NotFound, self.service.prepare_save, ["nope"])
