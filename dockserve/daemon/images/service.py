@@ -519,6 +519,9 @@ class ImageService:
     def _remove(
         self, name: str, force: bool, noprune: bool
     ) -> "Deferred[list[dict[str, str]]]":
+        # noprune keeps an image's untagged parents; images here have no
+        # parents yet (no commit or build), and layers are pruned by
+        # dockerd with or without it, so it changes nothing.
         del noprune
         record = self.lookup(name)
         refs = self.store.refs_of(record.id)
