@@ -12,6 +12,7 @@ import fnmatch
 import hashlib
 import json
 import operator
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import IO, Any, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from dockserve.daemon.contracts import ImageUsers, NoImageUsers, ResolvedImage
@@ -196,6 +198,33 @@ class ImageService:
         if getattr(pool, "synchronous", False):
             return maybeDeferred(f, *args)
         return deferToThreadPool(self._reactor, pool, f, *args)
+
+    def in_reader_thread(
+        self, source: IO[bytes], f: Callable[..., _T], *args: Any
+    ) -> "Deferred[_T]":
+        """
+        Run blocking C{f}, which reads C{source}, off the reactor thread: in
+        a thread of its own when C{source} is an upload still arriving (it
+        waits on the client, maybe for long, and must not hold one of the
+        pool's few threads meanwhile), else in the pool.
+        """
+        seekable = getattr(source, "seekable", None)
+        if self.synchronous or seekable is None or seekable():
+            return self.in_thread(f, *args)
+        d: Deferred[_T] = Deferred()
+        call_from_thread = self._reactor.callFromThread
+
+        def run() -> None:
+            try:
+                result = f(*args)
+            except BaseException:
+                failure = Failure()  # type: ignore[no-untyped-call]
+                call_from_thread(d.errback, failure)
+            else:
+                call_from_thread(d.callback, result)
+
+        threading.Thread(target=run, name="dockserve-upload", daemon=True).start()
+        return d
 
     def restore(self) -> "Deferred[None]":
         """Sweep temporary files, load the index, collect garbage."""
@@ -718,8 +747,8 @@ class ImageService:
             self._image_event("import", image_id, image_id)
             return image_id
 
-        d = self.in_thread(ingest).addCallback(made).addCallback(imported)
-        return d.addBoth(self._end)
+        d = self.in_reader_thread(source, ingest).addCallback(made)
+        return d.addCallback(imported).addBoth(self._end)
 
     def import_url(
         self,
@@ -821,8 +850,8 @@ class ImageService:
                     call_from_thread(progress, message)
 
         self.store.begin()
-        d: Deferred[Any] = self.in_thread(
-            archive_load.load, self.store, source, platform, report
+        d: Deferred[Any] = self.in_reader_thread(
+            source, archive_load.load, self.store, source, platform, report
         )
         d.addCallback(self._loaded)
         return d.addBoth(self._end)

@@ -4,9 +4,13 @@ import gzip
 import hashlib
 import io
 import json
+import queue
 import tarfile
+import threading
 from pathlib import Path
+from typing import IO, Any
 
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 
 from dockserve.daemon.images.service import ImageService, _go_arch
@@ -728,3 +732,63 @@ class TimeFormatTests(SynchronousTestCase):
         created = service.inspect(image_id)["Created"]
         self.assertEqual(created, go_time(created))
         self.assertEqual(service.store.get(image_id).config["created"], created)
+
+
+class _ThreadReactor:
+    """Just callFromThread: the calls are queued for the test to run."""
+
+    def __init__(self) -> None:
+        self.calls: queue.Queue[tuple[Any, tuple[Any, ...]]] = queue.Queue()
+
+    def callFromThread(self, f: Any, *args: Any) -> None:
+        self.calls.put((f, args))
+
+
+class _Unseekable(io.BytesIO):
+    def seekable(self) -> bool:
+        return False
+
+
+class ReaderThreadTests(SynchronousTestCase):
+    """An upload still arriving is read in a thread of its own, not the pool's."""
+
+    def run_reader(self, source: IO[bytes]) -> tuple[Any, str]:
+        reactor = _ThreadReactor()
+        pool = ThreadPool(minthreads=0, maxthreads=1)
+        service = ImageService(Path(self.mktemp()), reactor, threadpool=pool)
+        threads: list[str] = []
+
+        def read(src: IO[bytes]) -> bytes:
+            threads.append(threading.current_thread().name)
+            return src.read()
+
+        pool.start()
+        self.addCleanup(pool.stop)
+        d = service.in_reader_thread(source, read, source)
+        f, args = reactor.calls.get(timeout=10)
+        f(*args)
+        return self.successResultOf(d), threads[0]
+
+    def test_upload_gets_its_own_thread(self) -> None:
+        """An unseekable source: a thread of its own, the result via the reactor."""
+        result, thread = self.run_reader(_Unseekable(b"body"))
+        self.assertEqual((result, thread), (b"body", "dockserve-upload"))
+
+    def test_file_uses_the_pool(self) -> None:
+        """A file (seekable) is read in the pool as all other file work."""
+        result, thread = self.run_reader(io.BytesIO(b"file"))
+        self.assertEqual(result, b"file")
+        self.assertNotEqual(thread, "dockserve-upload")
+
+    def test_failure(self) -> None:
+        """An error in the reader fails the Deferred."""
+        reactor = _ThreadReactor()
+        service = ImageService(Path(self.mktemp()), reactor, threadpool=ThreadPool())
+
+        def fail(_: object) -> None:
+            raise InvalidParameter("bad")
+
+        d = service.in_reader_thread(_Unseekable(b""), fail, None)
+        f, args = reactor.calls.get(timeout=10)
+        f(*args)
+        self.failureResultOf(d, InvalidParameter)
