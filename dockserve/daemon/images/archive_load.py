@@ -47,42 +47,39 @@ class LoadedImage:
 
 
 def _extract(src: IO[bytes], work: Path, hashes: dict[Path, tuple[str, int]]) -> None:
-    try:
-        # Any compression docker accepts (gzip, xz, bzip2, zstd) around it.
-        tar = tarfile.open(fileobj=layers.decompressed(src), mode="r|")  # noqa: SIM115
-    except tarfile.TarError as e:
-        raise InvalidParameter(f"failed to load image: invalid archive: {e}") from None
+    # Any compression docker accepts (gzip, xz, bzip2, zstd) around it.
+    members = layers.iter_tar(layers.decompressed(src))
     links: list[tuple[Path, str]] = []
-    with tar:
-        try:
-            for member in tar:
-                parts = [p for p in member.name.split("/") if p not in ("", ".")]
-                if not parts or ".." in parts:
-                    continue
-                dest = work.joinpath(*parts)
-                if member.isdir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                if member.issym():
-                    # Old docker save archives link layers shared by images.
-                    target = posixpath.join(
-                        posixpath.dirname(member.name), member.linkname
-                    )
-                    links.append((dest, target))
-                    continue
-                if member.islnk():
-                    links.append((dest, member.linkname))
-                    continue
-                if not member.isreg():
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                data = tar.extractfile(member)
-                if data is None:
-                    continue
-                with dest.open("wb") as out:
-                    hashes[dest] = layers.copy_hashing(data, out)
-        except (tarfile.TarError, EOFError) as e:
-            raise InvalidParameter(f"failed to load image: {e}") from None
+    first = True
+    try:
+        for member, data in members:
+            first = False
+            parts = [p for p in member.name.split("/") if p not in ("", ".")]
+            if not parts or ".." in parts:
+                continue
+            dest = work.joinpath(*parts)
+            if member.isdir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            if member.issym():
+                # Old docker save archives link layers shared by images.
+                target = posixpath.join(posixpath.dirname(member.name), member.linkname)
+                links.append((dest, target))
+                continue
+            if member.islnk():
+                links.append((dest, member.linkname))
+                continue
+            if data is None:
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with dest.open("wb") as out:
+                hashes[dest] = layers.copy_hashing(data, out)
+    except (tarfile.TarError, EOFError, ValueError) as e:
+        if first and not isinstance(e, EOFError):
+            raise InvalidParameter(
+                f"failed to load image: invalid archive: {e}"
+            ) from None
+        raise InvalidParameter(f"failed to load image: {e}") from None
     for dest, target in links:
         parts = [p for p in posixpath.normpath(target).split("/") if p not in ("", ".")]
         if not parts or ".." in parts:

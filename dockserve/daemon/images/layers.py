@@ -21,7 +21,7 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -91,6 +91,140 @@ def decompressed(raw: IO[bytes]) -> IO[bytes]:
     if kind == "bzip2":
         return cast("IO[bytes]", bz2.BZ2File(src))
     return src  # type: ignore[no-any-return]
+
+
+def _read_exactly(src: IO[bytes], size: int) -> bytes:
+    """C{size} bytes of C{src}; C{b""} at its end; EOFError part-way."""
+    parts: list[bytes] = []
+    left = size
+    while left:
+        data = src.read(left)
+        if not data:
+            if left == size:
+                return b""
+            raise EOFError("unexpected end of data")
+        parts.append(data)
+        left -= len(data)
+    return b"".join(parts)
+
+
+class _MemberData:
+    """The data of one tar member, read straight from the archive's stream."""
+
+    def __init__(self, src: IO[bytes], size: int) -> None:
+        self._src = src
+        self.left = size
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to C{size} bytes (all that is left when negative); short at the end."""
+        if size < 0 or size > self.left:
+            size = self.left
+        if size <= 0:
+            return b""
+        data = self._src.read(size)
+        if len(data) == size:
+            self.left -= size
+            return data
+        parts = [data]
+        got = len(data)
+        while data and got < size:
+            data = self._src.read(size - got)
+            parts.append(data)
+            got += len(data)
+        if got < size:
+            raise EOFError("unexpected end of data")
+        self.left -= size
+        return b"".join(parts)
+
+    def readable(self) -> bool:
+        return True
+
+
+def _pax_records(payload: bytes) -> dict[str, str]:
+    """The C{key=value} records of a pax extended header."""
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(payload):
+        space = payload.index(b" ", pos)
+        length = int(payload[pos:space])
+        if length <= 0:
+            raise tarfile.ReadError("invalid pax header")
+        key, _, value = payload[space + 1 : pos + length - 1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode(
+            "utf-8", "surrogateescape"
+        )
+        pos += length
+    return records
+
+
+def iter_tar(
+    src: IO[bytes],
+) -> "Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]":
+    """
+    The members of the tar stream C{src} in order, each with a reader of
+    its data for a regular file (C{None} otherwise), read in large pieces
+    straight from C{src} (tarfile's stream mode copies every 10 kB through
+    a buffer). Names and sizes from pax and GNU long-name headers apply.
+    What the consumer does not read of a member is skipped.
+
+    @raise tarfile.ReadError: For a bad header.
+    @raise EOFError: When the stream ends inside a member.
+    """
+    pax: dict[str, str] = {}
+    global_pax: dict[str, str] = {}
+    long_name = long_link = None
+    while True:
+        block = _read_exactly(src, tarfile.BLOCKSIZE)
+        if not block or block == tarfile.NUL * tarfile.BLOCKSIZE:
+            return
+        try:
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as e:
+            raise tarfile.ReadError(str(e) or type(e).__name__) from None
+        padding = -info.size % tarfile.BLOCKSIZE
+        if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE):
+            payload = _read_exactly(src, info.size + padding)[: info.size]
+            (global_pax if info.type == tarfile.XGLTYPE else pax).update(
+                _pax_records(payload)
+            )
+            continue
+        if info.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+            payload = _read_exactly(src, info.size + padding)[: info.size]
+            text = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            if info.type == tarfile.GNUTYPE_LONGNAME:
+                long_name = text
+            else:
+                long_link = text
+            continue
+        extra = {**global_pax, **pax}
+        if "path" in extra:
+            info.name = extra["path"]
+        if "linkpath" in extra:
+            info.linkname = extra["linkpath"]
+        if "size" in extra:
+            info.size = int(extra["size"])
+            padding = -info.size % tarfile.BLOCKSIZE
+        if long_name is not None:
+            info.name = long_name
+        if long_link is not None:
+            info.linkname = long_link
+        pax, long_name, long_link = {}, None, None
+        if info.type == tarfile.GNUTYPE_SPARSE:
+            raise tarfile.ReadError("sparse files are not supported")
+        if info.isreg():
+            data = _MemberData(src, info.size)
+            yield info, cast("IO[bytes]", data)
+            left = data.left + padding
+        else:
+            yield info, None
+            # As tarfile: only regular files and unknown types carry data.
+            unknown = info.type not in tarfile.SUPPORTED_TYPES
+            left = info.size + padding if unknown else 0
+        while left:
+            skipped = src.read(min(left, CHUNK))
+            if not skipped:
+                raise EOFError("unexpected end of data")
+            left -= len(skipped)
 
 
 def copy_hashing(
