@@ -122,8 +122,8 @@ class ContainerBackend(Protocol):
     def rename(self, reference: str, new_name: str | None) -> None:
         """Rename."""
 
-    def update(self, reference: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Resources and restart policy."""
+    def update(self, reference: str, body: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        """Resources and restart policy; live on a running container."""
 
     def prune(self, filters: dict[str, list[str]]) -> Deferred[dict[str, Any]]:
         """Remove stopped containers."""
@@ -353,9 +353,9 @@ class ContainersAPI:
         self._backend.rename(name, query(request, "name"))
         return _no_content(request)
 
-    def container_update(self, request: Request, name: str) -> dict[str, Any]:
+    async def container_update(self, request: Request, name: str) -> bytes:
         """C{POST /containers/{id}/update}."""
-        return self._backend.update(name, json_object(request))
+        return _json(request, await self._backend.update(name, json_object(request)))
 
     async def container_remove(self, request: Request, name: str) -> bytes:
         """C{DELETE /containers/{id}?force=&v=&link=}."""

@@ -222,12 +222,12 @@ class ContainerErrorTests(_APITestCase):
         self.assertError(
             self.request("POST", "/containers/web/kill"),
             409,
-            f"Cannot kill container: web: container {cid} is not running",
+            f"Cannot kill container: web: Container {cid} is not running",
         )
         self.assertError(
             self.request("POST", "/containers/web/exec", {"Cmd": ["sh"]}),
             409,
-            f"container {cid} is not running",
+            f"Container {cid} is not running",
         )
         self.request("POST", "/containers/web/start")
         code, _ = self.request("POST", "/containers/web/start")

@@ -79,6 +79,37 @@ class _DaemonCase(SynchronousTestCase):
     def cleanup_container(self, name: str) -> None:
         self.addCleanup(self.docker, "rm", "-f", name)
 
+    def fails(self, *args: str, stdin: bytes | None = None) -> str:
+        """Run a docker command that must fail; its stderr."""
+        result = self.docker(*args, stdin=stdin)
+        self.assertNotEqual(result.returncode, 0, result.stdout.decode())
+        return result.stderr.decode()
+
+    def inspect(self, name: str, template: str) -> str:
+        """C{docker inspect -f template name}, without the newline."""
+        return self.ok("inspect", "-f", template, name).rstrip("\n")
+
+    def until(
+        self, check: Any, what: str = "the condition", timeout: float = 20
+    ) -> Any:
+        """Poll C{check()} until it is true (and return it), or fail."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                self.fail(f"timed out waiting for {what}")
+            time.sleep(0.1)
+
+    def sdk(self) -> Any:
+        """A Docker SDK client on this daemon, closed at the end."""
+        import docker  # noqa: PLC0415
+
+        client = docker.DockerClient(base_url=self.daemon.docker_host, version="1.50")
+        self.addCleanup(client.close)
+        return client
+
 
 class RunTests(_DaemonCase):
     def test_run_rm(self) -> None:

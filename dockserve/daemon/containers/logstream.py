@@ -12,6 +12,9 @@ no more to give. It reads in bounded chunks, so a large log neither blocks
 the reactor for long nor sits in memory.
 """
 
+import calendar
+import re
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +23,9 @@ from typing import IO
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from dockserve.daemon.containers.record import parse_rfc3339
+_STAMP = re.compile(
+    rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d)$"
+)
 
 #: How much of the file one reactor turn reads.
 _CHUNK = 1 << 20
@@ -29,6 +34,26 @@ _CHUNK = 1 << 20
 _POLL = 0.1
 
 _STREAMS = {b"stdout": 1, b"stderr": 2}
+
+
+def parse_timestamp(raw: bytes) -> tuple[float, bytes]:
+    """
+    A log line's time as seconds since the epoch, and as dockerd prints it
+    with C{docker logs -t}: UTC, nine fraction digits, C{Z} (conmon writes
+    the host's offset, C{+00:00} here). An unreadable one is C{(0, raw)}.
+    """
+    match = _STAMP.match(raw)
+    if match is None:
+        return 0.0, raw
+    whole, fraction, zone = match.groups()
+    seconds = calendar.timegm(time.strptime(whole.decode(), "%Y-%m-%dT%H:%M:%S"))
+    if zone != b"Z":
+        sign = -1 if zone[:1] == b"-" else 1
+        digits = zone[1:].replace(b":", b"")
+        seconds -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+    nanos = int((fraction or b"0").ljust(9, b"0"))
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return seconds + nanos / 1e9, f"{stamp}.{nanos:09d}Z".encode()
 
 
 def parse_line(line: bytes) -> tuple[bytes, int, bool, bytes] | None:
@@ -121,14 +146,14 @@ class LogReader:
     def _entry(self, timestamp: bytes, stream: int, content: bytes) -> None:
         if stream not in self._streams:
             return
-        if self._since or self._until:
-            when = parse_rfc3339(timestamp.decode("ascii", "replace"))
+        if self._since or self._until or self._timestamps:
+            when, printed = parse_timestamp(timestamp)
             if self._since and when < self._since:
                 return
             if self._until and when > self._until:
                 return
-        if self._timestamps:
-            content = timestamp + b" " + content
+            if self._timestamps:
+                content = printed + b" " + content
         self._on_output(stream, content)
 
     def _lines(self, data: bytes) -> list[tuple[bytes, int, bytes]]:

@@ -12,7 +12,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 
-from dockserve.errors import Conflict, InvalidParameter, NotFound
+from dockserve.errors import Conflict, InvalidParameter, NotFound, SystemError_
 
 #: dockerd's C{RestrictedNameChars}; the first character is stricter.
 _VALID_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -99,7 +99,8 @@ def lookup(reference: str, ids: Iterable[str], names: Mapping[str, str]) -> str:
     @param ids: Every container ID.
     @param names: Name (with its slash) to ID.
     @raise NotFound: C{No such container: REF}.
-    @raise InvalidParameter: For a prefix that more than one ID starts with.
+    @raise SystemError_: For a prefix that more than one ID starts with: the
+        500 dockerd answers (its truncindex error, passed on as a system error).
     """
     all_ids = list(ids)
     if reference in all_ids:
@@ -112,7 +113,5 @@ def lookup(reference: str, ids: Iterable[str], names: Mapping[str, str]) -> str:
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
-            raise InvalidParameter(
-                f"multiple IDs found with provided prefix: {reference}"
-            )
+            raise SystemError_(f"Multiple IDs found with provided prefix: {reference}")
     raise NotFound(f"No such container: {reference}")

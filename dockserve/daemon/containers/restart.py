@@ -52,10 +52,25 @@ class RestartPolicy:
             )
         return False
 
-    @property
-    def restarts_at_boot(self) -> bool:
-        """Whether the daemon starts it when the daemon itself starts."""
-        return self.name in {"always", "unless-stopped"}
+    def restarts_at_boot(
+        self, exit_code: int, restart_count: int, manually_stopped: bool
+    ) -> bool:
+        """
+        Whether the daemon starts a stopped container when the daemon itself
+        starts, as moby's restore asks a fresh restart manager: C{always}
+        even after a C{docker stop}, C{unless-stopped} unless stopped so,
+        C{on-failure} after a failure with retries left.
+        """
+        if self.name == "always":
+            return True
+        if self.name == "unless-stopped":
+            return not manually_stopped
+        if self.name == "on-failure" and exit_code != 0:
+            return (
+                self.maximum_retry_count == 0
+                or restart_count < self.maximum_retry_count
+            )
+        return False
 
 
 def parse(host_config: dict[str, Any]) -> RestartPolicy:

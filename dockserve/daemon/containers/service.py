@@ -365,9 +365,7 @@ class ContainerService:
         if status == "running" or c.busy is not None:
             raise NotModified("container already started")
         if status in {"removing", "dead"}:
-            raise Conflict(
-                f"container {c.id} is marked for removal and cannot be started"
-            )
+            raise Conflict("container is marked for removal and cannot be started")
         if c.restart_call is not None and c.restart_call.active():
             c.restart_call.cancel()
             c.restart_call = None
@@ -602,15 +600,25 @@ class ContainerService:
         number = parse_signal(signal or "SIGKILL")
         if not c.record.state.running:
             raise Conflict(
-                f"Cannot kill container: {reference}: container {c.id} is not running"
+                f"Cannot kill container: {reference}: Container {c.id} is not running"
             )
         if number == 9:
             self._save(c, evolve(c.record, manually_stopped=True))
 
         async def kill() -> None:
+            exited = self._next_exit(c) if number == 9 else None
             await self._runtime.kill(c.id, number)
-            if number == 9 and c.record.state.status == "paused":
+            if exited is None:
+                return
+            if c.record.state.status == "paused":
                 await self._runtime.resume(c.id)
+            # As dockerd's Kill: SIGKILL answers once the container is gone
+            # (or after a while, if it somehow is not).
+            timer = self._reactor.callLater(DEFAULT_STOP_TIMEOUT, exited.cancel)
+            with contextlib.suppress(CancelledError):
+                await exited
+            if timer.active():
+                timer.cancel()
 
         return Deferred.fromCoroutine(kill())
 
@@ -755,9 +763,9 @@ class ContainerService:
         """C{POST /containers/{id}/pause} (cgroup freezer)."""
         c = self._get(reference)
         if c.record.state.status == "paused":
-            raise Conflict(f"container {c.id} is already paused")
+            raise Conflict(f"Container {c.id} is already paused")
         if c.record.state.status != "running":
-            raise Conflict(f"container {c.id} is not running")
+            raise Conflict(f"Container {c.id} is not running")
 
         async def pause_it() -> None:
             await self._runtime.pause(c.id)
@@ -769,7 +777,7 @@ class ContainerService:
         """C{POST /containers/{id}/unpause}."""
         c = self._get(reference)
         if c.record.state.status != "paused":
-            raise Conflict(f"container {c.id} is not paused")
+            raise Conflict(f"Container {c.id} is not paused")
 
         async def unpause_it() -> None:
             await self._runtime.resume(c.id)
@@ -787,23 +795,31 @@ class ContainerService:
         c = self._get(reference)
         if not new_name:
             raise InvalidParameter("Neither old nor new names may be empty")
-        full = names.validate(new_name)
+        full = "/" + new_name.lstrip("/")
         if full == c.record.name:
             raise InvalidParameter(
                 "Renaming a container with the same name as its current name"
             )
+        # dockerd checks the name as it reserves it, with the slash added.
+        allocating = "Error when allocating new name: "
+        try:
+            names.validate(full)
+        except InvalidParameter as e:
+            raise InvalidParameter(allocating + e.message) from None
         owner = self._names.get(full)
         if owner is not None:
-            raise names.name_conflict(full, owner)
+            conflict = names.name_conflict(full, owner)
+            raise Conflict(allocating + conflict.message)
         old = c.record.name
         self._save(c, evolve(c.record, name=full))
         del self._names[old]
         self._names[full] = c.id
 
-    def update(self, reference: str, body: dict[str, Any]) -> dict[str, Any]:
+    def update(self, reference: str, body: dict[str, Any]) -> Deferred[dict[str, Any]]:
         """
-        C{POST /containers/{id}/update}: the resources and restart policy
-        kept for the next start.
+        C{POST /containers/{id}/update}: the resources and restart policy,
+        kept for the next start and, through the runtime's C{update} (runc
+        update), applied to a running container at once.
         """
         c = self._get(reference)
         allowed = {
@@ -819,9 +835,40 @@ class ContainerService:
                 "Restart policy cannot be updated because AutoRemove is enabled "
                 "for the container"
             )
+        previous = c.record
         self._save(c, evolve(c.record, host_config=merged))
         warnings: list[str] = []
-        return {"Warnings": warnings}
+        apply = getattr(self._runtime, "update", None)
+        live = c.record.state.running and any(
+            k in body for k in allowed - {"RestartPolicy"}
+        )
+        if not live:
+            return succeed({"Warnings": warnings})
+        if apply is None:
+            warnings.append(
+                "the runtime cannot change a running container's resources: "
+                "they apply from its next start"
+            )
+            return succeed({"Warnings": warnings})
+        from dockserve.daemon.containers.spec import (  # noqa: PLC0415
+            _resources as oci_resources,
+        )
+
+        resources = oci_resources(merged)
+        resources.pop("devices", None)
+
+        async def update_it() -> dict[str, Any]:
+            try:
+                await apply(c.id, resources)
+            except DockerError as e:
+                # As dockerd: the old settings stay, the error is a 500.
+                self._save(c, evolve(c.record, host_config=previous.host_config))
+                raise SystemError_(
+                    f"Cannot update container {c.id}: {e.message}"
+                ) from None
+            return {"Warnings": warnings}
+
+        return Deferred.fromCoroutine(update_it())
 
     # --- attach -------------------------------------------------------------
 
@@ -901,7 +948,7 @@ class ContainerService:
         @raise Conflict: Not running, or paused.
         """
         c = self._get(reference)
-        self._check_exec_target(c)
+        self._check_exec_target(c, reference)
         cmd = body.get("Cmd")
         if isinstance(cmd, str):
             cmd = [cmd]
@@ -914,13 +961,20 @@ class ContainerService:
         c.exec_ids.append(instance.id)
         return {"Id": instance.id}
 
-    def _check_exec_target(self, c: _Container) -> None:
-        if c.record.state.status == "paused":
+    def _check_exec_target(self, c: _Container, reference: str | None = None) -> None:
+        """As dockerd's C{getActiveContainer}: running, not paused, not restarting."""
+        status = c.record.state.status
+        if status == "restarting":
             raise Conflict(
-                f"Container {c.id} is paused, unpause the container before exec"
+                f"Container {c.id} is restarting, wait until the container is running"
             )
         if not c.record.state.running:
-            raise Conflict(f"container {c.id} is not running")
+            raise Conflict(f"Container {c.id} is not running")
+        if status == "paused":
+            raise Conflict(
+                f"Container {reference or c.id} is paused, unpause the container "
+                "before exec"
+            )
 
     def _exec(self, exec_id: str) -> ExecInstance:
         instance = self._execs.get(exec_id)
@@ -1191,7 +1245,7 @@ class ContainerService:
         """
         c = self._get(reference)
         if not c.record.state.running:
-            raise Conflict(f"container {c.id} is not running")
+            raise Conflict(f"Container {c.id} is not running")
         args = (ps_args or "-ef").split()
         init = c.record.state.pid
         from twisted.internet.utils import getProcessOutputAndValue  # noqa: PLC0415
@@ -1434,8 +1488,11 @@ class ContainerService:
             await self._runtime.delete(c.id, force=True)
         policy = restart.parse(c.record.host_config)
         if (
-            policy.restarts_at_boot
-            and not c.record.manually_stopped
+            policy.restarts_at_boot(
+                c.record.state.exit_code,
+                c.record.restart_count,
+                c.record.manually_stopped,
+            )
             and c.record.state.status == "exited"
             and c.record.has_been_started
         ):

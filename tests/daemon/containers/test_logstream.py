@@ -6,7 +6,7 @@ from pathlib import Path
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from dockserve.daemon.containers.logstream import LogReader
+from dockserve.daemon.containers.logstream import LogReader, parse_timestamp
 
 LOG = (
     b"2024-01-01T00:00:00.000000000Z stdout F one\n"
@@ -79,3 +79,27 @@ class LogReaderTests(SynchronousTestCase):
         reader.done.cancel()
         self.failureResultOf(reader.done)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class TimestampTests(SynchronousTestCase):
+    def test_conmon_offset(self) -> None:
+        """
+        conmon's C{+00:00} (or any offset) is read as what it means and
+        printed as dockerd prints it: UTC, nine digits, C{Z}.
+        """
+        when, printed = parse_timestamp(b"2024-01-01T01:00:00.5+01:00")
+        self.assertEqual(when, 1704067200.5)
+        self.assertEqual(printed, b"2024-01-01T00:00:00.500000000Z")
+
+    def test_timestamps_in_utc(self) -> None:
+        """C{-t} prints conmon's local time the way dockerd does."""
+        path = Path(self.mktemp())
+        path.write_bytes(b"2024-01-01T00:00:00.123456789+00:00 stdout F hi\n")
+        seen: list[tuple[int, bytes]] = []
+        clock = Clock()
+        reader = LogReader(
+            path, lambda s, d: seen.append((s, d)), reactor=clock, timestamps=True
+        ).start()
+        clock.advance(0)
+        self.successResultOf(reader.done)
+        self.assertEqual(seen, [(1, b"2024-01-01T00:00:00.123456789Z hi\n")])

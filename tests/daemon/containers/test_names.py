@@ -4,7 +4,7 @@
 from twisted.trial.unittest import SynchronousTestCase
 
 from dockserve.daemon.containers import names
-from dockserve.errors import InvalidParameter, NotFound
+from dockserve.errors import InvalidParameter, NotFound, SystemError_
 
 
 class NameTests(SynchronousTestCase):
@@ -30,8 +30,8 @@ class NameTests(SynchronousTestCase):
         self.assertEqual(names.lookup("ab", [a, b], table), b)
         self.assertEqual(names.lookup("/ab", [a, b], table), b)
         self.assertEqual(names.lookup("ac", [a, b], table), b)
-        error = self.assertRaises(InvalidParameter, names.lookup, "a", [a, b], table)
-        self.assertEqual(error.message, "multiple IDs found with provided prefix: a")
+        error = self.assertRaises(SystemError_, names.lookup, "a", [a, b], table)
+        self.assertEqual(error.message, "Multiple IDs found with provided prefix: a")
         self.assertRaises(NotFound, names.lookup, "zz", [a, b], table)
         self.assertRaises(NotFound, names.lookup, "", [a, b], table)
 

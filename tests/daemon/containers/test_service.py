@@ -6,7 +6,13 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from dockserve.daemon.containers.service import ContainerService
-from dockserve.errors import Conflict, InvalidParameter, NotFound, NotModified
+from dockserve.errors import (
+    Conflict,
+    InvalidParameter,
+    NotFound,
+    NotModified,
+    SystemError_,
+)
 from dockserve.testing.containers import make_service
 
 
@@ -110,7 +116,10 @@ class CreateTests(_Base):
         """A prefix several IDs share is an error; an unknown one a 404."""
         ids = [self.create(f"c{i}") for i in range(40)]
         common = next(a[0] for a in ids if sum(1 for b in ids if b[0] == a[0]) > 1)
-        self.assertRaises(InvalidParameter, self.service.inspect, common)
+        error = self.assertRaises(SystemError_, self.service.inspect, common)
+        self.assertEqual(
+            error.message, f"Multiple IDs found with provided prefix: {common}"
+        )
         error = self.assertRaises(NotFound, self.service.inspect, "nosuch")
         self.assertEqual(error.message, "No such container: nosuch")
 
@@ -236,7 +245,7 @@ class LifeCycleTests(_Base):
         error = self.assertRaises(Conflict, self.service.kill, "web")
         self.assertEqual(
             error.message,
-            f"Cannot kill container: web: container {cid} is not running",
+            f"Cannot kill container: web: Container {cid} is not running",
         )
 
     def test_kill_bad_signal(self) -> None:
@@ -395,7 +404,7 @@ class ExecTests(_Base):
         error = self.assertRaises(
             Conflict, self.service.exec_create, cid, {"Cmd": ["sh"]}
         )
-        self.assertEqual(error.message, f"container {cid} is not running")
+        self.assertEqual(error.message, f"Container {cid} is not running")
 
     def test_exec_paused(self) -> None:
         """Exec into a paused container is 409."""
@@ -456,3 +465,19 @@ class RestoreTests(_Base):
         again = self.restarted()
         self.clock.advance(1)
         self.assertEqual(again.inspect(cid)["State"]["Status"], "running")
+
+    def test_stopped_by_hand_at_boot(self) -> None:
+        """
+        After a C{docker stop}, the next daemon start runs an always-container
+        again but leaves an unless-stopped one stopped, as dockerd does.
+        """
+        always = self.started("aa", HostConfig={"RestartPolicy": {"Name": "always"}})
+        unless = self.started(
+            "uu", HostConfig={"RestartPolicy": {"Name": "unless-stopped"}}
+        )
+        for cid in (always, unless):
+            self.successResultOf(self.service.stop(cid, timeout=1))
+        again = self.restarted()
+        self.clock.advance(1)
+        self.assertEqual(again.inspect(always)["State"]["Status"], "running")
+        self.assertEqual(again.inspect(unless)["State"]["Status"], "exited")
