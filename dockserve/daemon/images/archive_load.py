@@ -9,14 +9,17 @@ reactor thread once every blob and layer is durable.
 """
 
 import json
+import lzma
 import os
 import posixpath
 import shutil
 import tarfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import zstandard
 from attrs import frozen
 
 from dockserve.daemon.images import layers
@@ -74,8 +77,18 @@ def _extract(src: IO[bytes], work: Path, hashes: dict[Path, tuple[str, int]]) ->
             dest.parent.mkdir(parents=True, exist_ok=True)
             with dest.open("wb") as out:
                 hashes[dest] = layers.copy_hashing(data, out)
-    except (tarfile.TarError, EOFError, ValueError) as e:
-        if first and not isinstance(e, EOFError):
+    except (
+        OSError,
+        tarfile.TarError,
+        EOFError,
+        ValueError,
+        lzma.LZMAError,
+        zlib.error,
+        zstandard.ZstdError,
+    ) as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise  # the disk, not the archive
+        if first:
             raise InvalidParameter(
                 f"failed to load image: invalid archive: {e}"
             ) from None

@@ -100,6 +100,21 @@ class LoadTests(ServiceTestsMixin, SynchronousTestCase):
         self.assertIn("failed to load image", failure.value.message)
         self.assertEqual(list((self.root / "tmp").iterdir()), [])
 
+    def test_bad_compression(self) -> None:
+        """Compressed garbage, or a cut compressed stream, is a 400 too."""
+        archive = save_archive([layer_tar({"a": b"1"})], ["x:1"])
+        for data in (
+            b"\x1f\x8bjunkjunkjunk",
+            gzip.compress(archive)[:-50],
+            b"\xfd7zXZ\x00" + b"junk" * 10,
+            b"\x28\xb5\x2f\xfd" + b"junk" * 10,
+        ):
+            failure = self.failureResultOf(
+                self.service.load(io.BytesIO(data)), InvalidParameter
+            )
+            self.assertIn("failed to load image", failure.value.message)
+        self.successResultOf(self.service.load(io.BytesIO(gzip.compress(archive))))
+
     def test_layer_mismatch(self) -> None:
         """A layer whose content is not the config's diff ID is refused."""
         archive = save_archive([layer_tar({"a": b"1"})], ["a:b"])
