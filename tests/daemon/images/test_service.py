@@ -308,6 +308,19 @@ class ImportTests(ServiceTestsMixin, SynchronousTestCase):
         resolved = self.service.resolve("imported:v1")
         self.assertEqual((Path(resolved.layer_dirs[0]) / "bin/x").read_bytes(), b"x")
 
+    def test_bad_compression(self) -> None:
+        """A rootfs in corrupt gzip, xz or zstd is a 400, not a crash."""
+        for head in (
+            b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff",
+            b"\xfd7zXZ\x00",
+            b"\x28\xb5\x2f\xfd",
+        ):
+            failure = self.failureResultOf(
+                self.service.import_image(io.BytesIO(head + b"\x55\xaa" * 300)),
+                InvalidParameter,
+            )
+            self.assertIn("failed to decompress layer", failure.value.message)
+
     def test_bad_change(self) -> None:
         """An instruction import cannot apply is dockerd's 400."""
         e = self.assertRaises(
