@@ -156,7 +156,7 @@ class StreamedUploadTests(SynchronousTestCase):
         status, body = self.client.response()
         self.assertEqual(
             (status, json.loads(body)),
-            (400, {"message": "BOGUS is not a valid change command"}),
+            (400, {"message": "bogus is not a valid change command"}),
         )
         for _ in range(8):
             self.client.chunk(b"y" * (1 << 20))

@@ -329,7 +329,7 @@ class ImportTests(ServiceTestsMixin, SynchronousTestCase):
             io.BytesIO(b""),
             change=["RUN true"],
         )
-        self.assertEqual(e.message, "RUN is not a valid change command")
+        self.assertEqual(e.message, "run is not a valid change command")
 
 
 class NameTests(ServiceTestsMixin, SynchronousTestCase):
