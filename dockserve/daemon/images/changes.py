@@ -77,7 +77,9 @@ def apply(config: dict[str, Any], changes: list[str]) -> dict[str, Any]:
         instruction, _, argument = text.partition(" ")
         upper = instruction.upper()
         if upper not in ALLOWED:
-            raise InvalidParameter(f"{instruction.lower()} is not a valid change command")
+            raise InvalidParameter(
+                f"{instruction.lower()} is not a valid change command"
+            )
         if upper == "CMD":
             result["Cmd"] = _command(argument)
         elif upper == "ENTRYPOINT":
