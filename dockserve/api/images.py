@@ -111,6 +111,8 @@ class ImageBackend(Protocol):
         auth: dict[str, Any] | None,
         progress: ProgressCallback,
         platform: str | None = None,
+        *,
+        all_tags: bool = False,
     ) -> "Deferred[None]":
         """C{POST /images/create?fromImage=}."""
 
@@ -646,9 +648,16 @@ class ImagesAPI:
             raise InvalidParameter("fromImage or fromSrc is required")
         auth = registry_auth(request)
         stream = MessageStream(request)
+        tag = query(request, "tag")
         try:
             await self._backend.pull(
-                from_image, query(request, "tag") or None, auth, stream, platform
+                from_image,
+                tag or None,
+                auth,
+                stream,
+                platform,
+                # As dockerd: no tag at all (docker pull -a) is every tag.
+                all_tags=tag is None,
             )
         except DockerError as e:
             if not stream.started:

@@ -357,12 +357,19 @@ class Distribution:
         credentials: dict[str, Any] | None,
         progress: Progress,
         platform: str | None = None,
+        *,
+        all_tags: bool = False,
     ) -> Deferred[None]:
-        """Pull C{image} (with C{tag}, a tag or a digest) into the store."""
+        """
+        Pull C{image} (with C{tag}, a tag or a digest) into the store.
+
+        @param all_tags: With neither tag nor digest, pull every tag of the
+            repository (C{docker pull -a}) rather than C{latest}.
+        """
         from twisted.internet.defer import ensureDeferred  # noqa: PLC0415
 
         return ensureDeferred(
-            self._pull(image, tag, credentials, progress, platform)
+            self._pull(image, tag, credentials, progress, platform, all_tags=all_tags)
         ).addErrback(_disk_error)
 
     async def _pull(
@@ -372,6 +379,8 @@ class Distribution:
         credentials: dict[str, Any] | None,
         progress: Progress,
         platform: str | None,
+        *,
+        all_tags: bool = False,
     ) -> None:
         ref = reference.parse(image, default_tag=False)
         if tag:
@@ -381,7 +390,91 @@ class Distribution:
                 reference.validate_tag(tag)
                 ref = ref.with_tag(tag)
         if ref.tag is None and ref.digest is None:
+            if all_tags:
+                await self._pull_all_tags(ref, credentials, progress, platform)
+                return
             ref = ref.with_tag("latest")
+        await self._pull_ref(ref, credentials, progress, platform)
+
+    async def _pull_all_tags(
+        self,
+        ref: reference.Reference,
+        credentials: dict[str, Any] | None,
+        progress: Progress,
+        platform: str | None,
+    ) -> None:
+        """C{docker pull -a}: every tag the registry lists, one status."""
+        auth = self._auth_for(ref.domain, credentials)
+        scope = f"repository:{ref.path}:pull"
+        tags: list[str] = []
+        last_error: DockerError | None = None
+        for base in await self._endpoints(ref.domain):
+            try:
+                tags = await self._list_tags(base, ref, auth, scope)
+            except DockerError as e:
+                last_error = e
+                continue
+            break
+        else:
+            assert last_error is not None  # noqa: S101 - at least one base
+            raise last_error
+        new = False
+        for tag in tags:
+            new = (
+                await self._pull_ref(
+                    ref.with_tag(tag), credentials, progress, platform, status=False
+                )
+                or new
+            )
+        shown = ref.familiar_repository
+        if new:
+            progress({"status": f"Status: Downloaded newer image for {shown}"})
+        else:
+            progress({"status": f"Status: Image is up to date for {shown}"})
+
+    async def _list_tags(
+        self, base: str, ref: reference.Reference, auth: _Auth, scope: str
+    ) -> list[str]:
+        """The repository's tags (C{GET /v2/<name>/tags/list}, every page)."""
+        tags: list[str] = []
+        url: str | None = f"{base}/v2/{ref.path}/tags/list"
+        pages = 0
+        while url is not None and pages < 100:
+            pages += 1
+            response = await self._request("GET", url, auth, scope)
+            body = await response.content()
+            if response.code == 404 and b"NAME_UNKNOWN" in body:
+                raise NotFound(
+                    f"repository {ref.familiar_repository} not found: name unknown: "
+                    + _registry_message(body, "repository name not known to registry")
+                )
+            if response.code in (401, 403, 404):
+                raise NotFound(
+                    f"pull access denied for {ref.familiar_repository}, repository "
+                    "does not exist or may require 'docker login'"
+                )
+            if response.code != 200:
+                raise SystemError_(
+                    f"listing the tags of {ref.familiar_repository}: "
+                    f"HTTP {response.code}"
+                )
+            tags += [str(t) for t in json.loads(body).get("tags") or []]
+            link = (response.headers.getRawHeaders(b"Link") or [b""])[0].decode()
+            url = None
+            if link.startswith("<") and 'rel="next"' in link:
+                url = urljoin(f"{base}/", link[1 : link.index(">")])
+        return tags
+
+    async def _pull_ref(
+        self,
+        ref: reference.Reference,
+        credentials: dict[str, Any] | None,
+        progress: Progress,
+        platform: str | None,
+        *,
+        status: bool = True,
+    ) -> bool:
+        """Pull one tag or digest; whether anything new came."""
         wanted_os, (wanted_arch, wanted_variant) = "linux", _go_arch()
         if platform:
             parts = platform.split("/")
@@ -397,13 +490,14 @@ class Distribution:
         bases = await self._endpoints(ref.domain)
         for index, base in enumerate(bases):
             try:
-                await self._pull_from(
+                return await self._pull_from(
                     base,
                     ref,
                     auth,
                     scope,
                     progress,
                     (wanted_os, wanted_arch, wanted_variant),
+                    status=status,
                 )
             except DockerError as e:
                 # A mirror that fails or lacks the image: on to the next,
@@ -412,7 +506,6 @@ class Distribution:
                 if index == len(bases) - 1:
                     raise
                 continue
-            return
         assert last_error is not None  # noqa: S101 - at least one base
         raise last_error
 
@@ -460,7 +553,9 @@ class Distribution:
         scope: str,
         progress: Progress,
         wanted: tuple[str, str, str],
-    ) -> None:
+        *,
+        status: bool = True,
+    ) -> bool:
         target = ref.digest or ref.tag or "latest"
         body, top_digest, media_type = await self._get_manifest(
             base, ref, target, auth, scope
@@ -518,9 +613,15 @@ class Distribution:
                 if self._store.layer_path(diff_id).is_dir() and self._store.has_blob(
                     diff_id
                 ):
-                    progress(
-                        {"status": "Already exists", "progressDetail": {}, "id": short}
-                    )
+                    if existing is None:
+                        # As dockerd: an image already here shows no layers.
+                        progress(
+                            {
+                                "status": "Already exists",
+                                "progressDetail": {},
+                                "id": short,
+                            }
+                        )
                     continue
                 progress(
                     {"status": "Pulling fs layer", "progressDetail": {}, "id": short}
@@ -566,10 +667,14 @@ class Distribution:
             self._store.end()
         progress({"status": f"Digest: {top_digest}"})
         shown = ref.familiar()
-        if existing is not None and (ref.tag is None or before == image_id):
-            progress({"status": f"Status: Image is up to date for {shown}"})
-        else:
+        new = not (existing is not None and (ref.tag is None or before == image_id))
+        if not status:
+            return new
+        if new:
             progress({"status": f"Status: Downloaded newer image for {shown}"})
+        else:
+            progress({"status": f"Status: Image is up to date for {shown}"})
+        return new
 
     async def _fetch_small(
         self, base: str, ref: reference.Reference, digest: str, auth: _Auth, scope: str
@@ -1142,6 +1247,15 @@ class Distribution:
             }
             for r in value.get("results", [])
         ]
+
+
+def _registry_message(body: bytes, default: str) -> str:
+    """The first error message of a registry's JSON error body."""
+    try:
+        errors = json.loads(body).get("errors") or []
+        return str(errors[0].get("message") or default)
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return default
 
 
 def _disk_error(failure: Failure) -> Failure:

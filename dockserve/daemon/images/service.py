@@ -959,10 +959,23 @@ class ImageService:
         auth: dict[str, Any] | None,
         progress: Progress,
         platform: str | None = None,
+        *,
+        all_tags: bool = False,
     ) -> "Deferred[None]":
-        """C{POST /images/create?fromImage=}: pull from a registry."""
+        """
+        C{POST /images/create?fromImage=}: pull from a registry.
+
+        @param all_tags: Every tag of a repository named without tag or
+            digest (C{docker pull -a}).
+        """
         d = maybeDeferred(
-            self._registry_client().pull, image, tag, auth, progress, platform
+            self._registry_client().pull,
+            image,
+            tag,
+            auth,
+            progress,
+            platform,
+            all_tags=all_tags,
         )
         return d.addCallback(self._registry_event, "pull", image, tag)
 

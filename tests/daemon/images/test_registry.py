@@ -117,6 +117,26 @@ class FakeRegistry:
         request.responseHeaders.setRawHeaders(b"Content-Type", [media.encode()])
         return body
 
+    @app.route("/v2/<path:repo>/tags/list", methods=["GET"])
+    def tags(self, request: Request, repo: str) -> bytes:
+        """Two pages when there are more than two tags (n=2), as a Link."""
+        if not self._authorized(request):
+            return b""
+        names = sorted(
+            k.split(":", 1)[1] for k in self.manifests if k.startswith(f"{repo}:")
+        )
+        if not names:
+            request.setResponseCode(404)
+            return b'{"errors":[{"code":"NAME_UNKNOWN"}]}'
+        last = request.args.get(b"last", [b""])[0].decode()
+        page = [n for n in names if n > last][:2]
+        if page and page[-1] != names[-1]:
+            request.responseHeaders.setRawHeaders(
+                b"Link",
+                [f'</v2/{repo}/tags/list?n=2&last={page[-1]}>; rel="next"'.encode()],
+            )
+        return json.dumps({"name": repo, "tags": page}).encode()
+
     @app.route("/v2/<path:repo>/blobs/<digest>", methods=["GET", "HEAD"])
     def blob(self, request: Request, repo: str, digest: str) -> bytes:
         if not self._authorized(request):
@@ -325,7 +345,10 @@ class PushPullTests(SynchronousTestCase):
         )
 
     def test_layers_shared_not_downloaded_twice(self) -> None:
-        """A second pull of an image whose layers are here fetches no layer."""
+        """
+        A second pull of an image that is here fetches no layer and, as
+        dockerd, lists none.
+        """
         target = memory_image_service(Path(self.mktemp()))
         _distribution(target, self.registry)
         self.successResultOf(target.pull("registry.test/app", "v1", AUTH, _ignore))
@@ -335,7 +358,7 @@ class PushPullTests(SynchronousTestCase):
             target.pull("registry.test/app", "v1", AUTH, messages.append)
         )
         self.assertEqual(len(self.registry.blob_gets) - before, 1)  # the config only
-        self.assertEqual([m["status"] for m in messages].count("Already exists"), 2)
+        self.assertEqual([m["status"] for m in messages].count("Already exists"), 0)
         self.assertEqual(
             messages[-1]["status"],
             "Status: Image is up to date for registry.test/app:v1",
@@ -567,6 +590,59 @@ class LayerReuseTests(SynchronousTestCase):
         _, body = other.manifests[f"c@{manifest_digest}"]
         [layer] = json.loads(body)["layers"]
         self.assertIn(layer["digest"], other.blobs)
+
+
+class AllTagsTests(SynchronousTestCase):
+    """C{docker pull -a}: every tag of the repository."""
+
+    def test_every_tag_one_status(self) -> None:
+        """
+        Three tags over two pages of the tag list: all pulled, each with its
+        own progress, one status for the repository at the end.
+        """
+        registry = FakeRegistry()
+        source = memory_image_service(Path(self.mktemp()))
+        _distribution(source, registry)
+        for n in range(3):
+            archive = save_archive(
+                [layer_tar({"n": str(n).encode()})], [f"registry.test/all:t{n}"]
+            )
+            self.successResultOf(source.load(io.BytesIO(archive)))
+            self.successResultOf(
+                source.push(f"registry.test/all:t{n}", None, AUTH, _ignore)
+            )
+        target = memory_image_service(Path(self.mktemp()))
+        _distribution(target, registry)
+        messages: list[dict[str, Any]] = []
+        self.successResultOf(
+            target.pull("registry.test/all", None, AUTH, messages.append, all_tags=True)
+        )
+        self.assertEqual(
+            sorted(t for s in target.list_images() for t in s["RepoTags"]),
+            ["registry.test/all:t0", "registry.test/all:t1", "registry.test/all:t2"],
+        )
+        statuses = [m["status"] for m in messages if "Status" in m.get("status", "")]
+        self.assertEqual(
+            statuses, ["Status: Downloaded newer image for registry.test/all"]
+        )
+        messages.clear()
+        self.successResultOf(
+            target.pull("registry.test/all", None, AUTH, messages.append, all_tags=True)
+        )
+        self.assertEqual(
+            messages[-1],
+            {"status": "Status: Image is up to date for registry.test/all"},
+        )
+
+    def test_without_all_tags_latest(self) -> None:
+        """No tag and no C{all_tags}: C{latest}, as before."""
+        registry = FakeRegistry()
+        target = memory_image_service(Path(self.mktemp()))
+        _distribution(target, registry)
+        failure = self.failureResultOf(
+            target.pull("registry.test/none", None, AUTH, _ignore), NotFound
+        )
+        self.assertIn("registry.test/none:latest", failure.value.message)
 
 
 class RegistryEventTests(SynchronousTestCase):
