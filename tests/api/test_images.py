@@ -12,7 +12,7 @@ from typing import Any
 
 from klein import Klein
 from treq.testing import StubTreq
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import maybeDeferred, succeed
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -332,6 +332,43 @@ class ResponseWriterTests(SynchronousTestCase):
         writer.stopProducing()
         thread.join(5)
         self.assertIsInstance(outcome[0], OSError)
+
+
+class _PullRecorder:
+    """A backend whose pull records what it was asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def pull(
+        self,
+        image: str,
+        tag: str | None,
+        auth: Any,
+        progress: Any,
+        platform: str | None = None,
+        *,
+        all_tags: bool = False,
+    ) -> Any:
+        del auth, platform
+        self.calls.append((image, tag, all_tags))
+        progress({"status": "Status: done"})
+        return succeed(None)
+
+
+class PullParametersTests(SynchronousTestCase):
+    """What POST /images/create asks a pull for."""
+
+    def test_all_tags_only_without_tag(self) -> None:
+        """No tag parameter at all (docker pull -a) is every tag; tag=x is x."""
+        backend = _PullRecorder()
+        stub = StubTreq(_resource(ImagesAPI(backend)))  # type: ignore[arg-type]
+        for query_string in ("fromImage=a/b", "fromImage=a/b&tag=latest"):
+            response = self.successResultOf(
+                stub.post(f"http://localhost/v1.50/images/create?{query_string}")
+            )
+            self.successResultOf(response.content())
+        self.assertEqual(backend.calls, [("a/b", None, True), ("a/b", "latest", False)])
 
 
 class StreamedUploadPathTests(SynchronousTestCase):
