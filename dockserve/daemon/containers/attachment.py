@@ -32,8 +32,15 @@ class Attachment:
         stdin: bool,
         stdout: bool,
         stderr: bool,
+        stdin_once: bool = True,
     ) -> None:
+        """
+        @param stdin_once: The container's C{StdinOnce}: the client's end of
+            input is the container's (C{docker run -i}); otherwise it only
+            ends this attach, as dockerd does.
+        """
         self.tty = tty
+        self._stdin_once = stdin_once
         self.closed: Deferred[None] = Deferred()
         self._on_output = on_output
         self._stdin = stdin
@@ -58,11 +65,13 @@ class Attachment:
             stdio.detach()
             return
         self._stdio = stdio
+        # The size first: a shell redraws on SIGWINCH and may drop what was
+        # typed before it, so the client's first keys must come after.
+        if self._size is not None:
+            stdio.resize(*self._size)
         for data in self._pending:
             stdio.write_stdin(data)
         self._pending = []
-        if self._size is not None:
-            stdio.resize(*self._size)
         if self._stdin_closed:
             stdio.close_stdin()
         stdio.closed.addBoth(lambda _: self.finish())
@@ -77,8 +86,15 @@ class Attachment:
             self._stdio.write_stdin(data)
 
     def close_stdin(self) -> None:
-        """The client half-closed: the container reads end-of-file."""
+        """
+        The client half-closed (or went away): with C{StdinOnce} and no TTY
+        the container reads end-of-file; otherwise the attach ends and the
+        container's stdin stays open for the next client.
+        """
         if not self._stdin or self._stdin_closed:
+            return
+        if not self._stdin_once or self.tty:
+            self.detach()
             return
         self._stdin_closed = True
         if self._stdio is not None:

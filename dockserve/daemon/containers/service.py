@@ -152,6 +152,16 @@ def _human_duration(seconds: float) -> str:
     return f"{int(seconds / 3600) // 24 // 365} years"
 
 
+def _accepts(function: Callable[..., Any], keyword: str) -> bool:
+    """Whether C{function} takes the keyword argument C{keyword}."""
+    import inspect  # noqa: PLC0415
+
+    try:
+        return keyword in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _start_error(message: str) -> tuple[int, DockerError]:
     """
     The exit code and error dockerd gives when the runtime cannot start
@@ -393,6 +403,11 @@ class ContainerService:
         image = self._images.resolve(c.record.image_id)
         bundle = await self._bundles.prepare(c.directory, c.record, image)
         tty = bool(c.record.config.get("Tty"))
+        options: dict[str, Any] = {}
+        if _accepts(self._runtime.create, "leave_stdin_open"):
+            # Without StdinOnce a client's going away leaves the container's
+            # stdin open for the next one (conmon's --leave-stdin-open).
+            options["leave_stdin_open"] = not c.record.config.get("StdinOnce")
         try:
             state = await self._runtime.create(
                 c.id,
@@ -400,6 +415,7 @@ class ContainerService:
                 log_path=str(c.directory / LOG_FILE),
                 tty=tty,
                 open_stdin=bool(c.record.config.get("OpenStdin")),
+                **options,
             )
             pending, c.pending = c.pending, []
             for attachment in pending:
@@ -895,6 +911,7 @@ class ContainerService:
             stdin=stdin and bool(c.record.config.get("OpenStdin")),
             stdout=stdout,
             stderr=stderr,
+            stdin_once=bool(c.record.config.get("StdinOnce")),
         )
         replay: Deferred[None] = succeed(None)
         if logs:
