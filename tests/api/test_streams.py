@@ -52,7 +52,9 @@ class AttachTests(_HijackCase):
         forwards the client's bytes to stdin, and a half-close closes stdin;
         the connection closes when the container's output ends.
         """
-        cid = self.service.create("web", {"Image": "busybox", "OpenStdin": True})["Id"]
+        cid = self.service.create(
+            "web", {"Image": "busybox", "OpenStdin": True, "StdinOnce": True}
+        )["Id"]
         protocol, transport = self.connect(
             b"POST /v1.50/containers/web/attach?stream=1&stdin=1&stdout=1&stderr=1"
             b" HTTP/1.1\r\n" + _UPGRADE

@@ -73,7 +73,11 @@ class Attachment:
             stdio.write_stdin(data)
         self._pending = []
         if self._stdin_closed:
-            stdio.close_stdin()
+            if self._stdin_once and not self.tty:
+                stdio.close_stdin()
+            else:
+                self.detach()
+                return
         stdio.closed.addBoth(lambda _: self.finish())
 
     def write_stdin(self, data: bytes) -> None:
@@ -94,6 +98,10 @@ class Attachment:
         if not self._stdin or self._stdin_closed:
             return
         if not self._stdin_once or self.tty:
+            if self._stdio is None:
+                # What was typed still goes in, once connected; then it ends.
+                self._stdin_closed = True
+                return
             self.detach()
             return
         self._stdin_closed = True

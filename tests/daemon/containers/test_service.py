@@ -189,8 +189,11 @@ class LifeCycleTests(_Base):
         self.assertEqual(seen, [(1, b"before\n")])
 
     def test_attach_stdin(self) -> None:
-        """Stdin typed before the start is delivered once connected."""
-        cid = self.create(OpenStdin=True)
+        """
+        Stdin typed before the start is delivered once connected; with
+        StdinOnce (docker run -i) the client's end is the container's.
+        """
+        cid = self.create(OpenStdin=True, StdinOnce=True)
         attachment = self.service.attach(
             cid, lambda _s, _d: None, stdin=True, stdout=True, stderr=True, stream=True
         )
@@ -199,6 +202,30 @@ class LifeCycleTests(_Base):
         self.successResultOf(self.service.start(cid))
         stdio = self.runtime.containers[cid].stdios[0]
         self.assertEqual((stdio.stdin, stdio.stdin_closed), (b"abc", True))
+
+    def test_attach_stdin_stays_open(self) -> None:
+        """
+        Without StdinOnce, the client's end of input delivers what it typed
+        and ends its attach; the container's stdin stays open.
+        """
+        cid = self.create(OpenStdin=True)
+        attachment = self.service.attach(
+            cid, lambda _s, _d: None, stdin=True, stdout=True, stderr=True, stream=True
+        )
+        attachment.write_stdin(b"abc")
+        attachment.close_stdin()
+        self.successResultOf(self.service.start(cid))
+        stdio = self.runtime.containers[cid].stdios[0]
+        self.assertEqual((stdio.stdin, stdio.stdin_closed), (b"abc", False))
+        self.successResultOf(attachment.closed)
+        running = self.service.attach(
+            cid, lambda _s, _d: None, stdin=True, stdout=True, stderr=True, stream=True
+        )
+        running.write_stdin(b"def")
+        running.close_stdin()
+        again = self.runtime.containers[cid].stdios[-1]
+        self.assertEqual((again.stdin, again.stdin_closed), (b"def", False))
+        self.successResultOf(running.closed)
 
     def test_resize_through_attachment(self) -> None:
         """A resize reaches the TTY through the attached client's connection."""
