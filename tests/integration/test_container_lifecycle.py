@@ -414,3 +414,45 @@ class AutoRemoveTests(_Case):
             lambda: self.ok("ps", "-aq", "--filter", "name=stopme") == "",
             "stopme to be removed",
         )
+
+
+class ImageInUseTests(_Case):
+    def test_rmi_in_use(self) -> None:
+        """
+        An image a container uses is not removed without -f, with dockerd's
+        409 texts; the container keeps working whatever rmi did.
+        """
+        import docker  # noqa: PLC0415
+
+        self.cleanup_container("user")
+        self.ok("run", "--name", "user", "busybox", "true")
+        cid = self.inspect("user", "{{.Id}}")
+        image = self.inspect("busybox", "{{.Id}}").removeprefix("sha256:")
+        self.assertIn(
+            'conflict: unable to remove repository reference "busybox" (must '
+            f"force) - container {cid[:12]} is using its referenced image "
+            f"{image[:12]}",
+            self.fails("rmi", "busybox"),
+        )
+        self.assertIn(
+            f"conflict: unable to delete {image[:12]} (must be forced) - image is "
+            f"being used by stopped container {cid[:12]}",
+            self.fails("rmi", image[:12]),
+        )
+        with self.assertRaises(docker.errors.APIError) as refused:
+            self.sdk().images.remove(image[:12])
+        self.assertEqual(refused.exception.status_code, 409)
+        self.ok("rmi", "-f", "busybox")
+        self.assertNotIn("busybox", self.ok("images", "--format", "{{.Repository}}"))
+        self.assertEqual(self.docker("start", "-a", "user").returncode, 0)
+
+    def test_rmi_running_user(self) -> None:
+        """Not even -f removes the image of a running container."""
+        self.running("runner")
+        cid = self.inspect("runner", "{{.Id}}")
+        image = self.inspect("busybox", "{{.Id}}").removeprefix("sha256:")
+        self.assertIn(
+            f"conflict: unable to delete {image[:12]} (cannot be forced) - image "
+            f"is being used by running container {cid[:12]}",
+            self.fails("rmi", "-f", image[:12]),
+        )

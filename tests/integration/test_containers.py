@@ -13,6 +13,7 @@ import os
 import pty
 import select
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -232,6 +233,63 @@ class CrashTests(_DaemonCase):
         self.assertEqual(self.ok("logs", "exits"), "bye\n")
         self.assertEqual(self.ok("exec", "keeps", "echo", "alive"), "alive\n")
         self.ok("rm", "-f", "keeps", "exits")
+
+    def test_running_after_restart(self) -> None:
+        """
+        After a clean restart and after a SIGKILL of the daemon, a running
+        container is listed as running, its log is whole, and it can be
+        attached, exec'd and stopped.
+        """
+        self.cleanup_container("talks")
+        self.ok("run", "-d", "--name", "talks", "busybox", "sh", "-c",
+                "echo one; i=0; while true; do i=$((i+1)); echo n$i; sleep 1; done")  # fmt: skip # noqa: E501
+        self.until(lambda: "n1" in self.ok("logs", "talks"), "the first line")
+        pid = self.inspect("talks", "{{.State.Pid}}")
+        for stop in (self.daemon.stop, self.daemon.kill):
+            stop()
+            self.daemon.start()
+            self.assertEqual(
+                self.ok("ps", "--format", "{{.Names}} {{.State}}"), "talks running\n"
+            )
+            self.assertEqual(self.inspect("talks", "{{.State.Pid}}"), pid)
+            self.assertTrue(self.ok("logs", "talks").startswith("one\nn1\n"))
+            self.assertEqual(self.ok("exec", "talks", "echo", "hi"), "hi\n")
+            attach = subprocess.Popen(
+                [DOCKER, "attach", "--sig-proxy=false", "talks"],
+                env=self.daemon.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            assert attach.stdout is not None
+            self.assertRegex(attach.stdout.readline(), rb"^n\d+\n$")
+            attach.kill()
+            attach.wait()
+        self.ok("stop", "-t", "1", "talks")
+        self.assertEqual(
+            self.inspect("talks", "{{.State.Status}} {{.State.ExitCode}}"),
+            "exited 137",
+        )
+
+    def test_stopped_while_down(self) -> None:
+        """
+        A container killed while the daemon is down shows that when it
+        comes back: the exit code, and no Pid; it can start again.
+        """
+        self.cleanup_container("victim")
+        self.ok("run", "-d", "--name", "victim", "busybox", "sleep", "300")
+        pid = int(self.inspect("victim", "{{.State.Pid}}"))
+        self.daemon.kill()
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(1)
+        self.daemon.start()
+        self.assertEqual(
+            self.inspect(
+                "victim", "{{.State.Status}} {{.State.ExitCode}} {{.State.Pid}}"
+            ),  # noqa: E501
+            "exited 137 0",
+        )
+        self.ok("start", "victim")
+        self.assertEqual(self.inspect("victim", "{{.State.Running}}"), "true")
 
 
 class CopyTests(_DaemonCase):
