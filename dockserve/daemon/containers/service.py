@@ -421,6 +421,9 @@ class ContainerService:
             for attachment in pending:
                 stdio = await self._runtime.attach(c.id, attachment.output)
                 attachment.connect(stdio)
+            # The time the process is let go: one that exits at once must not
+            # look as if it finished before it started.
+            started_at = self._now()
             await self._runtime.start(c.id)
         except DockerError as e:
             await self._abandon_start(c, e.message)
@@ -454,7 +457,7 @@ class ContainerService:
                     exit_code=0,
                     error="",
                     oom_killed=False,
-                    started_at=self._now(),
+                    started_at=started_at,
                 ),
                 has_been_started=True,
             ),
@@ -488,9 +491,7 @@ class ContainerService:
             pid=0,
             exit_code=status.code,
             oom_killed=status.oom_killed,
-            finished_at=rfc3339(status.finished_at)
-            if status.finished_at
-            else self._now(),
+            finished_at=self._finished_at(c.record, status),
         )
         policy = restart.parse(rec.host_config)
         will_restart = policy.should_restart(
@@ -511,6 +512,14 @@ class ContainerService:
             c.restart_call = self._reactor.callLater(delay, self._restart_now, c)
         elif rec.host_config.get("AutoRemove"):
             c.cleanup.addCallback(lambda _: self._remove(c, volumes=True))
+
+    def _finished_at(self, rec: ContainerRecord, status: ExitStatus) -> str:
+        """The exit's time, never before the start's (clocks differ a little)."""
+        finished = rfc3339(status.finished_at) if status.finished_at else self._now()
+        started = rec.state.started_at
+        if record.parse_rfc3339(finished) < record.parse_rfc3339(started):
+            return started
+        return finished
 
     def _release(self, c: _Container) -> Deferred[None]:
         async def release() -> None:
@@ -1146,7 +1155,10 @@ class ContainerService:
             records = records[:limit]
         result = []
         for rec in records:
-            command = " ".join([rec.path, *rec.args])
+            # As dockerd lists it: an argument with a space in single quotes.
+            command = " ".join(
+                [rec.path, *(f"'{a}'" if " " in a else a for a in rec.args)]
+            )
             item: dict[str, Any] = {
                 "Id": rec.id,
                 "Names": [rec.name],
@@ -1439,7 +1451,7 @@ class ContainerService:
             if not upper.exists():
                 return []
             lowers = [Path(d) for d in image.layer_dirs]
-            return list(archive.changes(upper, lowers))
+            return _without_init_paths(list(archive.changes(upper, lowers)))
 
         return self._blocking(changes)
 
@@ -1531,6 +1543,37 @@ class ContainerService:
             _log.failure("starting container {id} at boot", failure, id=c.id)
 
         self._guarded(c, self._start(c)).addErrback(failed)
+
+
+#: What dockerd keeps in a container's init layer (below its own changes):
+#: the mount points of the files it makes, which docker diff never shows.
+_INIT_PATHS = frozenset({
+    "/.dockerenv", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf",
+    "/etc/mtab", "/dev/console", "/dev/pts", "/dev/shm", "/proc", "/sys",
+})  # fmt: skip
+
+
+def _without_init_paths(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """
+    C{docker diff} as dockerd shows it: without the init layer's paths, nor
+    a directory that changed only because they were made in it.
+    """
+    kept = [c for c in found if c["Path"] not in _INIT_PATHS]
+    parents = {p.rsplit("/", 1)[0] or "/" for p in _INIT_PATHS}
+    made_in = {
+        parent
+        for parent in parents
+        if any(c["Path"].startswith(parent.rstrip("/") + "/") for c in found)
+    }
+
+    def only_init(change: dict[str, Any]) -> bool:
+        path = change["Path"]
+        if change["Kind"] != 0 or path not in made_in:
+            return False
+        prefix = path.rstrip("/") + "/"
+        return not any(c["Path"].startswith(prefix) for c in kept)
+
+    return [c for c in kept if not only_init(c)]
 
 
 def _system_cpu_ns() -> int:
