@@ -1,0 +1,180 @@
+"""
+Tests for L{dockserve.server.listenbuffer}: connections accepted before
+activation are held with their bytes, handed over in order once it fires, and
+answered with a JSON 503 when held too long or when the daemon cannot start.
+"""
+
+import json
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from dockserve.server.listenbuffer import ListenBufferEndpoint, unavailable_response
+
+
+class Recorder(Protocol):
+    """The real protocol: records what reaches it."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.made = False
+        self.lost = False
+
+    def connectionMade(self) -> None:
+        self.made = True
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.lost = True
+
+
+class RecordingFactory(Factory):
+    """Remembers every protocol it builds."""
+
+    protocol = Recorder
+
+    def __init__(self) -> None:
+        self.built: list[Recorder] = []
+        self.site_attribute = "reachable"
+
+    def buildProtocol(self, addr: object) -> Recorder:
+        proto = Recorder()
+        self.built.append(proto)
+        return proto
+
+
+def parse_response(data: bytes) -> tuple[int, dict[str, str], dict[str, str]]:
+    """Status, headers and JSON body of one raw HTTP/1.1 response."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return status, headers, json.loads(body)
+
+
+class ListenBufferTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.activation: Deferred[None] = Deferred()
+        self.real = RecordingFactory()
+        endpoint = ListenBufferEndpoint(
+            TCP4ServerEndpoint(self.reactor, 2375),
+            self.activation,
+            self.reactor,
+            timeout=10,
+        )
+        endpoint.listen(self.real)
+        # What the reactor would call for each accepted connection.
+        self.factory = self.reactor.tcpServers[0][1]
+
+    def connect(self) -> tuple[Protocol, StringTransport]:
+        proto = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        transport.protocol = proto
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def test_listens_at_once(self) -> None:
+        """The wrapped endpoint is listening before activation."""
+        self.assertEqual(self.reactor.tcpServers[0][0], 2375)
+
+    def test_held_until_activation(self) -> None:
+        """
+        A connection made before activation gets no protocol and no answer;
+        after activation the real protocol receives, in order, what the
+        client sent meanwhile, and then what it sends next.
+        """
+        proto, transport = self.connect()
+        proto.dataReceived(b"GET /_ping HTTP/1.1\r\n")
+        proto.dataReceived(b"Host: x\r\n\r\n")
+        self.assertEqual(self.real.built, [])
+        self.assertEqual(transport.value(), b"")
+        self.assertFalse(transport.disconnecting)
+
+        self.activation.callback(None)
+        [inner] = self.real.built
+        self.assertTrue(inner.made)
+        self.assertEqual(
+            b"".join(inner.received), b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        self.assertIs(inner.transport, transport)
+        # The transport now talks to the real protocol directly.
+        self.assertIs(transport.protocol, inner)
+        proto.dataReceived(b"more")
+        self.assertEqual(inner.received[-1], b"more")
+
+    def test_after_activation_straight_through(self) -> None:
+        """Once activated, new connections get the real protocol directly."""
+        self.activation.callback(None)
+        proto, _ = self.connect()
+        self.assertEqual(self.real.built, [proto])
+
+    def test_timeout_503(self) -> None:
+        """
+        A connection held past the timeout gets a 503 whose body is the JSON
+        error the docker CLI shows, and is closed; activation later does not
+        revive it.
+        """
+        proto, transport = self.connect()
+        proto.dataReceived(b"GET /_ping HTTP/1.1\r\n\r\n")
+        self.reactor.advance(9.9)
+        self.assertEqual(transport.value(), b"")
+        self.reactor.advance(0.2)
+        status, headers, body = parse_response(transport.value())
+        self.assertEqual(status, 503)
+        self.assertEqual(headers["Content-Type"], "application/json")
+        self.assertIn("did not become ready within 10 seconds", body["message"])
+        self.assertTrue(transport.disconnecting)
+        self.activation.callback(None)
+        self.assertEqual(self.real.built, [])
+
+    def test_no_timer_left_after_activation(self) -> None:
+        """Activation cancels the timeout: nothing is pending on the clock."""
+        self.connect()
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+        self.activation.callback(None)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_client_gone_while_held(self) -> None:
+        """A client that leaves while held is forgotten: no protocol, no timer."""
+        proto, _ = self.connect()
+        proto.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.activation.callback(None)
+        self.assertEqual(self.real.built, [])
+
+    def test_activation_failure(self) -> None:
+        """
+        When the daemon cannot start, held connections and later ones are
+        answered with a 503 naming the reason, not left hanging.
+        """
+        proto, transport = self.connect()
+        self.activation.errback(RuntimeError("disk on fire"))
+        self.failureResultOf(self.activation, RuntimeError)
+        status, _, body = parse_response(transport.value())
+        self.assertEqual(status, 503)
+        self.assertEqual(body["message"], "the daemon failed to start: disk on fire")
+        _, later = self.connect()
+        self.assertEqual(parse_response(later.value())[0], 503)
+        self.assertEqual(self.real.built, [])
+
+    def test_site_attributes_reachable(self) -> None:
+        """The buffering factory passes attribute reads on to the real one."""
+        self.assertEqual(self.factory.site_attribute, "reachable")
+
+
+class ResponseTests(SynchronousTestCase):
+    def test_unavailable_response(self) -> None:
+        """The 503 carries an exact Content-Length and closes the connection."""
+        data = unavailable_response("wait")
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.assertIn(b"Content-Length: %d" % len(body), head)
+        self.assertIn(b"Connection: close", head)
+        self.assertEqual(json.loads(body), {"message": "wait"})
