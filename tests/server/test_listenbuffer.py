@@ -31,7 +31,7 @@ class Recorder(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.received.append(data)
 
-    def connectionLost(self, reason: Failure | None = None) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:  # noqa: ARG002
         self.lost = True
 
 
@@ -44,7 +44,7 @@ class RecordingFactory(Factory):
         self.built: list[Recorder] = []
         self.site_attribute = "reachable"
 
-    def buildProtocol(self, addr: object) -> Recorder:
+    def buildProtocol(self, addr: object) -> Recorder:  # noqa: ARG002
         proto = Recorder()
         self.built.append(proto)
         return proto
@@ -155,7 +155,7 @@ class ListenBufferTests(SynchronousTestCase):
         When the daemon cannot start, held connections and later ones are
         answered with a 503 naming the reason, not left hanging.
         """
-        proto, transport = self.connect()
+        _, transport = self.connect()
         self.activation.errback(RuntimeError("disk on fire"))
         self.failureResultOf(self.activation, RuntimeError)
         status, _, body = parse_response(transport.value())
