@@ -328,6 +328,9 @@ class BodyPipe:
         self._paused = False
         self._discarding = False
         self._complete: list[Deferred[None]] = []
+        # What a waiting reader needs before it can go on (0: nobody waits),
+        # so the reader is woken once per read, not once per chunk.
+        self._wanted = 0
 
     # --- the reactor's side ---------------------------------------------
 
@@ -341,7 +344,8 @@ class BodyPipe:
             self._buffered += len(data)
             if self._buffered >= self.HIGH and not self._paused:
                 self._paused = pause = True
-            self._cond.notify_all()
+            if self._wanted and (self._buffered >= self._wanted or pause):
+                self._cond.notify_all()
         if pause:
             self._pause()
 
@@ -396,21 +400,32 @@ class BodyPipe:
     def read(self, size: int = -1) -> bytes:
         """
         Up to C{size} bytes (all that is left for a negative C{size}):
-        fewer only at the end of the body.
+        fewer only at the end of the body, or when C{size} is more than
+        the pipe holds (L{HIGH}).
 
         @raise OSError: When the client went away.
         """
+        if size < 0:
+            pieces = []
+            while piece := self.read(self.LOW):
+                pieces.append(piece)
+            return b"".join(pieces)
+        enough = min(size, self.HIGH)
         resume = False
         with self._cond:
             while True:
                 if self._lost and not self._eof:
                     raise OSError("the client went away before the end of the body")
-                if self._eof or (0 <= size <= self._buffered):
+                if self._eof or enough <= self._buffered:
                     break
                 if self._discarding:
                     raise OSError("the upload is no longer read")
-                self._cond.wait()
-            want = self._buffered if size < 0 else min(size, self._buffered)
+                self._wanted = enough
+                try:
+                    self._cond.wait()
+                finally:
+                    self._wanted = 0
+            want = min(size, self._buffered)
             parts: list[bytes] = []
             taken = 0
             while taken < want:

@@ -443,6 +443,23 @@ class BodyPipeTests(SynchronousTestCase):
         self.pipe.read(200)
         self.assertEqual(self.events, ["pause", "resume"])
 
+    def test_big_reads_do_not_wait_on_a_paused_pipe(self) -> None:
+        """
+        A read larger than the pipe holds returns what a paused pipe has;
+        reading everything works across pauses.
+        """
+        self.pipe.write(b"x" * (BodyPipe.HIGH + 10))
+        self.assertEqual(len(self.pipe.read(BodyPipe.HIGH * 4)), BodyPipe.HIGH + 10)
+        self.pipe.write(b"y" * (BodyPipe.HIGH * 2))
+        results: list[bytes] = []
+        thread = threading.Thread(target=lambda: results.append(self.pipe.read()))
+        thread.start()
+        thread.join(0.2)
+        self.pipe.write(b"z")
+        self.pipe.end()
+        thread.join(5)
+        self.assertEqual(results, [b"y" * (BodyPipe.HIGH * 2) + b"z"])
+
     def test_lost(self) -> None:
         """The client gone before the end: the reader's read fails."""
         self.pipe.write(b"abc")
