@@ -1,0 +1,133 @@
+"""
+The listen buffer and the daemon's own start and stop, for real: a client
+that connects while the daemon is still restoring its state is answered once
+it is ready (not refused), or with a JSON 503 when that takes longer than
+C{--activation-timeout}; SIGTERM stops the daemon and removes its socket; a
+listener that cannot bind stops start-up with one line naming the host.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.integration.harness import RunningDaemon, unix_get
+
+DOCKER = shutil.which("docker")
+
+
+def wait_for_socket(path: str, timeout: float = 20.0) -> None:
+    """Wait until C{path} exists (the daemon has bound it)."""
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} never appeared")
+        time.sleep(0.02)
+
+
+class _Case(SynchronousTestCase):
+    def daemon(self, *args: str) -> RunningDaemon:
+        directory = Path(tempfile.mkdtemp(prefix="dockserve-lb-"))
+        self.addCleanup(shutil.rmtree, str(directory), True)
+        daemon = RunningDaemon(directory, args)
+        self.addCleanup(daemon.stop)
+        daemon.start(wait=False)
+        return daemon
+
+
+class ListenBufferTests(_Case):
+    def test_held_then_answered(self) -> None:
+        """
+        During a 3 s restore a raw HTTP client and the docker CLI both
+        connect at once and get their answers when the daemon is ready.
+        """
+        daemon = self.daemon("--activation-delay", "3")
+        wait_for_socket(daemon.socket_path)
+        started = time.monotonic()
+        docker = None
+        if DOCKER is not None:
+            docker = subprocess.Popen(
+                [DOCKER, "version", "--format", "{{.Server.APIVersion}}"],
+                env=daemon.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        status, body = unix_get(daemon.socket_path, "/_ping", timeout=30)
+        waited = time.monotonic() - started
+        self.assertEqual((status, body), (200, b"OK"))
+        # It was held, not answered early: the restore had not finished.
+        self.assertGreater(waited, 1.0)
+        if docker is not None:
+            out, err = docker.communicate(timeout=30)
+            self.assertEqual((docker.returncode, out, err), (0, b"1.50\n", b""))
+
+    def test_timeout_503(self) -> None:
+        """
+        Held longer than --activation-timeout, a client gets the 503 JSON
+        error; once the daemon is ready it answers normally.
+        """
+        daemon = self.daemon("--activation-delay", "4", "--activation-timeout", "1")
+        wait_for_socket(daemon.socket_path)
+        status, body = unix_get(daemon.socket_path, "/_ping", timeout=30)
+        self.assertEqual(status, 503)
+        self.assertIn(
+            "did not become ready within 1 seconds", json.loads(body)["message"]
+        )
+        daemon.wait_ready()
+        self.assertEqual(unix_get(daemon.socket_path, "/_ping")[0], 200)
+
+    def test_no_buffer(self) -> None:
+        """With --no-buffer, requests are served while the restore runs."""
+        daemon = self.daemon("--no-buffer", "--activation-delay", "5")
+        wait_for_socket(daemon.socket_path)
+        started = time.monotonic()
+        status, _ = unix_get(daemon.socket_path, "/_ping", timeout=30)
+        self.assertEqual(status, 200)
+        self.assertLess(time.monotonic() - started, 4.0)
+
+
+class StartStopTests(_Case):
+    def test_sigterm(self) -> None:
+        """
+        SIGTERM ends the daemon promptly and removes its socket file. twistd
+        reports the signal as its status (systemd counts that as a clean
+        stop), and nothing went wrong on the way.
+        """
+        daemon = self.daemon()
+        daemon.wait_ready()
+        assert daemon.process is not None
+        daemon.process.send_signal(signal.SIGTERM)
+        self.assertIn(daemon.process.wait(15), (0, -signal.SIGTERM))
+        self.assertFalse(os.path.lexists(daemon.socket_path))
+        self.assertNotIn("Traceback", daemon.log())
+        self.assertIn("Main loop terminated", daemon.log())
+
+    def test_socket_mode(self) -> None:
+        """The socket file is 0660: only root and the group may connect."""
+        daemon = self.daemon()
+        daemon.wait_ready()
+        self.assertEqual(Path(daemon.socket_path).stat().st_mode & 0o777, 0o660)
+
+    def test_port_in_use(self) -> None:
+        """A TCP host that cannot be bound: exit, one line naming the host."""
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon = self.daemon("-H", f"tcp://127.0.0.1:{port}")
+        assert daemon.process is not None
+        self.assertNotEqual(daemon.process.wait(20), 0)
+        errors = [
+            line for line in daemon.log().splitlines() if line.startswith("dockserve:")
+        ]
+        self.assertEqual(len(errors), 1, daemon.log())
+        self.assertIn(f"tcp://127.0.0.1:{port}", errors[0])
+        self.assertNotIn("Traceback", daemon.log())
