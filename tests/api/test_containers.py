@@ -199,7 +199,6 @@ class ContainerErrorTests(_APITestCase):
             ("GET", "/containers/nosuch/json"),
             ("POST", "/containers/nosuch/start"),
             ("POST", "/containers/nosuch/stop"),
-            ("POST", "/containers/nosuch/kill"),
             ("POST", "/containers/nosuch/wait"),
             ("DELETE", "/containers/nosuch"),
             ("GET", "/containers/nosuch/logs?stdout=1"),
@@ -211,6 +210,11 @@ class ContainerErrorTests(_APITestCase):
                 method, path, {"Cmd": ["x"]} if "exec" in path else None
             )
             self.assertError(result, 404, "No such container: nosuch")
+        self.assertError(
+            self.request("POST", "/containers/nosuch/kill"),
+            404,
+            "Cannot kill container: nosuch: No such container: nosuch",
+        )
 
     def test_conflicts(self) -> None:
         """Name taken, start twice, kill stopped, exec stopped."""

@@ -285,7 +285,7 @@ class CrashTests(_DaemonCase):
         self.assertEqual(
             self.inspect(
                 "victim", "{{.State.Status}} {{.State.ExitCode}} {{.State.Pid}}"
-            ),  # noqa: E501
+            ),
             "exited 137 0",
         )
         self.ok("start", "victim")

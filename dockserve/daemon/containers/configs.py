@@ -84,6 +84,34 @@ _HOST_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
 #: dockerd's smallest memory limit.
 _MIN_MEMORY = 6 * 1024 * 1024
 
+#: The options a bind's third field may list (moby's volume/mounts parser).
+_BIND_MODES = frozenset({
+    "rw", "ro", "z", "Z", "nocopy", "consistent", "cached", "delegated",
+    "shared", "rshared", "slave", "rslave", "private", "rprivate",
+})  # fmt: skip
+
+#: C{POST /containers/{id}/update}'s fields, typed as dockerd decodes them.
+_UPDATE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    name: kind
+    for name, kind in _HOST_FIELDS.items()
+    if name
+    in {
+        "Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares",
+        "CpuPeriod", "CpuQuota", "CpusetCpus", "PidsLimit", "RestartPolicy",
+    }
+}  # fmt: skip
+
+
+def check_update(body: dict[str, Any]) -> None:
+    """
+    The types in an update body, with dockerd's message naming
+    C{UpdateConfig}.
+
+    @raise InvalidParameter: For a value of the wrong JSON type.
+    """
+    _check_types(body, _UPDATE_FIELDS, "UpdateConfig")
+
+
 #: The Docker networks a container may join while only these exist.
 NETWORK_MODES = ("default", "bridge", "none", "host")
 
@@ -201,6 +229,8 @@ def check(
                 f"for type \"bind\": invalid mount path: '{parts[1]}' mount "
                 "path must be absolute"
             )
+        if len(parts) == 3 and not all(m in _BIND_MODES for m in parts[2].split(",")):
+            raise InvalidParameter(f"invalid mode: {parts[2]}")
     mode = host_config.get("NetworkMode") or "default"
     if mode.startswith("container:"):
         raise InvalidParameter(

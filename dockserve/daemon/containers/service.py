@@ -621,7 +621,13 @@ class ContainerService:
         @raise Conflict: Not running.
         @raise InvalidParameter: Unknown signal.
         """
-        c = self._get(reference)
+        try:
+            c = self._get(reference)
+        except DockerError as e:
+            # dockerd's router names the kill in the error.
+            e.message = f"Cannot kill container: {reference}: {e.message}"
+            e.args = (e.message,)
+            raise
         number = parse_signal(signal or "SIGKILL")
         if not c.record.state.running:
             raise Conflict(
@@ -852,6 +858,7 @@ class ContainerService:
             "CpuPeriod", "CpuQuota", "CpusetCpus", "CpusetMems", "PidsLimit",
             "BlkioWeight", "KernelMemory", "RestartPolicy",
         }  # fmt: skip
+        configs.check_update(body)
         merged = dict(c.record.host_config)
         merged.update({k: v for k, v in body.items() if k in allowed and v is not None})
         configs.check({"HostConfig": merged, "Image": c.record.image})
@@ -1287,7 +1294,10 @@ class ContainerService:
         def parse(result: tuple[bytes, bytes, int]) -> dict[str, Any]:
             out, err, code = result
             if code != 0:
-                raise InvalidParameter(f"ps: {err.decode(errors='replace').strip()}")
+                # As dockerd: the first line of ps's complaint, as a 500.
+                lines = err.decode(errors="replace").strip().splitlines()
+                first = lines[0] if lines else f"exited with {code}"
+                raise SystemError_(first if first.startswith("ps:") else f"ps: {first}")
             return _parse_ps(out.decode(errors="replace"), _namespace_pids(init))
 
         return running.addCallback(parse)
