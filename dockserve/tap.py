@@ -256,7 +256,7 @@ class Options(usage.Options):
         fd_hosts = [h for h in self["parsed-hosts"] if h.scheme == "fd"]
         passed = activation.take_listen_fds(self.environ, os.getpid())
         if not passed and self.environ is os.environ:
-            passed = activation.taken_by_twisted()
+            passed = activation.passed_at_exec()
         chosen: dict[str, list[int]] = {}
         for host in fd_hosts:
             try:

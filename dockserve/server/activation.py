@@ -12,6 +12,7 @@ import contextlib
 import os
 import socket
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -173,17 +174,25 @@ class Notifier:
         return True
 
 
-def taken_by_twisted() -> list[int]:
+def passed_at_exec(proc_environ: str = "/proc/self/environ") -> list[int]:
     """
-    The descriptors systemd passed, as Twisted read them at import time.
+    The descriptors systemd passed, read from the environment this process
+    was started with.
 
-    Importing L{twisted.internet.endpoints} reads C{LISTEN_FDS} for the
-    C{systemd:} endpoint and deletes the variables from C{os.environ}, so
-    by the time options are parsed the environment may no longer show them.
+    Importing L{twisted.internet.endpoints} (which twistd does before any
+    option is parsed) reads C{LISTEN_FDS} for the C{systemd:} endpoint and
+    deletes the variables from C{os.environ}; and it keeps nothing when
+    C{LISTEN_FDNAMES} is absent, as it is under C{systemd-socket-activate}
+    without C{--fdname}.  The kernel's copy of the initial environment is
+    not changed by that, so the variables are read from there.
     """
-    from twisted.internet import endpoints  # noqa: PLC0415
-
-    listen_fds = getattr(endpoints._SystemdParser, "_sddaemon", None)
-    if listen_fds is None:
+    try:
+        raw = Path(proc_environ).read_bytes()
+    except OSError:
         return []
-    return list(listen_fds.inheritedDescriptors())
+    initial: dict[str, str] = {}
+    for entry in raw.split(b"\0"):
+        name, sep, value = entry.partition(b"=")
+        if sep and name in (b"LISTEN_PID", b"LISTEN_FDS"):
+            initial[name.decode()] = value.decode(errors="replace")
+    return take_listen_fds(initial, os.getpid())

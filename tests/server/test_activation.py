@@ -18,6 +18,7 @@ from dockserve.server.activation import (
     NoActivatedSockets,
     Notifier,
     close_unused,
+    passed_at_exec,
     select,
     take_listen_fds,
 )
@@ -142,3 +143,31 @@ class NotifierTests(SynchronousTestCase):
         notifier = Notifier({"NOTIFY_SOCKET": "/nonexistent/notify"})
         self.assertFalse(notifier.notify("READY=1"))
         self.flushLoggedErrors()
+
+
+class PassedAtExecTests(SynchronousTestCase):
+    def proc_file(self, *entries: bytes) -> str:
+        path = Path(tempfile.mkdtemp()) / "environ"
+        path.write_bytes(b"\0".join(entries) + b"\0")
+        return str(path)
+
+    def test_initial_environment(self) -> None:
+        """
+        The variables are read from the environment the process started
+        with, which Twisted's import cannot remove them from; no
+        LISTEN_FDNAMES is needed.
+        """
+        pid = os.getpid()
+        path = self.proc_file(
+            b"PATH=/bin", b"LISTEN_PID=%d" % pid, b"LISTEN_FDS=2", b"X=LISTEN_FDS=9"
+        )
+        self.assertEqual(passed_at_exec(path), [3, 4])
+
+    def test_not_ours(self) -> None:
+        """Sockets passed to the process we were exec'd from are not ours."""
+        path = self.proc_file(b"LISTEN_PID=1", b"LISTEN_FDS=2")
+        self.assertEqual(passed_at_exec(path), [])
+
+    def test_unreadable(self) -> None:
+        """Without /proc, nothing was passed."""
+        self.assertEqual(passed_at_exec("/nonexistent/environ"), [])
