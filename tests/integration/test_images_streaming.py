@@ -1,11 +1,7 @@
 """
-Image uploads read as they arrive (L{dockserve.api.images.StreamingRequest}):
-a real daemon whose site makes its requests with it, driven over its unix
-socket with raw HTTP so the test controls when the body ends.
-
-Until C{dockserve.tap.make_site} sets C{site.requestFactory =
-StreamingRequest} itself, the daemon here is started through a two-line
-launcher that does it; once it does, the launcher changes nothing.
+Image uploads read as they arrive (L{dockserve.api.images.StreamingRequest},
+the site's request factory): a real daemon driven over its unix socket with
+raw HTTP, so the test controls when the body ends.
 """
 
 from __future__ import annotations
@@ -14,13 +10,12 @@ import json
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.integration.harness import RunningDaemon
+from tests.integration.harness import RunningDaemon, start_daemon
 from tests.integration.images import (
     busybox_rootfs_tar,
     busybox_save_archive,
@@ -28,35 +23,11 @@ from tests.integration.images import (
 )
 from tests.integration.test_images import DOCKER
 
-_LAUNCH = (
-    "import sys, dockserve.tap as t\n"
-    "from dockserve.api.images import StreamingRequest\n"
-    "make = t.make_site\n"
-    "def make_site(resource):\n"
-    "    site = make(resource)\n"
-    "    site.requestFactory = StreamingRequest\n"
-    "    return site\n"
-    "t.make_site = make_site\n"
-    "from twisted.scripts.twistd import run\n"
-    "sys.argv[0] = 'twistd'\n"
-    "run()\n"
-)
-
-
-class _StreamingDaemon(RunningDaemon):
-    def argv(self) -> list[str]:
-        return [sys.executable, "-c", _LAUNCH, *super().argv()[1:]]
-
 
 def _start(test_case: SynchronousTestCase) -> RunningDaemon:
     if not have_busybox():
         raise SkipTest("no /bin/busybox (apt-get install busybox-static)")
-    directory = Path(tempfile.mkdtemp(prefix="dockserve-stream-"))
-    daemon = _StreamingDaemon(directory, ())
-    test_case.addCleanup(shutil.rmtree, str(directory), True)
-    test_case.addCleanup(daemon.stop)
-    daemon.start()
-    return daemon
+    return start_daemon(test_case)
 
 
 class _Client:
