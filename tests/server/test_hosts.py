@@ -1,0 +1,110 @@
+"""Tests for L{dockserve.server.hosts}: every C{-H} form, good and bad."""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from dockserve.server.hosts import InvalidHost, parse, unique
+
+DEFAULT = "/run/dockserve.sock"
+
+
+def p(value: str):  # type: ignore[no-untyped-def]
+    return parse(value, default_unix=DEFAULT)
+
+
+class DockerFormsTests(SynchronousTestCase):
+    def test_tcp(self) -> None:
+        host = p("tcp://127.0.0.1:2376")
+        self.assertEqual(
+            (host.scheme, host.host, host.port), ("tcp", "127.0.0.1", 2376)
+        )
+        self.assertEqual(host.text, "tcp://127.0.0.1:2376")
+        self.assertTrue(host.is_tcp)
+        self.assertTrue(host.is_loopback)
+
+    def test_tcp_defaults(self) -> None:
+        """C{tcp://} alone is localhost:2375, as dockerd."""
+        self.assertEqual(p("tcp://").text, "tcp://localhost:2375")
+        self.assertEqual(p("tcp://:2380").text, "tcp://localhost:2380")
+        self.assertEqual(p("tcp://10.0.0.1").port, 2375)
+
+    def test_tcp_ipv6(self) -> None:
+        host = p("tcp://[::1]:2375")
+        self.assertEqual((host.host, host.text), ("::1", "tcp://[::1]:2375"))
+        self.assertTrue(host.is_loopback)
+
+    def test_not_loopback(self) -> None:
+        """0.0.0.0 and real addresses are reachable by others."""
+        self.assertFalse(p("tcp://0.0.0.0:2375").is_loopback)
+        self.assertFalse(p("tcp://192.0.2.1:2375").is_loopback)
+        self.assertFalse(p("tcp:2375").is_loopback)
+        self.assertTrue(p("tcp:2375:interface=127.0.0.1").is_loopback)
+
+    def test_unix(self) -> None:
+        host = p("unix:///tmp/x.sock")
+        self.assertEqual((host.scheme, host.path), ("unix", "/tmp/x.sock"))
+        self.assertFalse(host.is_tcp)
+
+    def test_unix_default(self) -> None:
+        """C{unix://} alone is the default socket."""
+        self.assertEqual(p("unix://").path, DEFAULT)
+
+    def test_fd(self) -> None:
+        self.assertIsNone(p("fd://").fd)
+        self.assertEqual(p("fd://3").fd, 3)
+
+
+class StrportsTests(SynchronousTestCase):
+    def test_forms(self) -> None:
+        self.assertEqual(p("tcp:2375").endpoint, "tcp:2375")
+        self.assertTrue(p("ssl:2376:privateKey=k.pem").encrypted)
+        self.assertEqual(
+            p("systemd:domain=UNIX:index=0").endpoint, "systemd:domain=UNIX:index=0"
+        )
+
+    def test_plain_unix_is_a_unix_socket(self) -> None:
+        """C{unix:/path} gets the same socket-file care as C{unix:///path}."""
+        host = p("unix:/tmp/y.sock")
+        self.assertEqual((host.scheme, host.text), ("unix", "unix:///tmp/y.sock"))
+
+
+class BadHostTests(SynchronousTestCase):
+    def assertBad(self, value: str, *fragments: str) -> None:
+        with self.assertRaises(InvalidHost) as caught:
+            p(value)
+        for fragment in fragments:
+            self.assertIn(fragment, str(caught.exception))
+
+    def test_no_protocol(self) -> None:
+        """The seed's PROTO://ADDR check."""
+        self.assertBad("127.0.0.1", "expected PROTO://ADDR")
+
+    def test_unknown_protocol(self) -> None:
+        self.assertBad("udp://127.0.0.1:2375", "'udp'")
+        self.assertBad("http:2375", "'http'")
+
+    def test_bad_ports(self) -> None:
+        for value in ("tcp://127.0.0.1:0", "tcp://127.0.0.1:65536",
+                      "tcp://127.0.0.1:x", "tcp:0", "tcp:70000"):  # fmt: skip
+            with self.assertRaises(InvalidHost, msg=value):
+                p(value)
+
+    def test_path_after_port(self) -> None:
+        self.assertBad("tcp://127.0.0.1:2375/path", "path element")
+
+    def test_relative_unix(self) -> None:
+        self.assertBad("unix://relative.sock", "not absolute")
+
+    def test_bad_fd(self) -> None:
+        for value in ("fd://x", "fd://-1"):
+            with self.assertRaises(InvalidHost, msg=value):
+                p(value)
+
+
+class UniqueTests(SynchronousTestCase):
+    def test_duplicates_served_once(self) -> None:
+        """The same listener given twice, in any spelling, is served once."""
+        hosts = [p("tcp://"), p("tcp://localhost:2375"), p("unix:///a"), p("unix:/a")]
+        self.assertEqual(
+            [h.text for h in unique(hosts)],
+            ["tcp://localhost:2375", "unix:///a"],
+        )
