@@ -123,8 +123,9 @@ def parse(value: str, *, default_unix: str) -> HostDescription:
         )
     if kind not in STRPORTS_TYPES:
         raise InvalidHost(
-            f"invalid bind address protocol {kind!r} in {value!r}:"
-            f" expected one of {', '.join(sorted(STRPORTS_TYPES))}"
+            f"invalid bind address {value!r}: {kind!r} is not a protocol;"
+            " expected PROTO://ADDR (tcp://HOST:PORT, unix:///path, fd://) or a"
+            f" Twisted endpoint ({', '.join(t + ':' for t in sorted(STRPORTS_TYPES))})"
         )
     if kind == "unix":
         path = rest.split(":", 1)[0]

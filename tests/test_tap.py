@@ -1,0 +1,196 @@
+"""
+Tests for L{dockserve.tap}: every bad option is one line naming the flag and
+exit status 2 (in-process, and once through a real twistd); good options
+make the service tree they describe.
+"""
+
+import io
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import SynchronousTestCase
+
+from dockserve.server.listeners import ListenerService
+from dockserve.tap import Options, _make_service, default_data_root, default_unix_socket
+from tests.integration.harness import ROOT, TWISTD
+
+
+class FakeReactor(MemoryReactorClock):
+    """A memory reactor with the thread pool the daemon asks for (unused)."""
+
+    def getThreadPool(self) -> ThreadPool:
+        return ThreadPool()
+
+
+class BadOptionTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.directory = Path(tempfile.mkdtemp())
+        self.roots = ["--data-root", str(self.directory / "d"),
+                      "--exec-root", str(self.directory / "e")]  # fmt: skip
+
+    def fails(self, *args: str) -> str:
+        """Parse C{args}: must exit 2 with one line; return that line."""
+        stderr = io.StringIO()
+        options = Options(environ={}, stderr=stderr)
+        with self.assertRaises(SystemExit) as caught:
+            options.parseOptions([*args, *self.roots])
+        self.assertEqual(caught.exception.code, 2)
+        lines = stderr.getvalue().splitlines()
+        self.assertEqual(len(lines), 1, stderr.getvalue())
+        self.assertTrue(lines[0].startswith("dockserve: "))
+        return lines[0]
+
+    def test_hosts(self) -> None:
+        for value, fragment in [
+            ("127.0.0.1:2375", "PROTO://ADDR"),
+            ("udp://127.0.0.1:1", "'udp'"),
+            ("tcp://127.0.0.1:0", "-H/--host"),
+            ("tcp://127.0.0.1:65536", "-H/--host"),
+            ("tcp://127.0.0.1:2375/x", "path element"),
+        ]:
+            self.assertIn(fragment, self.fails("-H", value))
+
+    def test_tls_files(self) -> None:
+        """Missing TLS files are named with their flag."""
+        missing = str(self.directory / "nope.pem")
+        line = self.fails("--tls", "--tlscert", missing, "--tlskey", missing)
+        self.assertIn("--tlscert", line)
+        self.assertIn(missing, line)
+
+    def test_tlsverify_needs_ca(self) -> None:
+        cert = self.directory / "garbage.pem"
+        cert.write_text("not a certificate")
+        line = self.fails(
+            "--tlsverify", "--tlscacert", str(self.directory / "ca.pem"),
+            "--tlscert", str(cert), "--tlskey", str(cert),
+        )  # fmt: skip
+        self.assertIn("--tlscert", line)
+
+    def test_levels_and_formats(self) -> None:
+        self.assertIn("--log-level", self.fails("--log-level", "loud"))
+        self.assertIn("--log-format", self.fails("--log-format", "xml"))
+
+    def test_timeouts(self) -> None:
+        self.assertIn("--activation-timeout", self.fails("--activation-timeout", "0"))
+        self.assertIn("--activation-timeout", self.fails("--activation-timeout", "x"))
+        self.assertIn("--activation-delay", self.fails("--activation-delay", "-1"))
+
+    def test_relative_roots(self) -> None:
+        stderr = io.StringIO()
+        with self.assertRaises(SystemExit):
+            Options(environ={}, stderr=stderr).parseOptions(["--data-root", "rel"])
+        self.assertIn("--data-root", stderr.getvalue())
+
+    def test_unknown_group(self) -> None:
+        """A group the user named that does not exist is an error."""
+        self.assertIn("-G/--group", self.fails("-G", "no-such-group-here"))
+
+    def test_unknown_flag(self) -> None:
+        self.assertIn("--frobnicate", self.fails("--frobnicate"))
+
+
+class GoodOptionTests(SynchronousTestCase):
+    def parse(self, *args: str, environ: dict[str, str] | None = None) -> Options:
+        options = Options(environ={} if environ is None else environ,
+                          stderr=io.StringIO())  # fmt: skip
+        directory = tempfile.mkdtemp()
+        options.parseOptions([*args, "--data-root", f"{directory}/d",
+                              "--exec-root", f"{directory}/e"])  # fmt: skip
+        return options
+
+    def test_default_host(self) -> None:
+        """No -H: the default unix socket."""
+        [host] = self.parse()["parsed-hosts"]
+        self.assertEqual(host.path, default_unix_socket({}))
+
+    def test_default_socket_not_root(self) -> None:
+        """As root /run/dockserve.sock; otherwise under XDG_RUNTIME_DIR."""
+        environ = {"XDG_RUNTIME_DIR": "/run/user/1000"}
+        expected = (
+            "/run/dockserve.sock" if os.geteuid() == 0
+            else "/run/user/1000/dockserve.sock"
+        )  # fmt: skip
+        self.assertEqual(default_unix_socket(environ), expected)
+        self.assertTrue(
+            default_data_root({"XDG_DATA_HOME": "/x"}).endswith("dockserve")
+        )
+
+    def test_duplicates_once(self) -> None:
+        options = self.parse("-H", "tcp://", "-H", "tcp://localhost:2375")
+        self.assertEqual([h.text for h in options["parsed-hosts"]],
+                         ["tcp://localhost:2375"])  # fmt: skip
+
+    def test_service_per_host(self) -> None:
+        """One listening service per host, all serving one site."""
+        directory = tempfile.mkdtemp()
+        options = self.parse(
+            "-H", f"unix://{directory}/a.sock", "-H", "tcp://127.0.0.1:2999",
+            "-H", "tcp:2998:interface=127.0.0.1",
+        )  # fmt: skip
+        service = _make_service(options, FakeReactor())
+        listeners = [s for s in service if isinstance(s, ListenerService)]
+        self.assertEqual(
+            [listener.host for listener in listeners],
+            [
+                f"unix://{directory}/a.sock",
+                "tcp://127.0.0.1:2999",
+                "tcp:2998:interface=127.0.0.1",
+            ],
+        )
+        factories = {id(listener._factory) for listener in listeners}
+        self.assertEqual(len(factories), 1)
+
+    def test_public_tcp_without_tls_warns(self) -> None:
+        """Binding a non-loopback address without TLS logs a loud warning."""
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        _make_service(self.parse("-H", "tcp://0.0.0.0:2375"), FakeReactor())
+        warnings = [e for e in events if e.get("log_level") == LogLevel.warn
+                    and "without TLS" in str(e.get("log_format"))]  # fmt: skip
+        self.assertEqual(len(warnings), 1)
+        _make_service(self.parse("-H", "tcp://127.0.0.1:2375"), FakeReactor())
+        warnings = [e for e in events if e.get("log_level") == LogLevel.warn
+                    and "without TLS" in str(e.get("log_format"))]  # fmt: skip
+        self.assertEqual(len(warnings), 1)
+
+
+class TwistdTests(SynchronousTestCase):
+    def run_twistd(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [TWISTD, "-n", "--pidfile=", "dockserve", *args],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tempfile.mkdtemp(),
+        )  # fmt: skip
+
+    def test_bad_host_exit_2(self) -> None:
+        """A real twistd: exit 2, one line, no traceback, no help text."""
+        done = self.run_twistd("-H", "127.0.0.1:2375")
+        self.assertEqual(done.returncode, 2)
+        self.assertEqual(len(done.stderr.splitlines()), 1, done.stderr)
+        self.assertIn("-H/--host", done.stderr)
+        self.assertNotIn("Traceback", done.stderr + done.stdout)
+
+    def test_help_lists_every_option(self) -> None:
+        """--help names every option with a description."""
+        done = self.run_twistd("--help")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        for flag in ("--host", "--tls", "--tlsverify", "--tlscacert", "--tlscert",
+                     "--tlskey", "--group", "--api-cors-header", "--debug",
+                     "--log-level", "--log-format", "--data-root", "--exec-root",
+                     "--no-buffer", "--activation-timeout"):  # fmt: skip
+            line = next(
+                (
+                    x
+                    for x in done.stdout.splitlines()
+                    if flag + " " in x or flag + "=" in x
+                ),
+                "",
+            )
+            self.assertTrue(line, f"{flag} missing from --help")
+            self.assertGreater(len(line.split(flag, 1)[1].split()), 1, line)
