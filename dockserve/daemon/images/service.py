@@ -579,9 +579,17 @@ class ImageService:
             remaining = [r for r in refs if r not in removed]
             users = False
             if not remaining:
-                users = self._check_users(
-                    record, force, f"remove repository reference {name!r}"
-                )
+                using = self._users.containers_using(record.id)
+                if using and not force:
+                    raise Conflict(
+                        f'conflict: unable to remove repository reference "{name}" '
+                        f"(must force) - container {using[0][0][:12]} is using its "
+                        f"referenced image {short_id(record.id)}"
+                    )
+                # Forced, the name goes and the image stays for its
+                # containers (dockerd deletes one only stopped containers
+                # use; here their layers would go with it).
+                users = bool(using)
             for ref_text in removed:
                 del self.store.refs[ref_text]
                 result.append({"Untagged": reference.familiar(ref_text)})

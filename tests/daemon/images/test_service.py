@@ -482,6 +482,29 @@ class TagRemoveTests(ServiceTestsMixin, SynchronousTestCase):
         result = self.successResultOf(self.service.remove(image_id, force=True))
         self.assertIn({"Deleted": image_id}, result)
 
+    def test_in_use_by_reference(self) -> None:
+        """
+        By its last name, an image a container uses needs -f (dockerd's
+        text); forced, the name goes and the image stays, running user or
+        stopped.
+        """
+        image_id = self.busybox()
+        for running in (True, False):
+            self.service.tag(image_id, "busybox", "latest")
+            self.service.set_users(_Users({image_id: [("c" * 64, running)]}))
+            f = self.failureResultOf(self.service.remove("busybox"), Conflict)
+            self.assertEqual(
+                f.value.message,
+                'conflict: unable to remove repository reference "busybox" (must '
+                f"force) - container cccccccccccc is using its referenced image "
+                f"{image_id[7:19]}",
+            )
+            self.assertEqual(
+                self.successResultOf(self.service.remove("busybox", force=True)),
+                [{"Untagged": "busybox:latest"}],
+            )
+            self.assertEqual(self.service.resolve(image_id).repo_tags, ())
+
     def test_in_use(self) -> None:
         """A running container's image cannot go; a stopped one's needs force."""
         image_id = self.busybox()
