@@ -105,7 +105,7 @@ class RuncRuntimeTests(TestCase):
             ),
             (b"in\n", b"err\n"),
         )
-        self.assertIn("stdout F in", Path(log).read_text())  # noqa: ASYNC240
+        self.assertIn("stdout F in", Path(log).read_text())
         self.assertEqual((await self.runtime.state(cid)).status, "stopped")
         await self.runtime.delete(cid)
         self.assertEqual((await self.runtime.state(cid)).status, None)
