@@ -102,6 +102,22 @@ class ListTests(_DaemonCase):
         self.assertRegex(rows[2], r'^i1\|Up .*\|a=1,b=2\|"sleep 300"$')
         self.assertEqual(self.ok("ps", "-s", "--format", "{{.Names}}"), "i1\n")
 
+    def test_sizes(self) -> None:
+        """ps -s and inspect --size count the container's files and the image's."""
+        self.cleanup_container("sz")
+        self.ok("run", "--name", "sz", "busybox", "sh", "-c",
+                "head -c 1000 /dev/zero > /f")  # fmt: skip
+        own, total = self.ok(
+            "inspect", "--size", "-f", "{{.SizeRw}} {{.SizeRootFs}}", "sz"
+        ).split()
+        self.assertEqual(own, "1000")
+        image = Path("/bin/busybox").stat().st_size
+        self.assertGreater(int(total), 1000 + image)
+        self.assertRegex(
+            self.ok("ps", "-a", "-s", "--filter", "name=sz", "--format", "{{.Size}}"),
+            r"^1kB \(virtual [0-9.]+MB\)\n$",
+        )
+
     def test_filters(self) -> None:
         """Each filter lists what dockerd lists for the same containers."""
         expected = {

@@ -211,6 +211,7 @@ class ContainerService:
         self._containers: dict[str, _Container] = {}
         self._names: dict[str, str] = {}
         self._execs: dict[str, ExecInstance] = {}
+        self._image_sizes: dict[str, int] = {}
 
     @classmethod
     def for_config(cls, config: Any, images: Any, reactor: Any) -> "ContainerService":
@@ -1114,9 +1115,29 @@ class ContainerService:
             ),
         }
         if size:
-            value["SizeRw"] = 0
-            value["SizeRootFs"] = 0
+            value["SizeRw"], value["SizeRootFs"] = self._sizes(c)
         return value
+
+    def _sizes(self, c: _Container) -> tuple[int, int]:
+        """
+        C{SizeRw} (the container's own files, without the init layer's)
+        and C{SizeRootFs} (those and the image's), as C{ps -s} shows them.
+        """
+        upper = self._bundles.upper(c.directory)
+        own = sum(
+            size for path, size in _file_sizes(upper) if "/" + path not in _INIT_PATHS
+        )
+        image = self._image_sizes.get(c.record.image_id)
+        if image is None:
+            try:
+                layers = self._images.resolve(c.record.image_id).layer_dirs
+            except DockerError:
+                layers = ()
+            image = sum(
+                size for layer in layers for _, size in _file_sizes(Path(layer))
+            )
+            self._image_sizes[c.record.image_id] = image
+        return own, own + image
 
     def _status_text(self, rec: ContainerRecord) -> str:
         state = rec.state
@@ -1188,8 +1209,8 @@ class ContainerService:
                 "Mounts": _mounts_view(rec.host_config),
             }
             if size:
-                item["SizeRw"] = 0
-                item["SizeRootFs"] = 0
+                sizes = self._sizes(self._containers[rec.id])
+                item["SizeRw"], item["SizeRootFs"] = sizes
             result.append(item)
         return result
 
@@ -1584,6 +1605,29 @@ def _without_init_paths(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return not any(c["Path"].startswith(prefix) for c in kept)
 
     return [c for c in kept if not only_init(c)]
+
+
+def _file_sizes(top: Path) -> list[tuple[str, int]]:
+    """
+    C{(relative path, size)} of every file and link under C{top}, each
+    inode counted once (moby's C{directory.Size}); nothing if it is absent.
+    """
+    found: list[tuple[str, int]] = []
+    seen: set[tuple[int, int]] = set()
+    for base, dirs, files in os.walk(top):
+        for name in files + [d for d in dirs if Path(base, d).is_symlink()]:
+            path = Path(base, name)
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            key = (info.st_dev, info.st_ino)
+            if info.st_nlink > 1:
+                if key in seen:
+                    continue
+                seen.add(key)
+            found.append((str(path.relative_to(top)), info.st_size))
+    return found
 
 
 def _system_cpu_ns() -> int:
