@@ -1,0 +1,214 @@
+"""
+Tests for L{dockserve.server.tls}: real TLS handshakes on loopback with a CA,
+server and client certificates generated at run time. Under C{--tlsverify}
+only a client with a certificate from C{--tlscacert} gets through.
+"""
+
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+import tempfile
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from dockserve.server.tls import (
+    TLSFileError,
+    TLSServerEndpoint,
+    TLSSettings,
+    server_creator,
+)
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
+          issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool = False,
+          usage: x509.ObjectIdentifier | None = None) -> x509.Certificate:  # fmt: skip
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if usage == ExtendedKeyUsageOID.SERVER_AUTH:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _write(directory: Path, name: str, cert: x509.Certificate,
+           key: ec.EllipticCurvePrivateKey) -> tuple[str, str]:  # fmt: skip
+    cert_path, key_path = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+class PKI:
+    """A CA, a server and a client certificate, and a client from another CA."""
+
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="dockserve-tls-"))
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca = _cert("test CA", ca_key, "test CA", ca_key, ca=True)
+        self.ca, _ = _write(self.directory, "ca", ca, ca_key)
+        server_key = ec.generate_private_key(ec.SECP256R1())
+        server = _cert("server", server_key, "test CA", ca_key,
+                       usage=ExtendedKeyUsageOID.SERVER_AUTH)  # fmt: skip
+        self.server_cert, self.server_key = _write(
+            self.directory, "server", server, server_key
+        )
+        client_key = ec.generate_private_key(ec.SECP256R1())
+        client = _cert("client", client_key, "test CA", ca_key,
+                       usage=ExtendedKeyUsageOID.CLIENT_AUTH)  # fmt: skip
+        self.client_cert, self.client_key = _write(
+            self.directory, "client", client, client_key
+        )
+        other_key = ec.generate_private_key(ec.SECP256R1())
+        other = _cert("other CA", other_key, "other CA", other_key, ca=True)
+        rogue_key = ec.generate_private_key(ec.SECP256R1())
+        rogue = _cert("rogue", rogue_key, "other CA", other_key,
+                      usage=ExtendedKeyUsageOID.CLIENT_AUTH)  # fmt: skip
+        del other
+        self.rogue_cert, self.rogue_key = _write(
+            self.directory, "rogue", rogue, rogue_key
+        )
+
+    def settings(self, *, verify: bool = True) -> TLSSettings:
+        return TLSSettings(verify=verify, ca=self.ca, cert=self.server_cert,
+                           key=self.server_key)  # fmt: skip
+
+
+class Reached(Protocol):
+    """Counts connections that got through the handshake to a handler."""
+
+    count = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        Reached.count += 1
+        assert self.transport is not None
+        self.transport.write(b"hello " + data)
+
+
+def _client(port: int, ca: str, cert: tuple[str, str] | None,
+            maximum: ssl.TLSVersion | None = None) -> bytes:  # fmt: skip
+    context = ssl.create_default_context(cafile=ca)
+    if cert is not None:
+        context.load_cert_chain(*cert)
+    if maximum is not None:
+        context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        context.maximum_version = maximum
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"x")
+            return tls.recv(100)
+
+
+class HandshakeTests(TestCase):
+    def setUp(self) -> None:
+        self.pki = PKI()
+        Reached.count = 0
+
+    async def serve(self, *, verify: bool = True) -> int:
+        endpoint = TLSServerEndpoint(
+            TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
+            server_creator(self.pki.settings(verify=verify)),
+        )
+        port = await endpoint.listen(Factory.forProtocol(Reached))
+        self.addCleanup(port.stopListening)
+        return int(port.getHost().port)
+
+    async def test_client_certificate_accepted(self) -> None:
+        port = await self.serve()
+        pair = (self.pki.client_cert, self.pki.client_key)
+        reply = await deferToThread(_client, port, self.pki.ca, pair)
+        self.assertEqual(reply, b"hello x")
+
+    async def test_no_client_certificate(self) -> None:
+        """Under --tlsverify a client without a certificate reaches nothing."""
+        port = await self.serve()
+        with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
+            await deferToThread(_client, port, self.pki.ca, None)
+        self.assertEqual(Reached.count, 0)
+
+    async def test_other_ca(self) -> None:
+        """A certificate signed by another CA fails the handshake."""
+        port = await self.serve()
+        pair = (self.pki.rogue_cert, self.pki.rogue_key)
+        with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
+            await deferToThread(_client, port, self.pki.ca, pair)
+        self.assertEqual(Reached.count, 0)
+
+    async def test_tls_only_without_verify(self) -> None:
+        """--tls alone encrypts but lets a client without a certificate in."""
+        port = await self.serve(verify=False)
+        reply = await deferToThread(_client, port, self.pki.ca, None)
+        self.assertEqual(reply, b"hello x")
+
+    async def test_old_tls_refused(self) -> None:
+        """TLS 1.1 and older are refused."""
+        port = await self.serve(verify=False)
+        with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
+            await deferToThread(
+                _client, port, self.pki.ca, None, ssl.TLSVersion.TLSv1_1
+            )
+        self.assertEqual(Reached.count, 0)
+
+
+class FileErrorTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.pki = PKI()
+
+    def test_missing(self) -> None:
+        settings = TLSSettings(verify=False, ca="", cert="/nonexistent/c.pem",
+                               key=self.pki.server_key)  # fmt: skip
+        with self.assertRaises(TLSFileError) as caught:
+            server_creator(settings)
+        self.assertIn("--tlscert", str(caught.exception))
+        self.assertIn("/nonexistent/c.pem", str(caught.exception))
+
+    def test_mismatched_key(self) -> None:
+        settings = TLSSettings(verify=False, ca="", cert=self.pki.server_cert,
+                               key=self.pki.client_key)  # fmt: skip
+        with self.assertRaises(TLSFileError) as caught:
+            server_creator(settings)
+        self.assertIn("does not match", str(caught.exception))
+
+    def test_ca_not_pem(self) -> None:
+        bad = self.pki.directory / "bad.pem"
+        bad.write_text("nothing here")
+        settings = TLSSettings(verify=True, ca=str(bad), cert=self.pki.server_cert,
+                               key=self.pki.server_key)  # fmt: skip
+        with self.assertRaises(TLSFileError) as caught:
+            server_creator(settings)
+        self.assertIn("--tlscacert", str(caught.exception))
