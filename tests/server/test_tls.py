@@ -128,10 +128,10 @@ def _client(port: int, ca: str, cert: tuple[str, str] | None,
     if maximum is not None:
         context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
         context.maximum_version = maximum
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            tls.sendall(b"x")
-            return tls.recv(100)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with raw, context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(b"x")
+        return tls.recv(100)
 
 
 class HandshakeTests(TestCase):
