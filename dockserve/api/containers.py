@@ -484,14 +484,20 @@ class ContainersAPI:
         """C{GET /containers/{id}/stats?stream=&one-shot=}."""
         stream = query_bool(request, "stream", default=True)
         first = await self._backend.stats(name)
+        from twisted.internet.task import deferLater  # noqa: PLC0415
+
         if not stream:
+            used = first.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage")
+            if used and not query_bool(request, "one-shot"):
+                # As dockerd: the answer is the second sample, a second after
+                # the first, so its precpu_stats give a CPU percentage.
+                await deferLater(self._get_reactor(), 1.0, lambda: None)
+                first = await self._backend.stats(name)
             return _json(request, first)
         request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/json"])
         finished: list[bool] = []
         request.notifyFinish().addBoth(lambda _: finished.append(True))
         sample = first
-        from twisted.internet.task import deferLater  # noqa: PLC0415
-
         while not finished:
             request.write(json.dumps(sample).encode() + b"\n")  # type: ignore[no-untyped-call]
             await deferLater(self._get_reactor(), 1.0, lambda: None)

@@ -165,6 +165,16 @@ class LookInsideTests(_DaemonCase):
         self.assertNotEqual(used, "0B")
         self.assertIn("No such container: nothere", self.fails("top", "nothere"))
 
+    def test_stats_cpu(self) -> None:
+        """stats --no-stream shows the CPU a busy container is using."""
+        self.cleanup_container("hot")
+        self.ok("run", "-d", "--name", "hot", "busybox", "sh", "-c",
+                "while true; do :; done")  # fmt: skip
+        percent = self.ok(
+            "stats", "--no-stream", "--format", "{{.CPUPerc}}", "hot"
+        ).strip()
+        self.assertGreater(float(percent.rstrip("%")), 20.0, percent)
+
     def test_diff_export(self) -> None:
         """diff shows the container's own changes only; export its files."""
         self.cleanup_container("changed")
