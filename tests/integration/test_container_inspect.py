@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import subprocess
 import tarfile
 import tempfile
@@ -265,3 +266,37 @@ class CopyEscapeTests(_DaemonCase):
             member = tar.getmember("pw")
         self.assertTrue(member.issym())
         self.assertEqual(member.linkname, "/etc/passwd")
+
+
+class NetworkTests(_DaemonCase):
+    def test_networks(self) -> None:
+        """bridge, host and none are listed; none has loopback only."""
+        self.assertEqual(
+            sorted(self.ok("network", "ls", "--format", "{{.Name}} {{.Driver}}")
+                   .splitlines()),
+            ["bridge bridge", "host host", "none null"],
+        )  # fmt: skip
+        links = self.ok("run", "--rm", "--network", "none", "busybox", "ip", "-o",
+                        "link")  # fmt: skip
+        self.assertEqual([line.split(":")[1].strip() for line in links.splitlines()],
+                         ["lo"])  # fmt: skip
+        self.assertIn(
+            "network nope not found", self.fails("network", "inspect", "nope")
+        )
+
+    def test_host_network_hostname(self) -> None:
+        """On the host's network a container has the host's name."""
+        self.assertEqual(
+            self.ok("run", "--rm", "--network", "host", "busybox", "hostname"),
+            socket.gethostname() + "\n",
+        )
+
+    def test_unknown_network(self) -> None:
+        """
+        run on a network that does not exist: dockerd's error when it
+        starts, and no attempt to pull the image.
+        """
+        self.cleanup_container("lost")
+        err = self.fails("run", "--name", "lost", "--network", "nonet", "busybox")
+        self.assertIn("network nonet not found", err)
+        self.assertNotIn("Unable to find image", err)

@@ -236,16 +236,27 @@ def check(
         raise InvalidParameter(
             "container network mode is not supported by this daemon yet"
         )
-    if mode not in NETWORK_MODES:
-        from dockserve.errors import NotFound  # noqa: PLC0415
-
-        raise NotFound(f"network {mode} not found")
+    # An unknown network is dockerd's 404 at start (check_network), not
+    # here: a 404 from create makes the docker CLI try to pull the image.
     stop_signal = config.get("StopSignal")
     if stop_signal:
         from dockserve.daemon.containers.signals import parse_signal  # noqa: PLC0415
 
         parse_signal(stop_signal)
     return config, host_config, networking
+
+
+def check_network(host_config: dict[str, Any]) -> None:
+    """
+    The network a container joins exists, checked as it starts.
+
+    @raise NotFound: C{network NAME not found}, dockerd's 404.
+    """
+    mode = host_config.get("NetworkMode") or "default"
+    if mode not in NETWORK_MODES:
+        from dockserve.errors import NotFound  # noqa: PLC0415
+
+        raise NotFound(f"network {mode} not found")
 
 
 def merge(config: dict[str, Any], image_config: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import contextlib
 import importlib
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -326,7 +327,13 @@ class ContainerService:
         if not name:
             full_name = names.random_name(lambda n: n in self._names)
         if not merged.get("Hostname"):
-            merged["Hostname"] = container_id[:12]
+            # On the host's network a container has the host's name, as with
+            # dockerd; otherwise its short ID.
+            merged["Hostname"] = (
+                socket.gethostname()
+                if host_config.get("NetworkMode") == "host"
+                else container_id[:12]
+            )
         host_config = dict(host_config)
         host_config["NetworkMode"] = host_config.get("NetworkMode") or "bridge"
         if host_config["NetworkMode"] == "default":
@@ -380,6 +387,7 @@ class ContainerService:
         if c.restart_call is not None and c.restart_call.active():
             c.restart_call.cancel()
             c.restart_call = None
+        configs.check_network(c.record.host_config)
         c.backoff.reset()
         self._save(c, evolve(c.record, manually_stopped=False, restart_count=0))
         return self._guarded(c, self._start(c))

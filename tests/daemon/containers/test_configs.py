@@ -71,8 +71,12 @@ class CheckTests(SynchronousTestCase):
             {"HostConfig": {"Binds": ["/a"]}}, "invalid volume specification: '/a'"
         )
         self.assertMessage({"StopSignal": "SIGNOPE"}, "Invalid signal: SIGNOPE")
+        self.assertMessage({"HostConfig": {"Binds": ["/a:/b:zz"]}}, "invalid mode: zz")
+        # An unknown network is for the start to refuse: a 404 from create
+        # sends the docker CLI off to pull the image.
+        configs.check({"HostConfig": {"NetworkMode": "mynet"}})
         error = self.assertRaises(
-            NotFound, configs.check, {"HostConfig": {"NetworkMode": "mynet"}}
+            NotFound, configs.check_network, {"NetworkMode": "mynet"}
         )
         self.assertEqual(error.message, "network mynet not found")
 
