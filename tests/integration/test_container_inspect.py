@@ -50,6 +50,15 @@ class InspectTests(_DaemonCase):
             {"Name": "on-failure", "MaximumRetryCount": 1},
         )
         self.assertEqual(info["HostConfig"]["Binds"], ["/tmp:/hosttmp:ro"])
+        # What the CLI sends as zero values shows dockerd's defaults.
+        host = info["HostConfig"]
+        self.assertEqual(
+            (host["ShmSize"], host["IpcMode"], host["PidsLimit"]),
+            (64 * 1024 * 1024, "private", None),
+        )
+        self.assertIn("/proc/kcore", host["MaskedPaths"])
+        self.assertIn("/proc/sys", host["ReadonlyPaths"])
+        self.assertIsNone(info["Config"]["Volumes"])
         mount = info["Mounts"][0]
         self.assertEqual(
             (mount["Type"], mount["Source"], mount["Destination"], mount["RW"]),

@@ -1117,7 +1117,10 @@ class ContainerService:
                 },
             },
             "Mounts": _mounts_view(rec.host_config),
-            "Config": rec.config,
+            "Config": {
+                **rec.config,
+                "Volumes": rec.config.get("Volumes") or None,
+            },
             "NetworkSettings": network.container_settings(
                 rec.host_config.get("NetworkMode"), rec.id
             ),
@@ -1748,8 +1751,36 @@ def _host_config_view(host_config: dict[str, Any]) -> dict[str, Any]:
         "Mounts": None,
         "ConsoleSize": [0, 0],
     }
-    defaults.update({k: v for k, v in host_config.items() if v is not None})
+    defaults.update({
+        "GroupAdd": None, "Links": None, "DeviceCgroupRules": None,
+        "DeviceRequests": None, "KernelMemory": 0, "KernelMemoryTCP": 0,
+        "MemorySwappiness": None, "CgroupnsMode": _CGROUPNS_DEFAULT,
+    })  # fmt: skip
+    if not host_config.get("Privileged"):
+        from dockserve.daemon.containers.spec import (  # noqa: PLC0415
+            MASKED_PATHS,
+            READONLY_PATHS,
+        )
+
+        defaults["MaskedPaths"] = list(MASKED_PATHS)
+        defaults["ReadonlyPaths"] = list(READONLY_PATHS)
+    # What the client left at its zero value shows dockerd's default.
+    unset = {"ShmSize": 0, "IpcMode": "", "CgroupnsMode": "", "NetworkMode": ""}
+    for key, value in host_config.items():
+        if value is None or unset.get(key, object()) == value:
+            continue
+        if key == "PidsLimit" and isinstance(value, int) and value <= 0:
+            continue
+        if key == "MemorySwappiness" and value == -1:
+            continue
+        defaults[key] = value
     return defaults
+
+
+#: dockerd's default cgroup namespace mode: private on cgroup v2, host on v1.
+_CGROUPNS_DEFAULT = (
+    "private" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "host"
+)
 
 
 def _mounts_view(host_config: dict[str, Any]) -> list[dict[str, Any]]:
