@@ -3,6 +3,7 @@
 
 from pathlib import Path
 
+from twisted.internet.defer import succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from dockserve.daemon.containers.service import ContainerService
@@ -395,12 +396,87 @@ class LifeCycleTests(_Base):
         )
         self.assertEqual({c["Id"]: c["Status"] for c in everything}[created], "Created")
 
+    def test_list_command_quoted(self) -> None:
+        """An argument with a space is in single quotes, as dockerd lists it."""
+        self.create("qq", Cmd=["sh", "-c", "echo a b"])
+        (item,) = self.service.list_containers(all=True)
+        self.assertEqual(item["Command"], "sh -c 'echo a b'")
+
+    def test_update_types_and_live(self) -> None:
+        """
+        update refuses wrong types with dockerd's UpdateConfig message and
+        hands a running container's new limits to the runtime.
+        """
+        cid = self.started()
+        error = self.assertRaises(
+            InvalidParameter, self.service.update, cid, {"Memory": "x"}
+        )
+        self.assertEqual(
+            error.message,
+            "json: cannot unmarshal string into Go struct field UpdateConfig.Memory"
+            " of type int64",
+        )
+        applied: list[tuple[str, dict[str, object]]] = []
+
+        def update(container_id: str, resources: dict[str, object]) -> object:
+            applied.append((container_id, resources))
+            return succeed(None)
+
+        self.runtime.update = update
+        result = self.successResultOf(self.service.update(cid, {"Memory": 1 << 26}))
+        self.assertEqual(result, {"Warnings": []})
+        self.assertEqual(applied, [(cid, {"memory": {"limit": 1 << 26}})])
+        self.assertEqual(self.service.inspect(cid)["HostConfig"]["Memory"], 1 << 26)
+
+    def test_kill_unknown_and_waits(self) -> None:
+        """kill names itself for an unknown container; SIGKILL waits for the exit."""
+        error = self.assertRaises(NotFound, self.service.kill, "nope")
+        self.assertEqual(
+            error.message, "Cannot kill container: nope: No such container: nope"
+        )
+        cid = self.started()
+        self.runtime.deadly = set()
+        killing = self.service.kill(cid)
+        self.assertNoResult(killing)
+        self.runtime.exit(cid, 137)
+        self.successResultOf(killing)
+
     def test_images_in_use(self) -> None:
         """The image store learns which containers use an image."""
         cid = self.started()
         self.assertEqual(
             self.service.containers_using("sha256:" + "b" * 64), [(cid, True)]
         )
+
+
+class DiffTests(SynchronousTestCase):
+    def test_init_paths_left_out(self) -> None:
+        """
+        docker diff leaves out what dockerd keeps in the init layer, and a
+        directory changed only by them; other changes stay.
+        """
+        from dockserve.daemon.containers.service import (  # noqa: PLC0415
+            _without_init_paths,
+        )
+
+        found = [
+            {"Path": "/bin", "Kind": 0},
+            {"Path": "/bin/true", "Kind": 2},
+            {"Path": "/etc", "Kind": 0},
+            {"Path": "/etc/hosts", "Kind": 1},
+            {"Path": "/etc/resolv.conf", "Kind": 1},
+            {"Path": "/newfile", "Kind": 1},
+        ]
+        self.assertEqual(
+            _without_init_paths(found),
+            [
+                {"Path": "/bin", "Kind": 0},
+                {"Path": "/bin/true", "Kind": 2},
+                {"Path": "/newfile", "Kind": 1},
+            ],
+        )
+        found.append({"Path": "/etc/motd", "Kind": 1})
+        self.assertIn({"Path": "/etc", "Kind": 0}, _without_init_paths(found))
 
 
 class ExecTests(_Base):
