@@ -329,6 +329,22 @@ class UpdatePruneTests(_Case):
         self.assertNotIn(keep, out)
         self.assertEqual(self.ok("ps", "-aq", "--no-trunc"), keep + "\n")
 
+    def test_prune_filters(self) -> None:
+        """prune --filter label!= and until, and dockerd's refusal of a bad until."""
+        self.cleanup_container("kept")
+        self.cleanup_container("loose")
+        self.ok("create", "--name", "kept", "--label", "keep=1", "busybox", "true")
+        loose = self.ok("create", "--name", "loose", "busybox", "true").strip()
+        self.assertIn(
+            'failed to parse value as time or duration: "bogus"',
+            self.fails("container", "prune", "-f", "--filter", "until=bogus"),
+        )
+        out = self.ok("container", "prune", "-f", "--filter", "until=1h")
+        self.assertNotIn("Deleted", out)
+        out = self.ok("container", "prune", "-f", "--filter", "label!=keep")
+        self.assertIn(loose, out)
+        self.assertEqual(self.ok("ps", "-a", "--format", "{{.Names}}"), "kept\n")
+
 
 class RestartPolicyTests(_Case):
     def test_on_failure(self) -> None:

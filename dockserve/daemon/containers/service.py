@@ -16,6 +16,7 @@ start (L{ContainerService.restore}).
 import contextlib
 import importlib
 import os
+import re
 import shutil
 import socket
 import time
@@ -1246,12 +1247,13 @@ class ContainerService:
         for key in filters:
             if key not in {"until", "label", "label!"}:
                 raise InvalidParameter(f"invalid filter '{key}'")
+        limits = _check_until(filters, self._reactor.seconds())
         victims = [
             c
             for c in list(self._containers.values())
             if c.record.state.status in {"created", "exited", "dead"}
             and _labels_match(c.record, filters)
-            and _before_until(c.record, filters)
+            and _before_until(c.record, limits)
         ]
 
         async def prune_them() -> dict[str, Any]:
@@ -1829,15 +1831,47 @@ def _labels_match(rec: ContainerRecord, filters: dict[str, list[str]]) -> bool:
     return not any(has(spec) for spec in filters.get("label!", []))
 
 
-def _before_until(rec: ContainerRecord, filters: dict[str, list[str]]) -> bool:
-    for until in filters.get("until", []):
-        try:
-            limit = float(until)
-        except ValueError:
-            limit = record.parse_rfc3339(until)
-        if record.parse_rfc3339(rec.created) >= limit:
-            return False
-    return True
+_GO_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def until_seconds(value: str, now: float) -> float:
+    """
+    An C{until} (or C{since}) filter value as Unix seconds, as moby's
+    C{timetypes.GetTimestamp} reads it: a Go duration before C{now}
+    (C{90s}, C{1h30m}), a Unix timestamp, or an RFC 3339 time or date.
+
+    @raise InvalidParameter: dockerd's C{failed to parse value as time or
+        duration} for anything else.
+    """
+    if _GO_DURATION.match(value):
+        return now - sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value))
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    import datetime as dt  # noqa: PLC0415
+
+    text = value.replace("Z", "+00:00")
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidParameter(
+            f'failed to parse value as time or duration: "{value}"'
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+def _check_until(filters: dict[str, list[str]], now: float) -> list[float]:
+    return [until_seconds(u, now) for u in filters.get("until", [])]
+
+
+def _before_until(rec: ContainerRecord, limits: list[float]) -> bool:
+    created = record.parse_rfc3339(rec.created)
+    return all(created <= limit for limit in limits)
 
 
 _LIST_FILTERS = {

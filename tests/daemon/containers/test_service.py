@@ -441,6 +441,27 @@ class LifeCycleTests(_Base):
         self.runtime.exit(cid, 137)
         self.successResultOf(killing)
 
+    def test_prune_until(self) -> None:
+        """
+        prune's until is a Go duration before now, a timestamp or a date;
+        anything else is dockerd's 400.
+        """
+        self.clock.advance(1000)
+        old = self.create("old")
+        self.clock.advance(600)
+        new = self.create("new")
+        self.clock.advance(60)
+        error = self.assertRaises(
+            InvalidParameter, self.service.prune, {"until": ["bogus"]}
+        )
+        self.assertEqual(
+            error.message, 'failed to parse value as time or duration: "bogus"'
+        )
+        pruned = self.successResultOf(self.service.prune({"until": ["5m"]}))
+        self.assertEqual(pruned["ContainersDeleted"], [old])
+        pruned = self.successResultOf(self.service.prune({"until": ["1661"]}))
+        self.assertEqual(pruned["ContainersDeleted"], [new])
+
     def test_images_in_use(self) -> None:
         """The image store learns which containers use an image."""
         cid = self.started()
