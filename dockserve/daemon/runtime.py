@@ -292,74 +292,61 @@ class _Exec:
         self.protocol.on_output = None
 
 
-@implementer(IReadDescriptor)
-class _Pty:
-    """The master side of an exec's TTY, read by the reactor."""
+class _TtyExecProtocol(ProcessProtocol):
+    """C{runc exec -t} on our pty: what it prints is the exec's output."""
 
-    def __init__(self, reactor: Any, fd: int, on_output: OutputCallback | None) -> None:
-        self.reactor = reactor
-        self.fd = fd
+    def __init__(self, on_output: OutputCallback | None) -> None:
         self.on_output = on_output
-        self.done: Deferred[None] = Deferred()
+        self.exited: Deferred[int] = Deferred()
+        self.closed: Deferred[None] = Deferred()
 
-    def fileno(self) -> int:
-        return self.fd
-
-    def logPrefix(self) -> str:
-        return "exec-tty"
-
-    def doRead(self) -> None:
-        try:
-            data = os.read(self.fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.lost()
-        elif self.on_output is not None:
+    def childDataReceived(self, childFD: int, data: bytes) -> None:  # noqa: ARG002
+        if self.on_output is not None:
             self.on_output(1, data)
 
-    def connectionLost(self, reason: Failure) -> None:  # noqa: ARG002
-        self.lost()
-
-    def lost(self) -> None:
-        if self.fd >= 0:
-            self.reactor.removeReader(self)
-            os.close(self.fd)
-            self.fd = -1
-        if not self.done.called:
-            self.done.callback(None)
+    def processEnded(self, reason: Failure) -> None:
+        code = 0
+        if isinstance(reason.value, net_error.ProcessTerminated):
+            value: Any = reason.value
+            code = (
+                value.exitCode
+                if value.exitCode is not None
+                else 128 + (value.signal or 0)
+            )
+        if not self.closed.called:
+            self.closed.callback(None)
+        self.exited.callback(code)
 
 
 @define
-class _PtyExec:
-    """An L{ExecProcess} with a TTY."""
+class _TtyExec:
+    """An L{ExecProcess} with a TTY: runc on a pty whose master we hold."""
 
-    pty: _Pty
+    protocol: _TtyExecProtocol
+    transport: Any
     pid: int
     exited: Deferred[int]
     closed: Deferred[None]
 
     def write_stdin(self, data: bytes) -> None:
-        if self.pty.fd >= 0:
-            with contextlib.suppress(OSError):
-                os.write(self.pty.fd, data)
+        with contextlib.suppress(OSError, AttributeError):
+            self.transport.write(data)
 
     def close_stdin(self) -> None:
+        # A terminal has no end of input but the EOF character.
         self.write_stdin(b"\x04")
 
     def resize(self, height: int, width: int) -> None:
-        if self.pty.fd >= 0:
-            with contextlib.suppress(OSError):
-                fcntl.ioctl(
-                    self.pty.fd,
-                    termios.TIOCSWINSZ,
-                    struct.pack("HHHH", height, width, 0, 0),
-                )
+        fd = getattr(self.transport, "fd", -1)
+        if fd is None or fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(
+                fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0)
+            )
 
     def detach(self) -> None:
-        self.pty.on_output = None
+        self.protocol.on_output = None
 
 
 class RuncRuntime:
@@ -625,8 +612,8 @@ class RuncRuntime:
             self._runc, f"--root={self._runc_root}", "exec",
             "--process", name, "--pid-file", pid_file,
         ]  # fmt: skip
-        if on_output is None:
-            argv.append("-d")
+        # Not -d, even for a detached exec: runc stays the process's parent
+        # and exits with its status, which exec inspect then reports.
         argv.append(container_id)
         protocol = _ExecProtocol(on_output)
         transport = self._reactor.spawnProcess(
@@ -638,6 +625,9 @@ class RuncRuntime:
         )
         exited: Deferred[int] = Deferred()
         if on_output is None:
+            # A detached exec reads nothing: its input ends at once.
+            with contextlib.suppress(KeyError, OSError):
+                transport.closeChildFD(0)
             pid = await self._await_pid(pid_file, protocol.exited)
         else:
             # Answer at once: the client's stdin may already be flowing,
@@ -648,10 +638,7 @@ class RuncRuntime:
         def ended(code: int) -> int:
             for path in (name, pid_file):
                 Path(path).unlink(missing_ok=True)
-            if on_output is None:
-                self._watch_pid(running.pid, exited)
-            else:
-                exited.callback(code)
+            exited.callback(code)
             return code
 
         protocol.exited.addCallback(ended)
@@ -670,75 +657,41 @@ class RuncRuntime:
         monitor: Path,
     ) -> ExecProcess:
         """
-        C{runc exec} with a TTY: runc hands the pty's master over a
-        console socket; the reactor reads and writes it.
+        C{runc exec} with a TTY, not detached, on a pty of its own.
+
+        runc relays between the container's console and its own terminal
+        (the pty we give it) and exits with the process's status, so
+        C{docker exec -it} reports the real exit code; resizing our pty
+        reaches runc as SIGWINCH, which it passes on to the container's
+        console.  (With C{--console-socket} runc must detach, and the
+        process is then nobody's child: its exit code is lost.)
         """
         fd, name = tempfile.mkstemp(prefix="exec-", suffix=".json", dir=monitor)
         with os.fdopen(fd, "w") as f:
             json.dump(process, f)
         pid_file = name[:-5] + ".pid"
-        # runc must connect to it by path: keep the path short.
-        socket_dir = tempfile.mkdtemp(prefix="ds-", dir="/tmp")
-        console_path = str(Path(socket_dir) / "c")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(console_path)
-        listener.listen(1)
-        listener.setblocking(False)
         argv = [
             self._runc, f"--root={self._runc_root}", "exec",
-            "--process", name, "--pid-file", pid_file,
-            "--console-socket", console_path, "-d", container_id,
+            "--process", name, "--pid-file", pid_file, container_id,
         ]  # fmt: skip
-        protocol = _ExecProtocol(None)
-        self._reactor.spawnProcess(
-            protocol, argv[0], argv, env=dict(os.environ),
-            childFDs={0: "w", 1: "r", 2: "r"},
-        )  # fmt: skip
-        try:
-            master = await self._receive_master(listener, protocol)
-        finally:
-            listener.close()
-            shutil.rmtree(socket_dir, ignore_errors=True)
-        stdio = _Pty(self._reactor, master, on_output)
-        self._reactor.addReader(stdio)
-        pid = await self._await_pid(pid_file, protocol.exited)
-        exited: Deferred[int] = Deferred()
+        protocol = _TtyExecProtocol(on_output)
+        transport = self._reactor.spawnProcess(
+            protocol, argv[0], argv, env=dict(os.environ), usePTY=True
+        )
+        size = process.get("consoleSize") or {}
+        running = _TtyExec(protocol, transport, 0, protocol.exited, protocol.closed)
+        if size.get("height") and size.get("width"):
+            running.resize(int(size["height"]), int(size["width"]))
 
-        # runc only hands over a console when it detaches, so the process
-        # is not our child: its end is seen, its code is not (0).
-        def cleanup(_: object) -> None:
+        def ended(code: int) -> int:
             for path in (name, pid_file):
                 Path(path).unlink(missing_ok=True)
+            return code
 
-        protocol.exited.addCallback(cleanup)
-        self._watch_pid(pid, exited)
-        exited.addCallback(lambda code: stdio.done.addCallback(lambda _: code))
-
-        return _PtyExec(stdio, pid, exited, stdio.done)
-
-    async def _receive_master(
-        self, listener: socket.socket, protocol: _ExecProtocol
-    ) -> int:
-        ended = protocol.exited
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except BlockingIOError:
-                if ended.called:
-                    message = _runc_message(bytes(protocol.err)) or "no console"
-                    raise SystemError_(_clean(message)) from None
-                pause: Deferred[None] = Deferred()
-                self._reactor.callLater(0.005, pause.callback, None)
-                await pause
-                continue
-            with conn:
-                conn.setblocking(True)
-                conn.settimeout(5)
-                _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
-            if not fds:
-                raise SystemError_("OCI runtime exec failed: no console")
-            os.set_blocking(fds[0], False)
-            return fds[0]
+        protocol.exited.addCallback(ended)
+        learn = Deferred.fromCoroutine(self._await_pid(pid_file, protocol.exited))
+        learn.addCallback(lambda found: setattr(running, "pid", found or 0))
+        return running
 
     async def _await_pid(self, pid_file: str, ended: Deferred[int]) -> int:
         waited = 0.0
@@ -756,19 +709,6 @@ class RuncRuntime:
             await pause
             waited += 0.005
         return 0
-
-    def _watch_pid(self, pid: int, exited: Deferred[int]) -> None:
-        def check() -> None:
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except OSError:
-                stat = ""
-            if pid == 0 or not stat or stat.rsplit(")", 1)[-1].split()[0] == "Z":
-                exited.callback(0)
-            else:
-                self._reactor.callLater(0.1, check)
-
-        check()
 
     def stats(self, container_id: str) -> dict[str, Any]:
         """The container's cgroup v1 counters."""

@@ -128,8 +128,8 @@ class ExecInstance:
             self._process.write_stdin(data)
 
     def close_stdin(self) -> None:
-        """The client half-closed."""
-        if self._process is not None:
+        """The client half-closed: the process's input ends, if it had any."""
+        if self._process is not None and self.config["AttachStdin"]:
             self._process.close_stdin()
 
     def resize(self, height: int, width: int) -> None:

@@ -1,0 +1,113 @@
+"""
+C{docker exec} against real runc: exit codes with and without a TTY, the
+options that shape the process, exec inspect, and dockerd's errors for a
+stopped or paused container and an unknown exec.
+"""
+
+import json
+import os
+import pty
+import select
+import time
+
+from tests.integration.test_containers import DOCKER, _DaemonCase
+
+
+class ExecTests(_DaemonCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.cleanup_container("box")
+        self.ok("run", "-d", "--name", "box", "busybox", "sleep", "300")
+
+    def test_exit_code(self) -> None:
+        """docker exec returns the process's exit code."""
+        self.assertEqual(self.docker("exec", "box", "sh", "-c", "exit 3").returncode, 3)
+
+    def test_tty_exit_code(self) -> None:
+        """
+        docker exec -it under a terminal: a usable shell whose exit code is
+        docker exec's, with the terminal's size inside.
+        """
+        pid, fd = pty.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os.environ.update(self.daemon.env)
+            os.execv(DOCKER, [DOCKER, "exec", "-it", "box", "sh"])  # noqa: S606
+        output = b""
+
+        def read_until(marker: bytes, limit: float = 20) -> None:
+            nonlocal output
+            deadline = time.monotonic() + limit
+            while marker not in output and time.monotonic() < deadline:
+                ready, _, _ = select.select([fd], [], [], 0.2)
+                if ready:
+                    try:
+                        output += os.read(fd, 4096)
+                    except OSError:
+                        return
+
+        read_until(b"# ")
+        os.write(fd, b"echo $((6*7)); tty\r")
+        read_until(b"/dev/pts/")
+        os.write(fd, b"exit 7\r")
+        read_until(b"\x00never", limit=5)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        self.assertIn(b"42", output)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 7)
+
+    def test_tty_without_terminal(self) -> None:
+        """docker exec -t without -i: the output, raw, and the exit code."""
+        result = self.docker("exec", "-t", "box", "sh", "-c", "echo hi; exit 4")
+        self.assertEqual((result.returncode, result.stdout), (4, b"hi\r\n"))
+
+    def test_env_workdir_user(self) -> None:
+        """-e, -w and -u shape the process."""
+        script = "echo $A $(pwd) $(id -u):$(id -g)"
+        out = self.ok("exec", "-e", "A=1", "-w", "/tmp", "-u", "65534:65534",
+                      "box", "sh", "-c", script)  # fmt: skip
+        self.assertEqual(out, "1 /tmp 65534:65534\n")
+
+    def test_stdin(self) -> None:
+        """-i: stdin reaches the process; its end ends it."""
+        result = self.docker("exec", "-i", "box", "cat", stdin=b"abc\n")
+        self.assertEqual((result.returncode, result.stdout), (0, b"abc\n"))
+
+    def test_inspect(self) -> None:
+        """exec inspect: Running with a real pid while it runs; then ExitCode."""
+        client = self.sdk()
+        container = client.containers.get("box")
+        command = ["sh", "-c", "sleep 2; exit 5"]
+        exec_id = client.api.exec_create(container.id, command)["Id"]
+        client.api.exec_start(exec_id, detach=True)
+        running = self.until(
+            lambda: (info := client.api.exec_inspect(exec_id))["Pid"] and info,
+            "the exec's pid",
+        )
+        self.assertTrue(running["Running"])
+        self.assertGreater(running["Pid"], 0)
+        self.assertEqual(running["ProcessConfig"]["entrypoint"], "sh")
+        done = self.until(
+            lambda: not (info := client.api.exec_inspect(exec_id))["Running"] and info,
+            "the exec's end",
+        )
+        self.assertEqual(done["ExitCode"], 5)
+
+    def test_paused_and_stopped(self) -> None:
+        """Exec into a paused or stopped container: dockerd's 409 texts."""
+        self.ok("pause", "box")
+        err = self.fails("exec", "box", "true")
+        self.assertIn("is paused, unpause the container before exec", err)
+        self.ok("unpause", "box")
+        self.ok("kill", "box")
+        err = self.fails("exec", "box", "true")
+        self.assertIn("is not running", err)
+
+    def test_unknown_exec(self) -> None:
+        """An unknown exec ID is a 404 naming it."""
+        client = self.sdk()
+        import docker  # noqa: PLC0415
+
+        with self.assertRaises(docker.errors.NotFound) as caught:
+            client.api.exec_inspect("nosuchexec")
+        self.assertIn("No such exec instance: nosuchexec", str(caught.exception))
+        json.dumps(caught.exception.response.json())
