@@ -60,8 +60,16 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def _children(pid: int) -> list[int]:
-    """conmon processes re-parent to init; find them by name and our root."""
+MONITORS = {"conmon", "containerd-shim", "containerd-shim-runc-v2"}
+
+
+def _monitors(marker: str) -> list[int]:
+    """
+    The monitor processes (conmon; containerd's shims) of one daemon: they
+    re-parent to init, so they are found by name and by C{marker}, a path
+    of that daemon's (its exec root) that their command lines carry.
+    Other daemons' monitors on the machine are not counted.
+    """
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -71,21 +79,18 @@ def _children(pid: int) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if comm in {"conmon", "containerd-shim", "containerd-shim-runc-v2"} and (
-            str(pid).encode() in cmdline or comm != "conmon" or b"dockserve" in cmdline
-        ):
+        if comm in MONITORS and marker.encode() in cmdline:
             found.append(int(entry.name))
     return found
 
 
-def _memory_kb(pids: list[int], monitors: bool) -> int:
-    total = sum(_rss_kb(p) for p in pids)
-    if monitors and pids:
-        total += sum(_rss_kb(p) for p in _children(pids[0]))
-    return total
+def _memory_kb(pids: list[int], marker: str) -> int:
+    return sum(_rss_kb(p) for p in pids) + sum(_rss_kb(p) for p in _monitors(marker))
 
 
-def run(host: str, pids: list[int], args: argparse.Namespace) -> dict[str, str]:
+def run(
+    host: str, pids: list[int], marker: str, args: argparse.Namespace
+) -> dict[str, str]:
     results: dict[str, str] = {}
     _docker(host, "run", "--rm", "busybox", "true")  # warm up
     times = sorted(
@@ -119,12 +124,12 @@ def run(host: str, pids: list[int], args: argparse.Namespace) -> dict[str, str]:
     results[f"logs of {args.log_mb} MB (MB/s)"] = f"{size / seconds / 1e6:.0f}"
 
     if pids:
-        before = _memory_kb(pids, monitors=True)
+        before = _memory_kb(pids, marker)
         names = [f"bench-idle-{os.getpid()}-{i}" for i in range(args.idle)]
         for idle in names:
             _docker(host, "run", "-d", "--name", idle, "busybox", "sleep", "600")
         time.sleep(1)
-        after = _memory_kb(pids, monitors=True)
+        after = _memory_kb(pids, marker)
         for idle in names:
             _docker(host, "rm", "-f", idle)
         results["memory per idle container (KiB)"] = (
@@ -170,20 +175,29 @@ def main() -> None:
     parser.add_argument("--pid", type=int)
     parser.add_argument("--peer")
     parser.add_argument("--peer-pids", default="")
+    parser.add_argument(
+        "--peer-root",
+        help="a path in the peer's shim command lines (its exec root); default:"
+        " the directory of the --peer unix socket",
+    )
     args = parser.parse_args()
     table: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory(prefix="containers-bench-") as tmp:
         process = None
         if args.host:
             host, pids = args.host, [args.pid] if args.pid else []
+            marker = str(Path(host.removeprefix("unix://")).parent)
         else:
             host, process = _start_dockserve(Path(tmp))
-            pids = [process.pid]
+            pids, marker = [process.pid], tmp
         try:
-            table["dockserve"] = run(host, pids, args)
+            table["dockserve"] = run(host, pids, marker, args)
             if args.peer:
                 peer_pids = [int(p) for p in args.peer_pids.split(",") if p]
-                table["peer"] = run(args.peer, peer_pids, args)
+                peer_root = args.peer_root or str(
+                    Path(args.peer.removeprefix("unix://")).parent
+                )
+                table["peer"] = run(args.peer, peer_pids, peer_root, args)
         finally:
             if process is not None:
                 process.terminate()
