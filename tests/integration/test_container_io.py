@@ -148,6 +148,24 @@ class LogsTests(_Case):
         self.assertIn("No such container: nobody", self.fails("logs", "nobody"))
 
 
+class BigLogTests(_Case):
+    def test_every_byte(self) -> None:
+        """
+        logs gives back every byte the container wrote, its last line
+        without a newline too; --tail counts that line.
+        """
+        self.cleanup_container("big")
+        self.ok("run", "--name", "big", "busybox", "sh", "-c",
+                "yes abcdefghij | head -c 2000000")  # fmt: skip
+        out = self.docker("logs", "big").stdout
+        self.assertEqual(len(out), 2_000_000)
+        self.assertTrue(out.endswith(b"abcdefghij\nabcdefghi"), out[-30:])
+        self.assertEqual(
+            self.docker("logs", "--tail", "2", "big").stdout,
+            b"abcdefghij\nabcdefghi",
+        )
+
+
 class FollowTests(_Case):
     def test_follow(self) -> None:
         """-f shows new lines as they come and ends when the container exits."""

@@ -15,7 +15,6 @@ the reactor for long nor sits in memory.
 import calendar
 import re
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -102,7 +101,8 @@ class LogReader:
         self._running = running
         self._file: IO[bytes] | None = None
         self._rest = b""
-        self._partial: dict[int, bytes] = {}
+        self._partial: dict[int, tuple[bytes, bytes]] = {}
+        self._out: list[tuple[int, bytes]] = []
         self._call: IDelayedCall | None = None
         self._finished = False
         self.done: Deferred[None] = Deferred(self._cancel)
@@ -154,7 +154,26 @@ class LogReader:
                 return
             if self._timestamps:
                 content = printed + b" " + content
-        self._on_output(stream, content)
+        if self._out and self._out[-1][0] == stream:
+            # One write (one frame) for a run of lines of the same stream.
+            self._out[-1] = (stream, self._out[-1][1] + content)
+        else:
+            self._out.append((stream, content))
+
+    def _flush_out(self) -> None:
+        out, self._out = self._out, []
+        for stream, content in out:
+            self._on_output(stream, content)
+
+    def _flush_partials(self) -> list[tuple[bytes, int, bytes]]:
+        """
+        The unterminated last line of each stream, as an entry of its own:
+        the container ended without a newline, and dockerd shows it so.
+        """
+        partial, self._partial = self._partial, {}
+        return [
+            (stamp, stream, content) for stream, (stamp, content) in partial.items()
+        ]
 
     def _lines(self, data: bytes) -> list[tuple[bytes, int, bytes]]:
         """Whole entries in C{data} (plus what was left over), partials joined."""
@@ -168,25 +187,48 @@ class LogReader:
                 continue
             timestamp, stream, full, content = parsed
             if not full:
-                self._partial[stream] = self._partial.get(stream, b"") + content
+                held = self._partial.get(stream, (timestamp, b""))[1]
+                self._partial[stream] = (timestamp, held + content)
                 continue
-            content = self._partial.pop(stream, b"") + content + b"\n"
+            content = self._partial.pop(stream, (b"", b""))[1] + content + b"\n"
             entries.append((timestamp, stream, content))
         return entries
 
     def _emit_tail(self) -> None:
+        """
+        The last C{tail} entries, read from the end of the file backwards
+        (a bigger piece each time) rather than through the whole log; the
+        file is left at its end for what follows.
+        """
         if self._file is None:
             return
-        kept: deque[tuple[bytes, int, bytes]] = deque(maxlen=max(self._tail or 0, 0))
-        while True:
-            data = self._file.read(_CHUNK)
-            if not data:
+        want = max(self._tail or 0, 0)
+        size = self._file.seek(0, 2)
+        ended = not (self._follow and self._running())
+        block = 1 << 16
+        start = size
+        entries: list[tuple[bytes, int, bytes]] = []
+        while want and start > 0:
+            start = max(0, start - block)
+            self._file.seek(start)
+            data = self._file.read(size - start)
+            if start > 0:
+                # The first line may be cut: begin after it.
+                data = data[data.find(b"\n") + 1 :]
+            self._rest = b""
+            self._partial = {}
+            entries = self._lines(data)
+            if ended:
+                entries += self._flush_partials()
+            entries = [e for e in entries if e[1] in self._streams]
+            # One more than wanted: the first may be the end of a split line.
+            if len(entries) > want:
                 break
-            for entry in self._lines(data):
-                if entry[1] in self._streams:
-                    kept.append(entry)
-        for timestamp, stream, content in kept:
+            block *= 4
+        self._file.seek(size)
+        for timestamp, stream, content in entries[-want:] if want else []:
             self._entry(timestamp, stream, content)
+        self._flush_out()
 
     def _step(self) -> None:
         self._call = None
@@ -201,9 +243,13 @@ class LogReader:
         if data:
             for timestamp, stream, content in self._lines(data):
                 self._entry(timestamp, stream, content)
+            self._flush_out()
             self._call = self._reactor.callLater(0, self._step)
             return
         if self._follow and self._running():
             self._call = self._reactor.callLater(_POLL, self._step)
             return
+        for timestamp, stream, content in self._flush_partials():
+            self._entry(timestamp, stream, content)
+        self._flush_out()
         self._finish()

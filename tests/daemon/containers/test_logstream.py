@@ -36,11 +36,11 @@ class LogReaderTests(SynchronousTestCase):
         return reader
 
     def test_all(self) -> None:
-        """Every entry, partial lines joined, in order."""
+        """Every entry, partial lines joined, in order; a run of one stream at once."""
         self.successResultOf(self.read().done)
         self.assertEqual(
             self.seen,
-            [(1, b"one\n"), (2, b"two\n"), (1, b"three\n"), (1, b"four\n")],
+            [(1, b"one\n"), (2, b"two\n"), (1, b"three\nfour\n")],
         )
 
     def test_streams_tail_timestamps(self) -> None:
@@ -49,8 +49,13 @@ class LogReaderTests(SynchronousTestCase):
         self.assertEqual(
             self.seen,
             [
-                (1, b"2024-01-01T00:00:02.000000000Z three\n"),
-                (1, b"2024-01-01T00:00:03.000000000Z four\n"),
+                (
+                    1,
+                    (
+                        b"2024-01-01T00:00:02.000000000Z three\n"
+                        b"2024-01-01T00:00:03.000000000Z four\n"
+                    ),
+                ),
             ],
         )
 
@@ -103,3 +108,38 @@ class TimestampTests(SynchronousTestCase):
         clock.advance(0)
         self.successResultOf(reader.done)
         self.assertEqual(seen, [(1, b"2024-01-01T00:00:00.123456789Z hi\n")])
+
+
+class UnterminatedTests(SynchronousTestCase):
+    def read(self, log: bytes, **options: object) -> list[tuple[int, bytes]]:
+        path = Path(self.mktemp())
+        path.write_bytes(log)
+        clock = Clock()
+        seen: list[tuple[int, bytes]] = []
+        reader = LogReader(
+            path,
+            lambda s, d: seen.append((s, d)),
+            reactor=clock,
+            **options,  # type: ignore[arg-type]
+        ).start()
+        clock.advance(0)
+        clock.advance(0)
+        self.successResultOf(reader.done)
+        return seen
+
+    def test_last_line_without_newline(self) -> None:
+        """A container's last output without a newline is shown, as dockerd does."""
+        log = (
+            b"2024-01-01T00:00:00.0Z stdout F one\n"
+            b"2024-01-01T00:00:01.0Z stdout P two\n"
+        )
+        self.assertEqual(self.read(log), [(1, b"one\n"), (1, b"two")])
+        self.assertEqual(self.read(log, tail=1), [(1, b"two")])
+
+    def test_tail_of_a_big_log(self) -> None:
+        """tail reads from the end: the last lines of a log many pieces long."""
+        line = b"2024-01-01T00:00:00.0Z stdout F " + b"x" * 100 + b"\n"
+        log = line * 5000 + b"2024-01-01T00:00:00.0Z stderr F last\n"
+        self.assertEqual(
+            self.read(log, tail=2), [(1, b"x" * 100 + b"\n"), (2, b"last\n")]
+        )
