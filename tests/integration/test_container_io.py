@@ -283,6 +283,20 @@ class AttachTests(_Case):
         self.assertEqual(self.inspect("shell", "{{.State.ExitCode}}"), "3")
 
 
+class RunDetachTests(_Case):
+    def test_run_it_detach(self) -> None:
+        """docker run -it, then ctrl-p ctrl-q: the shell runs on."""
+        self.cleanup_container("kept")
+        term = self.terminal("run", "-it", "--name", "kept", "busybox", "sh")
+        self.assertTrue(term.read_until(b"# "), term.output)
+        term.write(b"\x10\x11")
+        self.assertEqual(term.wait(), 0, term.output)
+        self.assertIn(b"read escape sequence", term.output)
+        subprocess.run(["sleep", "1"], check=True)
+        self.assertEqual(self.inspect("kept", "{{.State.Running}}"), "true")
+        self.assertEqual(self.ok("exec", "kept", "echo", "still"), "still\n")
+
+
 class ResizeTests(_Case):
     def test_run_it_size(self) -> None:
         """docker run -it gives the container the terminal's size."""

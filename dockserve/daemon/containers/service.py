@@ -415,9 +415,10 @@ class ContainerService:
         tty = bool(c.record.config.get("Tty"))
         options: dict[str, Any] = {}
         if _accepts(self._runtime.create, "leave_stdin_open"):
-            # Without StdinOnce a client's going away leaves the container's
-            # stdin open for the next one (conmon's --leave-stdin-open).
-            options["leave_stdin_open"] = not c.record.config.get("StdinOnce")
+            # Without StdinOnce, or with a TTY, a client's going away leaves
+            # the container's stdin open for the next one, as dockerd does
+            # (conmon's --leave-stdin-open): docker run -it, ctrl-p ctrl-q.
+            options["leave_stdin_open"] = tty or not c.record.config.get("StdinOnce")
         try:
             state = await self._runtime.create(
                 c.id,
