@@ -9,6 +9,7 @@ buffer until the daemon has restored its state.
 """
 
 import os
+import signal
 import sys
 from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
@@ -473,8 +474,23 @@ def _make_service(
     return service
 
 
+def stop_on_sigint() -> None:
+    """
+    Make SIGINT stop the daemon even when it was started with SIGINT ignored.
+
+    A shell starts a script's background job (C{dockserve &}) with SIGINT
+    ignored; Python then leaves it ignored and the reactor, which only takes
+    over a default SIGINT, never sees it, so C{kill -INT} did nothing.
+    dockerd (Go's C{signal.Notify}) stops on SIGINT however it was started;
+    so does dockserve: the reactor installs its handler over this one.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def makeService(options: Options) -> IService:
     """Twistd's entry point: the service tree on the global reactor."""
     from twisted.internet import reactor  # noqa: PLC0415
 
+    stop_on_sigint()
     return _make_service(options, reactor)

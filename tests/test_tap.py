@@ -6,6 +6,7 @@ make the service tree they describe.
 
 import io
 import os
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -16,7 +17,13 @@ from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 
 from dockserve.server.listeners import ListenerService
-from dockserve.tap import Options, _make_service, default_data_root, default_unix_socket
+from dockserve.tap import (
+    Options,
+    _make_service,
+    default_data_root,
+    default_unix_socket,
+    stop_on_sigint,
+)
 from tests.integration.harness import ROOT, TWISTD
 
 
@@ -194,3 +201,29 @@ class TwistdTests(SynchronousTestCase):
             )
             self.assertTrue(line, f"{flag} missing from --help")
             self.assertGreater(len(line.split(flag, 1)[1].split()), 1, line)
+
+
+class SigintTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        previous = signal.getsignal(signal.SIGINT)
+        self.addCleanup(signal.signal, signal.SIGINT, previous)
+
+    def test_ignored_becomes_default(self) -> None:
+        """
+        Started with SIGINT ignored (a script's C{dockserve &}), Python's
+        default handler is put back, which the reactor then replaces with
+        its own that stops the daemon.
+        """
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stop_on_sigint()
+        self.assertIs(signal.getsignal(signal.SIGINT), signal.default_int_handler)
+
+    def test_handler_kept(self) -> None:
+        """A handler someone installed on purpose (pdb, say) is kept."""
+
+        def handler(signum: int, frame: object) -> None:
+            del signum, frame
+
+        signal.signal(signal.SIGINT, handler)
+        stop_on_sigint()
+        self.assertIs(signal.getsignal(signal.SIGINT), handler)

@@ -1,0 +1,153 @@
+"""
+The front door of a real C{twistd -n dockserve}: one daemon serving several
+C{-H} at once to the docker CLI and curl, and stopping promptly on SIGTERM
+and SIGINT with its socket files gone.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from tests.integration.harness import RunningDaemon, start_daemon
+
+#: Generous bound for "promptly": a clean stop takes milliseconds.
+STOP_TIMEOUT = 15.0
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on (just now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def refused(port: int) -> bool:
+    """Whether nothing accepts on 127.0.0.1:C{port}."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+class _Case(SynchronousTestCase):
+    def setUp(self) -> None:
+        if os.geteuid() != 0:
+            raise SkipTest("the daemon needs root")
+        self.other = Path(tempfile.mkdtemp(prefix="dockserve-fd-"))
+        self.addCleanup(shutil.rmtree, str(self.other), True)
+        self.second = str(self.other / "second.sock")
+        self.port = free_port()
+
+    def start(self) -> RunningDaemon:
+        """A daemon on its own socket, a second unix socket, and TCP."""
+        return start_daemon(
+            self,
+            ["-H", f"unix://{self.second}", "-H", f"tcp://127.0.0.1:{self.port}"],
+        )
+
+    def hosts(self, daemon: RunningDaemon) -> list[str]:
+        return [
+            daemon.docker_host,
+            f"unix://{self.second}",
+            f"tcp://127.0.0.1:{self.port}",
+        ]
+
+    def stopped_cleanly(self, daemon: RunningDaemon, signum: int) -> None:
+        """
+        After C{signum}: exited (twistd ends by re-raising the signal, a
+        clean stop for systemd), every socket file removed, the TCP port
+        closed, and no traceback in the log.
+        """
+        assert daemon.process is not None
+        daemon.process.send_signal(signum)
+        try:
+            status = daemon.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.fail(f"still running {STOP_TIMEOUT}s after signal {signum}")
+        self.assertIn(status, (0, -signum), daemon.log())
+        self.assertFalse(os.path.lexists(daemon.socket_path))
+        self.assertFalse(os.path.lexists(self.second))
+        self.assertTrue(refused(self.port))
+        self.assertNotIn("Traceback", daemon.log())
+
+
+class ListenersTests(_Case):
+    def test_docker_version_on_each(self) -> None:
+        """docker version answers on both unix sockets and on TCP."""
+        daemon = self.start()
+        for host in self.hosts(daemon):
+            result = subprocess.run(
+                ["docker", "-H", host, "version", "--format",
+                 "{{.Server.APIVersion}} {{.Server.Os}}"],
+                capture_output=True, text=True, timeout=30, check=False,
+            )  # fmt: skip
+            self.assertEqual(
+                (result.returncode, result.stdout.strip()),
+                (0, "1.50 linux"),
+                f"{host}: {result.stderr}",
+            )
+
+    def test_curl_unix_socket(self) -> None:
+        """curl --unix-socket reaches both sockets, which are 0660."""
+        if shutil.which("curl") is None:
+            raise SkipTest("no curl")
+        daemon = self.start()
+        for path in (daemon.socket_path, self.second):
+            result = subprocess.run(
+                ["curl", "-sS", "-i", "--unix-socket", path, "http://localhost/_ping"],
+                capture_output=True, timeout=30, check=False,
+            )  # fmt: skip
+            self.assertEqual(result.returncode, 0, result.stderr)
+            head, _, body = result.stdout.partition(b"\r\n\r\n")
+            self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
+            self.assertIn(b"\r\nApi-Version: 1.50\r\n", head)
+            self.assertEqual(body, b"OK")
+            self.assertEqual(Path(path).stat().st_mode & 0o777, 0o660)
+
+
+class StopTests(_Case):
+    def test_sigterm(self) -> None:
+        """SIGTERM stops every listener and removes both socket files."""
+        self.stopped_cleanly(self.start(), signal.SIGTERM)
+
+    def test_sigint(self) -> None:
+        """SIGINT (Ctrl-C under -n) does the same."""
+        self.stopped_cleanly(self.start(), signal.SIGINT)
+
+    def test_sigint_when_started_ignoring_it(self) -> None:
+        """
+        Started as a shell script's background job (C{dockserve &}), the
+        daemon inherits SIGINT ignored; dockerd still stops on SIGINT then,
+        and so must dockserve (it went on running).
+        """
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            daemon = self.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        self.stopped_cleanly(daemon, signal.SIGINT)
+
+    def test_sigterm_with_clients_connected(self) -> None:
+        """
+        Clients in the middle of a request, or idle on a kept-alive
+        connection, do not hold the stop up; they see the connection close.
+        """
+        daemon = self.start()
+        partial = socket.socket(socket.AF_UNIX)
+        self.addCleanup(partial.close)
+        partial.connect(daemon.socket_path)
+        partial.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\n")
+        idle = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.addCleanup(idle.close)
+        idle.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(idle.recv(4096).startswith(b"HTTP/1.1 200"))
+        self.stopped_cleanly(daemon, signal.SIGTERM)
+        partial.settimeout(10)
+        self.assertEqual(partial.recv(4096), b"")
