@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, Any, cast
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import (
     IListeningPort,
+    IOpenSSLServerConnectionCreator,
     IProtocolFactory,
     IReactorSocket,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 if TYPE_CHECKING:
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
 SD_LISTEN_FDS_START = 3
 
 _log = Logger()
+
+#: Socket families that speak TLS under C{--tls}; unix sockets never do.
+_NETWORK_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 class NoActivatedSockets(ValueError):
@@ -100,11 +105,22 @@ class AdoptedSocketEndpoint:
 
     Unlike Twisted's C{systemd:} endpoint this takes any descriptor, so
     C{fd://N} means descriptor C{N} exactly as in dockerd.
+
+    @param tls: Under C{--tls}, what makes each connection's TLS state.  It
+        is used only when the socket is TCP (C{AF_INET}/C{AF_INET6}): a unix
+        socket systemd passed stays plain HTTP, as in dockerd (go-systemd's
+        C{TLSListeners} wraps TCP listeners only) and as C{-H unix://} is.
     """
 
-    def __init__(self, reactor: IReactorSocket, fd: int) -> None:
+    def __init__(
+        self,
+        reactor: IReactorSocket,
+        fd: int,
+        tls: IOpenSSLServerConnectionCreator | None = None,
+    ) -> None:
         self._reactor = reactor
         self._fd = fd
+        self._tls = tls
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """Adopt the descriptor (a duplicate of it) and close the original."""
@@ -117,8 +133,11 @@ class AdoptedSocketEndpoint:
                 probe.setblocking(False)
             finally:
                 probe.close()
+            factory = protocolFactory
+            if self._tls is not None and address_family in _NETWORK_FAMILIES:
+                factory = TLSMemoryBIOFactory(self._tls, False, protocolFactory)
             port = self._reactor.adoptStreamPort(
-                self._fd, address_family, cast("ServerFactory[Any]", protocolFactory)
+                self._fd, address_family, cast("ServerFactory[Any]", factory)
             )
         except Exception as e:
             return fail(e)

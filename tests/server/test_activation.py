@@ -8,9 +8,11 @@ import os
 import socket
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 
 from dockserve.server.activation import (
@@ -22,6 +24,8 @@ from dockserve.server.activation import (
     select,
     take_listen_fds,
 )
+from dockserve.server.tls import server_creator
+from tests.server.test_tls import PKI
 
 
 class TakeListenFdsTests(SynchronousTestCase):
@@ -79,6 +83,16 @@ class SelectTests(SynchronousTestCase):
             os.fstat(unused)
 
 
+class UNIXAdoptingReactor(MemoryReactor):
+    """A L{MemoryReactor} that also adopts unix sockets (the real one does)."""
+
+    def adoptStreamPort(self, fileno: int, addressFamily: int, factory: Any) -> Any:
+        if addressFamily != socket.AF_UNIX:
+            return super().adoptStreamPort(fileno, addressFamily, factory)
+        self.adoptedPorts.append((fileno, addressFamily, factory))
+        return None
+
+
 class AdoptedSocketEndpointTests(SynchronousTestCase):
     def test_adopts_non_blocking(self) -> None:
         """
@@ -102,6 +116,39 @@ class AdoptedSocketEndpointTests(SynchronousTestCase):
         self.assertTrue(fcntl.fcntl(keep, fcntl.F_GETFL) & os.O_NONBLOCK)
         with self.assertRaises(OSError):
             os.fstat(fd)
+
+    def adopt_under_tls(self, listener: socket.socket) -> tuple[int, object]:
+        listener.listen()
+        pki = PKI()
+        creator = server_creator(pki.settings(verify=False))
+        reactor = UNIXAdoptingReactor()
+        endpoint = AdoptedSocketEndpoint(reactor, listener.detach(), tls=creator)
+        self.successResultOf(endpoint.listen(Factory.forProtocol(Protocol)))
+        [(_, family, served)] = reactor.adoptedPorts
+        return family, served
+
+    def test_tls_on_tcp(self) -> None:
+        """Under --tls a passed TCP socket speaks TLS."""
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        family, served = self.adopt_under_tls(listener)
+        self.assertEqual(family, socket.AF_INET)
+        self.assertIsInstance(served, TLSMemoryBIOFactory)
+
+    def test_unix_never_tls(self) -> None:
+        """
+        Under --tls a passed unix socket stays plain HTTP, as dockerd's (only
+        TCP listeners get TLS) and as -H unix:// is.
+        """
+        directory = tempfile.mkdtemp(prefix="dockserve-act-")
+        self.addCleanup(os.rmdir, directory)
+        path = os.path.join(directory, "s")  # noqa: PTH118
+        self.addCleanup(os.unlink, path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        family, served = self.adopt_under_tls(listener)
+        self.assertEqual(family, socket.AF_UNIX)
+        self.assertNotIsInstance(served, TLSMemoryBIOFactory)
 
 
 class NotifierTests(SynchronousTestCase):
