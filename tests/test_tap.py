@@ -25,6 +25,7 @@ from dockserve.tap import (
     stop_on_sigint,
 )
 from tests.integration.harness import ROOT, TWISTD
+from tests.server.test_tls import PKI
 
 
 class FakeReactor(MemoryReactorClock):
@@ -68,6 +69,21 @@ class BadOptionTests(SynchronousTestCase):
         line = self.fails("--tls", "--tlscert", missing, "--tlskey", missing)
         self.assertIn("--tlscert", line)
         self.assertIn(missing, line)
+
+    def test_each_tls_file_named(self) -> None:
+        """
+        With every other file good, a missing or unreadable (a directory)
+        certificate, key or CA is one line naming its flag and the file.
+        """
+        pki = PKI()
+        good = {"--tlscacert": pki.ca, "--tlscert": pki.server_cert,
+                "--tlskey": pki.server_key}  # fmt: skip
+        for flag in good:
+            for bad in (str(self.directory / "missing.pem"), str(self.directory)):
+                files = {**good, flag: bad}
+                args = [a for pair in files.items() for a in pair]
+                line = self.fails("--tlsverify", *args)
+                self.assertIn(f"{flag}: cannot read {bad}", line)
 
     def test_tlsverify_needs_ca(self) -> None:
         cert = self.directory / "garbage.pem"
@@ -126,6 +142,21 @@ class GoodOptionTests(SynchronousTestCase):
         self.assertTrue(
             default_data_root({"XDG_DATA_HOME": "/x"}).endswith("dockserve")
         )
+
+    def test_tlsverify_implies_tls(self) -> None:
+        """--tlsverify alone turns TLS on, with client verification."""
+        pki = PKI()
+        options = self.parse(
+            "--tlsverify",
+            *("--tlscacert", pki.ca),
+            *("--tlscert", pki.server_cert),
+            *("--tlskey", pki.server_key),
+        )
+        self.assertTrue(options["tls"])
+        self.assertIsNotNone(options["tls-creator"])
+        plain = self.parse()
+        self.assertFalse(plain["tls"])
+        self.assertIsNone(plain["tls-creator"])
 
     def test_duplicates_once(self) -> None:
         options = self.parse("-H", "tcp://", "-H", "tcp://localhost:2375")

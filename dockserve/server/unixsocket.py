@@ -283,7 +283,7 @@ class UNIXSocketEndpoint:
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """Bind the socket file and serve C{protocolFactory} on it."""
         if self._group.warning:
-            _log.warn("{path}: {warning}", path=self._path, warning=self._group.warning)
+            _log.warn("{path}: {reason}", path=self._path, reason=self._group.warning)
         try:
             bound = bind(self._path, self._backlog)
         except OSError as e:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
+from dockserve.server import unixsocket
 from dockserve.server.unixsocket import (
     SocketGroup,
     SocketInUse,
@@ -44,7 +46,7 @@ class BindTests(_Dir):
         self.assertFalse(os.path.lexists(self.path))
         private = Path(bound.private).stat()
         self.assertEqual(stat.S_IMODE(private.st_mode), 0o700)
-        gid = os.getgid()
+        gid = 4321  # not ours: the file must be given to it
         publish(bound, self.path, SocketGroup(gid))
         info = Path(self.path).lstat()
         self.assertTrue(stat.S_ISSOCK(info.st_mode))
@@ -81,14 +83,36 @@ class BindTests(_Dir):
 class GroupTests(TestCase):
     def test_missing_default_group(self) -> None:
         """The default group missing is a warning, not an error (as dockerd)."""
-        try:
-            grp.getgrnam("docker")
-        except KeyError:
-            group = resolve_group("docker")
-            self.assertIsNone(group.gid)
-            self.assertIn("does not exist", group.warning or "")
-        else:
-            self.assertIsNotNone(resolve_group("docker").gid)
+
+        def missing(name: str) -> grp.struct_group:
+            raise KeyError(name)
+
+        self.patch(unixsocket.grp, "getgrnam", missing)
+        group = resolve_group("docker")
+        self.assertIsNone(group.gid)
+        self.assertIn("group 'docker' does not exist", group.warning or "")
+
+    async def test_socket_keeps_our_group_with_warning(self) -> None:
+        """
+        Without the default group the socket is root's (our) group, still
+        0660, and the log says why.
+        """
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        path = str(Path(tempfile.mkdtemp()) / "d.sock")
+        group = SocketGroup(None, "group 'docker' does not exist")
+        port = await UNIXSocketEndpoint(reactor, path, group).listen(
+            Factory.forProtocol(Protocol)
+        )
+        info = Path(path).lstat()
+        self.assertEqual(
+            (info.st_gid, stat.S_IMODE(info.st_mode)), (os.getgid(), 0o660)
+        )
+        warnings = [e for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("does not exist", formatEvent(warnings[0]))
+        await port.stopListening()
 
     def test_missing_named_group(self) -> None:
         with self.assertRaises(KeyError):
@@ -110,6 +134,23 @@ class EndpointTests(_Dir):
         await port.stopListening()
         self.assertFalse(os.path.lexists(self.path))
         self.assertEqual(list(self.directory.iterdir()), [])
+
+    async def test_live_socket_is_an_error(self) -> None:
+        """
+        Listening where another daemon listens fails with an error saying
+        so, and the other daemon keeps its socket.
+        """
+        live = socket.socket(socket.AF_UNIX)
+        self.addCleanup(live.close)
+        live.bind(self.path)
+        live.listen()
+        endpoint = UNIXSocketEndpoint(reactor, self.path, SocketGroup(None))
+        with self.assertRaises(SocketInUse) as caught:
+            await endpoint.listen(Factory.forProtocol(Protocol))
+        self.assertIn(self.path, str(caught.exception))
+        client = socket.socket(socket.AF_UNIX)
+        self.addCleanup(client.close)
+        client.connect(self.path)
 
     async def test_successor_file_kept(self) -> None:
         """
