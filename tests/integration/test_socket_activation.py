@@ -8,6 +8,7 @@ only; without passed sockets C{fd://} is a usage error naming systemd.
 """
 
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -106,7 +107,9 @@ class SocketActivationTests(SynchronousTestCase):
     def test_serves_passed_sockets(self) -> None:
         """
         The first connection starts the daemon; it answers on the unix socket
-        and on the TCP port systemd bound, and tells systemd READY=1.
+        and on the TCP port systemd bound, and tells systemd READY=1; on
+        SIGTERM it tells systemd STOPPING=1 and dies of the signal, as
+        twistd does (the unit's SuccessExitStatus=SIGTERM counts it clean).
         """
         self.start("-H", "fd://")
         status, body = unix_get(self.socket_path, "/_ping", timeout=30)
@@ -114,8 +117,14 @@ class SocketActivationTests(SynchronousTestCase):
         self.assertEqual(self.notify.recv(100), b"READY=1")
         reply = tcp_ping(self.port)
         self.assertTrue(reply.startswith(b"HTTP/1.1 200"), reply)
-        if DOCKER is None:
-            return
+        if DOCKER is not None:
+            self.docker_version_on_both()
+        self.process.terminate()
+        self.assertIn(self.process.wait(30), (0, -signal.SIGTERM), self.daemon_log())
+        self.assertNotIn("Traceback", self.daemon_log())
+        self.assertEqual(self.notify.recv(100), b"STOPPING=1")
+
+    def docker_version_on_both(self) -> None:
         for host in (f"unix://{self.socket_path}", f"tcp://127.0.0.1:{self.port}"):
             done = self.docker(
                 "-H", host, "version", "--format", "{{.Server.APIVersion}}"
