@@ -4,6 +4,8 @@ C{-H} at once to the docker CLI and curl, and stopping promptly on SIGTERM
 and SIGINT with its socket files gone.
 """
 
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -151,3 +153,36 @@ class StopTests(_Case):
         self.stopped_cleanly(daemon, signal.SIGTERM)
         partial.settimeout(10)
         self.assertEqual(partial.recv(4096), b"")
+
+
+class RequestLogTests(_Case):
+    def test_json_request_line(self) -> None:
+        """
+        Under --log-format json every line the daemon writes is one JSON
+        object, and a request's has its method, path, status, bytes,
+        duration and the client's address.
+        """
+        daemon = start_daemon(
+            self,
+            ["-H", f"tcp://127.0.0.1:{self.port}", "--log-format", "json"],
+        )
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        self.addCleanup(connection.close)
+        connection.request("GET", "/v1.50/version?x=1")
+        body = connection.getresponse().read()
+        assert connection.sock is not None
+        client_port = connection.sock.getsockname()[1]
+        connection.close()
+        daemon.stop()
+        records = [json.loads(line) for line in daemon.log().splitlines()]
+        [record] = [r for r in records if r.get("path") == "/v1.50/version?x=1"]
+        self.assertEqual(
+            (record["level"], record["method"], record["status"], record["bytes"]),
+            ("info", "GET", 200, len(body)),
+        )
+        self.assertEqual(record["peer"], f"127.0.0.1:{client_port}")
+        self.assertIsInstance(record["duration"], float)
+        self.assertEqual(
+            record["msg"].split()[:4],
+            ["GET", "/v1.50/version?x=1", "200", str(len(body))],
+        )

@@ -19,9 +19,9 @@ class LogFormatTests(SynchronousTestCase):
 
     def request_line(self, log: Logger) -> None:
         log.info(
-            "{method} {path} {status} {size} {duration:.6f}s {peer}",
-            method="GET", path="/_ping", status=200, size=2, duration=0.0012,
-            peer="127.0.0.1",
+            "{method} {path} {status} {bytes} {duration:.6f}s {peer}",
+            method="GET", path="/_ping", status=200, bytes=2, duration=0.0012,
+            peer="127.0.0.1:40000",
         )  # fmt: skip
 
     def test_text(self) -> None:
@@ -32,7 +32,7 @@ class LogFormatTests(SynchronousTestCase):
         self.assertRegex(
             line,
             r"^\d{4}-\d\d-\d\dT[\d:.]+\+00:00 info \[dockserve\.api\.middleware\]"
-            r" GET /_ping 200 2 0\.001200s 127\.0\.0\.1$",
+            r" GET /_ping 200 2 0\.001200s 127\.0\.0\.1:40000$",
         )
 
     def test_json(self) -> None:
@@ -42,8 +42,15 @@ class LogFormatTests(SynchronousTestCase):
         [line] = stream.getvalue().splitlines()
         record = json.loads(line)
         self.assertEqual(record["level"], "info")
-        self.assertEqual(record["msg"], "GET /_ping 200 2 0.001200s 127.0.0.1")
-        self.assertEqual((record["method"], record["status"]), ("GET", 200))
+        self.assertEqual(record["msg"], "GET /_ping 200 2 0.001200s 127.0.0.1:40000")
+        self.assertEqual(
+            {k: record[k] for k in ("method", "path", "status", "bytes", "peer")},
+            {"method": "GET", "path": "/_ping", "status": 200, "bytes": 2,
+             "peer": "127.0.0.1:40000"},
+        )  # fmt: skip
+        self.assertEqual(record["duration"], 0.0012)
+        self.assertEqual(record["namespace"], "dockserve.api.middleware")
+        self.assertRegex(record["time"], r"^\d{4}-\d\d-\d\dT[\d:.]+\+00:00$")
 
     def test_level_filters(self) -> None:
         """Below --log-level nothing is written; debug shows with debug."""
