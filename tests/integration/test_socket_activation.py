@@ -16,9 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.integration.harness import ROOT, TWISTD, unix_get
+from tests.integration.images import have_busybox, import_busybox
 from tests.server.test_tls import PKI
 
 ACTIVATE = shutil.which("systemd-socket-activate")
@@ -172,6 +173,39 @@ class SocketActivationTests(SynchronousTestCase):
     test_tls_on_tcp_only.todo = (  # type: ignore[attr-defined]
         "dockserve/server/listeners.py wraps passed unix sockets in TLS too"
     )
+
+    def test_children_inherit_no_activation(self) -> None:
+        """
+        A container started under socket activation: neither conmon nor the
+        container's process sees NOTIFY_SOCKET, LISTEN_FDS or LISTEN_PID,
+        so none of them can speak to systemd in the daemon's name or take
+        the daemon's sockets for their own.
+        """
+        if DOCKER is None or not have_busybox():
+            raise SkipTest("needs the docker CLI and busybox-static")
+        self.start("-H", "fd://")
+        host = f"unix://{self.socket_path}"
+        status, _ = unix_get(self.socket_path, "/_ping", timeout=30)
+        self.assertEqual(status, 200, self.daemon_log())
+        import_busybox(host)
+        self.addCleanup(self.docker, "-H", host, "rm", "-f", "sa-env")
+        done = self.docker("-H", host, "run", "-d", "--name", "sa-env",
+                           "busybox", "sleep", "300")  # fmt: skip
+        self.assertEqual(done.returncode, 0, done.stderr)
+        done = self.docker("-H", host, "inspect", "-f", "{{.State.Pid}}", "sa-env")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        pid = int(done.stdout)
+        conmon = int(
+            Path(f"/proc/{pid}/status").read_text().split("PPid:")[1].split()[0]
+        )
+        self.assertIn("conmon", Path(f"/proc/{conmon}/comm").read_text())
+        for process in (conmon, pid):
+            names = {
+                entry.partition(b"=")[0]
+                for entry in Path(f"/proc/{process}/environ").read_bytes().split(b"\0")
+            }
+            for name in (b"NOTIFY_SOCKET", b"LISTEN_FDS", b"LISTEN_PID"):
+                self.assertNotIn(name, names, (process, sorted(names)))
 
     def test_fd_n(self) -> None:
         """
