@@ -127,21 +127,24 @@ class GoodOptionTests(SynchronousTestCase):
         return options
 
     def test_default_host(self) -> None:
-        """No -H: the default unix socket."""
-        [host] = self.parse()["parsed-hosts"]
-        self.assertEqual(host.path, default_unix_socket({}))
-
-    def test_default_socket_not_root(self) -> None:
-        """As root /run/dockserve.sock; otherwise under XDG_RUNTIME_DIR."""
+        """No -H (or unix:// alone): as root, /run/dockserve.sock."""
+        self.patch(os, "geteuid", lambda: 0)
         environ = {"XDG_RUNTIME_DIR": "/run/user/1000"}
-        expected = (
-            "/run/dockserve.sock" if os.geteuid() == 0
-            else "/run/user/1000/dockserve.sock"
-        )  # fmt: skip
-        self.assertEqual(default_unix_socket(environ), expected)
-        self.assertTrue(
-            default_data_root({"XDG_DATA_HOME": "/x"}).endswith("dockserve")
-        )
+        for args in ((), ("-H", "unix://")):
+            [host] = self.parse(*args, environ=environ)["parsed-hosts"]
+            self.assertEqual((host.scheme, host.path), ("unix", "/run/dockserve.sock"))
+
+    def test_default_host_not_root(self) -> None:
+        """
+        Not root: under XDG_RUNTIME_DIR, as rootless dockerd; without it
+        there is nowhere else, so /run/dockserve.sock.
+        """
+        self.patch(os, "geteuid", lambda: 1000)
+        environ = {"XDG_RUNTIME_DIR": "/run/user/1000"}
+        [host] = self.parse(environ=environ)["parsed-hosts"]
+        self.assertEqual(host.path, "/run/user/1000/dockserve.sock")
+        self.assertEqual(default_unix_socket({}), "/run/dockserve.sock")
+        self.assertEqual(default_data_root({"XDG_DATA_HOME": "/x"}), "/x/dockserve")
 
     def test_tlsverify_implies_tls(self) -> None:
         """--tlsverify alone turns TLS on, with client verification."""
