@@ -16,7 +16,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.integration.harness import RunningDaemon, start_daemon
+from tests.integration.harness import RunningDaemon, start_daemon, unix_get
 
 #: Generous bound for "promptly": a clean stop takes milliseconds.
 STOP_TIMEOUT = 15.0
@@ -186,3 +186,48 @@ class RequestLogTests(_Case):
             record["msg"].split()[:4],
             ["GET", "/v1.50/version?x=1", "200", str(len(body))],
         )
+
+
+class SocketFileTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        if os.geteuid() != 0:
+            raise SkipTest("the daemon needs root")
+
+    def test_stale_socket_after_crash(self) -> None:
+        """
+        A daemon killed with SIGKILL leaves its socket file; the next one
+        replaces it and serves.
+        """
+        daemon = start_daemon(self)
+        daemon.kill()
+        self.assertTrue(os.path.lexists(daemon.socket_path))
+        daemon.start()
+        self.assertEqual(unix_get(daemon.socket_path, "/_ping"), (200, b"OK"))
+
+    def test_live_socket_not_stolen(self) -> None:
+        """
+        A second daemon asked to listen on the first one's socket exits
+        with one line naming that host; the first keeps its socket and
+        answers, and the second leaves no socket file of its own behind.
+        """
+        first = start_daemon(self)
+        directory = Path(tempfile.mkdtemp(prefix="dockserve-fd-"))
+        self.addCleanup(shutil.rmtree, str(directory), True)
+        second = RunningDaemon(directory, ["-H", first.docker_host])
+        self.addCleanup(second.stop)
+        second.start(wait=False)
+        assert second.process is not None
+        try:
+            status = second.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.fail(f"the second daemon is still running:\n{second.log()}")
+        self.assertNotEqual(status, 0)
+        errors = [
+            line for line in second.log().splitlines() if line.startswith("dockserve:")
+        ]
+        self.assertEqual(len(errors), 1, second.log())
+        self.assertIn(first.docker_host, errors[0])
+        self.assertIn("another live daemon", errors[0])
+        self.assertNotIn("Traceback", second.log())
+        self.assertFalse(os.path.lexists(second.socket_path))
+        self.assertEqual(unix_get(first.socket_path, "/_ping"), (200, b"OK"))
