@@ -4,6 +4,7 @@ C{-H} at once to the docker CLI and curl, and stopping promptly on SIGTERM
 and SIGINT with its socket files gone.
 """
 
+import grp
 import http.client
 import json
 import os
@@ -153,6 +154,29 @@ class StopTests(_Case):
         self.stopped_cleanly(daemon, signal.SIGTERM)
         partial.settimeout(10)
         self.assertEqual(partial.recv(4096), b"")
+
+
+class GroupTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        if os.geteuid() != 0:
+            raise SkipTest("the daemon needs root")
+
+    def test_default_group(self) -> None:
+        """Without -G the socket is root:docker, or root's group if none."""
+        daemon = start_daemon(self)
+        try:
+            expected = grp.getgrnam("docker").gr_gid
+        except KeyError:
+            expected = os.getgid()
+        info = Path(daemon.socket_path).stat()
+        self.assertEqual((info.st_uid, info.st_gid), (0, expected))
+
+    def test_named_group(self) -> None:
+        """-G GID gives the socket to that group, still 0660."""
+        daemon = start_daemon(self, ["-G", "4321"])
+        info = Path(daemon.socket_path).stat()
+        self.assertEqual((info.st_uid, info.st_gid), (0, 4321))
+        self.assertEqual(info.st_mode & 0o777, 0o660)
 
 
 class RequestLogTests(_Case):
