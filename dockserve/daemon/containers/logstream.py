@@ -13,6 +13,7 @@ the reactor for long nor sits in memory.
 """
 
 import calendar
+import functools
 import re
 import time
 from collections.abc import Callable
@@ -45,14 +46,23 @@ def parse_timestamp(raw: bytes) -> tuple[float, bytes]:
     if match is None:
         return 0.0, raw
     whole, fraction, zone = match.groups()
+    seconds, stamp = _second(whole, zone)
+    nanos = int((fraction or b"0").ljust(9, b"0"))
+    return seconds + nanos / 1e9, b"%s.%09dZ" % (stamp, nanos)
+
+
+@functools.lru_cache(maxsize=256)
+def _second(whole: bytes, zone: bytes) -> tuple[int, bytes]:
+    """
+    One whole second of a log's times, in epoch seconds and printed in UTC;
+    cached, since a busy log repeats the same second thousands of times.
+    """
     seconds = calendar.timegm(time.strptime(whole.decode(), "%Y-%m-%dT%H:%M:%S"))
     if zone != b"Z":
         sign = -1 if zone[:1] == b"-" else 1
         digits = zone[1:].replace(b":", b"")
         seconds -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
-    nanos = int((fraction or b"0").ljust(9, b"0"))
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return seconds + nanos / 1e9, f"{stamp}.{nanos:09d}Z".encode()
+    return seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode()
 
 
 def parse_line(line: bytes) -> tuple[bytes, int, bool, bytes] | None:
@@ -102,7 +112,7 @@ class LogReader:
         self._file: IO[bytes] | None = None
         self._rest = b""
         self._partial: dict[int, tuple[bytes, bytes]] = {}
-        self._out: list[tuple[int, bytes]] = []
+        self._out: list[tuple[int, list[bytes]]] = []
         self._call: IDelayedCall | None = None
         self._finished = False
         self.done: Deferred[None] = Deferred(self._cancel)
@@ -155,15 +165,16 @@ class LogReader:
             if self._timestamps:
                 content = printed + b" " + content
         if self._out and self._out[-1][0] == stream:
-            # One write (one frame) for a run of lines of the same stream.
-            self._out[-1] = (stream, self._out[-1][1] + content)
+            # One write (one frame) for a run of lines of the same stream,
+            # joined once at the flush (adding bytes here was quadratic).
+            self._out[-1][1].append(content)
         else:
-            self._out.append((stream, content))
+            self._out.append((stream, [content]))
 
     def _flush_out(self) -> None:
         out, self._out = self._out, []
-        for stream, content in out:
-            self._on_output(stream, content)
+        for stream, pieces in out:
+            self._on_output(stream, b"".join(pieces))
 
     def _flush_partials(self) -> list[tuple[bytes, int, bytes]]:
         """
