@@ -5,13 +5,15 @@ Listen at once, serve when ready: the seed's C{listenbuffer} on Twisted endpoint
 A daemon restoring its state should neither refuse connections (clients
 retry badly) nor answer before it knows its containers.  L{ListenBufferEndpoint}
 binds immediately, holds each accepted connection, keeps whatever the client
-sends meanwhile, and hands the connection to the real protocol when the
-activation L{Deferred} fires.  A connection held longer than the timeout is
+sends meanwhile (up to L{HELD_BYTES_LIMIT}, then it stops reading, so a big
+upload waits in the kernel's buffers and the client's rather than in our
+memory), and hands the connection to the real protocol when the activation
+L{Deferred} fires.  A connection held longer than the timeout is
 answered with a JSON 503 and closed, rather than hanging forever.
 """
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -20,6 +22,7 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IProtocol,
     IProtocolFactory,
+    IPushProducer,
     IReactorTime,
     IStreamServerEndpoint,
 )
@@ -30,6 +33,9 @@ from zope.interface import implementer
 
 #: How long a connection may wait for activation (dockerd waits forever).
 DEFAULT_TIMEOUT = 60.0
+
+#: Bytes kept from a held connection before it is no longer read.
+HELD_BYTES_LIMIT = 1 << 20
 
 _log = Logger()
 
@@ -49,6 +55,14 @@ def unavailable_response(message: str) -> bytes:
         b"Connection: close\r\n"
         b"\r\n" + body
     )
+
+
+def _producer(transport: object) -> IPushProducer:
+    """
+    A connection's transport as the producer of its bytes: TCP and unix
+    transports are, and TLS passes the calls on to the one it wraps.
+    """
+    return cast("IPushProducer", transport)
 
 
 class _Gate:
@@ -93,6 +107,8 @@ class _HeldProtocol(Protocol):
         self._clock = clock
         self._timeout = timeout
         self._received: list[bytes] = []
+        self._held_bytes = 0
+        self._paused = False
         self._inner: IProtocol | None = None
         self._timer: IDelayedCall | None = None
         self._done = False
@@ -108,6 +124,11 @@ class _HeldProtocol(Protocol):
             self._inner.dataReceived(data)
         elif not self._done:
             self._received.append(data)
+            self._held_bytes += len(data)
+            if self._held_bytes >= HELD_BYTES_LIMIT and not self._paused:
+                self._paused = True
+                if self.transport is not None:
+                    _producer(self.transport).pauseProducing()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._forget()
@@ -155,6 +176,11 @@ class _HeldProtocol(Protocol):
             transport.loseConnection()
             return
         self._inner = inner
+        if self._paused:
+            # Reading resumes at the reactor's next turn, after the kept
+            # bytes below; the real protocol may pause it again meanwhile.
+            self._paused = False
+            _producer(transport).resumeProducing()
         # Let the transport talk to the real protocol directly from now on,
         # so that code that later replaces the transport's protocol (a
         # hijacked attach) is not left behind a wrapper.
@@ -163,6 +189,7 @@ class _HeldProtocol(Protocol):
                 setattr(transport, attribute, inner)
         inner.makeConnection(transport)
         received, self._received = self._received, []
+        self._held_bytes = 0
         for data in received:
             inner.dataReceived(data)
 

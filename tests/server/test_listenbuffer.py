@@ -14,11 +14,18 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from dockserve.server.listenbuffer import ListenBufferEndpoint, unavailable_response
+from dockserve.server.listenbuffer import (
+    HELD_BYTES_LIMIT,
+    ListenBufferEndpoint,
+    unavailable_response,
+)
 
 
 class Recorder(Protocol):
     """The real protocol: records what reaches it."""
+
+    #: Pause the transport on data, as an HTTP channel does when pipelining.
+    pause_on_data = False
 
     def __init__(self) -> None:
         self.received: list[bytes] = []
@@ -30,6 +37,8 @@ class Recorder(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.received.append(data)
+        if self.pause_on_data and isinstance(self.transport, StringTransport):
+            self.transport.pauseProducing()
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # noqa: ARG002
         self.lost = True
@@ -164,6 +173,39 @@ class ListenBufferTests(SynchronousTestCase):
         _, later = self.connect()
         self.assertEqual(parse_response(later.value())[0], 503)
         self.assertEqual(self.real.built, [])
+
+    def test_big_upload_not_read_while_held(self) -> None:
+        """
+        A client sending more than HELD_BYTES_LIMIT while held is no longer
+        read (its bytes wait in the kernel, not in our memory); after
+        activation reading resumes and the real protocol gets every byte
+        kept, in order.
+        """
+        proto, transport = self.connect()
+        chunk = b"x" * (HELD_BYTES_LIMIT // 4)
+        for _ in range(3):
+            proto.dataReceived(chunk)
+        self.assertEqual(transport.producerState, "producing")
+        proto.dataReceived(b"y" * len(chunk))
+        self.assertEqual(transport.producerState, "paused")
+        self.activation.callback(None)
+        self.assertEqual(transport.producerState, "producing")
+        [inner] = self.real.built
+        self.assertEqual(b"".join(inner.received), chunk * 3 + b"y" * len(chunk))
+
+    def test_real_protocol_may_pause(self) -> None:
+        """
+        Reading resumes before the kept bytes are handed over, so a real
+        protocol that pauses its transport on them (HTTP pipelining) stays
+        paused.
+        """
+
+        proto, transport = self.connect()
+        Recorder.pause_on_data = True
+        self.addCleanup(setattr, Recorder, "pause_on_data", False)
+        proto.dataReceived(b"z" * HELD_BYTES_LIMIT)
+        self.activation.callback(None)
+        self.assertEqual(transport.producerState, "paused")
 
     def test_site_attributes_reachable(self) -> None:
         """The buffering factory passes attribute reads on to the real one."""
