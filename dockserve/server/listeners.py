@@ -3,7 +3,7 @@
 One listening service per C{-H}: the endpoint for a host, and its service.
 
 The endpoint stack for a host is, outermost first: the listen buffer, TLS
-(for TCP and activated sockets under C{--tls}), then the socket itself, so
+(for TCP, and activated TCP sockets, under C{--tls}), then the socket, so
 a held connection has already finished its handshake and its 503 is
 encrypted like any other answer.
 """
@@ -75,7 +75,8 @@ def endpoints_for(
     The endpoints that serve C{host}: one, or one per socket for C{fd://}.
 
     @param reactor: Provides C{IReactorTCP} and C{IReactorSocket}.
-    @param tls: When given, TCP and activated sockets speak TLS with it.
+    @param tls: When given, TCP sockets (bound or passed) speak TLS with it;
+        unix sockets, bound or passed, stay plain HTTP, as in dockerd.
     @param group: Owner group of unix socket files.
     @param fds: The activated descriptors C{fd://} serves.
     """
@@ -87,7 +88,8 @@ def endpoints_for(
     elif host.scheme == "unix":
         return [UNIXSocketEndpoint(reactor, host.path, group, backlog)]
     elif host.scheme == "fd":
-        endpoints = [AdoptedSocketEndpoint(reactor, fd) for fd in fds]
+        # TLS for passed TCP sockets only: the endpoint sees the family.
+        return [AdoptedSocketEndpoint(reactor, fd, tls) for fd in fds]
     else:
         endpoints = [serverFromString(reactor, host.endpoint)]  # type: ignore[no-untyped-call]
         kind = host.endpoint.split(":", 1)[0]

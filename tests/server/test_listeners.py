@@ -110,6 +110,26 @@ class EndpointsForTests(SynchronousTestCase):
             self.assertEqual(family, socket.AF_INET)
             self.assertIsInstance(served, TLSMemoryBIOFactory)
 
+    def test_fd_unix_plain(self) -> None:
+        """A passed unix socket stays plain HTTP under --tls, as -H unix://."""
+        one = socket.socket(socket.AF_UNIX)
+        one.bind(str(Path(tempfile.mkdtemp()) / "s"))
+        one.listen()
+        fd = one.detach()
+        adopted_ports: list[tuple[int, int, object]] = []
+
+        class UnixReactor(MemoryReactor):
+            # MemoryReactor adopts only TCP sockets.
+            def adoptStreamPort(self, fd: int, family: int, served: object) -> object:
+                adopted_ports.append((fd, family, served))
+                return object()
+
+        self.reactor = UnixReactor()
+        self.listen("fd://", tls=True, fds=[fd])
+        [(adopted, family, served)] = adopted_ports
+        self.assertEqual((adopted, family), (fd, socket.AF_UNIX))
+        self.assertNotIsInstance(served, TLSMemoryBIOFactory)
+
 
 class _Endpoint:
     """An endpoint that counts its binds, succeeding or failing as told."""
