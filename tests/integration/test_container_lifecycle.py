@@ -422,6 +422,13 @@ class AutoRemoveTests(_Case):
             "brief to be removed",
         )
 
+    def test_rm_failed_start(self) -> None:
+        """A --rm container whose command does not exist: 127, and it is gone."""
+        result = self.docker("run", "--rm", "busybox", "nosuchcommand")
+        self.assertEqual(result.returncode, 127, result.stderr)
+        self.assertIn(b"nosuchcommand", result.stderr)
+        self.until(lambda: self.ok("ps", "-aq") == "", "the container to go")
+
     def test_rm_stopped(self) -> None:
         """A --rm container that is stopped is removed too."""
         self.ok("run", "-d", "--rm", "--name", "stopme", "busybox", "sleep", "300")
