@@ -54,6 +54,7 @@ class BadOptionTests(SynchronousTestCase):
         return lines[0]
 
     def test_hosts(self) -> None:
+        """Each bad -H form is one line naming -H/--host and what is wrong."""
         for value, fragment in [
             ("127.0.0.1:2375", "PROTO://ADDR"),
             ("udp://127.0.0.1:1", "'udp'"),
@@ -86,6 +87,7 @@ class BadOptionTests(SynchronousTestCase):
                 self.assertIn(f"{flag}: cannot read {bad}", line)
 
     def test_tlsverify_needs_ca(self) -> None:
+        """A certificate file that is not PEM is named with --tlscert."""
         cert = self.directory / "garbage.pem"
         cert.write_text("not a certificate")
         line = self.fails(
@@ -95,15 +97,18 @@ class BadOptionTests(SynchronousTestCase):
         self.assertIn("--tlscert", line)
 
     def test_levels_and_formats(self) -> None:
+        """An unknown --log-level or --log-format is named."""
         self.assertIn("--log-level", self.fails("--log-level", "loud"))
         self.assertIn("--log-format", self.fails("--log-format", "xml"))
 
     def test_timeouts(self) -> None:
+        """--activation-timeout must be above 0, --activation-delay at least 0."""
         self.assertIn("--activation-timeout", self.fails("--activation-timeout", "0"))
         self.assertIn("--activation-timeout", self.fails("--activation-timeout", "x"))
         self.assertIn("--activation-delay", self.fails("--activation-delay", "-1"))
 
     def test_relative_roots(self) -> None:
+        """A relative --data-root is refused, naming the flag."""
         stderr = io.StringIO()
         with self.assertRaises(SystemExit):
             Options(environ={}, stderr=stderr).parseOptions(["--data-root", "rel"])
@@ -114,6 +119,7 @@ class BadOptionTests(SynchronousTestCase):
         self.assertIn("-G/--group", self.fails("-G", "no-such-group-here"))
 
     def test_unknown_flag(self) -> None:
+        """An unknown flag is one line too, not twistd's whole help."""
         self.assertIn("--frobnicate", self.fails("--frobnicate"))
 
 
@@ -162,6 +168,7 @@ class GoodOptionTests(SynchronousTestCase):
         self.assertIsNone(plain["tls-creator"])
 
     def test_duplicates_once(self) -> None:
+        """tcp:// and tcp://localhost:2375 are one listener."""
         options = self.parse("-H", "tcp://", "-H", "tcp://localhost:2375")
         self.assertEqual([h.text for h in options["parsed-hosts"]],
                          ["tcp://localhost:2375"])  # fmt: skip

@@ -13,6 +13,7 @@ def p(value: str):  # type: ignore[no-untyped-def]
 
 class DockerFormsTests(SynchronousTestCase):
     def test_tcp(self) -> None:
+        """tcp://HOST:PORT: its address and port, loopback, canonical text."""
         host = p("tcp://127.0.0.1:2376")
         self.assertEqual(
             (host.scheme, host.host, host.port), ("tcp", "127.0.0.1", 2376)
@@ -28,6 +29,7 @@ class DockerFormsTests(SynchronousTestCase):
         self.assertEqual(p("tcp://10.0.0.1").port, 2375)
 
     def test_tcp_ipv6(self) -> None:
+        """A bracketed IPv6 address is unbracketed to bind and kept in the text."""
         host = p("tcp://[::1]:2375")
         self.assertEqual((host.host, host.text), ("::1", "tcp://[::1]:2375"))
         self.assertTrue(host.is_loopback)
@@ -40,6 +42,7 @@ class DockerFormsTests(SynchronousTestCase):
         self.assertTrue(p("tcp:2375:interface=127.0.0.1").is_loopback)
 
     def test_unix(self) -> None:
+        """unix:///path is a socket file, not a network listener."""
         host = p("unix:///tmp/x.sock")
         self.assertEqual((host.scheme, host.path), ("unix", "/tmp/x.sock"))
         self.assertFalse(host.is_tcp)
@@ -49,12 +52,14 @@ class DockerFormsTests(SynchronousTestCase):
         self.assertEqual(p("unix://").path, DEFAULT)
 
     def test_fd(self) -> None:
+        """fd:// is every passed socket, fd://N the one numbered N."""
         self.assertIsNone(p("fd://").fd)
         self.assertEqual(p("fd://3").fd, 3)
 
 
 class StrportsTests(SynchronousTestCase):
     def test_forms(self) -> None:
+        """Twisted endpoint descriptions are kept as given; ssl: does its own TLS."""
         self.assertEqual(p("tcp:2375").endpoint, "tcp:2375")
         self.assertTrue(p("ssl:2376:privateKey=k.pem").encrypted)
         self.assertEqual(
@@ -79,22 +84,27 @@ class BadHostTests(SynchronousTestCase):
         self.assertBad("127.0.0.1", "expected PROTO://ADDR")
 
     def test_unknown_protocol(self) -> None:
+        """A protocol that is neither Docker's nor Twisted's is named."""
         self.assertBad("udp://127.0.0.1:2375", "'udp'")
         self.assertBad("http:2375", "'http'")
 
     def test_bad_ports(self) -> None:
+        """Port 0, ports above 65535 and non-numbers are refused in both forms."""
         for value in ("tcp://127.0.0.1:0", "tcp://127.0.0.1:65536",
                       "tcp://127.0.0.1:x", "tcp:0", "tcp:70000"):  # fmt: skip
             with self.assertRaises(InvalidHost, msg=value):
                 p(value)
 
     def test_path_after_port(self) -> None:
+        """Nothing may follow tcp://HOST:PORT."""
         self.assertBad("tcp://127.0.0.1:2375/path", "path element")
 
     def test_relative_unix(self) -> None:
+        """A unix socket path must be absolute."""
         self.assertBad("unix://relative.sock", "not absolute")
 
     def test_bad_fd(self) -> None:
+        """fd://N takes a descriptor number only."""
         for value in ("fd://x", "fd://-1"):
             with self.assertRaises(InvalidHost, msg=value):
                 p(value)

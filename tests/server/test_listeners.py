@@ -236,6 +236,7 @@ class StartUpTests(SynchronousTestCase):
     """One listener failing stops the whole daemon with one line."""
 
     def test_one_line_and_exit(self) -> None:
+        """A busy port: one line naming its host, exit 1, the bound listener closed."""
         directory = Path(tempfile.mkdtemp())
         stderr = io.StringIO()
         options = Options(environ={}, stderr=stderr)

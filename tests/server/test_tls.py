@@ -149,6 +149,7 @@ class HandshakeTests(TestCase):
         return int(port.getHost().port)
 
     async def test_client_certificate_accepted(self) -> None:
+        """A client certificate signed by --tlscacert reaches the handler."""
         port = await self.serve()
         pair = (self.pki.client_cert, self.pki.client_key)
         reply = await deferToThread(_client, port, self.pki.ca, pair)
@@ -190,6 +191,7 @@ class FileErrorTests(SynchronousTestCase):
         self.pki = PKI()
 
     def test_missing(self) -> None:
+        """A missing --tlscert is named with its flag and path."""
         settings = TLSSettings(verify=False, ca="", cert="/nonexistent/c.pem",
                                key=self.pki.server_key)  # fmt: skip
         with self.assertRaises(TLSFileError) as caught:
@@ -198,6 +200,7 @@ class FileErrorTests(SynchronousTestCase):
         self.assertIn("/nonexistent/c.pem", str(caught.exception))
 
     def test_mismatched_key(self) -> None:
+        """A --tlskey that is not the certificate's key says so."""
         settings = TLSSettings(verify=False, ca="", cert=self.pki.server_cert,
                                key=self.pki.client_key)  # fmt: skip
         with self.assertRaises(TLSFileError) as caught:
@@ -205,6 +208,7 @@ class FileErrorTests(SynchronousTestCase):
         self.assertIn("does not match", str(caught.exception))
 
     def test_ca_not_pem(self) -> None:
+        """A --tlscacert that is not a certificate is named."""
         bad = self.pki.directory / "bad.pem"
         bad.write_text("nothing here")
         settings = TLSSettings(verify=True, ca=str(bad), cert=self.pki.server_cert,

@@ -115,10 +115,12 @@ class GroupTests(TestCase):
         await port.stopListening()
 
     def test_missing_named_group(self) -> None:
+        """A -G group the user named that does not exist is an error."""
         with self.assertRaises(KeyError):
             resolve_group("no-such-group-here")
 
     def test_numeric(self) -> None:
+        """-G takes a group number as well as a name."""
         self.assertEqual(resolve_group("1234").gid, 1234)
 
 
