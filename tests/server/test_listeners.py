@@ -12,11 +12,16 @@ from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from dockserve.server import hosts
 from dockserve.server.listeners import (
@@ -57,6 +62,19 @@ class EndpointsForTests(SynchronousTestCase):
             fds=fds or [],
         ):
             endpoint.listen(factory())
+
+    def test_interfaces(self) -> None:
+        """Every endpoint made, plain or under TLS, is a verified endpoint."""
+        for text in ("tcp://127.0.0.1:2375", "unix:///tmp/x.sock", "tcp:2375", "fd://"):
+            for tls in (None, self.creator):
+                for endpoint in endpoints_for(
+                    parse(text),
+                    reactor=self.reactor,
+                    tls=tls,
+                    group=SocketGroup(None),
+                    fds=[3],
+                ):
+                    self.assertTrue(verifyObject(IStreamServerEndpoint, endpoint))
 
     def test_tcp(self) -> None:
         """tcp://HOST:PORT binds that address and port, in plain HTTP."""

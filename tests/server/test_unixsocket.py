@@ -12,9 +12,12 @@ import tempfile
 from pathlib import Path
 
 from twisted.internet import reactor
+from twisted.internet.address import UNIXAddress
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
+from zope.interface.verify import verifyObject
 
 from dockserve.server import unixsocket
 from dockserve.server.unixsocket import (
@@ -128,7 +131,10 @@ class EndpointTests(_Dir):
     async def test_serves_and_removes(self) -> None:
         """A real listen: clients connect; stopListening removes the file."""
         endpoint = UNIXSocketEndpoint(reactor, self.path, SocketGroup(None))
+        self.assertTrue(verifyObject(IStreamServerEndpoint, endpoint))
         port = await endpoint.listen(Factory.forProtocol(Protocol))
+        self.assertTrue(verifyObject(IListeningPort, port))
+        self.assertEqual(port.getHost(), UNIXAddress(self.path))
         self.assertEqual(stat.S_IMODE(Path(self.path).lstat().st_mode), 0o660)
         client = socket.socket(socket.AF_UNIX)
         client.connect(self.path)
