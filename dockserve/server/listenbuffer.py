@@ -15,7 +15,7 @@ answered with a JSON 503 and closed, rather than hanging forever.
 import json
 from typing import Any, cast
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, FirstError
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -63,6 +63,16 @@ def _producer(transport: object) -> IPushProducer:
     transports are, and TLS passes the calls on to the one it wraps.
     """
     return cast("IPushProducer", transport)
+
+
+def failure_message(failure: Failure) -> str:
+    """
+    Why a start failed, in one line: the error of the area that failed, not
+    the C{FirstError} (with its traceback) that C{gatherResults} wraps it in.
+    """
+    while isinstance(failure.value, FirstError):
+        failure = failure.value.subFailure
+    return failure.getErrorMessage() or getattr(failure.type, "__name__", "error")
 
 
 class _Gate:
@@ -163,8 +173,7 @@ class _HeldProtocol(Protocol):
             return
         if self._gate.failure is not None:
             self._refuse(
-                "the daemon failed to start: "
-                + str(self._gate.failure.getErrorMessage())
+                "the daemon failed to start: " + failure_message(self._gate.failure)
             )
             return
         self._forget()

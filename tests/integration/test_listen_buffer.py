@@ -131,6 +131,47 @@ class ListenBufferTests(_Case):
             "held:big", [t for i in json.loads(listed) for t in i["RepoTags"]]
         )
 
+    def start_failing(self) -> RunningDaemon:
+        """A daemon whose restore fails: its image index is not JSON."""
+        directory = Path(tempfile.mkdtemp(prefix="dockserve-lb-"))
+        self.addCleanup(shutil.rmtree, str(directory), True)
+        daemon = RunningDaemon(directory, ["--activation-delay", "2"])
+        index = Path(daemon.data_root) / "image" / "index.json"
+        index.parent.mkdir(parents=True)
+        index.write_text("not json{")
+        self.addCleanup(daemon.stop)
+        daemon.start(wait=False)
+        wait_for_socket(daemon.socket_path)
+        return daemon
+
+    def test_failed_start(self) -> None:
+        """
+        When the restore fails, a held client gets the 503 JSON error with
+        the reason in one line (no traceback, no FirstError), and the
+        daemon stops and removes its socket.
+        """
+        daemon = self.start_failing()
+        status, body = unix_get(daemon.socket_path, "/_ping", timeout=30)
+        self.assertEqual(status, 503, body)
+        message = json.loads(body)["message"]
+        self.assertTrue(message.startswith("the daemon failed to start: "), message)
+        self.assertIn("Expecting value", message)
+        self.assertNotIn("Traceback", message)
+        self.assertNotIn("FirstError", message)
+        assert daemon.process is not None
+        daemon.process.wait(30)
+        self.assertFalse(os.path.lexists(daemon.socket_path))
+
+    def test_failed_start_exit_status(self) -> None:
+        """A daemon that could not start exits non-zero (systemd restarts it)."""
+        daemon = self.start_failing()
+        assert daemon.process is not None
+        self.assertNotEqual(daemon.process.wait(30), 0, daemon.log())
+
+    test_failed_start_exit_status.todo = (  # type: ignore[attr-defined]
+        "tap.RootService._restore_failed stops the reactor and twistd exits 0"
+    )
+
 
 class StartStopTests(_Case):
     def test_sigterm(self) -> None:

@@ -7,7 +7,7 @@ answered with a JSON 503 when held too long or when the daemon cannot start.
 import json
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, FirstError
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dockserve.server.listenbuffer import (
     HELD_BYTES_LIMIT,
     ListenBufferEndpoint,
+    failure_message,
     unavailable_response,
 )
 
@@ -210,6 +211,21 @@ class ListenBufferTests(SynchronousTestCase):
     def test_site_attributes_reachable(self) -> None:
         """The buffering factory passes attribute reads on to the real one."""
         self.assertEqual(self.factory.site_attribute, "reachable")
+
+
+class FailureMessageTests(SynchronousTestCase):
+    def test_first_error_unwrapped(self) -> None:
+        """
+        The daemon restores its areas with gatherResults: the message is the
+        failed area's error, not FirstError's repr with its traceback.
+        """
+        inner = Failure(ValueError("index.json: Expecting value"))
+        wrapped = Failure(FirstError(inner, 0))
+        self.assertEqual(failure_message(wrapped), "index.json: Expecting value")
+
+    def test_empty_message(self) -> None:
+        """An error without a message is named by its type."""
+        self.assertEqual(failure_message(Failure(RuntimeError())), "RuntimeError")
 
 
 class ResponseTests(SynchronousTestCase):
