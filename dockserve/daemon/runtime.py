@@ -27,6 +27,7 @@ import socket
 import struct
 import tempfile
 import termios
+import tty
 from pathlib import Path
 from typing import Any
 
@@ -418,8 +419,15 @@ class RuncRuntime:
         log_path: str,
         tty: bool,
         open_stdin: bool,
+        leave_stdin_open: bool = False,
     ) -> Deferred[RuntimeState]:
-        """Start conmon, which runs C{runc create}; fires with the pid."""
+        """
+        Start conmon, which runs C{runc create}; fires with the pid.
+
+        @param leave_stdin_open: Keep the container's stdin open when an
+            attached client goes (a TTY, or C{-i} without C{StdinOnce}), so
+            that the next C{docker attach} can type into it.
+        """
         monitor = self._monitors / container_id
         monitor.mkdir(parents=True, exist_ok=True)
         (self._exits / container_id).unlink(missing_ok=True)
@@ -451,6 +459,8 @@ class RuncRuntime:
             argv.append("-t")
         if open_stdin:
             argv.append("-i")
+            if leave_stdin_open:
+                argv.append("--leave-stdin-open")
         env = dict(os.environ)
         env["_OCI_SYNCPIPE"] = "3"
         protocol = _Conmon()
@@ -466,6 +476,21 @@ class RuncRuntime:
         except OSError as e:
             return fail(SystemError_(f"cannot run conmon: {e}"))
         return protocol.created.addCallback(lambda pid: RuntimeState("created", pid))
+
+    def update(self, container_id: str, resources: dict[str, Any]) -> Deferred[None]:
+        """C{runc update --resources}: new limits for a running container."""
+        return Deferred.fromCoroutine(self._update(container_id, resources))
+
+    async def _update(self, container_id: str, resources: dict[str, Any]) -> None:
+        monitor = self._monitors / container_id
+        monitor.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="update-", suffix=".json", dir=monitor)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(resources, f)
+            await self._runc_ok("update", "--resources", name, container_id)
+        finally:
+            Path(name).unlink(missing_ok=True)  # noqa: ASYNC240 (a small file)
 
     def start(self, container_id: str) -> Deferred[None]:
         """C{runc start}."""
@@ -675,8 +700,18 @@ class RuncRuntime:
             "--process", name, "--pid-file", pid_file, container_id,
         ]  # fmt: skip
         protocol = _TtyExecProtocol(on_output)
+        # runc's terminal is raw from the start: the container's console
+        # already turns \n into \r\n, and bytes typed before runc sets it
+        # raw must not be echoed or edited by a second line discipline.
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        # Twisted closes both ends if the fork fails, and the slave after it.
         transport = self._reactor.spawnProcess(
-            protocol, argv[0], argv, env=dict(os.environ), usePTY=True
+            protocol,
+            argv[0],
+            argv,
+            env=dict(os.environ),
+            usePTY=(master, slave, os.ttyname(slave)),
         )
         size = process.get("consoleSize") or {}
         running = _TtyExec(protocol, transport, 0, protocol.exited, protocol.closed)
