@@ -40,12 +40,15 @@ HELD_BYTES_LIMIT = 1 << 20
 _log = Logger()
 
 
-def unavailable_response(message: str) -> bytes:
+def unavailable_response(message: str, *, head: bool = False) -> bytes:
     """
     An HTTP/1.1 503 with dockerd's error body C{{"message": ...}}.
 
     The Go client parses the message only when the content type is exactly
     C{application/json}.
+
+    @param head: The request was C{HEAD} (the CLI's first C{/_ping}): the
+        headers are the same, the body is left out as HTTP requires.
     """
     body = json.dumps({"message": message}).encode() + b"\n"
     return (
@@ -53,7 +56,7 @@ def unavailable_response(message: str) -> bytes:
         b"Content-Type: application/json\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n"
         b"Connection: close\r\n"
-        b"\r\n" + body
+        b"\r\n" + (b"" if head else body)
     )
 
 
@@ -161,10 +164,11 @@ class _HeldProtocol(Protocol):
 
     def _refuse(self, message: str) -> None:
         self._forget()
+        head = b"".join(self._received).startswith(b"HEAD ")
         self._received = []
         if self.transport is None:  # never connected: nothing to answer
             return
-        self.transport.write(unavailable_response(message))
+        self.transport.write(unavailable_response(message, head=head))
         self.transport.loseConnection()
 
     def release(self) -> None:

@@ -80,15 +80,30 @@ class ListenBufferTests(_Case):
     def test_timeout_503(self) -> None:
         """
         Held longer than --activation-timeout, a client gets the 503 JSON
-        error; once the daemon is ready it answers normally.
+        error and the docker CLI prints its message; once the daemon is
+        ready it answers normally.
         """
-        daemon = self.daemon("--activation-delay", "4", "--activation-timeout", "1")
+        daemon = self.daemon("--activation-delay", "8", "--activation-timeout", "1")
         wait_for_socket(daemon.socket_path)
+        docker = None
+        if DOCKER is not None:
+            docker = subprocess.Popen(
+                [DOCKER, "ps"], env=daemon.env, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
         status, body = unix_get(daemon.socket_path, "/_ping", timeout=30)
         self.assertEqual(status, 503)
         self.assertIn(
             "did not become ready within 1 seconds", json.loads(body)["message"]
         )
+        if docker is not None:
+            # Each of its requests (HEAD and GET /_ping, then the list) is
+            # held a second and refused; it prints the message as dockerd's.
+            _, err = docker.communicate(timeout=30)
+            self.assertEqual(docker.returncode, 1, err)
+            self.assertIn(
+                "Error response from daemon: the daemon is still starting up", err
+            )
         daemon.wait_ready()
         self.assertEqual(unix_get(daemon.socket_path, "/_ping")[0], 200)
 

@@ -145,6 +145,21 @@ class ListenBufferTests(SynchronousTestCase):
         self.activation.callback(None)
         self.assertEqual(self.real.built, [])
 
+    def test_timeout_503_to_head(self) -> None:
+        """
+        The docker CLI's first request is HEAD /_ping: its 503 has the same
+        headers and no body, as HTTP requires.
+        """
+        proto, transport = self.connect()
+        proto.dataReceived(b"HE")
+        proto.dataReceived(b"AD /_ping HTTP/1.1\r\n\r\n")
+        self.reactor.advance(10)
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 503 "), head)
+        self.assertIn(b"Content-Type: application/json", head)
+        self.assertEqual(body, b"")
+        self.assertTrue(transport.disconnecting)
+
     def test_no_timer_left_after_activation(self) -> None:
         """Activation cancels the timeout: nothing is pending on the clock."""
         self.connect()
@@ -236,3 +251,4 @@ class ResponseTests(SynchronousTestCase):
         self.assertIn(b"Content-Length: %d" % len(body), head)
         self.assertIn(b"Connection: close", head)
         self.assertEqual(json.loads(body), {"message": "wait"})
+        self.assertEqual(unavailable_response("wait", head=True), head + b"\r\n\r\n")
