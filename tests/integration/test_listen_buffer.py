@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -20,6 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.integration.harness import RunningDaemon, _UNIXConnection, unix_get
 from tests.integration.images import busybox_save_archive, have_busybox
+from tests.integration.test_socket_activation import free_port, tcp_ping
+from tests.server.test_tls import PKI
 
 #: The log line the daemon writes when its restore is done.
 READY_LINE = "Daemon has completed initialization"
@@ -145,6 +148,30 @@ class ListenBufferTests(_Case):
         self.assertIn(
             "held:big", [t for i in json.loads(listed) for t in i["RepoTags"]]
         )
+
+    def test_held_over_tls(self) -> None:
+        """
+        On a TLS listener the handshake completes while the daemon restores;
+        a client's request is then held and answered once it is ready, and
+        one held past --activation-timeout gets the 503 through TLS.
+        """
+        pki = PKI()
+        self.addCleanup(shutil.rmtree, str(pki.directory), True)
+        port = free_port()
+        daemon = self.daemon(
+            "-H", f"tcp://127.0.0.1:{port}", "--tlsverify",
+            f"--tlscacert={pki.ca}", f"--tlscert={pki.server_cert}",
+            f"--tlskey={pki.server_key}",
+            "--activation-delay", "3", "--activation-timeout", "2",
+        )  # fmt: skip
+        wait_for_socket(daemon.socket_path)
+        context = ssl.create_default_context(cafile=pki.ca)
+        context.load_cert_chain(pki.client_cert, pki.client_key)
+        refused = tcp_ping(port, context)
+        self.assertTrue(refused.startswith(b"HTTP/1.1 503 "), refused)
+        self.assertIn(b"did not become ready within 2 seconds", refused)
+        answered = tcp_ping(port, context)
+        self.assertTrue(answered.startswith(b"HTTP/1.1 200 "), answered)
 
     def start_failing(self) -> RunningDaemon:
         """A daemon whose restore fails: its image index is not JSON."""
