@@ -167,13 +167,6 @@ class SocketActivationTests(SynchronousTestCase):
         )  # fmt: skip
         self.assertEqual((done.returncode, done.stdout), (0, "1.50\n"), done.stderr)
 
-    # Remove once listeners.endpoints_for passes tls to AdoptedSocketEndpoint
-    # (which applies it to TCP sockets only) instead of wrapping every fd://
-    # endpoint in TLSServerEndpoint: until then the unix socket speaks TLS.
-    test_tls_on_tcp_only.todo = (  # type: ignore[attr-defined]
-        "dockserve/server/listeners.py wraps passed unix sockets in TLS too"
-    )
-
     def test_children_inherit_no_activation(self) -> None:
         """
         A container started under socket activation: neither conmon nor the
