@@ -13,7 +13,7 @@ answered with a JSON 503 and closed, rather than hanging forever.
 """
 
 import json
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred, FirstError
 from twisted.internet.interfaces import (
@@ -23,6 +23,7 @@ from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
     IPushProducer,
+    IReactorCore,
     IReactorTime,
     IStreamServerEndpoint,
 )
@@ -31,11 +32,20 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 #: How long a connection may wait for activation (dockerd waits forever).
 DEFAULT_TIMEOUT = 60.0
 
 #: Bytes kept from a held connection before it is no longer read.
 HELD_BYTES_LIMIT = 1 << 20
+
+#: How long a stop waits for held clients to receive their 503.
+DRAIN_TIMEOUT = 2.0
+
+#: What a held client is told when the daemon stops before it was ready.
+SHUTTING_DOWN = "the daemon is shutting down before it became ready"
 
 _log = Logger()
 
@@ -99,6 +109,36 @@ class _Gate:
             held.release()
         return result
 
+    def drain(self, clock: IReactorTime) -> Deferred[None] | None:
+        """
+        The daemon is stopping: answer every held connection with a 503.
+
+        @return: Fires once they are all closed (so the reactor has sent
+            the answers before it shuts down), or after L{DRAIN_TIMEOUT};
+            C{None} when nothing is held.
+        """
+        pending = set(self.held)
+        if not pending:
+            return None
+        drained: Deferred[None] = Deferred()
+
+        def finish() -> None:
+            if timer.active():
+                timer.cancel()
+            if not drained.called:
+                drained.callback(None)
+
+        def lost(held: _HeldProtocol) -> None:
+            pending.discard(held)
+            if not pending:
+                finish()
+
+        timer = clock.callLater(DRAIN_TIMEOUT, finish)
+        for held in list(pending):
+            held.on_lost = lost
+            held.refuse(SHUTTING_DOWN)
+        return drained
+
 
 class _HeldProtocol(Protocol):
     """
@@ -125,6 +165,8 @@ class _HeldProtocol(Protocol):
         self._inner: IProtocol | None = None
         self._timer: IDelayedCall | None = None
         self._done = False
+        #: Called with this protocol when its connection is gone.
+        self.on_lost: Callable[[_HeldProtocol], object] | None = None
 
     def connectionMade(self) -> None:
         self._gate.held.add(self)
@@ -147,6 +189,8 @@ class _HeldProtocol(Protocol):
         self._forget()
         if self._inner is not None:
             self._inner.connectionLost(reason)
+        if self.on_lost is not None:
+            self.on_lost(self)
 
     def _forget(self) -> None:
         self._done = True
@@ -161,6 +205,11 @@ class _HeldProtocol(Protocol):
             "the daemon is still starting up: it did not become ready within"
             f" {self._timeout:g} seconds; try again later"
         )
+
+    def refuse(self, message: str) -> None:
+        """Answer with a 503 carrying C{message} and close, unless done."""
+        if not self._done:
+            self._refuse(message)
 
     def _refuse(self, message: str) -> None:
         self._forget()
@@ -226,6 +275,11 @@ class _BufferingFactory(Factory):
         self._factory.doStart()
 
     def doStop(self) -> None:
+        # The port stopped listening: the daemon is stopping before it was
+        # ready.  Whoever is still held (connected after the shutdown
+        # trigger drained the others) is told so too.
+        for held in list(self._gate.held):
+            held.refuse(SHUTTING_DOWN)
         self._factory.doStop()
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
@@ -268,9 +322,21 @@ class ListenBufferEndpoint:
         self._clock = clock
         self._timeout = timeout
         activation.addBoth(self._gate.activated)
+        self._drain_registered = False
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
-        """Listen on the wrapped endpoint with a buffering factory."""
+        """
+        Listen on the wrapped endpoint with a buffering factory.
+
+        When C{clock} is the reactor, a stop before activation first answers
+        held clients with a 503 and lets the reactor send it (a C{before
+        shutdown} trigger); otherwise they would get an empty reply.
+        """
+        if IReactorCore.providedBy(self._clock) and not self._drain_registered:
+            self._drain_registered = True
+            cast("IReactorCore", self._clock).addSystemEventTrigger(
+                "before", "shutdown", self._gate.drain, self._clock
+            )
         return self._endpoint.listen(
             _BufferingFactory(protocolFactory, self._gate, self._clock, self._timeout)
         )

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from dockserve.server.listenbuffer import (
+    DRAIN_TIMEOUT,
     HELD_BYTES_LIMIT,
     ListenBufferEndpoint,
     failure_message,
@@ -222,6 +223,65 @@ class ListenBufferTests(SynchronousTestCase):
         proto.dataReceived(b"z" * HELD_BYTES_LIMIT)
         self.activation.callback(None)
         self.assertEqual(transport.producerState, "paused")
+
+    def test_stopped_while_held(self) -> None:
+        """
+        When the daemon stops before it was ready (its ports stop listening),
+        held clients get a 503 saying so instead of an empty reply; the real
+        factory is stopped as usual.
+        """
+        stopped: list[bool] = []
+        self.real.doStop = lambda: stopped.append(True)  # type: ignore[method-assign]
+        proto, transport = self.connect()
+        proto.dataReceived(b"GET /_ping HTTP/1.1\r\n\r\n")
+        self.factory.doStop()
+        status, _, body = parse_response(transport.value())
+        self.assertEqual(status, 503)
+        self.assertIn("shutting down", body["message"])
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(stopped, [True])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def shutdown_trigger(self) -> Deferred[None] | None:
+        """Run what the reactor runs before shutdown (twistd's stop)."""
+        [(trigger, args, kwargs)] = self.reactor.triggers["before"]["shutdown"]
+        result: Deferred[None] | None = trigger(*args, **kwargs)
+        return result
+
+    def test_stop_answers_held(self) -> None:
+        """
+        A stop before activation answers each held client with a 503 and
+        waits (the reactor sending it) until they are closed.
+        """
+        proto, transport = self.connect()
+        proto.dataReceived(b"GET /_ping HTTP/1.1\r\n\r\n")
+        drained = self.shutdown_trigger()
+        assert drained is not None
+        status, _, body = parse_response(transport.value())
+        self.assertEqual(status, 503)
+        self.assertEqual(
+            body["message"], "the daemon is shutting down before it became ready"
+        )
+        self.assertTrue(transport.disconnecting)
+        self.assertNoResult(drained)
+        proto.connectionLost(Failure(ConnectionError()))
+        self.successResultOf(drained)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_stop_does_not_wait_forever(self) -> None:
+        """A client that never goes away delays the stop DRAIN_TIMEOUT at most."""
+        self.connect()
+        drained = self.shutdown_trigger()
+        assert drained is not None
+        self.reactor.advance(DRAIN_TIMEOUT)
+        self.successResultOf(drained)
+
+    def test_stop_nothing_held(self) -> None:
+        """Nothing held (or already activated): the stop does not wait."""
+        self.assertIsNone(self.shutdown_trigger())
+        self.activation.callback(None)
+        self.connect()
+        self.assertIsNone(self.shutdown_trigger())
 
     def test_site_attributes_reachable(self) -> None:
         """The buffering factory passes attribute reads on to the real one."""
