@@ -370,6 +370,13 @@ class DaemonService(MultiService):
         self._stderr.write(f"dockserve: cannot start: {failure.getErrorMessage()}\n")
         self._stderr.flush()
         if self._reactor.running:
+            # twistd exits 0 whenever the reactor stops; a daemon that could
+            # not start must not look like a clean stop to its supervisor
+            # (systemd's Restart=on-failure). Once the services have stopped
+            # (listeners closed, socket files removed), leave with status 1.
+            self._reactor.addSystemEventTrigger(
+                "after", "shutdown", _exit_after_shutdown, 1
+            )
             self._reactor.stop()
 
     def stopService(self) -> Deferred[None]:
@@ -379,6 +386,16 @@ class DaemonService(MultiService):
         stopping.addCallback(lambda _: self.daemon.stop())
         stopping.addErrback(lambda f: _log.failure("Error while stopping", f))
         return stopping.addCallback(lambda _: None)
+
+
+def _exit_after_shutdown(code: int) -> None:
+    """
+    Leave now with C{code}: the reactor has shut down and the services
+    have stopped; an exception here would only be logged.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _exit(code: int) -> NoReturn:
