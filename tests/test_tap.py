@@ -8,8 +8,6 @@ import io
 import os
 import signal
 import subprocess
-import tempfile
-from pathlib import Path
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
@@ -26,6 +24,7 @@ from dockserve.tap import (
 )
 from tests.integration.harness import ROOT, TWISTD
 from tests.server.test_tls import PKI
+from tests.tempdirs import temp_dir
 
 
 class FakeReactor(MemoryReactorClock):
@@ -37,7 +36,7 @@ class FakeReactor(MemoryReactorClock):
 
 class BadOptionTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.directory = Path(tempfile.mkdtemp())
+        self.directory = temp_dir(self)
         self.roots = ["--data-root", str(self.directory / "d"),
                       "--exec-root", str(self.directory / "e")]  # fmt: skip
 
@@ -76,7 +75,7 @@ class BadOptionTests(SynchronousTestCase):
         With every other file good, a missing or unreadable (a directory)
         certificate, key or CA is one line naming its flag and the file.
         """
-        pki = PKI()
+        pki = PKI(temp_dir(self))
         good = {"--tlscacert": pki.ca, "--tlscert": pki.server_cert,
                 "--tlskey": pki.server_key}  # fmt: skip
         for flag in good:
@@ -127,7 +126,7 @@ class GoodOptionTests(SynchronousTestCase):
     def parse(self, *args: str, environ: dict[str, str] | None = None) -> Options:
         options = Options(environ={} if environ is None else environ,
                           stderr=io.StringIO())  # fmt: skip
-        directory = tempfile.mkdtemp()
+        directory = str(temp_dir(self))
         options.parseOptions([*args, "--data-root", f"{directory}/d",
                               "--exec-root", f"{directory}/e"])  # fmt: skip
         return options
@@ -154,7 +153,7 @@ class GoodOptionTests(SynchronousTestCase):
 
     def test_tlsverify_implies_tls(self) -> None:
         """--tlsverify alone turns TLS on, with client verification."""
-        pki = PKI()
+        pki = PKI(temp_dir(self))
         options = self.parse(
             "--tlsverify",
             *("--tlscacert", pki.ca),
@@ -175,7 +174,7 @@ class GoodOptionTests(SynchronousTestCase):
 
     def test_service_per_host(self) -> None:
         """One listening service per host, all serving one site."""
-        directory = tempfile.mkdtemp()
+        directory = str(temp_dir(self))
         options = self.parse(
             "-H", f"unix://{directory}/a.sock", "-H", "tcp://127.0.0.1:2999",
             "-H", "tcp:2998:interface=127.0.0.1",
@@ -213,7 +212,7 @@ class TwistdTests(SynchronousTestCase):
         return subprocess.run(
             [TWISTD, "-n", "--pidfile=", "dockserve", *args],
             capture_output=True, text=True, timeout=60, check=False,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tempfile.mkdtemp(),
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=str(temp_dir(self)),
         )  # fmt: skip
 
     def test_bad_host_exit_2(self) -> None:

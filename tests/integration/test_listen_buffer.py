@@ -23,6 +23,7 @@ from tests.integration.harness import RunningDaemon, _UNIXConnection, unix_get
 from tests.integration.images import busybox_save_archive, have_busybox
 from tests.integration.test_socket_activation import free_port, tcp_ping
 from tests.server.test_tls import PKI
+from tests.tempdirs import temp_dir
 
 #: The log line the daemon writes when its restore is done.
 READY_LINE = "Daemon has completed initialization"
@@ -155,7 +156,7 @@ class ListenBufferTests(_Case):
         a client's request is then held and answered once it is ready, and
         one held past --activation-timeout gets the 503 through TLS.
         """
-        pki = PKI()
+        pki = PKI(temp_dir(self))
         self.addCleanup(shutil.rmtree, str(pki.directory), True)
         port = free_port()
         daemon = self.daemon(

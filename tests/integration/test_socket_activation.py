@@ -21,6 +21,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from tests.integration.harness import ROOT, TWISTD, unix_get
 from tests.integration.images import have_busybox, import_busybox
 from tests.server.test_tls import PKI
+from tests.tempdirs import temp_dir
 
 ACTIVATE = shutil.which("systemd-socket-activate")
 DOCKER = shutil.which("docker")
@@ -138,7 +139,7 @@ class SocketActivationTests(SynchronousTestCase):
         certificate from the CA; the passed unix socket stays plain HTTP, as
         dockerd (go-systemd's TLSListeners) has it.
         """
-        pki = PKI()
+        pki = PKI(temp_dir(self))
         self.addCleanup(shutil.rmtree, str(pki.directory), True)
         self.start(
             "-H", "fd://", "--tlsverify", f"--tlscacert={pki.ca}",

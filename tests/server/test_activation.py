@@ -6,8 +6,6 @@ Tests for L{dockserve.server.activation}: the sockets systemd passes
 import fcntl
 import os
 import socket
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from twisted.internet.protocol import Factory, Protocol
@@ -26,6 +24,7 @@ from dockserve.server.activation import (
 )
 from dockserve.server.tls import server_creator
 from tests.server.test_tls import PKI
+from tests.tempdirs import temp_dir
 
 
 class TakeListenFdsTests(SynchronousTestCase):
@@ -119,7 +118,7 @@ class AdoptedSocketEndpointTests(SynchronousTestCase):
 
     def adopt_under_tls(self, listener: socket.socket) -> tuple[int, object]:
         listener.listen()
-        pki = PKI()
+        pki = PKI(temp_dir(self))
         creator = server_creator(pki.settings(verify=False))
         reactor = UNIXAdoptingReactor()
         endpoint = AdoptedSocketEndpoint(reactor, listener.detach(), tls=creator)
@@ -140,7 +139,7 @@ class AdoptedSocketEndpointTests(SynchronousTestCase):
         Under --tls a passed unix socket stays plain HTTP, as dockerd's (only
         TCP listeners get TLS) and as -H unix:// is.
         """
-        directory = tempfile.mkdtemp(prefix="dockserve-act-")
+        directory = str(temp_dir(self))
         self.addCleanup(os.rmdir, directory)
         path = os.path.join(directory, "s")  # noqa: PTH118
         self.addCleanup(os.unlink, path)
@@ -161,7 +160,7 @@ class NotifierTests(SynchronousTestCase):
 
     def test_ready_and_stopping(self) -> None:
         """READY=1 and STOPPING=1 reach the socket NOTIFY_SOCKET names."""
-        directory = Path(tempfile.mkdtemp())
+        directory = temp_dir(self)
         path = str(directory / "notify")
         sock = self.receiver(path)
         environ = {"NOTIFY_SOCKET": path}
@@ -194,7 +193,7 @@ class NotifierTests(SynchronousTestCase):
 
 class PassedAtExecTests(SynchronousTestCase):
     def proc_file(self, *entries: bytes) -> str:
-        path = Path(tempfile.mkdtemp()) / "environ"
+        path = temp_dir(self) / "environ"
         path.write_bytes(b"\0".join(entries) + b"\0")
         return str(path)
 

@@ -6,8 +6,6 @@ stopping start-up with one line that names its host.
 
 import io
 import socket
-import tempfile
-from pathlib import Path
 from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -33,6 +31,7 @@ from dockserve.server.tls import server_creator
 from dockserve.server.unixsocket import SocketGroup, UNIXSocketEndpoint
 from dockserve.tap import DaemonService, Options, _make_service
 from tests.server.test_tls import PKI
+from tests.tempdirs import temp_dir
 from tests.test_tap import FakeReactor
 
 
@@ -49,7 +48,7 @@ class EndpointsForTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.reactor = MemoryReactor()
-        self.creator = server_creator(PKI().settings())
+        self.creator = server_creator(PKI(temp_dir(self)).settings())
 
     def listen(
         self, text: str, *, tls: bool = False, fds: list[int] | None = None
@@ -131,7 +130,7 @@ class EndpointsForTests(SynchronousTestCase):
     def test_fd_unix_plain(self) -> None:
         """A passed unix socket stays plain HTTP under --tls, as -H unix://."""
         one = socket.socket(socket.AF_UNIX)
-        one.bind(str(Path(tempfile.mkdtemp()) / "s"))
+        one.bind(str(temp_dir(self) / "s"))
         one.listen()
         fd = one.detach()
         adopted_ports: list[tuple[int, int, object]] = []
@@ -255,7 +254,7 @@ class StartUpTests(SynchronousTestCase):
 
     def test_one_line_and_exit(self) -> None:
         """A busy port: one line naming its host, exit 1, the bound listener closed."""
-        directory = Path(tempfile.mkdtemp())
+        directory = temp_dir(self)
         stderr = io.StringIO()
         options = Options(environ={}, stderr=stderr)
         options.parseOptions(

@@ -8,7 +8,6 @@ import datetime as dt
 import ipaddress
 import socket
 import ssl
-import tempfile
 from pathlib import Path
 
 from cryptography import x509
@@ -28,6 +27,7 @@ from dockserve.server.tls import (
     TLSSettings,
     server_creator,
 )
+from tests.tempdirs import temp_dir
 
 
 def _name(cn: str) -> x509.Name:
@@ -77,8 +77,8 @@ def _write(directory: Path, name: str, cert: x509.Certificate,
 class PKI:
     """A CA, a server and a client certificate, and a client from another CA."""
 
-    def __init__(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="dockserve-tls-"))
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca = _cert("test CA", ca_key, "test CA", ca_key, ca=True)
         self.ca, _ = _write(self.directory, "ca", ca, ca_key)
@@ -136,7 +136,7 @@ def _client(port: int, ca: str, cert: tuple[str, str] | None,
 
 class HandshakeTests(TestCase):
     def setUp(self) -> None:
-        self.pki = PKI()
+        self.pki = PKI(temp_dir(self))
         Reached.count = 0
 
     async def serve(self, *, verify: bool = True) -> int:
@@ -188,7 +188,7 @@ class HandshakeTests(TestCase):
 
 class FileErrorTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.pki = PKI()
+        self.pki = PKI(temp_dir(self))
 
     def test_missing(self) -> None:
         """A missing --tlscert is named with its flag and path."""

@@ -8,7 +8,6 @@ import grp
 import os
 import socket
 import stat
-import tempfile
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -29,11 +28,12 @@ from dockserve.server.unixsocket import (
     remove_stale,
     resolve_group,
 )
+from tests.tempdirs import temp_dir
 
 
 class _Dir(TestCase):
     def setUp(self) -> None:
-        self.directory = Path(tempfile.mkdtemp())
+        self.directory = temp_dir(self)
         self.path = str(self.directory / "d.sock")
 
 
@@ -103,7 +103,7 @@ class GroupTests(TestCase):
         events: list[dict[str, object]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        path = str(Path(tempfile.mkdtemp()) / "d.sock")
+        path = str(temp_dir(self) / "d.sock")
         group = SocketGroup(None, "group 'docker' does not exist")
         port = await UNIXSocketEndpoint(reactor, path, group).listen(
             Factory.forProtocol(Protocol)
