@@ -369,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peer-pid", type=int, help="its PID, for the idle RSS")
     parser.add_argument(
         "--start-dockerd",
+        "--start-peer",
         action="store_true",
         help="start a dockerd on its own port and directories as the peer",
     )
@@ -376,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
         "--write", action="store_true", help="write the table into docs/performance.md"
     )
     options = parser.parse_args(argv)
+    began = time.monotonic()
     results = [bench_daemon("dockserve", dockserve(), options.seconds)]
     if options.start_dockerd:
         version = subprocess.run(
@@ -395,6 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     print(section)
     if options.write:
         write_doc(section)
+    print(f"\n(bench took {time.monotonic() - began:.0f} s)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ throughput, memory per idle container.
     .venv/bin/python bench/containers_bench.py [--runs 20] [--batch 100]
         [--log-mb 100] [--idle 10] [--peer unix:///var/run/docker.sock]
         [--peer-pids PID,...] [--host unix:///path/to/dockserve.sock --pid PID]
+    .venv/bin/python bench/containers_bench.py --start-peer   # the usual run
+
+--start-peer starts a dockerd of our own as the peer (bench/peer.py: its own
+socket, data root and exec root, busybox imported) and stops it at the end.
 
 Without --host a dockserve is started (twistd) on a temporary socket and
 data root, and busybox:latest is imported into it from Debian's
@@ -24,6 +28,7 @@ daemon the script prints, as a Markdown table:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -36,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.peer import start_dockerd  # noqa: E402
 from tests.integration.images import import_busybox  # noqa: E402
 
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
@@ -176,13 +182,22 @@ def main() -> None:
     parser.add_argument("--peer")
     parser.add_argument("--peer-pids", default="")
     parser.add_argument(
+        "--start-peer",
+        action="store_true",
+        help="start a dockerd of our own as the peer (bench/peer.py)",
+    )
+    parser.add_argument(
         "--peer-root",
         help="a path in the peer's shim command lines (its exec root); default:"
         " the directory of the --peer unix socket",
     )
     args = parser.parse_args()
+    began = time.monotonic()
     table: dict[str, dict[str, str]] = {}
-    with tempfile.TemporaryDirectory(prefix="containers-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="containers-bench-")
+        )
         process = None
         if args.host:
             host, pids = args.host, [args.pid] if args.pid else []
@@ -198,6 +213,11 @@ def main() -> None:
                     Path(args.peer.removeprefix("unix://")).parent
                 )
                 table["peer"] = run(args.peer, peer_pids, peer_root, args)
+            if args.start_peer:
+                peer = stack.enter_context(start_dockerd())
+                table[peer.name] = run(
+                    peer.host, peer.pids(), str(peer.exec_root), args
+                )
         finally:
             if process is not None:
                 process.terminate()
@@ -207,6 +227,7 @@ def main() -> None:
     print("|---|" + "---|" * len(table))
     for row in rows:
         print(f"| {row} | " + " | ".join(table[d].get(row, "") for d in table) + " |")
+    print(f"\n(bench took {time.monotonic() - began:.0f} s)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,11 @@ Image throughput: load, save, import, push and pull of a large image.
 
     .venv/bin/python bench/images_bench.py [--size-mb 200] [--peer unix:///var/run/docker.sock]
         [--peer-pid PID] [--host unix:///path/to/dockserve.sock --pid PID]
+    .venv/bin/python bench/images_bench.py --start-peer   # the usual run
+
+--start-peer starts a dockerd of our own as the peer (bench/peer.py) and
+stops it at the end; its memory figure is dockerd's (20.10 keeps images
+itself, not in containerd).
 
 Without --host a dockserve is started on a temporary socket and data root
 (the full daemon via twistd when dockserve.tap exists, else the images-only
@@ -30,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.peer import start_dockerd  # noqa: E402
 from tests.integration.images import busybox_rootfs_tar, busybox_save_archive  # noqa: E402
 
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
@@ -208,9 +214,16 @@ def main() -> None:
         "--peer", help="DOCKER_HOST of another daemon (dockerd, podman) to compare"
     )
     parser.add_argument("--peer-pid", type=int)
+    parser.add_argument(
+        "--start-peer",
+        action="store_true",
+        help="start a dockerd of our own as the peer (bench/peer.py)",
+    )
     options = parser.parse_args()
+    began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="images-bench-"))
     started: list[subprocess.Popen[bytes]] = []
+    stack = contextlib.ExitStack()
     try:
         registry, reg_process = _start_registry(work)
         started.append(reg_process)
@@ -237,6 +250,14 @@ def main() -> None:
                     ),
                 )
             )
+        if options.start_peer:
+            peer = stack.enter_context(start_dockerd(busybox=False))
+            rows.append(
+                (
+                    peer.name,
+                    run(peer.host, peer.pid, registry, work, options.size_mb, "peer"),
+                )
+            )
         print(
             f"Image of {options.size_mb} MB payload (busybox + half random, "
             "half text); MB/s through the docker CLI.\n"
@@ -252,9 +273,11 @@ def main() -> None:
                 f"| {r['push']} | {r['pull']} | {r['rss']} |"
             )
     finally:
+        stack.close()
         for process in reversed(started):
             _stop(process)
         shutil.rmtree(work, ignore_errors=True)
+    print(f"\n(bench took {time.monotonic() - began:.0f} s)", file=sys.stderr)
 
 
 if __name__ == "__main__":
