@@ -7,21 +7,25 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOSTS  ?= -H unix:///run/dockserve.sock
 ARGS   ?=
-# Debian packages the daemon and its tests use: the OCI runtime and its
-# monitor, a static busybox to build offline test images, a registry for
-# push/pull tests, systemd-socket-activate for the activation test, openssl
-# for TLS certificates, catatonit for --init.
-APT_PACKAGES := runc conmon busybox-static docker-registry systemd catatonit \
-                openssl iproute2
-APT_PROBES   := /usr/sbin/runc /usr/bin/conmon /bin/busybox /usr/bin/docker-registry \
-                /usr/bin/systemd-socket-activate /usr/bin/catatonit /usr/bin/openssl /sbin/ip
+# Debian packages the daemon needs: the OCI runtime and its monitor,
+# catatonit for --init, iproute2 for network namespaces, and a static busybox
+# for the README's first image made offline.
+RUN_PACKAGES := runc conmon catatonit iproute2 busybox-static
+RUN_PROBES   := /usr/sbin/runc /usr/bin/conmon /usr/bin/catatonit /sbin/ip /bin/busybox
+# ...and what its tests use besides: a registry for push/pull,
+# systemd-socket-activate and systemd-analyze, openssl, and docker.io for a
+# real dockerd that the interoperability tests exchange images with (and the
+# docker CLI, when the machine has none).
+TEST_PACKAGES := docker-registry systemd openssl docker.io
+TEST_PROBES   := /usr/bin/docker-registry /usr/bin/systemd-socket-activate \
+                 /usr/bin/openssl /usr/sbin/dockerd
 
 .PHONY: run test setup system-deps lint unit integration bench clean
 
 run: setup
 	$(BIN)/twistd -n --pidfile= dockserve $(HOSTS) $(ARGS)
 
-test: setup
+test: setup .stamp-test-system
 	$(BIN)/ruff check dockserve tests twisted bench
 	$(BIN)/ruff format --check dockserve tests twisted bench
 	$(BIN)/mypy
@@ -35,14 +39,21 @@ setup: .stamp-system .stamp-venv
 
 system-deps: .stamp-system
 
-.stamp-system:
-	@missing=""; for p in $(APT_PROBES); do [ -e $$p ] || missing=yes; done; \
-	command -v docker >/dev/null || missing=yes; \
+# Install a list of Debian packages when any of its probe files is missing.
+define apt_install
+	@missing=""; for p in $(2); do [ -e $$p ] || missing=yes; done; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "run as root to install: $(APT_PACKAGES)"; exit 1; fi; \
-	  pkgs="$(APT_PACKAGES)"; command -v docker >/dev/null || pkgs="$$pkgs docker.io"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$pkgs; \
+	  if [ "$$(id -u)" != 0 ]; then echo "run as root to install: $(1)"; exit 1; fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(1); \
 	fi
+endef
+
+.stamp-system:
+	$(call apt_install,$(RUN_PACKAGES),$(RUN_PROBES))
+	@touch $@
+
+.stamp-test-system:
+	$(call apt_install,$(TEST_PACKAGES),$(TEST_PROBES))
 	@touch $@
 
 .stamp-venv: pyproject.toml

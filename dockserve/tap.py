@@ -30,7 +30,11 @@ from dockserve.api.router import make_resource
 from dockserve.daemon import daemon as daemon_module
 from dockserve.daemon.config import DaemonConfig
 from dockserve.server import activation, hosts, logfmt, tls, unixsocket
-from dockserve.server.listenbuffer import DEFAULT_TIMEOUT, ListenBufferEndpoint
+from dockserve.server.listenbuffer import (
+    DEFAULT_TIMEOUT,
+    ListenBufferEndpoint,
+    failure_message,
+)
 from dockserve.server.listeners import ListenerService, ListenFailed, endpoints_for
 
 if TYPE_CHECKING:
@@ -367,7 +371,7 @@ class DaemonService(MultiService):
         _log.failure("Restoring the daemon's state failed", failure)
         self.activation.errback(failure)
         self.activation.addErrback(lambda _: None)
-        self._stderr.write(f"dockserve: cannot start: {failure.getErrorMessage()}\n")
+        self._stderr.write(f"dockserve: cannot start: {failure_message(failure)}\n")
         self._stderr.flush()
         if self._reactor.running:
             # twistd exits 0 whenever the reactor stops; a daemon that could
