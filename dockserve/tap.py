@@ -509,9 +509,29 @@ def stop_on_sigint() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def survive_sighup(reactor: Any) -> None:
+    """
+    Keep running on SIGHUP, with a log line saying nothing was reloaded.
+
+    Its default action ends the process at once, without stopping the
+    services (socket files stay behind); dockerd reloads its configuration
+    on SIGHUP, which dockserve does not do yet, so a C{systemctl reload} or
+    a closed terminal must at least not kill it.
+    """
+
+    def hangup(signum: int, frame: object) -> None:
+        del signum, frame
+        reactor.callFromThread(
+            _log.info, "Received SIGHUP: configuration reload is not supported"
+        )
+
+    signal.signal(signal.SIGHUP, hangup)
+
+
 def makeService(options: Options) -> IService:
     """Twistd's entry point: the service tree on the global reactor."""
     from twisted.internet import reactor  # noqa: PLC0415
 
     stop_on_sigint()
+    survive_sighup(reactor)
     return _make_service(options, reactor)

@@ -280,3 +280,16 @@ class StartStopTests(_Case):
         self.assertEqual(len(errors), 1, daemon.log())
         self.assertIn(f"tcp://127.0.0.1:{port}", errors[0])
         self.assertNotIn("Traceback", daemon.log())
+
+
+class HangupTests(_Case):
+    def test_sighup_keeps_running(self) -> None:
+        """SIGHUP neither kills the daemon nor leaves it deaf; it says why."""
+        daemon = self.daemon()
+        daemon.wait_ready()
+        assert daemon.process is not None
+        daemon.process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        self.assertIsNone(daemon.process.poll(), daemon.log())
+        self.assertEqual(unix_get(daemon.socket_path, "/_ping")[0], 200)
+        self.assertIn("Received SIGHUP", daemon.log())
