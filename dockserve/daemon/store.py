@@ -52,9 +52,22 @@ def write_json(path: Path, value: Any) -> None:
     atomic_write(path, json.dumps(value, sort_keys=True).encode("utf-8"))
 
 
+class CorruptRecord(ValueError):
+    """A stored record that is not the JSON L{write_json} wrote."""
+
+
 def read_json(path: Path) -> Any:
-    """The JSON value stored at C{path} by L{write_json}."""
-    return json.loads(path.read_bytes())
+    """
+    The JSON value stored at C{path} by L{write_json}.
+
+    @raise CorruptRecord: Naming the file, when it is not valid JSON (a
+        disk error, or a hand edit): an operator must know which file.
+    """
+    data = path.read_bytes()
+    try:
+        return json.loads(data)
+    except ValueError as e:
+        raise CorruptRecord(f"{path} is not valid JSON: {e}") from e
 
 
 def remove_durably(path: Path) -> None:

@@ -228,7 +228,7 @@ class ListenBufferTests(_Case):
         self.assertEqual(status, 503, body)
         message = json.loads(body)["message"]
         self.assertTrue(message.startswith("the daemon failed to start: "), message)
-        self.assertIn("Expecting value", message)
+        self.assertIn("index.json is not valid JSON: Expecting value", message)
         self.assertNotIn("Traceback", message)
         self.assertNotIn("FirstError", message)
         assert daemon.process is not None
