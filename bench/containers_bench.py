@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.peer import start_dockerd  # noqa: E402
+from bench.peer import ratio, start_dockerd  # noqa: E402
 from tests.integration.images import import_busybox  # noqa: E402
 
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
@@ -223,10 +223,16 @@ def main() -> None:
                 process.terminate()
                 process.wait(timeout=30)
     rows = list(next(iter(table.values())))
-    print("| measure | " + " | ".join(table) + " |")
-    print("|---|" + "---|" * len(table))
+    names = list(table)
+    compare = len(names) > 1
+    ratio_header = f" | ratio {names[0]} / {names[1]}" if compare else ""
+    print("| measure | " + " | ".join(names) + ratio_header + " |")
+    print("|---|" + "---|" * (len(names) + compare))
     for row in rows:
-        print(f"| {row} | " + " | ".join(table[d].get(row, "") for d in table) + " |")
+        cells = [table[d].get(row, "") for d in names]
+        if compare:
+            cells.append(ratio(cells[0], cells[1]))
+        print(f"| {row} | " + " | ".join(cells) + " |")
     print(f"\n(bench took {time.monotonic() - began:.0f} s)", file=sys.stderr)
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.peer import start_dockerd  # noqa: E402
+from bench.peer import ratio, start_dockerd  # noqa: E402
 from tests.integration.images import busybox_rootfs_tar, busybox_save_archive  # noqa: E402
 
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
@@ -267,10 +267,17 @@ def main() -> None:
             "| daemon RSS (start -> peak) |"
         )
         print("| --- | --- | --- | --- | --- | --- | --- |")
+        columns = ("load", "save", "import", "push", "pull")
         for name, r in rows:
             print(
-                f"| {name} | {r['load']} | {r['save']} | {r['import']} "
-                f"| {r['push']} | {r['pull']} | {r['rss']} |"
+                f"| {name} | " + " | ".join(r[c] for c in columns) + f" | {r['rss']} |"
+            )
+        if len(rows) > 1:
+            (ours, a), (theirs, b) = rows[0], rows[1]
+            print(
+                f"| ratio {ours} / {theirs} | "
+                + " | ".join(ratio(a[c], b[c]) for c in columns)
+                + " | |"
             )
     finally:
         stack.close()

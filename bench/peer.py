@@ -67,6 +67,18 @@ class Peer:
         return [self.pid, *children(self.pid)]
 
 
+def ratio(ours: str, theirs: str) -> str:
+    """
+    C{ours / theirs} for each number of a cell (C{"140 / 150"} and
+    C{"154 / 176"} give C{"0.91 / 0.85"}); empty when they do not parse.
+    """
+    try:
+        pairs = zip(ours.split(" / "), theirs.split(" / "), strict=True)
+        return " / ".join(f"{float(a) / float(b):.2f}" for a, b in pairs)
+    except (ValueError, ZeroDivisionError):
+        return ""
+
+
 def children(pid: int) -> list[int]:
     """The PIDs whose parent is C{pid}."""
     found = []
