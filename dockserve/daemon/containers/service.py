@@ -411,7 +411,6 @@ class ContainerService:
     async def _start_async(self, c: _Container) -> None:
         await c.cleanup
         image = self._images.resolve(c.record.image_id)
-        bundle = await self._bundles.prepare(c.directory, c.record, image)
         tty = bool(c.record.config.get("Tty"))
         options: dict[str, Any] = {}
         if _accepts(self._runtime.create, "leave_stdin_open"):
@@ -420,6 +419,11 @@ class ContainerService:
             # (conmon's --leave-stdin-open): docker run -it, ctrl-p ctrl-q.
             options["leave_stdin_open"] = tty or not c.record.config.get("StdinOnce")
         try:
+            # Inside the try: a bundle that cannot be made (no such user in
+            # the image's /etc/passwd, a bad mount) fails the start as a
+            # runtime error does, so waiters hear of it and AutoRemove holds
+            # (docker run --rm waits for the removal).
+            bundle = await self._bundles.prepare(c.directory, c.record, image)
             state = await self._runtime.create(
                 c.id,
                 bundle,
