@@ -121,14 +121,16 @@ class ExecTests(_DaemonCase):
 class StartFailureTests(_DaemonCase):
     def test_unknown_user_with_rm(self) -> None:
         """
-        docker run --rm -u with a user the image does not have: dockerd's
+        docker run --rm -u with a user the image does not have (nosuchuser): dockerd's
         message at once (the CLI waits for the removal, which once never
         came), exit 125, and nothing left behind.
         """
-        result = self.docker("run", "--rm", "-u", "nobody", "busybox", "id", timeout=30)
+        result = self.docker(
+            "run", "--rm", "-u", "nosuchuser", "busybox", "id", timeout=30
+        )
         self.assertEqual(result.returncode, 125)
         self.assertIn(
-            b"unable to find user nobody: no matching entries in passwd file",
+            b"unable to find user nosuchuser: no matching entries in passwd file",
             result.stderr,
         )
         self.assertEqual(self.ok("ps", "-aq"), "")
