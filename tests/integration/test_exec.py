@@ -9,6 +9,7 @@ import os
 import pty
 import select
 import time
+from pathlib import Path
 
 from tests.integration.test_containers import DOCKER, _DaemonCase
 
@@ -71,6 +72,45 @@ class ExecTests(_DaemonCase):
         out = self.ok("exec", "-e", "A=1", "-w", "/tmp", "-u", "65534:65534",
                       "box", "sh", "-c", script)  # fmt: skip
         self.assertEqual(out, "1 /tmp 65534:65534\n")
+
+    def test_user_by_name(self) -> None:
+        """-u NAME is looked up in the container's /etc/passwd."""
+        out = self.ok(
+            "exec", "-u", "nobody", "box", "sh", "-c", "echo $(id -un):$(id -u)"
+        )
+        self.assertEqual(out, "nobody:65534\n")
+
+    def test_privileged(self) -> None:
+        """
+        --privileged gives the exec every capability the daemon has (its
+        own bounding set), more than the container's default set.
+        """
+
+        def cap_eff(*options: str) -> int:
+            out = self.ok(
+                "exec", *options, "box", "grep", "CapEff", "/proc/self/status"
+            )
+            return int(out.split()[1], 16)
+
+        status = Path("/proc/self/status").read_text().splitlines()
+        bounding = next(
+            int(line.split()[1], 16) for line in status if line.startswith("CapBnd:")
+        )
+        self.assertEqual(cap_eff("--privileged"), bounding)
+        self.assertNotEqual(cap_eff(), bounding)
+
+    def test_detach(self) -> None:
+        """-d returns at once; the process runs on in the container."""
+        result = self.docker(
+            "exec", "-d", "box", "sh", "-c", "sleep 1; touch /tmp/done"
+        )
+        self.assertEqual((result.returncode, result.stdout), (0, b""))
+        self.until(
+            lambda: (
+                self.docker("exec", "box", "test", "-e", "/tmp/done").returncode == 0
+            ),
+            "the detached exec's file",
+        )
 
     def test_stdin(self) -> None:
         """-i: stdin reaches the process; its end ends it."""
