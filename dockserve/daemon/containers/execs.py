@@ -9,6 +9,7 @@ command, environment, working directory, user and TTY in place of the
 container's; C{Privileged} grants every capability, as dockerd does.
 """
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,25 @@ ALL_CAPABILITIES = [
     "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
     "CAP_CHECKPOINT_RESTORE",
 ]  # fmt: skip
+
+
+@functools.cache
+def grantable_capabilities() -> tuple[str, ...]:
+    """
+    Every capability this daemon can give: those in its own bounding set
+    (C{CapBnd} in /proc/self/status), in number order. C{--privileged} and
+    C{--cap-add ALL} mean these; a capability the daemon lacks (a sandbox, a
+    user namespace) would make runc fail the whole start.
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+        mask = int(next(
+            line.split()[1] for line in status.splitlines()
+            if line.startswith("CapBnd:")
+        ), 16)  # fmt: skip
+    except (OSError, StopIteration, ValueError):
+        return tuple(ALL_CAPABILITIES)
+    return tuple(c for i, c in enumerate(ALL_CAPABILITIES) if mask >> i & 1)
 
 
 class ExecInstance:
@@ -250,7 +270,7 @@ def build_process(
     process.setdefault("user", {"uid": 0, "gid": 0})
     if config["Privileged"]:
         process["capabilities"] = {
-            kind: list(ALL_CAPABILITIES)
+            kind: list(grantable_capabilities())
             for kind in ("bounding", "effective", "permitted", "inheritable", "ambient")
         }
     return process

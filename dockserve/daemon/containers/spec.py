@@ -10,11 +10,17 @@ namespaces, the capabilities and the cgroup limits. It is built where the
 bundle is prepared (in a thread: it reads the container's C{/etc/passwd}).
 """
 
+import os
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
-from dockserve.daemon.containers.execs import ALL_CAPABILITIES, resolve_user
+from dockserve.daemon.containers.execs import (
+    ALL_CAPABILITIES,
+    grantable_capabilities,
+    resolve_user,
+)
 from dockserve.errors import InvalidParameter
 
 #: Docker's default capability set (moby oci/caps/defaults.go).
@@ -122,7 +128,7 @@ def _default_mounts(
 
 def _capabilities(host_config: dict[str, Any]) -> list[str]:
     if host_config.get("Privileged"):
-        return list(ALL_CAPABILITIES)
+        return list(grantable_capabilities())
 
     def normal(name: str) -> str:
         name = name.upper()
@@ -137,7 +143,7 @@ def _capabilities(host_config: dict[str, Any]) -> list[str]:
             raise InvalidParameter(msg)
     caps = [] if "ALL" in drops else [c for c in caps if c not in drops]
     if "ALL" in adds:
-        caps = list(ALL_CAPABILITIES)
+        caps = list(grantable_capabilities())
     else:
         caps += [c for c in adds if c not in caps]
     return caps
@@ -342,6 +348,45 @@ def write_etc_files(
     return mounts
 
 
+#: Devices runc makes itself, or that belong to the container's own terminal.
+_OWN_DEVICES = frozenset({"console", "ptmx", "tty", "full", "null", "random",
+                          "urandom", "zero"})  # fmt: skip
+
+
+def host_devices(dev: Path = Path("/dev")) -> list[dict[str, Any]]:
+    """
+    This machine's character and block devices in C{/dev}, as C{--privileged}
+    gives them to a container (dockerd's C{HostDevices}), with their numbers,
+    modes and owners. Subdirectories (C{pts}, C{shm}, C{mqueue}) are the
+    container's own.
+    """
+    devices: list[dict[str, Any]] = []
+    try:
+        entries = sorted(dev.iterdir())
+    except OSError:
+        return devices
+    for entry in entries:
+        if entry.name in _OWN_DEVICES:
+            continue
+        try:
+            info = entry.lstat()
+        except OSError:
+            continue
+        if stat.S_ISCHR(info.st_mode):
+            kind = "c"
+        elif stat.S_ISBLK(info.st_mode):
+            kind = "b"
+        else:
+            continue
+        devices.append({
+            "path": str(entry), "type": kind,
+            "major": os.major(info.st_rdev), "minor": os.minor(info.st_rdev),
+            "fileMode": stat.S_IMODE(info.st_mode),
+            "uid": info.st_uid, "gid": info.st_gid,
+        })  # fmt: skip
+    return devices
+
+
 def _resources(host_config: dict[str, Any]) -> dict[str, Any]:
     resources: dict[str, Any] = {}
     if host_config.get("Privileged"):
@@ -491,6 +536,8 @@ def build_spec(
     if not privileged:
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
+    else:
+        linux["devices"] = host_devices()
     sysctls = host_config.get("Sysctls") or {}
     if sysctls:
         linux["sysctl"] = dict(sysctls)

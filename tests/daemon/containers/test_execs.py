@@ -8,9 +8,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dockserve.daemon.containers import record
 from dockserve.daemon.containers.execs import (
-    ALL_CAPABILITIES,
     ExecInstance,
     build_process,
+    grantable_capabilities,
     resolve_user,
 )
 from dockserve.errors import InvalidParameter, NotFound
@@ -62,7 +62,7 @@ class BuildProcessTests(SynchronousTestCase):
         self.assertEqual(process["terminal"], True)
         caps = process["capabilities"]
         assert isinstance(caps, dict)
-        self.assertEqual(caps["effective"], ALL_CAPABILITIES)
+        self.assertEqual(caps["effective"], list(grantable_capabilities()))
 
     def test_unknown_user(self) -> None:
         """An unknown user name is refused with runc's words."""
