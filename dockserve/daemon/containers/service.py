@@ -461,8 +461,11 @@ class ContainerService:
         c.generation += 1
         c.started_at = self._reactor.seconds()
         pid = state.pid
-        with contextlib.suppress(DockerError):
-            pid = (await self._runtime.state(c.id)).pid or pid
+        if not pid:
+            # conmon reports the pid when the container is created; ask
+            # runc (one more process on the start's path) only without it.
+            with contextlib.suppress(DockerError):
+                pid = (await self._runtime.state(c.id)).pid
         self._save(
             c,
             evolve(
