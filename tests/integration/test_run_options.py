@@ -205,3 +205,23 @@ class RunOptionTests(_DaemonCase):
             " grep ' /sys ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1",
         )
         self.assertEqual(out.split(), ["0", "0", "ro", "ro"])
+
+    def test_seccomp(self) -> None:
+        """
+        Docker's default seccomp idea: a new user namespace (unshare -U) is
+        refused; CAP_SYS_ADMIN, --privileged and seccomp=unconfined allow it.
+        """
+        script = "unshare -U true && echo allowed"
+        err = self.run_fails(script=script)
+        self.assertIn("Operation not permitted", err)
+        for options in (
+            ("--cap-add", "SYS_ADMIN"),
+            ("--privileged",),
+            ("--security-opt", "seccomp=unconfined"),
+        ):
+            self.assertEqual(self.run_sh(*options, script=script), "allowed\n", options)
+
+    def test_seccomp_allows_fork(self) -> None:
+        """The clone rules refuse namespace flags only: fork still works."""
+        out = self.run_sh(script="(echo child); echo $(echo sub)")
+        self.assertEqual(out, "child\nsub\n")
