@@ -346,7 +346,9 @@ class SystemService:
             key: next((environ[n] for n in names if environ.get(n)), "")
             for key, names in _PROXY_ENV
         }
-        security = ["name=cgroupns"] if not v1 else []
+        # Every container gets the built-in seccomp profile unless it opts out.
+        security = ["name=seccomp,profile=builtin"]
+        security += ["name=cgroupns"] if not v1 else []
         if os.geteuid() != 0:
             security.append("name=rootless")
         info: dict[str, Any] = {
