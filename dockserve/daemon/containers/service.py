@@ -89,6 +89,8 @@ class _Container:
     @ivar busy: A start, stop or remove in progress.
     @ivar cleanup: Fires when the last run's runtime state and mounts are
         released.
+    @ivar released: The last run's runtime state and mounts were released
+        without error since its start, so removing needs neither again.
     """
 
     def __init__(self, rec: ContainerRecord, directory: Path) -> None:
@@ -100,6 +102,7 @@ class _Container:
         self.generation = 0
         self.busy: Deferred[None] | None = None
         self.cleanup: Deferred[None] = succeed(None)
+        self.released = False
         self.backoff = restart.Backoff()
         self.restart_call: IDelayedCall | None = None
         self.started_at = 0.0
@@ -423,6 +426,7 @@ class ContainerService:
             # the image's /etc/passwd, a bad mount) fails the start as a
             # runtime error does, so waiters hear of it and AutoRemove holds
             # (docker run --rm waits for the removal).
+            c.released = False
             bundle = await self._bundles.prepare(c.directory, c.record, image)
             state = await self._runtime.create(
                 c.id,
@@ -547,10 +551,13 @@ class ContainerService:
                 await self._runtime.delete(c.id)
             except Exception:
                 _log.failure("runtime delete {id}", id=c.id)
+                return
             try:
                 await self._bundles.release(c.directory, c.record)
             except Exception:
                 _log.failure("release bundle {id}", id=c.id)
+                return
+            c.released = True
 
         return Deferred.fromCoroutine(release())
 
@@ -782,14 +789,17 @@ class ContainerService:
             for attachment in c.pending:
                 attachment.finish()
             c.pending = []
-            try:
-                await self._runtime.delete(c.id, force=True)
-            except DockerError as e:
-                _log.warn("runtime delete {id}: {e}", id=c.id, e=e.message)
-            try:
-                await self._bundles.release(c.directory, c.record)
-            except DockerError as e:
-                _log.warn("release bundle {id}: {e}", id=c.id, e=e.message)
+            # After an exit already released everything (docker run --rm),
+            # a second runc delete would only cost a process.
+            if not c.released:
+                try:
+                    await self._runtime.delete(c.id, force=True)
+                except DockerError as e:
+                    _log.warn("runtime delete {id}: {e}", id=c.id, e=e.message)
+                try:
+                    await self._bundles.release(c.directory, c.record)
+                except DockerError as e:
+                    _log.warn("release bundle {id}: {e}", id=c.id, e=e.message)
             # The record goes first: a crash half-way leaves no container
             # that points at half a directory.
             record_path = c.directory / record.RECORD_FILE

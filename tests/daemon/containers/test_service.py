@@ -301,6 +301,26 @@ class LifeCycleTests(_Base):
         self.assertEqual(self.successResultOf(removed), {"StatusCode": 0})
         self.assertEqual(self.service.list_containers(all=True), [])
 
+    def test_auto_remove_deletes_once(self) -> None:
+        """
+        The exit already deleted the runtime's container: removing it for
+        AutoRemove does not ask the runtime again (one runc process less
+        on docker run --rm's path).
+        """
+        cid = self.started(HostConfig={"AutoRemove": True})
+        deletes: list[tuple[str, bool]] = []
+        real_delete = self.runtime.delete
+
+        def delete(container_id: str, *, force: bool = False) -> object:
+            deletes.append((container_id, force))
+            return real_delete(container_id, force=force)
+
+        self.runtime.delete = delete  # type: ignore[method-assign]
+        removed = self.service.wait(cid, "removed")
+        self.runtime.exit(cid, 0)
+        self.successResultOf(removed)
+        self.assertEqual(deletes, [(cid, False)])
+
     def test_restart_policy_backoff(self) -> None:
         """
         on-failure:2 restarts twice, after 100 ms then 200 ms, and counts
