@@ -29,7 +29,7 @@ import tempfile
 import termios
 import tty
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
 
@@ -52,9 +52,15 @@ from dockserve.daemon.contracts import (
 )
 from dockserve.errors import SystemError_
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 _log = Logger()
 
 _POLL = 0.05
+
+#: How often exits are polled for even with inotify, in case an event is lost.
+_SAFETY_POLL = 1.0
 
 
 class _Collect(ProcessProtocol):
@@ -377,6 +383,11 @@ class RuncRuntime:
         self._exits = self._root / "exits"
         self._sockets = self._root / "s"
         self._monitors = self._root / "c"
+        # Exit files are seen through inotify when the reactor can watch a
+        # descriptor; polling stays as the fallback (and as a safety net).
+        self._exit_waiters: dict[str, list[Callable[[], None]]] = {}
+        self._inotify: Any = None
+        self._inotify_tried = False
         for path in (self._runc_root, self._exits, self._sockets, self._monitors):
             path.mkdir(parents=True, exist_ok=True)
 
@@ -573,18 +584,71 @@ class RuncRuntime:
         return ExitStatus(code=code, finished_at=finished, oom_killed=oom)
 
     def wait_exit(self, container_id: str) -> Deferred[ExitStatus]:
-        """Polls for conmon's exit file."""
+        """
+        Fires with the status once conmon's exit file appears: at once
+        through inotify on the exits directory, else by polling.
+        """
         done: Deferred[ExitStatus] = Deferred()
+        interval = _POLL if self._watch_exits() is None else _SAFETY_POLL
+        timer: list[Any] = []
 
         def check() -> None:
+            if done.called:
+                return
             status = self.exit_status(container_id)
             if status is not None:
+                if timer and timer[0].active():
+                    timer[0].cancel()
+                waiting = self._exit_waiters.get(container_id, [])
+                if check in waiting:
+                    waiting.remove(check)
+                if not waiting:
+                    self._exit_waiters.pop(container_id, None)
                 done.callback(status)
-            else:
-                self._reactor.callLater(_POLL, check)
+                return
+            waiting = self._exit_waiters.setdefault(container_id, [])
+            if check not in waiting:
+                waiting.append(check)
+            if not timer or not timer[0].active():
+                timer[:] = [self._reactor.callLater(interval, check)]
 
         check()
         return done
+
+    def _watch_exits(self) -> Any:
+        """The inotify watch on the exits directory, or C{None} if none."""
+        if not self._inotify_tried:
+            self._inotify_tried = True
+            try:
+                from twisted.internet import inotify  # noqa: PLC0415
+                from twisted.python.filepath import FilePath  # noqa: PLC0415
+
+                notifier = inotify.INotify(self._reactor)  # type: ignore[no-untyped-call]
+                notifier.startReading()  # type: ignore[no-untyped-call]
+                notifier.watch(  # type: ignore[no-untyped-call]
+                    FilePath(str(self._exits)),
+                    mask=inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_TO,
+                    callbacks=[self._exit_written],
+                )
+            except Exception:
+                _log.info("No inotify for exit files: polling them instead")
+            else:
+                self._inotify = notifier
+        return self._inotify
+
+    def close(self) -> None:
+        """Stop watching the exits directory (containers keep running)."""
+        if self._inotify is not None:
+            self._inotify.loseConnection()
+            self._inotify = None
+        self._inotify_tried = False
+
+    def _exit_written(self, _watch: object, path: Any, _mask: int) -> None:
+        name = path.basename()  # bytes: Twisted's inotify reports raw names
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "surrogateescape")
+        for check in list(self._exit_waiters.get(name, [])):
+            check()
 
     def attach(self, container_id: str, on_output: OutputCallback) -> Deferred[Stdio]:
         """Connect to conmon's attach socket."""

@@ -12,8 +12,9 @@ from typing import Any
 from twisted.internet import error as net_error
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from dockserve.daemon import runtime as runtime_module
 from dockserve.daemon.contracts import ExitStatus, RuntimeState
 from dockserve.daemon.runtime import RuncRuntime, _clean, _runc_message
 from dockserve.errors import SystemError_
@@ -228,3 +229,33 @@ class RuncRuntimeTests(SynchronousTestCase):
         (self.root / "exits" / CID).write_text("3")
         self.reactor.advance(1)
         self.assertEqual(self.successResultOf(d).code, 3)
+
+
+class ExitWatchTests(TestCase):
+    """Exit files seen through inotify on a real reactor."""
+
+    async def test_exit_seen_without_polling(self) -> None:
+        """
+        With polling pushed out of reach, conmon's exit file (written under a
+        temporary name and renamed, as conmon does) still fires wait_exit:
+        the inotify watch saw it.
+        """
+        from twisted.internet import reactor  # noqa: PLC0415
+
+        self.patch(runtime_module, "_SAFETY_POLL", 3600.0)
+        self.patch(runtime_module, "_POLL", 3600.0)
+        runtime = RuncRuntime(Path(self.mktemp()), reactor)
+        self.addCleanup(runtime.close)
+        waiting = runtime.wait_exit("c1")
+        other = runtime.wait_exit("c2")
+        exits = Path(runtime._exits)
+        (exits / "c1.tmp").write_text("3")
+        (exits / "c1.tmp").rename(exits / "c1")
+        status = await waiting
+        self.assertEqual(status.code, 3)
+        self.assertFalse(other.called)
+        (exits / "c2").write_text("0")
+        self.assertEqual((await other).code, 0)
+        for call in reactor.getDelayedCalls():
+            if call.getTime() - reactor.seconds() > 3000:
+                self.fail("a wait left its safety poll behind")

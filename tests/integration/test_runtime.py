@@ -44,6 +44,7 @@ class RuncRuntimeTests(TestCase):
             (layer / "bin" / name).symlink_to("busybox")
         self.layer = layer
         self.runtime = RuncRuntime(self.base / "rt", reactor)
+        self.addCleanup(self.runtime.close)
         self.ids: list[str] = []
 
     async def _cleanup(self) -> None:

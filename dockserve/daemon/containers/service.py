@@ -30,6 +30,7 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
     DeferredList,
+    DeferredLock,
     succeed,
 )
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -103,6 +104,7 @@ class _Container:
         self.busy: Deferred[None] | None = None
         self.cleanup: Deferred[None] = succeed(None)
         self.released = False
+        self.root_lock = DeferredLock()
         self.backoff = restart.Backoff()
         self.restart_call: IDelayedCall | None = None
         self.started_at = 0.0
@@ -1417,18 +1419,26 @@ class ContainerService:
         """
 
         async def run() -> _T:
-            mounted_here = False
-            if not c.record.state.running:
-                image = self._images.resolve(c.record.image_id)
-                await self._bundles.prepare(c.directory, c.record, image)
-                mounted_here = True
+            # One at a time per container, and after the last run's own
+            # release: otherwise that release (or another copy's) could
+            # unmount the root under this one ("Could not find the file").
+            await c.cleanup
+            await c.root_lock.acquire()
             try:
-                return await self._blocking(
-                    lambda: work(self._bundles.rootfs(c.directory))
-                )
+                mounted_here = False
+                if not c.record.state.running:
+                    image = self._images.resolve(c.record.image_id)
+                    await self._bundles.prepare(c.directory, c.record, image)
+                    mounted_here = True
+                try:
+                    return await self._blocking(
+                        lambda: work(self._bundles.rootfs(c.directory))
+                    )
+                finally:
+                    if mounted_here and not c.record.state.running and c.busy is None:
+                        await self._bundles.release(c.directory, c.record)
             finally:
-                if mounted_here and not c.record.state.running and c.busy is None:
-                    await self._bundles.release(c.directory, c.record)
+                c.root_lock.release()
 
         return Deferred.fromCoroutine(run())
 
