@@ -299,41 +299,17 @@ class _Exec:
         self.protocol.on_output = None
 
 
-class _TtyExecProtocol(ProcessProtocol):
+class _TtyExecProtocol(_ExecProtocol):
     """C{runc exec -t} on our pty: what it prints is the exec's output."""
-
-    def __init__(self, on_output: OutputCallback | None) -> None:
-        self.on_output = on_output
-        self.exited: Deferred[int] = Deferred()
-        self.closed: Deferred[None] = Deferred()
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:  # noqa: ARG002
         if self.on_output is not None:
             self.on_output(1, data)
 
-    def processEnded(self, reason: Failure) -> None:
-        code = 0
-        if isinstance(reason.value, net_error.ProcessTerminated):
-            value: Any = reason.value
-            code = (
-                value.exitCode
-                if value.exitCode is not None
-                else 128 + (value.signal or 0)
-            )
-        if not self.closed.called:
-            self.closed.callback(None)
-        self.exited.callback(code)
-
 
 @define
-class _TtyExec:
+class _TtyExec(_Exec):
     """An L{ExecProcess} with a TTY: runc on a pty whose master we hold."""
-
-    protocol: _TtyExecProtocol
-    transport: Any
-    pid: int
-    exited: Deferred[int]
-    closed: Deferred[None]
 
     def write_stdin(self, data: bytes) -> None:
         with contextlib.suppress(OSError, AttributeError):
@@ -351,9 +327,6 @@ class _TtyExec:
             fcntl.ioctl(
                 fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0)
             )
-
-    def detach(self) -> None:
-        self.protocol.on_output = None
 
 
 class RuncRuntime:
