@@ -5,13 +5,10 @@ stopped or paused container and an unknown exec.
 """
 
 import json
-import os
-import pty
-import select
-import time
 from pathlib import Path
 
-from tests.integration.test_containers import DOCKER, _DaemonCase
+from tests.integration.test_container_io import _Terminal
+from tests.integration.test_containers import _DaemonCase
 
 
 class ExecTests(_DaemonCase):
@@ -29,32 +26,15 @@ class ExecTests(_DaemonCase):
         docker exec -it under a terminal: a usable shell whose exit code is
         docker exec's, with the terminal's size inside.
         """
-        pid, fd = pty.fork()
-        if pid == 0:  # pragma: no cover - the child
-            os.environ.update(self.daemon.env)
-            os.execv(DOCKER, [DOCKER, "exec", "-it", "box", "sh"])  # noqa: S606
-        output = b""
-
-        def read_until(marker: bytes, limit: float = 20) -> None:
-            nonlocal output
-            deadline = time.monotonic() + limit
-            while marker not in output and time.monotonic() < deadline:
-                ready, _, _ = select.select([fd], [], [], 0.2)
-                if ready:
-                    try:
-                        output += os.read(fd, 4096)
-                    except OSError:
-                        return
-
-        read_until(b"# ")
-        os.write(fd, b"echo $((6*7)); tty\r")
-        read_until(b"/dev/pts/")
-        os.write(fd, b"exit 7\r")
-        read_until(b"\x00never", limit=5)
-        _, status = os.waitpid(pid, 0)
-        os.close(fd)
-        self.assertIn(b"42", output)
-        self.assertEqual(os.waitstatus_to_exitcode(status), 7)
+        term = _Terminal(self.daemon.env, ["exec", "-it", "box", "sh"], 30, 100)
+        self.addCleanup(term.close)
+        self.assertTrue(term.read_until(b"# "), term.output)
+        term.write(b"echo $((6*7)); tty; stty size\r")
+        self.assertTrue(term.read_until(b"30 100"), term.output)
+        term.write(b"exit 7\r")
+        self.assertEqual(term.wait(), 7)
+        self.assertIn(b"42", term.output)
+        self.assertIn(b"/dev/pts/", term.output)
 
     def test_tty_without_terminal(self) -> None:
         """docker exec -t without -i: the output, raw, and the exit code."""
