@@ -9,17 +9,14 @@ reactor thread once every blob and layer is durable.
 """
 
 import json
-import lzma
 import os
 import posixpath
 import shutil
 import tarfile
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-import zstandard
 from attrs import frozen
 
 from dockserve.daemon.images import layers
@@ -47,6 +44,13 @@ class LoadedImage:
     config: dict[str, Any]
     config_size: int
     repo_tags: tuple[str, ...]
+
+
+#: What reading a corrupt archive raises: tar's errors and a bad stream's.
+_BAD_ARCHIVE_ERRORS: tuple[type[BaseException], ...] = (
+    tarfile.TarError,
+    *layers.BAD_STREAM_ERRORS,
+)
 
 
 def _extract(src: IO[bytes], work: Path, hashes: dict[Path, tuple[str, int]]) -> None:
@@ -77,15 +81,7 @@ def _extract(src: IO[bytes], work: Path, hashes: dict[Path, tuple[str, int]]) ->
             dest.parent.mkdir(parents=True, exist_ok=True)
             with dest.open("wb") as out:
                 hashes[dest] = layers.copy_hashing(data, out)
-    except (
-        OSError,
-        tarfile.TarError,
-        EOFError,
-        ValueError,
-        lzma.LZMAError,
-        zlib.error,
-        zstandard.ZstdError,
-    ) as e:
+    except _BAD_ARCHIVE_ERRORS as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise  # the disk, not the archive
         if first:

@@ -21,6 +21,7 @@ import os
 import shutil
 import stat
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
@@ -34,6 +35,17 @@ CHUNK = 1 << 20
 
 _GZIP = b"\x1f\x8b"
 _XZ = b"\xfd7zXZ\x00"
+
+#: What reading a corrupt (compressed) stream raises. An OSError with an
+#: errno is the disk's fault, not the data's: callers re-raise that one.
+BAD_STREAM_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    EOFError,
+    ValueError,
+    lzma.LZMAError,
+    zlib.error,
+    zstandard.ZstdError,
+)
 _ZSTD = b"\x28\xb5\x2f\xfd"
 _BZIP2 = b"BZh"
 

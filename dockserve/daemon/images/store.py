@@ -24,17 +24,14 @@ read and changed on the reactor thread only.
 """
 
 import json
-import lzma
 import os
 import shutil
 import threading
 import time
 import uuid
-import zlib
 from pathlib import Path
 from typing import IO, Any
 
-import zstandard
 from attrs import evolve, field, frozen
 
 from dockserve.daemon import store as records
@@ -272,14 +269,7 @@ class ImageStore:
                 try:
                     reader = layers.decompressed(src) if decompress else src
                     digest, size = layers.copy_hashing(reader, out)
-                except (
-                    OSError,
-                    EOFError,
-                    ValueError,
-                    lzma.LZMAError,
-                    zlib.error,
-                    zstandard.ZstdError,
-                ) as e:
+                except layers.BAD_STREAM_ERRORS as e:
                     if isinstance(e, OSError) and e.errno is not None:
                         raise
                     raise InvalidParameter(f"failed to decompress layer: {e}") from None
