@@ -23,7 +23,6 @@ import contextlib
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +35,10 @@ from pathlib import Path
 import attrs
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.peer import stop  # noqa: E402
+
 DOC = ROOT / "docs" / "performance.md"
 BEGIN = "<!-- api_bench: begin (written by bench/api_bench.py) -->"
 END = "<!-- api_bench: end -->"
@@ -268,17 +271,6 @@ def dockerd() -> Iterator[tuple[tuple[str, int], int, float]]:
                 check=False,
             )
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def stop(process: "subprocess.Popen[bytes]") -> None:
-    """SIGTERM the process we started, then SIGKILL it after 20 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def run_cells(address: tuple[str, int], seconds: float) -> tuple[Cell, ...]:

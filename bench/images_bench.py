@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.peer import ratio, start_dockerd  # noqa: E402
+from bench.peer import answers, ratio, start_dockerd  # noqa: E402
 from tests.integration.images import busybox_rootfs_tar, busybox_save_archive  # noqa: E402
 
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
@@ -132,20 +132,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def _answers(sock: Path) -> bool:
-    """Whether a daemon answers GET /v1.50/images/json on C{sock}."""
-    if not sock.exists():
-        return False
-    try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(2)
-            s.connect(str(sock))
-            s.sendall(b"GET /v1.50/images/json HTTP/1.0\r\nHost: d\r\n\r\n")
-            return s.recv(12).startswith(b"HTTP/1.")
-    except OSError:
-        return False
-
-
 def _start_dockserve(work: Path) -> tuple[str, subprocess.Popen[bytes]]:
     sock = work / "dockserve.sock"
     data = work / "data"
@@ -169,11 +155,11 @@ def _start_dockserve(work: Path) -> tuple[str, subprocess.Popen[bytes]]:
         )
         log.close()
         deadline = time.monotonic() + 20
-        while not _answers(sock) and process.poll() is None:
+        while not answers(sock) and process.poll() is None:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        if process.poll() is None and _answers(sock):
+        if process.poll() is None and answers(sock):
             print(f"dockserve: {' '.join(argv[:4])}...", file=sys.stderr)
             return f"unix://{sock}", process
         _stop(process)

@@ -116,7 +116,8 @@ def answers(sock: Path) -> bool:
         return False
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a process we started, then SIGKILL it after 20 s."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -183,7 +184,7 @@ def start_dockerd(busybox: bool = True, timeout: float = 60) -> Iterator[Peer]:
             api.close()
         yield peer
     finally:
-        _stop(process)
+        stop(process)
         for pid in containerd:
             _stop_pid(pid)
         subprocess.run(
