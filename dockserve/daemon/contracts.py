@@ -159,6 +159,23 @@ class Runtime(Protocol):
             (for example C{exec: "nosuch": executable file not found in $PATH}).
         """
 
+    def run(
+        self,
+        container_id: str,
+        bundle_dir: str,
+        *,
+        log_path: str,
+        tty: bool,
+        open_stdin: bool,
+        before_start: Callable[[], Deferred[None]] | None = None,
+    ) -> Deferred[RuntimeState]:
+        """
+        L{create} and L{start} at once (one runtime process instead of
+        two), for a container without a TTY. C{before_start} runs once the
+        monitor's stdio can be attached to and before the process runs, so
+        clients it attaches see all the output. Fires once it runs.
+        """
+
     def start(self, container_id: str) -> Deferred[None]:
         """Start a created container's process."""
 

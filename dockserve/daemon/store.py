@@ -27,10 +27,17 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+def atomic_write(
+    path: Path, data: bytes, mode: int = 0o600, *, durable: bool = True
+) -> None:
     """
     Replace C{path} with C{data} so that readers see the old or the new
     content, and the new content is on disk when this returns.
+
+    @param durable: C{False} for a file that is made again whenever it is
+        needed (an OCI bundle's C{config.json}): the replace is still atomic
+        for readers and against a crash of the daemon, but not against a
+        power cut, and costs no fsync.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
@@ -40,11 +47,13 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     tmp.replace(path)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def write_json(path: Path, value: Any) -> None:

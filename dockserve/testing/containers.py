@@ -10,6 +10,7 @@ the verified in-memory runtime that passes the runtime contract suite.
 """
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,10 +91,10 @@ class FakeBundles:
         self.mounted.add(record.id)
         return succeed(str(directory))
 
-    def release(self, directory: Path, record: ContainerRecord) -> Deferred[None]:
+    def release(self, directory: Path, container_id: str) -> Deferred[None]:
         """Forget the pretend mount."""
         del directory
-        self.mounted.discard(record.id)
+        self.mounted.discard(container_id)
         return succeed(None)
 
     def rootfs(self, directory: Path) -> Path:
@@ -180,6 +181,11 @@ class ScriptedRuntime:
 
     @ivar fail_create: A message that the next create fails with.
     @ivar execs: Every exec started, in order.
+    @ivar runs: How many starts went through L{run} (create and start in one).
+    @ivar on_start: Called with the container's ID as its process starts
+        (a test makes it write its first bytes at once).
+    @ivar hold: While set, L{run} waits for it to fire after C{before_start}
+        (the runtime is still starting the process).
     """
 
     def __init__(self, clock: Clock) -> None:
@@ -189,6 +195,9 @@ class ScriptedRuntime:
         self.fail_create: str | None = None
         self.execs: list[FakeExec] = []
         self._next_pid = 1000
+        self.runs = 0
+        self.on_start: Callable[[str], None] = lambda _: None
+        self.hold: Deferred[None] | None = None
 
     def create(
         self,
@@ -216,9 +225,46 @@ class ScriptedRuntime:
             raise SystemError_(f"container {container_id} does not exist")
         return fake
 
+    def run(
+        self,
+        container_id: str,
+        bundle_dir: str,
+        *,
+        log_path: str,
+        tty: bool,
+        open_stdin: bool,
+        before_start: Callable[[], Deferred[None]] | None = None,
+    ) -> Deferred[RuntimeState]:
+        """See L{dockserve.daemon.contracts}: C{run}."""
+        self.runs += 1
+        created = self.create(
+            container_id,
+            bundle_dir,
+            log_path=log_path,
+            tty=tty,
+            open_stdin=open_stdin,
+        )
+
+        async def run() -> RuntimeState:
+            state = await created
+            if before_start is not None:
+                try:
+                    await before_start()
+                except BaseException:
+                    self.containers.pop(container_id, None)
+                    raise
+            if self.hold is not None:
+                await self.hold
+            self._fake(container_id).status = "running"
+            self.on_start(container_id)
+            return RuntimeState("running", state.pid)
+
+        return Deferred.fromCoroutine(run())
+
     def start(self, container_id: str) -> Deferred[None]:
         """See L{dockserve.daemon.contracts}: C{start}."""
         self._fake(container_id).status = "running"
+        self.on_start(container_id)
         return succeed(None)
 
     def kill(self, container_id: str, signal: int) -> Deferred[None]:

@@ -53,6 +53,10 @@ class _Reactor(Clock):
         self, protocol: Any, executable: str, args: list[str], **kwargs: Any
     ) -> None:
         assert executable == args[0]
+        # A descriptor handed to the child is the child's own copy.
+        for child, parent in kwargs.get("childFDs", {}).items():
+            if isinstance(parent, int):
+                kwargs["childFDs"][child] = os.dup(parent)
         self.spawned.append(_Spawn(protocol, list(args), kwargs))
 
 
@@ -98,9 +102,16 @@ class RuncRuntimeTests(SynchronousTestCase):
         return self.reactor.spawned[-1]
 
     def test_layout(self) -> None:
-        """The exec root holds runc's root, exits, short links and monitors."""
+        """
+        The exec root holds runc's root, exits, short links, monitors and
+        the gated-run script.
+        """
         self.assertEqual(
-            sorted(p.name for p in self.root.iterdir()), ["c", "exits", "runc", "s"]
+            sorted(p.name for p in self.root.iterdir()),
+            ["c", "exits", "gated-run.sh", "runc", "s"],
+        )
+        self.assertEqual(
+            (self.root / "gated-run.sh").read_text(), runtime_module.GATED_RUN
         )
 
     def test_create_argv(self) -> None:
@@ -114,7 +125,10 @@ class RuncRuntimeTests(SynchronousTestCase):
         d = self.runtime.create(CID, str(bundle), log_path="/l/log", tty=False,
                                 open_stdin=False)  # fmt: skip
         spawn = self.last()
-        argv = spawn.argv
+        # env -C starts conmon in the bundle, so the daemon need not fork.
+        self.assertEqual(spawn.argv[1:3], ["-C", str(bundle)])
+        self.assertNotIn("path", spawn.kwargs)
+        argv = spawn.argv[3:]
         self.assertEqual(argv[0], "/x/conmon")
         pairs = dict(zip(argv[1::2], argv[2::2], strict=False))
         self.assertEqual(pairs["-c"], CID)
@@ -259,3 +273,184 @@ class ExitWatchTests(TestCase):
         for call in reactor.getDelayedCalls():
             if call.getTime() - reactor.seconds() > 3000:
                 self.fail("a wait left its safety poll behind")
+
+
+class RunTests(SynchronousTestCase):
+    """L{RuncRuntime.run}: conmon through the gate, then runc run --detach."""
+
+    def setUp(self) -> None:
+        self.reactor = _Reactor()
+        self.root = Path(self.mktemp())
+        self.runtime = RuncRuntime(
+            self.root, self.reactor, runtime_binary="/x/runc", conmon_binary="/x/conmon"
+        )
+        self.bundle = Path(self.mktemp()).absolute()
+        self.bundle.mkdir()
+
+    def gate(self) -> int:
+        """conmon's end of the start gate, without blocking."""
+        fd: int = self.last().kwargs["childFDs"][runtime_module.GATE_FD]
+        self.addCleanup(os.close, fd)
+        os.set_blocking(fd, False)
+        return fd
+
+    def run_it(self, before_start: Any = None) -> Any:
+        return self.runtime.run(
+            CID, str(self.bundle), log_path="/l/log", tty=False, open_stdin=False,
+            before_start=before_start,
+        )  # fmt: skip
+
+    def test_argv(self) -> None:
+        """
+        conmon runs the gated script with sh and the real runc in its
+        environment, beside the gate.
+        """
+        self.run_it()
+        spawn = self.last()
+        argv = spawn.argv[3:]
+        at = argv.index("-r")
+        script = str(self.root / "gated-run.sh")
+        self.assertEqual(argv[at + 1 : at + 4], ["/bin/sh", "--runtime-arg", script])
+        self.assertIn(f"--root={self.root / 'runc'}", argv)
+        self.assertEqual(spawn.kwargs["env"]["DOCKSERVE_RUNTIME"], "/x/runc")
+        self.assertIsInstance(spawn.kwargs["childFDs"][runtime_module.GATE_FD], int)
+
+    def last(self) -> _Spawn:
+        return self.reactor.spawned[-1]
+
+    def test_no_one_waiting(self) -> None:
+        """
+        Without clients to attach first, the gate is open from the start;
+        the pid conmon reports is the running container's, and the gate is
+        gone after.
+        """
+        d = self.run_it()
+        reader = self.gate()
+        self.assertEqual(os.read(reader, 100), b"start\n")
+        self.last().protocol.childDataReceived(3, b'{"data": 4242}')
+        self.assertEqual(self.successResultOf(d), RuntimeState("running", 4242))
+        # The daemon's end is closed: nothing more will come.
+        self.assertEqual(os.read(reader, 100), b"")
+
+    def test_attach_first(self) -> None:
+        """
+        The gate stays shut until conmon's control fifo (made after its
+        attach socket listens) is there and C{before_start} has run.
+        """
+        calls: list[str] = []
+
+        def before_start() -> Any:
+            calls.append("attached")
+            from twisted.internet.defer import succeed  # noqa: PLC0415
+
+            return succeed(None)
+
+        (self.bundle / "ctl").write_text("stale")
+        d = self.run_it(before_start)
+        reader = self.gate()
+        # A control fifo of an earlier run does not count.
+        self.assertFalse((self.bundle / "ctl").exists())
+        self.reactor.advance(0.01)
+        self.assertEqual(calls, [])
+        with self.assertRaises(BlockingIOError):
+            os.read(reader, 100)
+        (self.bundle / "ctl").write_text("")
+        self.reactor.advance(0.002)
+        self.assertEqual(calls, ["attached"])
+        self.assertEqual(os.read(reader, 100), b"start\n")
+        self.last().protocol.childDataReceived(3, b'{"data": 7}')
+        self.assertEqual(self.successResultOf(d).pid, 7)
+
+    def test_before_start_fails(self) -> None:
+        """
+        If attaching fails, the gate closes without a line (the container
+        never runs) and the start fails with that error.
+        """
+        from twisted.internet.defer import fail  # noqa: PLC0415
+
+        d = self.run_it(lambda: fail(SystemError_("cannot attach")))
+        reader = self.gate()
+        (self.bundle / "ctl").write_text("")
+        self.reactor.advance(0.002)
+        # The gated script reads end-of-file: no writer is left, no line.
+        self.assertEqual(os.read(reader, 100), b"")
+        failure = self.failureResultOf(d, SystemError_)
+        self.assertEqual(str(failure.value), "cannot attach")
+
+    def test_conmon_fails_first(self) -> None:
+        """conmon failing before it is set up ends the wait with its error."""
+        d = self.run_it(lambda: self.fail("must not attach"))
+        message = {"data": -1, "message": "runc run failed: no such user"}
+        self.last().protocol.childDataReceived(3, json.dumps(message).encode())
+        self.reactor.advance(0.002)
+        failure = self.failureResultOf(d, SystemError_)
+        # Worded as dockerd words a failed create.
+        self.assertIn("OCI runtime create failed: runc create failed: no such user",
+                      str(failure.value))  # fmt: skip
+
+    def test_tty_refused(self) -> None:
+        """A TTY container is created, then started: run refuses it."""
+        with self.assertRaises(ValueError):
+            self.runtime.run(CID, str(self.bundle), log_path="/l", tty=True,
+                             open_stdin=False)  # fmt: skip
+
+
+class GatedRunScriptTests(TestCase):
+    """L{runtime_module.GATED_RUN} under the real /bin/sh."""
+
+    def setUp(self) -> None:
+        self.dir = Path(self.mktemp())
+        self.dir.mkdir()
+        self.script = self.dir / "gated-run.sh"
+        self.script.write_text(runtime_module.GATED_RUN)
+        # A runtime that prints the arguments it was given, one per line.
+        self.fake = self.dir / "runtime"
+        self.fake.write_text('#!/bin/sh\nfor a do echo "$a"; done\n')
+        self.fake.chmod(0o755)
+
+    def sh(self, line: bytes | None) -> Any:
+        """
+        Run the script as conmon would, with the gate on descriptor 4: the
+        daemon writes C{line} and closes its end (C{None}: closes it only).
+        """
+        import subprocess  # noqa: PLC0415
+
+        read_end, write_end = os.pipe()
+        if line is not None:
+            os.write(write_end, line)
+        os.close(write_end)
+        try:
+            # As conmon hands it over: the gate is descriptor 4.
+            trampoline = f'exec 4<&{read_end} {read_end}<&-; exec /bin/sh "$0" "$@"'
+            process = subprocess.run(
+                ["/bin/sh", "-c", trampoline, str(self.script), "--root=/r",
+                 "create", "--bundle", "/b", "--pid-file", "/p", "create"],
+                env={"DOCKSERVE_RUNTIME": str(self.fake),
+                     "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                stdin=subprocess.DEVNULL, capture_output=True, timeout=10,
+                check=False, pass_fds=(read_end,),
+            )  # fmt: skip
+        finally:
+            os.close(read_end)
+        return process.returncode, process.stdout.decode(), process.stderr.decode()
+
+    def test_create_becomes_run(self) -> None:
+        """
+        Once the gate has its line, the runtime runs with C{run --detach}
+        for conmon's C{create} (only the first: a container may be named
+        "create"), every other argument as it was.
+        """
+        code, out, err = self.sh(b"start\n")
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(
+            out.splitlines(),
+            ["--root=/r", "run", "--detach", "--bundle", "/b", "--pid-file", "/p",
+             "create"],
+        )  # fmt: skip
+
+    def test_closed_gate_cancels(self) -> None:
+        """A gate closed without a line: no runtime, an error for conmon."""
+        code, out, err = self.sh(None)
+        self.assertEqual(code, 1)
+        self.assertEqual(out, "")
+        self.assertEqual(err.strip(), "the container start was cancelled")

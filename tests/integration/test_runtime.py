@@ -154,3 +154,94 @@ class RuncRuntimeTests(TestCase):
         self.assertEqual(self.runtime.stats(cid)["pids_stats"]["current"], 1)
         await self.runtime.kill(cid, 9)
         self.assertEqual((await self.runtime.wait_exit(cid)).code, 137)
+
+    async def run_attached(
+        self, cid: str, bundle: str, log: str
+    ) -> tuple[Any, Any, list[tuple[int, bytes]]]:
+        """L{RuncRuntime.run} with one client attached in C{before_start}."""
+        from twisted.internet.defer import Deferred  # noqa: PLC0415
+
+        out: list[tuple[int, bytes]] = []
+        attached: list[Any] = []
+
+        async def attach() -> None:
+            stdio = await self.runtime.attach(cid, lambda s, d: out.append((s, d)))
+            attached.append(stdio)
+
+        state = await self.runtime.run(
+            cid, bundle, log_path=log, tty=False, open_stdin=True,
+            before_start=lambda: Deferred.fromCoroutine(attach()),
+        )  # fmt: skip
+        return state, attached[0], out
+
+    async def test_gated_run(self) -> None:
+        """
+        run creates and starts in one runtime process; a client attached in
+        before_start sees the very first bytes of a process that writes
+        them at once and exits (twenty times over), and stdin reaches it.
+        The exit file goes with delete.
+        """
+        log = str(self.base / "log")
+        for n in range(20):
+            cid = f"{n:064x}"
+            bundle = self.bundle(
+                cid, ["sh", "-c", f"echo first-{n}; cat; exit {n}"], OpenStdin=True
+            )
+            state, stdio, out = await self.run_attached(cid, bundle, log)
+            self.assertEqual(state.status, "running")
+            self.assertGreater(state.pid, 0)
+            stdio.write_stdin(b"typed\n")
+            stdio.close_stdin()
+            self.assertEqual((await self.runtime.wait_exit(cid)).code, n)
+            await stdio.closed
+            self.assertEqual(
+                b"".join(d for s, d in out if s == 1), f"first-{n}\ntyped\n".encode()
+            )
+            await self.runtime.delete(cid)
+            self.assertIsNone(self.runtime.exit_status(cid))
+
+    async def test_gated_run_missing_executable(self) -> None:
+        """A missing command fails run with the words a failed create has."""
+        cid = "e" * 64
+        bundle = self.bundle(cid, ["nosuch"])
+        with self.assertRaises(SystemError_) as caught:
+            await self.runtime.run(
+                cid, bundle, log_path=str(self.base / "log"), tty=False,
+                open_stdin=False,
+            )  # fmt: skip
+        self.assertIn(
+            "OCI runtime create failed: runc create failed: unable to start "
+            'container process: exec: "nosuch": executable file not found in $PATH',
+            caught.exception.message,
+        )
+
+    async def test_gated_run_cancelled(self) -> None:
+        """
+        When before_start fails, the process never runs: the start fails
+        with that error and conmon leaves no container behind.
+        """
+        cid = "f" * 64
+        marker = self.base / cid / "rootfs" / "ran"
+        bundle = self.bundle(cid, ["sh", "-c", "echo x > /ran"])
+
+        def refuse() -> Any:
+            from twisted.internet.defer import fail  # noqa: PLC0415
+
+            return fail(SystemError_("no attaching today"))
+
+        with self.assertRaises(SystemError_) as caught:
+            await self.runtime.run(
+                cid, bundle, log_path=str(self.base / "log"), tty=False,
+                open_stdin=False, before_start=refuse,
+            )  # fmt: skip
+        self.assertEqual(caught.exception.message, "no attaching today")
+        conmon_pid = int((self.base / "rt" / "c" / cid / "conmon.pid").read_text())
+        for _ in range(200):
+            if not Path(f"/proc/{conmon_pid}").exists():
+                break
+            from twisted.internet.task import deferLater  # noqa: PLC0415
+
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertFalse(Path(f"/proc/{conmon_pid}").exists(), "conmon lingers")
+        self.assertFalse(marker.exists())
+        self.assertIsNone((await self.runtime.state(cid)).status)

@@ -32,8 +32,11 @@ class Bundles(Protocol):
         @return: The bundle directory for L{dockserve.daemon.contracts.Runtime.create}.
         """
 
-    def release(self, directory: Path, record: ContainerRecord) -> Deferred[None]:
-        """Unmount what L{prepare} mounted; the upper directory stays."""
+    def release(self, directory: Path, container_id: str) -> Deferred[None]:
+        """
+        Unmount what L{prepare} mounted; the upper directory stays. Needs
+        no record: a removed container's leftovers are released too.
+        """
 
     def rootfs(self, directory: Path) -> Path:
         """Where the container's root filesystem is (mounted while it runs)."""

@@ -78,6 +78,11 @@ def new_id(taken: Callable[[str], bool] = lambda _: False) -> str:
         return candidate
 
 
+def is_full_id(text: str) -> bool:
+    """Whether C{text} is a whole container ID (64 lower-case hex digits)."""
+    return len(text) == 64 and all(ch in "0123456789abcdef" for ch in text)
+
+
 def random_name(taken: Callable[[str], bool]) -> str:
     """
     A generated C{/adjective_surname} name that is not C{taken}; a digit is

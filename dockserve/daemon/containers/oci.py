@@ -114,8 +114,12 @@ class OverlayBundles:
         except DockerError:
             self._unmount(rootfs, rootfs_module)
             raise
+        # Made again at every start: atomic, but no fsync on the start's path.
         store.atomic_write(
-            directory / "config.json", json.dumps(spec).encode(), mode=0o600
+            directory / "config.json",
+            json.dumps(spec).encode(),
+            mode=0o600,
+            durable=False,
         )
         return str(directory)
 
@@ -123,9 +127,9 @@ class OverlayBundles:
         if os.path.ismount(rootfs):
             rootfs_module.unmount(rootfs)
 
-    def release(self, directory: Path, record: ContainerRecord) -> Deferred[None]:
+    def release(self, directory: Path, container_id: str) -> Deferred[None]:
         """Unmount the root; the upper directory and the files stay."""
-        del record
+        del container_id
 
         def release() -> None:
             rootfs_module: Any = importlib.import_module("dockserve.daemon.rootfs")

@@ -36,9 +36,10 @@ from twisted.internet.defer import (
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from dockserve.daemon import network
+from dockserve.daemon import network, store
 from dockserve.daemon.containers import configs, names, record, restart
 from dockserve.daemon.containers.attachment import Attachment
 from dockserve.daemon.containers.bundles import Bundles
@@ -218,6 +219,7 @@ class ContainerService:
         self._containers: dict[str, _Container] = {}
         self._names: dict[str, str] = {}
         self._execs: dict[str, ExecInstance] = {}
+        self._reaping: dict[str, Deferred[None]] = {}
         self._image_sizes: dict[str, int] = {}
 
     @classmethod
@@ -395,7 +397,9 @@ class ContainerService:
             c.restart_call = None
         configs.check_network(c.record.host_config)
         c.backoff.reset()
-        self._save(c, evolve(c.record, manually_stopped=False, restart_count=0))
+        fresh = evolve(c.record, manually_stopped=False, restart_count=0)
+        if fresh != c.record:
+            self._save(c, fresh)
         return self._guarded(c, self._start(c))
 
     def _guarded(self, c: _Container, work: Deferred[None]) -> Deferred[None]:
@@ -430,22 +434,31 @@ class ContainerService:
             # (docker run --rm waits for the removal).
             c.released = False
             bundle = await self._bundles.prepare(c.directory, c.record, image)
-            state = await self._runtime.create(
-                c.id,
-                bundle,
-                log_path=str(c.directory / LOG_FILE),
-                tty=tty,
-                open_stdin=bool(c.record.config.get("OpenStdin")),
+            monitor: dict[str, Any] = {
+                "log_path": str(c.directory / LOG_FILE),
+                "tty": tty,
+                "open_stdin": bool(c.record.config.get("OpenStdin")),
                 **options,
-            )
-            pending, c.pending = c.pending, []
-            for attachment in pending:
-                stdio = await self._runtime.attach(c.id, attachment.output)
-                attachment.connect(stdio)
-            # The time the process is let go: one that exits at once must not
-            # look as if it finished before it started.
-            started_at = self._now()
-            await self._runtime.start(c.id)
+            }
+            if tty:
+                state = await self._runtime.create(c.id, bundle, **monitor)
+                await self._attach_pending(c)
+                # The time the process is let go: one that exits at once
+                # must not look as if it finished before it started.
+                started_at = self._now()
+                await self._runtime.start(c.id)
+            else:
+                # One runtime process creates and starts it; the clients
+                # that attached first are connected before it runs.
+                started_at = self._now()
+                state = await self._runtime.run(
+                    c.id,
+                    bundle,
+                    before_start=lambda: Deferred.fromCoroutine(
+                        self._attach_pending(c)
+                    ),
+                    **monitor,
+                )
         except DockerError as e:
             await self._abandon_start(c, e.message)
             code, error = _start_error(e.message)
@@ -487,6 +500,23 @@ class ContainerService:
             ),
         )
         self._watch(c)
+        # Clients that attached while it was starting join the running
+        # process now.
+        late, c.pending = c.pending, []
+        for attachment in late:
+            self._connect(c, attachment)
+
+    def _connect(self, c: _Container, attachment: Attachment) -> None:
+        """Connect a client to a running container's stdio."""
+        connecting = self._runtime.attach(c.id, attachment.output)
+        connecting.addCallbacks(attachment.connect, lambda _: attachment.finish())
+
+    async def _attach_pending(self, c: _Container) -> None:
+        """Connect the clients that attached before the start."""
+        pending, c.pending = c.pending, []
+        for attachment in pending:
+            stdio = await self._runtime.attach(c.id, attachment.output)
+            attachment.connect(stdio)
 
     async def _abandon_start(self, c: _Container, message: str) -> None:
         for attachment in c.pending:
@@ -496,7 +526,7 @@ class ContainerService:
             await self._runtime.delete(c.id, force=True)
         except DockerError:
             _log.warn("runtime delete after failed start: {message}", message=message)
-        await self._bundles.release(c.directory, c.record)
+        await self._bundles.release(c.directory, c.id)
 
     def _watch(self, c: _Container) -> None:
         generation = c.generation
@@ -526,7 +556,14 @@ class ContainerService:
                 rec.with_state(status="restarting"),
                 restart_count=rec.restart_count + 1,
             )
-        self._save(c, rec)
+        auto_remove = not will_restart and bool(rec.host_config.get("AutoRemove"))
+        if auto_remove:
+            # Removed next: the record goes, so saving the exit first would
+            # only cost two fsyncs (a crash before the removal finds the
+            # container stopped and removes it then).
+            c.record = rec
+        else:
+            self._save(c, rec)
         c.cleanup = self._release(c)
         waiters, c.exit_waiters = c.exit_waiters, []
         for waiter in waiters:
@@ -534,8 +571,8 @@ class ContainerService:
         if will_restart:
             delay = c.backoff.next_delay(ran_for)
             c.restart_call = self._reactor.callLater(delay, self._restart_now, c)
-        elif rec.host_config.get("AutoRemove"):
-            c.cleanup.addCallback(lambda _: self._remove(c, volumes=True))
+        elif auto_remove:
+            self._remove(c, volumes=True)
 
     def _finished_at(self, rec: ContainerRecord, status: ExitStatus) -> str:
         """The exit's time, never before the start's (clocks differ a little)."""
@@ -555,7 +592,7 @@ class ContainerService:
                 _log.failure("runtime delete {id}", id=c.id)
                 return
             try:
-                await self._bundles.release(c.directory, c.record)
+                await self._bundles.release(c.directory, c.id)
             except Exception:
                 _log.failure("release bundle {id}", id=c.id)
                 return
@@ -780,10 +817,17 @@ class ContainerService:
         return Deferred.fromCoroutine(remove_it())
 
     def _remove(self, c: _Container, *, volumes: bool) -> Deferred[None]:
+        """
+        Remove C{c}: once its record is durably gone it is removed for
+        every client (C{wait?condition=removed} answers, the name is free);
+        its runtime state, mounts and directory go after, in L{_reap}. A
+        crash before that leaves a directory without a record, which the
+        next start reaps (L{_reap_orphans}).
+        """
         del volumes  # No volumes of their own yet: anonymous volumes come later.
         if self._containers.get(c.id) is not c:
             return succeed(None)
-        self._save(c, c.record.with_state(status="removing"))
+        c.record = c.record.with_state(status="removing")
 
         async def remove_it() -> None:
             for exec_id in c.exec_ids:
@@ -791,21 +835,8 @@ class ContainerService:
             for attachment in c.pending:
                 attachment.finish()
             c.pending = []
-            # After an exit already released everything (docker run --rm),
-            # a second runc delete would only cost a process.
-            if not c.released:
-                try:
-                    await self._runtime.delete(c.id, force=True)
-                except DockerError as e:
-                    _log.warn("runtime delete {id}: {e}", id=c.id, e=e.message)
-                try:
-                    await self._bundles.release(c.directory, c.record)
-                except DockerError as e:
-                    _log.warn("release bundle {id}: {e}", id=c.id, e=e.message)
-            # The record goes first: a crash half-way leaves no container
-            # that points at half a directory.
             record_path = c.directory / record.RECORD_FILE
-            await self._in_thread(lambda: _remove_tree(c.directory, record_path))
+            await self._in_thread(lambda: store.remove_durably(record_path))
             self._containers.pop(c.id, None)
             if self._names.get(c.record.name) == c.id:
                 del self._names[c.record.name]
@@ -815,8 +846,56 @@ class ContainerService:
             exits, c.exit_waiters = c.exit_waiters, []
             for waiter in exits:
                 waiter.callback(c.record.state.exit_code)
+            self._reap(c.id, c.directory, after=c.cleanup, released=lambda: c.released)
 
         return Deferred.fromCoroutine(remove_it())
+
+    def _reap(
+        self,
+        container_id: str,
+        directory: Path,
+        *,
+        after: Deferred[None] | None = None,
+        released: Callable[[], bool] = lambda: False,
+    ) -> Deferred[None]:
+        """
+        Delete a removed container's runtime state, unmount its root and
+        delete its directory, in the background; L{settled} waits for it.
+        """
+
+        async def reap() -> None:
+            if after is not None:
+                await after
+            # After an exit already released everything (docker run --rm),
+            # a second runc delete would only cost a process.
+            if not released():
+                try:
+                    await self._runtime.delete(container_id, force=True)
+                except DockerError as e:
+                    _log.warn("runtime delete {id}: {e}", id=container_id, e=e.message)
+                try:
+                    await self._bundles.release(directory, container_id)
+                except DockerError as e:
+                    _log.warn("release bundle {id}: {e}", id=container_id, e=e.message)
+            await self._in_thread(lambda: _remove_tree(directory))
+
+        reaping = Deferred.fromCoroutine(reap())
+        self._reaping[container_id] = reaping
+
+        def done(result: object) -> None:
+            self._reaping.pop(container_id, None)
+            if isinstance(result, Failure):
+                _log.failure("reaping container {id}", result, id=container_id)
+
+        reaping.addBoth(done)
+        return reaping
+
+    def settled(self) -> Deferred[None]:
+        """Fires once every removed container's leftovers are gone."""
+        pending = list(self._reaping.values())
+        if not pending:
+            return succeed(None)
+        return DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
 
     # --- pause, rename, update ---------------------------------------------
 
@@ -974,8 +1053,7 @@ class ContainerService:
         c.live.append(attachment)
         attachment.closed.addBoth(lambda _: c.live.remove(attachment))
         if c.record.state.running and c.busy is None:
-            connecting = self._runtime.attach(c.id, attachment.output)
-            connecting.addCallbacks(attachment.connect, lambda _: attachment.finish())
+            self._connect(c, attachment)
         else:
             c.pending.append(attachment)
         return attachment
@@ -1436,7 +1514,7 @@ class ContainerService:
                     )
                 finally:
                     if mounted_here and not c.record.state.running and c.busy is None:
-                        await self._bundles.release(c.directory, c.record)
+                        await self._bundles.release(c.directory, c.id)
             finally:
                 c.root_lock.release()
 
@@ -1551,6 +1629,10 @@ class ContainerService:
         self._root.mkdir(parents=True, exist_ok=True)
         for directory in sorted(self._root.iterdir()):
             if not (directory / record.RECORD_FILE).exists():
+                if directory.is_dir() and names.is_full_id(directory.name):
+                    # Removed, but the daemon stopped before its leftovers
+                    # were gone: finish the job.
+                    self._reap(directory.name, directory)
                 continue
             try:
                 rec = record.load(directory)
@@ -1727,11 +1809,8 @@ def _parse_ps(output: str, pids: set[int]) -> dict[str, Any]:
     return {"Titles": titles, "Processes": processes}
 
 
-def _remove_tree(directory: Path, record_path: Path) -> None:
-    """Remove a container's directory, its record first."""
-    from dockserve.daemon import store  # noqa: PLC0415
-
-    store.remove_durably(record_path)
+def _remove_tree(directory: Path) -> None:
+    """Remove a container's directory (its record is already gone)."""
     for child in directory.iterdir() if directory.exists() else ():
         # Never delete through a mount that is somehow still there.
         if child.is_dir() and not child.is_symlink() and child.is_mount():

@@ -2,8 +2,9 @@
 """Tests for L{dockserve.daemon.containers.service}."""
 
 from pathlib import Path
+from typing import Any
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from dockserve.daemon.containers.service import ContainerService
@@ -488,6 +489,117 @@ class LifeCycleTests(_Base):
         self.assertEqual(
             self.service.containers_using("sha256:" + "b" * 64), [(cid, True)]
         )
+
+
+class StartPathTests(_Base):
+    """How a start reaches the runtime, and who sees the first output."""
+
+    def attached(self, cid: str) -> list[bytes]:
+        seen: list[bytes] = []
+        self.service.attach(cid, lambda _s, d: seen.append(d), stdin=False,
+                            stdout=True, stderr=True, stream=True)  # fmt: skip
+        return seen
+
+    def test_one_runtime_process(self) -> None:
+        """
+        Without a TTY a start is one runtime run (create and start in one
+        runc process); with a TTY it is a create, then a start.
+        """
+        plain = self.started("plain")
+        self.assertEqual(self.runtime.runs, 1)
+        tty = self.started("tty", Tty=True)
+        self.assertEqual(self.runtime.runs, 1)
+        for cid in (plain, tty):
+            self.assertEqual(self.service.inspect(cid)["State"]["Status"], "running")
+
+    def test_first_bytes_reach_attached(self) -> None:
+        """
+        A process that writes as it starts: a client attached before the
+        start (docker run) gets those bytes, with or without a TTY.
+        """
+        for name, tty in (("plain", False), ("tty", True)):
+            cid = self.create(name, Tty=tty)
+            self.runtime.on_start = lambda c: self.runtime.output(c, 1, b"first\n")
+            seen = self.attached(cid)
+            self.successResultOf(self.service.start(cid))
+            self.assertEqual(seen, [b"first\n"], name)
+
+    def test_attach_while_starting(self) -> None:
+        """A client that attaches while the start is under way joins the process."""
+        cid = self.create()
+        self.runtime.hold = Deferred()
+        starting = self.service.start(cid)
+        seen = self.attached(cid)
+        hold, self.runtime.hold = self.runtime.hold, None
+        hold.callback(None)
+        self.successResultOf(starting)
+        self.runtime.output(cid, 1, b"later\n")
+        self.assertEqual(seen, [b"later\n"])
+
+    def test_failed_attach_cancels(self) -> None:
+        """If a waiting client cannot be attached, the process never runs."""
+        cid = self.create()
+        self.attached(cid)
+
+        def refuse(*_: object) -> Any:
+            raise SystemError_("cannot attach")
+
+        self.runtime.attach = refuse  # type: ignore[method-assign]
+        failure = self.failureResultOf(self.service.start(cid), SystemError_)
+        self.assertIn("cannot attach", failure.value.message)
+        self.assertNotIn(cid, self.runtime.containers)
+        self.assertEqual(self.service.inspect(cid)["State"]["Status"], "created")
+
+
+class RemovalTests(_Base):
+    def directory(self, cid: str) -> Path:
+        return self.root / "containers" / cid
+
+    def test_auto_remove_answers_first(self) -> None:
+        """
+        docker run --rm's wait answers once the record is durably gone: the
+        container is gone for every client and its name is free at once;
+        its runtime state and directory go after (settled() waits).
+        """
+        cid = self.started(HostConfig={"AutoRemove": True})
+        held: Deferred[None] = Deferred()
+        real_delete = self.runtime.delete
+
+        def delete(container_id: str, *, force: bool = False) -> Any:
+            return held.addCallback(lambda _: real_delete(container_id, force=force))
+
+        self.runtime.delete = delete  # type: ignore[method-assign]
+        removed = self.service.wait(cid, "removed")
+        self.runtime.exit(cid, 0)
+        self.assertEqual(self.successResultOf(removed), {"StatusCode": 0})
+        self.assertRaises(NotFound, self.service.inspect, cid)
+        self.assertFalse((self.directory(cid) / "record.json").exists())
+        self.assertTrue(self.directory(cid).exists())
+        self.create("web")
+        settled = self.service.settled()
+        self.assertNoResult(settled)
+        held.callback(None)
+        self.successResultOf(settled)
+        self.assertFalse(self.directory(cid).exists())
+        self.assertNotIn(cid, self.runtime.containers)
+
+    def test_orphans_reaped_at_restore(self) -> None:
+        """
+        A container directory without its record (the daemon stopped half
+        way through a removal) goes at the next start, its runtime state
+        with it; other directories are left alone.
+        """
+        cid = self.started()
+        (self.directory(cid) / "record.json").unlink()
+        other = self.root / "containers" / "notes"
+        other.mkdir()
+        again, _, _ = make_service(self.root, runtime=self.runtime, clock=self.clock)
+        self.successResultOf(again.restore())
+        self.successResultOf(again.settled())
+        self.assertFalse(self.directory(cid).exists())
+        self.assertNotIn(cid, self.runtime.containers)
+        self.assertTrue(other.exists())
+        self.assertEqual(again.list_containers(all=True), [])
 
 
 class DiffTests(SynchronousTestCase):
