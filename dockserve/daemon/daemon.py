@@ -17,6 +17,9 @@ from dockserve.daemon.containers.service import ContainerService
 from dockserve.daemon.images.service import ImageService
 from dockserve.daemon.system import SystemService, area_counts
 
+#: How long a stopping daemon waits for removed containers to be reaped.
+_STOP_GRACE = 5.0
+
 
 class Daemon:
     """
@@ -24,10 +27,13 @@ class Daemon:
     under runc.
     """
 
-    def __init__(self, system: Any, images: Any, containers: Any) -> None:
+    def __init__(
+        self, system: Any, images: Any, containers: Any, reactor: Any = None
+    ) -> None:
         self.system = system
         self.images = images
         self.containers = containers
+        self._reactor = reactor
 
     def restore(self) -> Deferred[None]:
         """Load every area's state; fires when requests may be served."""
@@ -43,8 +49,16 @@ class Daemon:
         return gatherResults(restoring, consumeErrors=True).addCallback(lambda _: None)
 
     def stop(self) -> Deferred[None]:
-        """Release what the areas hold open (containers keep running)."""
-        return succeed(None)
+        """
+        Let removed containers' leftovers go (a few seconds at most; the
+        next start reaps what is left). Containers keep running.
+        """
+        settled = getattr(self.containers, "settled", None)
+        if settled is None or self._reactor is None:
+            return succeed(None)
+        waiting: Deferred[None] = settled()
+        waiting.addTimeout(_STOP_GRACE, self._reactor)
+        return waiting.addErrback(lambda _: None)
 
 
 def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
@@ -56,4 +70,4 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
     images: Any = ImageService.for_config(config, reactor)
     containers: Any = ContainerService.for_config(config, images, reactor)
     system = SystemService(config, lambda: area_counts(images, containers))
-    return Daemon(system, images, containers)
+    return Daemon(system, images, containers, reactor)
