@@ -7,6 +7,7 @@ the cgroup files, df, ulimit), against real runc under conmon.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.integration.test_containers import _DaemonCase
@@ -220,6 +221,30 @@ class RunOptionTests(_DaemonCase):
             ("--security-opt", "seccomp=unconfined"),
         ):
             self.assertEqual(self.run_sh(*options, script=script), "allowed\n", options)
+
+    def test_security_opt(self) -> None:
+        """
+        --security-opt no-new-privileges reaches the process; a profile file
+        (which the CLI sends as JSON) is the filter; a bad option is a 400
+        at create, in dockerd's words, and leaves no container.
+        """
+        self.assertEqual(
+            self.run_sh(script="grep NoNewPrivs /proc/self/status").split()[1], "0"
+        )
+        out = self.run_sh("--security-opt", "no-new-privileges",
+                          script="grep NoNewPrivs /proc/self/status")  # fmt: skip
+        self.assertEqual(out.split()[1], "1")
+        profile = Path(self.mktemp()).absolute()
+        profile.write_text(json.dumps({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
+        }))  # fmt: skip
+        err = self.run_fails("--security-opt", f"seccomp={profile}",
+                             script="mkdir /made")  # fmt: skip
+        self.assertIn("Operation not permitted", err)
+        self.assertEqual(self.run_sh(script="mkdir /made && echo made"), "made\n")
+        err = self.fails("run", "--rm", "--security-opt", "bogus=1", "busybox", "true")
+        self.assertIn('invalid --security-opt 2: "bogus=1"', err)
 
     def test_seccomp_allows_fork(self) -> None:
         """The clone rules refuse namespace flags only: fork still works."""

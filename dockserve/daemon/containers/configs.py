@@ -12,7 +12,7 @@ same three steps with the same messages.
 import os
 from typing import Any
 
-from dockserve.daemon.containers import restart
+from dockserve.daemon.containers import restart, security
 from dockserve.errors import InvalidParameter
 
 # Field -> (JSON types accepted, Go type named in the message).
@@ -238,6 +238,7 @@ def check(
         )
     # An unknown network is dockerd's 404 at start (check_network), not
     # here: a 404 from create makes the docker CLI try to pull the image.
+    security.parse(host_config.get("SecurityOpt"))
     stop_signal = config.get("StopSignal")
     if stop_signal:
         from dockserve.daemon.containers.signals import parse_signal  # noqa: PLC0415

@@ -16,6 +16,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from dockserve.daemon.containers import security
 from dockserve.daemon.containers.execs import (
     ALL_CAPABILITIES,
     grantable_capabilities,
@@ -91,126 +92,6 @@ _RLIMITS = {
     "stack": "RLIMIT_STACK",
     "as": "RLIMIT_AS",
 }
-
-
-#: The system calls Docker's default seccomp profile refuses, each with the
-#: capability that lifts the refusal (moby profiles/seccomp/default.json);
-#: C{None}: refused whatever the capabilities. Docker's profile is an
-#: allow-list (everything else is refused); this is the same idea written
-#: as a deny-list of what that list leaves out or gates, so a system call
-#: newer than this list is allowed where dockerd would refuse it.
-SECCOMP_DENIED: dict[str, str | None] = {
-    # Keys and kernel images, modules, accounting, swap, old interfaces.
-    "add_key": None, "keyctl": None, "request_key": None,
-    "kexec_load": None, "kexec_file_load": None,
-    "create_module": None, "get_kernel_syms": None, "query_module": None,
-    "nfsservctl": None, "uselib": None, "userfaultfd": None, "ustat": None,
-    "sysfs": None, "_sysctl": None, "vm86": None, "vm86old": None,
-    "swapon": None, "swapoff": None,
-    "io_uring_setup": None, "io_uring_enter": None, "io_uring_register": None,
-    "init_module": "CAP_SYS_MODULE", "finit_module": "CAP_SYS_MODULE",
-    "delete_module": "CAP_SYS_MODULE",
-    "acct": "CAP_SYS_PACCT",
-    "reboot": "CAP_SYS_BOOT",
-    "iopl": "CAP_SYS_RAWIO", "ioperm": "CAP_SYS_RAWIO",
-    "settimeofday": "CAP_SYS_TIME", "stime": "CAP_SYS_TIME",
-    "clock_settime": "CAP_SYS_TIME", "clock_settime64": "CAP_SYS_TIME",
-    "clock_adjtime": "CAP_SYS_TIME", "clock_adjtime64": "CAP_SYS_TIME",
-    "vhangup": "CAP_SYS_TTY_CONFIG",
-    "get_mempolicy": "CAP_SYS_NICE", "set_mempolicy": "CAP_SYS_NICE",
-    "mbind": "CAP_SYS_NICE", "move_pages": "CAP_SYS_NICE",
-    "kcmp": "CAP_SYS_PTRACE", "pidfd_getfd": "CAP_SYS_PTRACE",
-    "process_madvise": "CAP_SYS_PTRACE",
-    "process_vm_readv": "CAP_SYS_PTRACE", "process_vm_writev": "CAP_SYS_PTRACE",
-    "open_by_handle_at": "CAP_DAC_READ_SEARCH",
-    "syslog": "CAP_SYSLOG",
-    # Namespaces, mounts and the rest of CAP_SYS_ADMIN's.
-    "unshare": "CAP_SYS_ADMIN", "setns": "CAP_SYS_ADMIN",
-    "mount": "CAP_SYS_ADMIN", "umount": "CAP_SYS_ADMIN",
-    "umount2": "CAP_SYS_ADMIN", "pivot_root": "CAP_SYS_ADMIN",
-    "mount_setattr": "CAP_SYS_ADMIN", "move_mount": "CAP_SYS_ADMIN",
-    "open_tree": "CAP_SYS_ADMIN", "fsopen": "CAP_SYS_ADMIN",
-    "fsconfig": "CAP_SYS_ADMIN", "fsmount": "CAP_SYS_ADMIN",
-    "fspick": "CAP_SYS_ADMIN", "fanotify_init": "CAP_SYS_ADMIN",
-    "lookup_dcookie": "CAP_SYS_ADMIN", "name_to_handle_at": "CAP_SYS_ADMIN",
-    "quotactl": "CAP_SYS_ADMIN", "quotactl_fd": "CAP_SYS_ADMIN",
-    "setdomainname": "CAP_SYS_ADMIN", "sethostname": "CAP_SYS_ADMIN",
-    "bpf": "CAP_SYS_ADMIN", "perf_event_open": "CAP_SYS_ADMIN",
-}  # fmt: skip
-
-#: clone's namespace flags, refused without CAP_SYS_ADMIN (NEWNS, NEWCGROUP,
-#: NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET), one rule each: seccomp compares
-#: a masked argument for equality only.
-_CLONE_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000,
-                          0x10000000, 0x20000000, 0x40000000)  # fmt: skip
-
-_EPERM = 1
-_ENOSYS = 38
-
-#: This machine's architecture and the ones its kernel also runs, so that
-#: a 32-bit system call cannot go round the rules.
-_SECCOMP_ARCHES = {
-    "x86_64": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-    "aarch64": ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-    "ppc64le": ["SCMP_ARCH_PPC64LE"],
-    "s390x": ["SCMP_ARCH_S390X", "SCMP_ARCH_S390"],
-}
-
-
-def seccomp_profile(
-    caps: list[str], security_opt: list[str] | None = None
-) -> dict[str, Any] | None:
-    """
-    The OCI C{linux.seccomp} of a container with capabilities C{caps}: Docker's
-    default refusals (EPERM) less those its capabilities lift; C{clone3}
-    answers ENOSYS (its flags cannot be inspected, and C libraries fall back
-    to C{clone}, whose namespace flags can). C{None} for
-    C{--security-opt seccomp=unconfined}.
-
-    @raise InvalidParameter: A custom profile (C{seccomp=<json>}), which
-        this daemon does not translate.
-    """
-    for option in security_opt or []:
-        key, _, value = option.partition("=" if "=" in option else ":")
-        if key != "seccomp":
-            continue
-        if value == "unconfined":
-            return None
-        if value not in ("", "builtin"):
-            msg = "custom seccomp profiles are not supported; use seccomp=unconfined"
-            raise InvalidParameter(msg)
-    have = set(caps)
-    denied = sorted(
-        name for name, cap in SECCOMP_DENIED.items() if cap is None or cap not in have
-    )
-    syscalls: list[dict[str, Any]] = [
-        {"names": denied, "action": "SCMP_ACT_ERRNO", "errnoRet": _EPERM}
-    ]
-    if "CAP_SYS_ADMIN" not in have:
-        syscalls.append(
-            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": _ENOSYS}
-        )
-        syscalls += [
-            {
-                "names": ["clone"],
-                "action": "SCMP_ACT_ERRNO",
-                "errnoRet": _EPERM,
-                "args": [
-                    {
-                        "index": 0,
-                        "value": flag,
-                        "valueTwo": flag,
-                        "op": "SCMP_CMP_MASKED_EQ",
-                    }
-                ],
-            }
-            for flag in _CLONE_NAMESPACE_FLAGS
-        ]
-    profile: dict[str, Any] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": syscalls}
-    arches = _SECCOMP_ARCHES.get(os.uname().machine)
-    if arches:
-        profile["architectures"] = arches
-    return profile
 
 
 def _default_mounts(
@@ -613,6 +494,7 @@ def build_spec(
     user_name = config.get("User") or image.get("User") or ""
     user = resolve_user(rootfs, user_name) if user_name else {"uid": 0, "gid": 0}
     caps = _capabilities(host_config)
+    options = security.parse(list(host_config.get("SecurityOpt") or []))
 
     rlimits = []
     for ulimit in host_config.get("Ulimits") or []:
@@ -635,7 +517,7 @@ def build_spec(
             "effective": caps,
             "permitted": caps,
         },
-        "noNewPrivileges": False,
+        "noNewPrivileges": options.no_new_privileges,
     }
     if rlimits:
         process["rlimits"] = rlimits
@@ -656,7 +538,7 @@ def build_spec(
     if not privileged:
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
-        seccomp = seccomp_profile(caps, list(host_config.get("SecurityOpt") or []))
+        seccomp = security.seccomp_for(options, caps)
         if seccomp is not None:
             linux["seccomp"] = seccomp
     else:

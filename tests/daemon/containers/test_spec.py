@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.daemon.containers.test_spec -*-
 """Tests for L{dockserve.daemon.containers.spec}."""
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from dockserve.daemon.containers.spec import (
     DEFAULT_CAPABILITIES,
     build_spec,
-    seccomp_profile,
 )
 from dockserve.errors import InvalidParameter, NotFound
 
@@ -157,52 +157,15 @@ class BuildSpecTests(SynchronousTestCase):
         unconfined = {"SecurityOpt": ["seccomp=unconfined"]}
         self.assertNotIn("seccomp", self.spec(host_config=unconfined)["linux"])
 
-
-class SeccompTests(SynchronousTestCase):
-    """L{seccomp_profile}: Docker's default refusals, less what caps lift."""
-
-    def denied(self, profile: dict[str, Any] | None) -> set[str]:
-        assert profile is not None
-        return {
-            name
-            for rule in profile["syscalls"]
-            if rule["action"] == "SCMP_ACT_ERRNO" and "args" not in rule
-            for name in rule["names"]
-        }
-
-    def test_default(self) -> None:
-        """
-        The default capabilities: keyctl, unshare, mount refused with EPERM,
-        clone3 with ENOSYS, clone's namespace flags refused; others allowed.
-        """
-        profile = seccomp_profile(list(DEFAULT_CAPABILITIES))
-        assert profile is not None
-        self.assertEqual(profile["defaultAction"], "SCMP_ACT_ALLOW")
-        denied = self.denied(profile)
-        self.assertTrue({"keyctl", "unshare", "mount", "setns", "clone3"} <= denied)
-        self.assertNotIn("read", denied)
-        clone_flags = {
-            rule["args"][0]["value"]
-            for rule in profile["syscalls"]
-            if rule["names"] == ["clone"]
-        }
-        self.assertIn(0x10000000, clone_flags)  # CLONE_NEWUSER
-        clone3 = next(r for r in profile["syscalls"] if r["names"] == ["clone3"])
-        self.assertEqual(clone3["errnoRet"], 38)
-
-    def test_capabilities_lift(self) -> None:
-        """CAP_SYS_ADMIN allows namespaces and mounts; keyctl stays refused."""
-        profile = seccomp_profile([*DEFAULT_CAPABILITIES, "CAP_SYS_ADMIN"])
-        denied = self.denied(profile)
-        self.assertFalse({"unshare", "mount", "clone3"} & denied)
-        self.assertIn("keyctl", denied)
-        assert profile is not None
-        self.assertFalse([r for r in profile["syscalls"] if r["names"] == ["clone"]])
-        self.assertNotIn("reboot", self.denied(seccomp_profile(["CAP_SYS_BOOT"])))
-
     def test_security_opt(self) -> None:
-        """seccomp=unconfined: none; a custom profile is refused as unsupported."""
-        self.assertIsNone(seccomp_profile([], ["seccomp=unconfined"]))
-        self.assertIsNotNone(seccomp_profile([], ["label=disable"]))
-        with self.assertRaises(InvalidParameter):
-            seccomp_profile([], ['seccomp={"defaultAction": "SCMP_ACT_ALLOW"}'])
+        """
+        no-new-privileges reaches the process; a custom profile becomes the
+        filter; no option leaves new privileges allowed, as dockerd does.
+        """
+        self.assertFalse(self.spec()["process"]["noNewPrivileges"])
+        spec = self.spec(host_config={"SecurityOpt": ["no-new-privileges"]})
+        self.assertTrue(spec["process"]["noNewPrivileges"])
+        rule = {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}
+        custom = json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule]})
+        spec = self.spec(host_config={"SecurityOpt": [f"seccomp={custom}"]})
+        self.assertEqual(spec["linux"]["seccomp"]["syscalls"], [rule])
