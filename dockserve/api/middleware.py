@@ -185,12 +185,14 @@ def _render_failure(request: Request, failure: Failure) -> bytes | None:
     if isinstance(error, DockerError):
         status, message = status_for(error), error.message
         if status >= 500:
-            _log.failure(
-                "{method} {path}: {message}",
-                failure,
+            # A failure the daemon meant to report (the runtime refused, a
+            # disk is full): one line, as dockerd logs it; tracebacks are
+            # for bugs (below).
+            _log.error(
+                "Handler for {method} {path} returned error: {error_message}",
                 method=request.method.decode("ascii", "replace"),
                 path=request.path.decode("utf-8", "replace"),
-                message=message,
+                error_message=message,
             )
     else:
         # Never a traceback to the user: it goes to the log alone.

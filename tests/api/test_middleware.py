@@ -11,7 +11,7 @@ from klein import Klein
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.logger import LogLevel, capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import IResource
@@ -138,6 +138,20 @@ class ErrorResponseTests(SynchronousTestCase):
         self.assertEqual(len(failures), 1)
         self.assertIsInstance(failures[0]["log_failure"].value, ZeroDivisionError)
         self.flushLoggedErrors(ZeroDivisionError)
+
+    def test_reported_server_error(self) -> None:
+        """
+        A 500 the daemon meant to report (a L{SystemError_}: the runtime
+        refused) is logged as one line, as dockerd logs it, no traceback.
+        """
+        with capturedLogs() as events:
+            code, _, body = fetch(
+                self, wrap(raising(errors.SystemError_("runc said no"))), "POST", "/h"
+            )
+        self.assertEqual((code, json.loads(body)), (500, {"message": "runc said no"}))
+        self.assertFalse([e for e in events if e.get("log_failure") is not None])
+        lines = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.error]
+        self.assertEqual(lines, ["Handler for POST /h returned error: runc said no"])
 
     def test_error_after_stream_began(self) -> None:
         """

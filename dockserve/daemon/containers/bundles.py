@@ -29,7 +29,9 @@ class Bundles(Protocol):
         Mount the root filesystem and write C{config.json} for C{record}
         under its container C{directory}.
 
-        @return: The bundle directory for L{dockserve.daemon.contracts.Runtime.create}.
+        @return: The bundle directory for L{dockserve.daemon.contracts.Runtime.create}:
+            C{directory} itself (L{dockserve.daemon.contracts.Runtime.run}
+            is given it before the bundle is made).
         """
 
     def release(self, directory: Path, container_id: str) -> Deferred[None]:

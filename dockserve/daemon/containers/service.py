@@ -51,7 +51,9 @@ from dockserve.daemon.contracts import (
     ExitStatus,
     ImageSource,
     OutputCallback,
+    ResolvedImage,
     Runtime,
+    RuntimeState,
 )
 from dockserve.errors import (
     Conflict,
@@ -433,7 +435,6 @@ class ContainerService:
             # runtime error does, so waiters hear of it and AutoRemove holds
             # (docker run --rm waits for the removal).
             c.released = False
-            bundle = await self._bundles.prepare(c.directory, c.record, image)
             monitor: dict[str, Any] = {
                 "log_path": str(c.directory / LOG_FILE),
                 "tty": tty,
@@ -441,6 +442,7 @@ class ContainerService:
                 **options,
             }
             if tty:
+                bundle = await self._bundles.prepare(c.directory, c.record, image)
                 state = await self._runtime.create(c.id, bundle, **monitor)
                 await self._attach_pending(c)
                 # The time the process is let go: one that exits at once
@@ -448,18 +450,16 @@ class ContainerService:
                 started_at = self._now()
                 await self._runtime.start(c.id)
             else:
-                # One runtime process creates and starts it; the clients
-                # that attached first are connected before it runs.
                 started_at = self._now()
-                state = await self._runtime.run(
-                    c.id,
-                    bundle,
-                    before_start=lambda: Deferred.fromCoroutine(
-                        self._attach_pending(c)
-                    ),
-                    **monitor,
-                )
-        except DockerError as e:
+                state = await self._run(c, image, monitor)
+        except Exception as failed:
+            # Anything that fails a start (a runtime's error, or a bug here)
+            # must reach the waiters: docker run --rm waits for the removal.
+            if isinstance(failed, DockerError):
+                e = failed
+            else:
+                _log.failure("starting container {id}", id=c.id)
+                e = SystemError_(f"cannot start container {c.id}: {failed}")
             await self._abandon_start(c, e.message)
             code, error = _start_error(e.message)
             self._save(
@@ -510,6 +510,40 @@ class ContainerService:
         """Connect a client to a running container's stdio."""
         connecting = self._runtime.attach(c.id, attachment.output)
         connecting.addCallbacks(attachment.connect, lambda _: attachment.finish())
+
+    async def _run(
+        self, c: _Container, image: ResolvedImage, monitor: dict[str, Any]
+    ) -> RuntimeState:
+        """
+        Create and start C{c} in one runtime process (L{Runtime.run}). The
+        monitor starts while the bundle is being made (conmon needs no
+        config.json until its runtime runs), and the clients that attached
+        first are connected before the process runs.
+        """
+        outcome: list[object] = []
+        # Fires (with None) once the bundle is made or has failed; the
+        # failure itself is kept in outcome for before_start to raise.
+        made = self._bundles.prepare(c.directory, c.record, image).addBoth(
+            outcome.append
+        )
+
+        async def before_start() -> None:
+            await made
+            if isinstance(outcome[0], Failure):
+                outcome[0].raiseException()
+            await self._attach_pending(c)
+
+        try:
+            return await self._runtime.run(
+                c.id,
+                str(c.directory),
+                before_start=lambda: Deferred.fromCoroutine(before_start()),
+                **monitor,
+            )
+        finally:
+            # However the start went, the bundle is made (or has failed)
+            # before anything releases it.
+            await made
 
     async def _attach_pending(self, c: _Container) -> None:
         """Connect the clients that attached before the start."""

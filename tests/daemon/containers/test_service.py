@@ -550,6 +550,59 @@ class StartPathTests(_Base):
         self.assertNotIn(cid, self.runtime.containers)
         self.assertEqual(self.service.inspect(cid)["State"]["Status"], "created")
 
+    def test_monitor_while_bundle_made(self) -> None:
+        """
+        The monitor starts while the bundle is being made; the process is
+        let go only once it is made. A bundle that cannot be made fails
+        the start with its error, and nothing runs.
+        """
+        bundles = self.service._bundles
+        real_prepare = bundles.prepare
+        held: Deferred[None] = Deferred()
+
+        def prepare(*args: Any) -> Any:
+            return held.addCallback(lambda _: real_prepare(*args))
+
+        bundles.prepare = prepare  # type: ignore[method-assign]
+        cid = self.create()
+        starting = self.service.start(cid)
+        self.assertIn(cid, self.runtime.containers)
+        self.assertEqual(self.runtime.containers[cid].status, "created")
+        held.callback(None)
+        self.successResultOf(starting)
+        self.assertEqual(self.runtime.containers[cid].status, "running")
+
+        def refuse(*_: object) -> Any:
+            from twisted.internet.defer import fail  # noqa: PLC0415
+
+            return fail(NotFound("unable to find user nobody"))
+
+        bundles.prepare = refuse  # type: ignore[method-assign]
+        other = self.create("other")
+        failure = self.failureResultOf(self.service.start(other), SystemError_)
+        self.assertIn("unable to find user", failure.value.message)
+        self.assertNotIn(other, self.runtime.containers)
+        self.assertEqual(self.service.inspect(other)["State"]["Status"], "created")
+
+    def test_unexpected_error_reaches_waiters(self) -> None:
+        """
+        A start that fails with something no runtime says (a bug) still
+        ends: the client hears a 500 and docker run --rm's removal wait
+        answers, instead of hanging.
+        """
+        self.flushLoggedErrors()
+        cid = self.create(HostConfig={"AutoRemove": True})
+        removed = self.service.wait(cid, "removed")
+
+        def broken(*_: object, **__: object) -> Any:
+            raise RuntimeError("boom")
+
+        self.runtime.run = broken  # type: ignore[method-assign]
+        failure = self.failureResultOf(self.service.start(cid), SystemError_)
+        self.assertIn("boom", failure.value.message)
+        self.successResultOf(removed)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
 
 class RemovalTests(_Base):
     def directory(self, cid: str) -> Path:
