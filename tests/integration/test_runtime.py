@@ -235,12 +235,19 @@ class RuncRuntimeTests(TestCase):
                 open_stdin=False, before_start=refuse,
             )  # fmt: skip
         self.assertEqual(caught.exception.message, "no attaching today")
-        conmon_pid = int((self.base / "rt" / "c" / cid / "conmon.pid").read_text())
+        from twisted.internet.task import deferLater  # noqa: PLC0415
+
+        # conmon's first process writes the pid file after its fork: it may
+        # come a moment after the failure.
+        pid_file = self.base / "rt" / "c" / cid / "conmon.pid"
+        for _ in range(200):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        conmon_pid = int(pid_file.read_text())
         for _ in range(200):
             if not Path(f"/proc/{conmon_pid}").exists():
                 break
-            from twisted.internet.task import deferLater  # noqa: PLC0415
-
             await deferLater(reactor, 0.01, lambda: None)
         self.assertFalse(Path(f"/proc/{conmon_pid}").exists(), "conmon lingers")
         self.assertFalse(marker.exists())
