@@ -90,7 +90,9 @@ class MessageTests(SynchronousTestCase):
         self.assertEqual(_runc_message(err), "container does not exist\nplain line")
 
 
-class RuncRuntimeTests(SynchronousTestCase):
+class _RuntimeCase(SynchronousTestCase):
+    """A L{RuncRuntime} on a recording reactor, with made-up binaries."""
+
     def setUp(self) -> None:
         self.reactor = _Reactor()
         self.root = Path(self.mktemp())
@@ -101,6 +103,8 @@ class RuncRuntimeTests(SynchronousTestCase):
     def last(self) -> _Spawn:
         return self.reactor.spawned[-1]
 
+
+class RuncRuntimeTests(_RuntimeCase):
     def test_layout(self) -> None:
         """
         The exec root holds runc's root, exits, short links, monitors and
@@ -275,15 +279,11 @@ class ExitWatchTests(TestCase):
                 self.fail("a wait left its safety poll behind")
 
 
-class RunTests(SynchronousTestCase):
+class RunTests(_RuntimeCase):
     """L{RuncRuntime.run}: conmon through the gate, then runc run --detach."""
 
     def setUp(self) -> None:
-        self.reactor = _Reactor()
-        self.root = Path(self.mktemp())
-        self.runtime = RuncRuntime(
-            self.root, self.reactor, runtime_binary="/x/runc", conmon_binary="/x/conmon"
-        )
+        super().setUp()
         self.bundle = Path(self.mktemp()).absolute()
         self.bundle.mkdir()
 
@@ -314,9 +314,6 @@ class RunTests(SynchronousTestCase):
         self.assertIn(f"--root={self.root / 'runc'}", argv)
         self.assertEqual(spawn.kwargs["env"]["DOCKSERVE_RUNTIME"], "/x/runc")
         self.assertIsInstance(spawn.kwargs["childFDs"][runtime_module.GATE_FD], int)
-
-    def last(self) -> _Spawn:
-        return self.reactor.spawned[-1]
 
     def test_no_one_waiting(self) -> None:
         """
