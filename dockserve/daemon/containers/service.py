@@ -845,7 +845,8 @@ class ContainerService:
                         await self._runtime.resume(c.id)
                 if c.record.state.running:
                     await exited
-            await c.cleanup
+            # The runtime's cleanup of the last run (runc delete, unmount)
+            # goes on in the reaping, after the answer.
             await self._remove(c, volumes=volumes)
 
         return Deferred.fromCoroutine(remove_it())

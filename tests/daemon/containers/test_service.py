@@ -636,6 +636,26 @@ class RemovalTests(_Base):
         self.assertFalse(self.directory(cid).exists())
         self.assertNotIn(cid, self.runtime.containers)
 
+    def test_force_remove_answers_first(self) -> None:
+        """
+        docker rm -f of a running container answers once it is dead and its
+        record gone; the runtime's delete and the directory come after.
+        """
+        cid = self.started()
+        held: Deferred[None] = Deferred()
+        real_delete = self.runtime.delete
+
+        def delete(container_id: str, *, force: bool = False) -> Any:
+            return held.addCallback(lambda _: real_delete(container_id, force=force))
+
+        self.runtime.delete = delete  # type: ignore[method-assign]
+        self.successResultOf(self.service.remove(cid, force=True))
+        self.assertRaises(NotFound, self.service.inspect, cid)
+        self.assertTrue(self.directory(cid).exists())
+        held.callback(None)
+        self.successResultOf(self.service.settled())
+        self.assertFalse(self.directory(cid).exists())
+
     def test_orphans_reaped_at_restore(self) -> None:
         """
         A container directory without its record (the daemon stopped half
