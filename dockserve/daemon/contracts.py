@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from attrs import frozen
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 
 @frozen
@@ -56,6 +56,12 @@ class ImageUsers(Protocol):
         running)} pairs, so C{docker rmi} can refuse with dockerd's message.
         """
 
+    def settled(self) -> Deferred[None]:
+        """
+        Fires once removed containers have let go of their roots (their
+        overlayfs mounts on image layers are gone).
+        """
+
 
 class NoImageUsers:
     """An L{ImageUsers} for a daemon with no containers (and for tests)."""
@@ -63,6 +69,10 @@ class NoImageUsers:
     def containers_using(self, image_id: str) -> list[tuple[str, bool]]:  # noqa: ARG002
         """Nobody uses any image."""
         return []
+
+    def settled(self) -> Deferred[None]:
+        """Nothing to wait for."""
+        return succeed(None)
 
 
 # --- The seam between containers/ (the life cycle) and runtime.py (runc + conmon) ---

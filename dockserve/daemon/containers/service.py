@@ -857,7 +857,7 @@ class ContainerService:
         every client (C{wait?condition=removed} answers, the name is free);
         its runtime state, mounts and directory go after, in L{_reap}. A
         crash before that leaves a directory without a record, which the
-        next start reaps (L{_reap_orphans}).
+        next start reaps (L{_restore}).
         """
         del volumes  # No volumes of their own yet: anonymous volumes come later.
         if self._containers.get(c.id) is not c:

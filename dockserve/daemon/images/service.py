@@ -616,9 +616,19 @@ class ImageService:
         self.store.save_index()
         result.append({"Deleted": record.id})
         result += [{"Deleted": c} for c, _ in self._released_layers(record)]
-        return self.in_thread(
-            self.store.collect_garbage, self.store.referenced()
-        ).addCallback(lambda _: result)
+        return self._collect_garbage().addCallback(lambda _: result)
+
+    def _collect_garbage(self) -> "Deferred[int]":
+        """
+        Delete the blobs and layers no image refers to, once containers
+        being removed have let go of theirs (an overlayfs root still
+        mounted on a layer is unmounted first).
+        """
+        return self._users.settled().addCallback(
+            lambda _: self.in_thread(
+                self.store.collect_garbage, self.store.referenced()
+            )
+        )
 
     def _released_layers(self, gone: ImageRecord) -> list[tuple[str, int]]:
         """
@@ -684,9 +694,7 @@ class ImageService:
             self._event("prune", "", {"reclaimed": str(reclaimed)})
             return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
-        return self.in_thread(
-            self.store.collect_garbage, self.store.referenced()
-        ).addCallback(report)
+        return self._collect_garbage().addCallback(report)
 
     # --- import, load, save -----------------------------------------------
 

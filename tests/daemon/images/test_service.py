@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -26,11 +27,19 @@ from dockserve.testing.images import (
 
 
 class _Users:
-    def __init__(self, users: dict[str, list[tuple[str, bool]]]) -> None:
+    def __init__(
+        self,
+        users: dict[str, list[tuple[str, bool]]],
+        reaping: Deferred[None] | None = None,
+    ) -> None:
         self.users = users
+        self.reaping = reaping
 
     def containers_using(self, image_id: str) -> list[tuple[str, bool]]:
         return self.users.get(image_id, [])
+
+    def settled(self) -> Deferred[None]:
+        return self.reaping if self.reaping is not None else succeed(None)
 
 
 class ServiceTestsMixin:
@@ -522,6 +531,25 @@ class TagRemoveTests(ServiceTestsMixin, SynchronousTestCase):
         self.successResultOf(self.service.remove(image_id, force=True))
         # Forced with a stopped user: untagged, kept for the container.
         self.assertEqual(self.service.resolve(image_id).repo_tags, ())
+
+    def test_waits_for_reaping(self) -> None:
+        """
+        A removed container may still have its root mounted on the image's
+        layers for a moment: rmi deletes the layers only once the removed
+        containers are reaped.
+        """
+        image_id = self.busybox()
+        reaping: Deferred[None] = Deferred()
+        self.service.set_users(_Users({}, reaping))
+        layers = self.root / "layers"
+        before = sorted(layers.iterdir())
+        self.assertTrue(before)
+        removing = self.service.remove(image_id)
+        self.assertNoResult(removing)
+        self.assertEqual(sorted(layers.iterdir()), before)
+        reaping.callback(None)
+        self.assertIn({"Deleted": image_id}, self.successResultOf(removing))
+        self.assertEqual(list(layers.iterdir()), [])
 
     def test_prune_dangling(self) -> None:
         """Prune removes untagged images only, by default."""
