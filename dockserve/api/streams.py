@@ -195,6 +195,18 @@ class Hijack:
         self._closed = True
         self._transport.loseConnection()
 
+    def pauseProducing(self) -> None:
+        """Stop reading the client's bytes (the process's stdin is full)."""
+        pause = getattr(self._transport, "pauseProducing", None)
+        if pause is not None and not self._closed:
+            pause()
+
+    def resumeProducing(self) -> None:
+        """Read the client's bytes again."""
+        resume = getattr(self._transport, "resumeProducing", None)
+        if resume is not None and not self._closed:
+            resume()
+
     def data_received(self, data: bytes) -> None:
         """The client's bytes: the process's stdin."""
         if data:

@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import struct
 import tempfile
 import termios
@@ -38,18 +37,17 @@ import tty
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from attrs import define, field
+from attrs import define
 
 from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from zope.interface import implementer
 
 from dockserve.daemon import cgroups
+from dockserve.daemon.attachsocket import AttachSocket
 from dockserve.daemon.contracts import (
     ExecProcess,
     ExitStatus,
@@ -203,96 +201,6 @@ def _runc_message(err: bytes) -> str:
         if isinstance(record, dict) and record.get("msg"):
             lines.append(str(record["msg"]))
     return _clean("\n".join(lines) or text)
-
-
-@implementer(IReadDescriptor)
-class _SeqPacketReader:
-    """Reads conmon's attach socket: each packet is a stream byte, then data."""
-
-    def __init__(self, sock: socket.socket, stdio: "_Attached") -> None:
-        self.sock = sock
-        self.stdio = stdio
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def logPrefix(self) -> str:
-        return "attach"
-
-    def doRead(self) -> None:
-        try:
-            packet = self.sock.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            packet = b""
-        if not packet:
-            self.stdio.lost()
-            return
-        # conmon numbers its pipes stdin 1, stdout 2, stderr 3.
-        stream = packet[0] - 1
-        if stream in (1, 2) and len(packet) > 1:
-            self.stdio.output(stream, packet[1:])
-
-    def connectionLost(self, reason: Failure) -> None:  # noqa: ARG002
-        self.stdio.lost()
-
-
-@define
-class _Attached:
-    """A L{Stdio} over conmon's attach socket and resize fifo."""
-
-    reactor: Any
-    sock: socket.socket
-    ctl_path: Path
-    on_output: OutputCallback | None
-    closed: Deferred[None] = field(factory=Deferred)
-    reader: _SeqPacketReader | None = None
-
-    def output(self, stream: int, data: bytes) -> None:
-        if self.on_output is not None:
-            self.on_output(stream, data)
-
-    def lost(self) -> None:
-        if self.reader is not None:
-            self.reactor.removeReader(self.reader)
-            self.reader = None
-            self.sock.close()
-        if not self.closed.called:
-            self.closed.callback(None)
-
-    def write_stdin(self, data: bytes) -> None:
-        if self.reader is None:
-            return
-        try:
-            self.sock.setblocking(True)
-            self.sock.sendall(data)
-        except OSError:
-            pass
-        finally:
-            if self.reader is not None:
-                self.sock.setblocking(False)
-
-    def close_stdin(self) -> None:
-        if self.reader is not None:
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_WR)
-
-    def resize(self, height: int, width: int) -> None:
-        try:
-            fd = os.open(self.ctl_path, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:
-            return
-        try:
-            os.write(fd, f"1 {height} {width}\n".encode())
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-    def detach(self) -> None:
-        self.on_output = None
-        self.lost()
 
 
 class _ExecProtocol(ProcessProtocol):
@@ -825,23 +733,12 @@ class RuncRuntime:
 
     def attach(self, container_id: str, on_output: OutputCallback) -> Deferred[Stdio]:
         """Connect to conmon's attach socket."""
-        base = self._bundle(container_id)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            # A socket path must fit in 108 bytes: go through a descriptor
-            # of the directory, whatever its length.
-            directory = os.open(base, os.O_PATH | os.O_DIRECTORY)
-            try:
-                sock.connect(f"/proc/self/fd/{directory}/attach")
-            finally:
-                os.close(directory)
+            stdio = AttachSocket.connect(
+                self._reactor, self._bundle(container_id), on_output
+            )
         except OSError as e:
-            sock.close()
             return fail(SystemError_(f"cannot attach to container {container_id}: {e}"))
-        sock.setblocking(False)
-        stdio = _Attached(self._reactor, sock, base / "ctl", on_output)
-        stdio.reader = _SeqPacketReader(sock, stdio)
-        self._reactor.addReader(stdio.reader)
         return succeed(stdio)
 
     def exec(

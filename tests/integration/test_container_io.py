@@ -8,6 +8,7 @@ of a container's terminal.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import pty
 import re
@@ -314,3 +315,23 @@ class ResizeTests(_Case):
         term.write(b"stty size; exit\r")
         self.assertEqual(term.wait(), 0, term.output)
         self.assertTrue(re.search(rb"(?m)^40 120\r?$", term.output), term.output)
+
+
+class PipedStdinTests(_Case):
+    def test_piped_stdin(self) -> None:
+        """
+        docker run -i with stdin piped in: the process reads all of it and
+        then end of file (wc counts and exits), also when it only starts
+        reading after a while (the client is held back, the daemon stays
+        small), and the daemon answers other requests meanwhile.
+        """
+        lines = b"".join(b"%d\n" % n for n in range(100000))
+        self.assertEqual(
+            self.ok("run", "-i", "--rm", "busybox", "wc", "-l", stdin=lines).strip(),
+            "100000",
+        )
+        data = os.urandom(8 * 1024 * 1024)
+        out = self.ok("run", "-i", "--rm", "busybox", "sh", "-c", "sleep 1; md5sum",
+                      stdin=data)  # fmt: skip
+        self.assertEqual(out.split()[0], hashlib.md5(data).hexdigest())  # noqa: S324
+        self.assertEqual(self.ok("run", "--rm", "busybox", "echo", "alive"), "alive\n")

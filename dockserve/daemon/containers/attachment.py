@@ -10,6 +10,8 @@ L{Stdio} when the container is created, with any stdin the client sent
 meanwhile held until then.
 """
 
+from typing import Any
+
 from twisted.internet.defer import Deferred
 
 from dockserve.daemon.contracts import OutputCallback, Stdio
@@ -51,6 +53,7 @@ class Attachment:
         self._pending: list[bytes] = []
         self._stdin_closed = False
         self._size: tuple[int, int] | None = None
+        self._producer: Any = None
 
     def output(self, stream: int, data: bytes) -> None:
         """The runtime's output callback: forward the streams asked for."""
@@ -69,9 +72,14 @@ class Attachment:
         # typed before it, so the client's first keys must come after.
         if self._size is not None:
             stdio.resize(*self._size)
+        set_producer = getattr(stdio, "set_stdin_producer", None)
+        if self._producer is not None and set_producer is not None:
+            set_producer(self._producer)
         for data in self._pending:
             stdio.write_stdin(data)
         self._pending = []
+        if self._producer is not None:
+            self._producer.resumeProducing()
         if self._stdin_closed:
             if self._stdin_once and not self.tty:
                 stdio.close_stdin()
@@ -79,6 +87,22 @@ class Attachment:
                 self.detach()
                 return
         stdio.closed.addBoth(lambda _: self.finish())
+
+    def set_stdin_producer(self, producer: Any) -> None:
+        """
+        The client's connection, paused until the container's stdio is
+        there (and afterwards whenever the container's stdin is full), so
+        that the daemon never holds more than a little of a client's input.
+        """
+        if not self._stdin:
+            return
+        self._producer = producer
+        if self._stdio is None:
+            producer.pauseProducing()
+        else:
+            set_producer = getattr(self._stdio, "set_stdin_producer", None)
+            if set_producer is not None:
+                set_producer(producer)
 
     def write_stdin(self, data: bytes) -> None:
         """Bytes the client typed; dropped unless it attached stdin."""
