@@ -380,8 +380,8 @@ class RuncRuntime:
                 leave_stdin_open=leave_stdin_open,
                 gate=None,
             )
-        except OSError as e:
-            return fail(SystemError_(f"cannot run conmon: {e}"))
+        except SystemError_ as e:
+            return fail(e)
         return created.addCallback(lambda pid: RuntimeState("created", pid))
 
     def run(
@@ -414,66 +414,47 @@ class RuncRuntime:
         if tty:
             msg = "a container with a TTY is created, then started"
             raise ValueError(msg)
-        return Deferred.fromCoroutine(
-            self._run_gated(
-                container_id,
-                bundle_dir,
-                log_path=log_path,
-                open_stdin=open_stdin,
-                leave_stdin_open=leave_stdin_open,
-                before_start=before_start,
-            )
-        )
 
-    async def _run_gated(
-        self,
-        container_id: str,
-        bundle_dir: str,
-        *,
-        log_path: str,
-        open_stdin: bool,
-        leave_stdin_open: bool,
-        before_start: "Callable[[], Deferred[None]] | None",
-    ) -> RuntimeState:
-        # The gate: conmon's runtime inherits the read end and waits for a
-        # line; closing the write end without one cancels the start.
-        gate_read, gate_write = os.pipe2(os.O_CLOEXEC)
-        # conmon makes its control fifo after its attach socket listens.
-        ready = Path(bundle_dir) / "ctl"
-        ready.unlink(missing_ok=True)
-        try:
+        async def run() -> RuntimeState:
+            # The gate: conmon's runtime inherits the read end and waits for
+            # a line; closing the write end without one cancels the start.
+            gate_read, gate_write = os.pipe2(os.O_CLOEXEC)
+            # conmon makes its control fifo after its attach socket listens.
+            ready = Path(bundle_dir) / "ctl"
+            ready.unlink(missing_ok=True)
             try:
-                created = self._monitor(
-                    container_id,
-                    bundle_dir,
-                    log_path=log_path,
-                    tty=False,
-                    open_stdin=open_stdin,
-                    leave_stdin_open=leave_stdin_open,
-                    gate=gate_read,
-                )
-            except OSError as e:
-                raise SystemError_(f"cannot run conmon: {e}") from None
-            finally:
-                os.close(gate_read)
-            if before_start is not None:
                 try:
-                    await self._set_up(ready, created)
-                    if not created.called:  # else conmon gave up: see why below
-                        await before_start()
-                except BaseException:
-                    # The gated runtime reads end of file and gives up; so
-                    # does conmon, whose word on it nobody waits for.
+                    created = self._monitor(
+                        container_id,
+                        bundle_dir,
+                        log_path=log_path,
+                        tty=False,
+                        open_stdin=open_stdin,
+                        leave_stdin_open=leave_stdin_open,
+                        gate=gate_read,
+                    )
+                finally:
+                    os.close(gate_read)
+                if before_start is not None:
+                    try:
+                        await self._set_up(ready, created)
+                        if not created.called:  # else conmon gave up: see below
+                            await before_start()
+                    except BaseException:
+                        # The gated runtime reads end of file and gives up;
+                        # so does conmon, whose word on it nobody waits for.
+                        os.close(gate_write)
+                        gate_write = -1
+                        created.addErrback(lambda _: None)
+                        raise
+                os.write(gate_write, b"start\n")
+                pid = await created
+            finally:
+                if gate_write >= 0:
                     os.close(gate_write)
-                    gate_write = -1
-                    created.addErrback(lambda _: None)
-                    raise
-            os.write(gate_write, b"start\n")
-            pid = await created
-        finally:
-            if gate_write >= 0:
-                os.close(gate_write)
-        return RuntimeState("running", pid)
+            return RuntimeState("running", pid)
+
+        return Deferred.fromCoroutine(run())
 
     def _set_up(self, ready: Path, created: Deferred[int]) -> Deferred[None]:
         """Fires once C{ready} exists, or conmon has given up."""
@@ -507,7 +488,7 @@ class RuncRuntime:
         C{gate} (the read end of the start gate), L{GATED_RUN}. Fires with
         the pid conmon reports.
 
-        @raise OSError: conmon could not be run.
+        @raise SystemError_: conmon could not be run.
         """
         monitor = self._monitors / container_id
         monitor.mkdir(parents=True, exist_ok=True)
@@ -556,13 +537,16 @@ class RuncRuntime:
         # there); env -C sets it, so the reactor can posix_spawn instead of
         # forking the whole daemon (2 to 4 ms on every start).
         argv = [_ENV, "-C", bundle_dir, *argv]
-        self._reactor.spawnProcess(
-            protocol,
-            argv[0],
-            argv,
-            env=env,
-            childFDs=child_fds,
-        )
+        try:
+            self._reactor.spawnProcess(
+                protocol,
+                argv[0],
+                argv,
+                env=env,
+                childFDs=child_fds,
+            )
+        except OSError as e:
+            raise SystemError_(f"cannot run conmon: {e}") from None
         return protocol.created
 
     def update(self, container_id: str, resources: dict[str, Any]) -> Deferred[None]:
