@@ -524,6 +524,32 @@ class StartPathTests(_Base):
             self.successResultOf(self.service.start(cid))
             self.assertEqual(seen, [b"first\n"], name)
 
+    def test_client_held_until_connected(self) -> None:
+        """
+        A client attached with stdin before the start is paused until the
+        container's stdio is there, then resumed; what it sent first goes in.
+        """
+        cid = self.create(OpenStdin=True)
+        attachment = self.service.attach(
+            cid, lambda _s, _d: None, stdin=True, stdout=True, stderr=True, stream=True
+        )
+        calls: list[str] = []
+
+        class Producer:
+            def pauseProducing(self) -> None:
+                calls.append("pause")
+
+            def resumeProducing(self) -> None:
+                calls.append("resume")
+
+        attachment.set_stdin_producer(Producer())
+        attachment.write_stdin(b"early")
+        self.assertEqual(calls, ["pause"])
+        self.successResultOf(self.service.start(cid))
+        self.assertEqual(calls, ["pause", "resume"])
+        (stdio,) = self.runtime.containers[cid].stdios
+        self.assertEqual(stdio.stdin, b"early")
+
     def test_attach_while_starting(self) -> None:
         """A client that attaches while the start is under way joins the process."""
         cid = self.create()
