@@ -7,8 +7,12 @@ throughput, memory per idle container.
         [--peer-pids PID,...] [--host unix:///path/to/dockserve.sock --pid PID]
     .venv/bin/python bench/containers_bench.py --start-peer   # the usual run
 
---start-peer starts a dockerd of our own as the peer (bench/peer.py: its own
-socket, data root and exec root, busybox imported) and stops it at the end.
+--start-peer starts dockerds of our own as peers (bench/peer.py: own
+socket, data root and exec root, busybox imported), one after the other,
+each stopped before the next: by default two, one with --bridge none (a
+container has loopback only, like dockserve's default network) and one with
+dockerd's default bridge network in a network namespace of its own (what a
+user of dockerd has); --peer-network picks one.
 
 Without --host a dockserve is started (twistd) on a temporary socket and
 data root, and busybox:latest is imported into it from Debian's
@@ -187,6 +191,12 @@ def main() -> None:
         help="start a dockerd of our own as the peer (bench/peer.py)",
     )
     parser.add_argument(
+        "--peer-network",
+        choices=["none", "bridge", "both"],
+        default="both",
+        help="with --start-peer: the peer's network (bench/peer.py)",
+    )
+    parser.add_argument(
         "--peer-root",
         help="a path in the peer's shim command lines (its exec root); default:"
         " the directory of the --peer unix socket",
@@ -214,24 +224,29 @@ def main() -> None:
                 )
                 table["peer"] = run(args.peer, peer_pids, peer_root, args)
             if args.start_peer:
-                peer = stack.enter_context(start_dockerd())
-                table[peer.name] = run(
-                    peer.host, peer.pids(), str(peer.exec_root), args
+                networks = (
+                    ["none", "bridge"]
+                    if args.peer_network == "both"
+                    else [args.peer_network]
                 )
+                for network in networks:
+                    with start_dockerd(network=network) as peer:
+                        table[peer.label] = run(
+                            peer.host, peer.pids(), str(peer.exec_root), args
+                        )
         finally:
             if process is not None:
                 process.terminate()
                 process.wait(timeout=30)
     rows = list(next(iter(table.values())))
     names = list(table)
-    compare = len(names) > 1
-    ratio_header = f" | ratio {names[0]} / {names[1]}" if compare else ""
-    print("| measure | " + " | ".join(names) + ratio_header + " |")
-    print("|---|" + "---|" * (len(names) + compare))
+    peers = names[1:]
+    headers = names + [f"ratio {names[0]} / {peer}" for peer in peers]
+    print("| measure | " + " | ".join(headers) + " |")
+    print("|---|" + "---|" * len(headers))
     for row in rows:
         cells = [table[d].get(row, "") for d in names]
-        if compare:
-            cells.append(ratio(cells[0], cells[1]))
+        cells += [ratio(cells[0], table[peer].get(row, "")) for peer in peers]
         print(f"| {row} | " + " | ".join(cells) + " |")
     print(f"\n(bench took {time.monotonic() - began:.0f} s)", file=sys.stderr)
 

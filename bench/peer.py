@@ -7,10 +7,21 @@ A dockerd peer of our own for the benchmarks.
         peer.pids()       # dockerd and the containerd it started
         peer.exec_root    # carried by its containerd shims' command lines
 
-The dockerd runs on its own socket, data root and exec root (no bridge, no
-iptables), starts its own containerd as a child, and is stopped at the end by
-its PID (SIGTERM, then SIGKILL after 20 s), its containerd by its PID if it
-outlived dockerd; its mounts are undone and its directory removed.
+The dockerd runs on its own socket, data root and exec root, starts its own
+containerd as a child, and is stopped at the end by its PID (SIGTERM, then
+SIGKILL after 20 s), its containerd by its PID if it outlived dockerd; its
+mounts are undone and its directory removed.
+
+Its network is one of two:
+
+ - C{network="none"} (the default): C{--bridge none --iptables=false}, so a
+   container has loopback only, as in dockserve's default network; the
+   host's network is not touched.
+ - C{network="bridge"}: dockerd's own default (docker0, a veth pair and
+   iptables rules for every container), what a user of dockerd has. So that
+   it changes nothing on this host, dockerd and its containerd run in a
+   network namespace of their own (C{unshare --net}); the namespace goes
+   with them.
 
 Run alone it starts one, prints how to reach it and waits for Ctrl-C:
 
@@ -41,6 +52,12 @@ from tests.integration.images import import_busybox  # noqa: E402
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+#: The peer's networks, as the tables name them.
+NETWORKS = {
+    "none": "--bridge none",
+    "bridge": "default bridge, own netns",
+}
+
 
 @dataclass
 class Peer:
@@ -51,12 +68,18 @@ class Peer:
     directory: Path
     version: str
     startup: float
+    network: str = "none"
 
     @property
     def name(self) -> str:
         """C{dockerd 20.10.24+dfsg1}, for the tables."""
         words = self.version.replace(",", "").split()
         return f"dockerd {words[2]}" if len(words) > 2 else "dockerd"
+
+    @property
+    def label(self) -> str:
+        """L{name} and its network, where the network matters."""
+        return f"{self.name} ({NETWORKS[self.network]})"
 
     @property
     def exec_root(self) -> Path:
@@ -139,8 +162,16 @@ def _stop_pid(pid: int) -> None:
 
 
 @contextlib.contextmanager
-def start_dockerd(busybox: bool = True, timeout: float = 60) -> Iterator[Peer]:
-    """Start a dockerd of our own; yield a L{Peer}; stop it by its PID."""
+def start_dockerd(
+    busybox: bool = True, timeout: float = 60, network: str = "none"
+) -> Iterator[Peer]:
+    """
+    Start a dockerd of our own; yield a L{Peer}; stop it by its PID.
+
+    @param network: C{"none"} or C{"bridge"} (see the module's docstring).
+    """
+    if network not in NETWORKS:
+        raise ValueError(f"network: one of {', '.join(NETWORKS)}, not {network!r}")
     binary = shutil.which("dockerd") or "/usr/sbin/dockerd"
     if not Path(binary).exists():
         raise SystemExit("no dockerd on this machine (apt-get install docker.io)")
@@ -153,9 +184,13 @@ def start_dockerd(busybox: bool = True, timeout: float = 60) -> Iterator[Peer]:
     argv = [
         binary, "--data-root", str(directory / "root"),
         "--exec-root", str(directory / "exec"), "-H", f"unix://{sock}",
-        "--pidfile", str(directory / "d.pid"), "--bridge", "none",
-        "--iptables=false", "--ip6tables=false",
+        "--pidfile", str(directory / "d.pid"),
     ]  # fmt: skip
+    if network == "none":
+        argv += ["--bridge", "none", "--iptables=false", "--ip6tables=false"]
+    else:
+        # unshare execs dockerd (no --fork): the PID is dockerd's.
+        argv = ["unshare", "--net", "--", *argv]
     started = time.monotonic()
     with (directory / "log").open("wb") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
@@ -169,7 +204,7 @@ def start_dockerd(busybox: bool = True, timeout: float = 60) -> Iterator[Peer]:
             time.sleep(0.05)
         startup = time.monotonic() - started
         containerd = children(process.pid)
-        peer = Peer(f"unix://{sock}", process.pid, directory, version, startup)
+        peer = Peer(f"unix://{sock}", process.pid, directory, version, startup, network)
         print(
             f"peer: {version}, dockerd PID {process.pid}, containerd PID "
             f"{','.join(map(str, containerd)) or '?'}, {peer.host}",
