@@ -51,6 +51,15 @@ class AttachedStdio(Protocol):
     def close_stdin(self) -> None:
         """The client half-closed."""
 
+    def set_stdin_producer(self, producer: streams.PushProducer) -> None:
+        """Pause the client's connection while the process's stdin is full."""
+
+    def pause_output(self) -> None:
+        """The client reads slowly: hold the output back."""
+
+    def resume_output(self) -> None:
+        """The client caught up."""
+
     def detach(self) -> None:
         """The client went away; the process goes on."""
 
@@ -66,8 +75,35 @@ class ExecHandle(Protocol):
     def close_stdin(self) -> None:
         """The client half-closed."""
 
+    def set_stdin_producer(self, producer: streams.PushProducer) -> None:
+        """Pause the client's connection while the process's stdin is full."""
+
+    def pause_output(self) -> None:
+        """The client reads slowly: hold the output back."""
+
+    def resume_output(self) -> None:
+        """The client caught up."""
+
     def detach(self) -> None:
         """The client went away; the process goes on."""
+
+
+class LogStream(Protocol):
+    """
+    A C{docker logs} in progress: paused while the client is behind, so
+    that the daemon never holds more than a little of a long log.
+    """
+
+    done: Deferred[None]
+
+    def pauseProducing(self) -> None:
+        """Read no more for now."""
+
+    def resumeProducing(self) -> None:
+        """Read on."""
+
+    def stopProducing(self) -> None:
+        """The connection is gone."""
 
 
 class ContainerBackend(Protocol):
@@ -156,8 +192,8 @@ class ContainerBackend(Protocol):
         tail: int | None,
         timestamps: bool,
         follow: bool,
-    ) -> tuple[bool, Deferred[None]]:
-        """C{(tty, done)}: entries go to C{on_output}; C{done} fires at the end."""
+    ) -> tuple[bool, "LogStream"]:
+        """C{(tty, stream)}: entries go to C{on_output} until C{stream.done}."""
 
     def top(self, reference: str, ps_args: str | None) -> Deferred[dict[str, Any]]:
         """C{GET /containers/{id}/top}."""
@@ -425,6 +461,7 @@ class ContainersAPI:
         for stream, data in pending:
             hijacked.write(stream, data)
         _connect_stdin(hijacked, attachment, keys if attachment.tty else None)
+        hijacked.set_output_source(attachment)
         attachment.closed.addBoth(lambda _: hijacked.close())
         hijacked.lost.addCallback(lambda _: attachment.detach())
         return HIJACKED
@@ -451,7 +488,7 @@ class ContainersAPI:
         def on_output(stream: int, data: bytes) -> None:
             request.write(data if box[0] else streams.frame(stream, data))  # type: ignore[no-untyped-call]
 
-        tty, done = self._backend.logs(
+        tty, stream = self._backend.logs(
             name,
             on_output,
             stdout=stdout,
@@ -468,10 +505,14 @@ class ContainersAPI:
             [streams.RAW_STREAM if tty else streams.MULTIPLEXED_STREAM],
         )
         request.write(b"")  # type: ignore[no-untyped-call]
+        done = stream.done
         request.notifyFinish().addErrback(lambda _: done.cancel())
+        request.registerProducer(stream, True)  # type: ignore[no-untyped-call]
         # The client went away, or the log ended: either way, done.
         with contextlib.suppress(Exception):
             await done
+        if request.channel is not None:  # else the connection is gone
+            request.unregisterProducer()  # type: ignore[no-untyped-call]
         return None
 
     # --- looking inside --------------------------------------------------------

@@ -76,6 +76,7 @@ class ExecAPI:
             hijacked.close()
             return HIJACKED
         connect_stdin(hijacked, instance, keys if tty else None)
+        hijacked.set_output_source(instance)
         hijacked.lost.addCallback(lambda _: instance.detach())
         ends = [instance.exited]
         closed = getattr(instance, "closed", None)

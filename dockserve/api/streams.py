@@ -17,9 +17,10 @@ detach keys (ctrl-p ctrl-q unless the client names others) end the
 stream and leave the process running.
 """
 
+import contextlib
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
@@ -165,6 +166,53 @@ def _install_half_close(transport: Any, on_read_closed: Callable[[], None]) -> b
     return True
 
 
+class PushProducer(Protocol):
+    """A client's connection as a process's stdin sees it (L{Hijack})."""
+
+    def pauseProducing(self) -> None:
+        """Stop reading the client's bytes."""
+
+    def resumeProducing(self) -> None:
+        """Read them again."""
+
+
+class OutputSource(Protocol):
+    """What a hijacked stream's output comes from (an attach, an exec)."""
+
+    def pause_output(self) -> None:
+        """Hold the output back: the client reads slowly."""
+
+    def resume_output(self) -> None:
+        """Send the output again."""
+
+
+class _OutputFlow:
+    """
+    The transport's producer once the connection is hijacked: when more
+    output waits to be sent than the transport's buffer holds, the source
+    is paused, and resumed when it has gone, so that a slow client holds
+    the process back (as with dockerd) rather than the daemon holding its
+    output.
+    """
+
+    def __init__(self) -> None:
+        self.source: OutputSource | None = None
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        if self.source is not None:
+            self.source.pause_output()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if self.source is not None:
+            self.source.resume_output()
+
+    def stopProducing(self) -> None:
+        """The connection is gone; L{Hijack.connection_lost} says so."""
+
+
 class Hijack:
     """
     A connection taken over from HTTP: the process's output goes out, the
@@ -179,8 +227,15 @@ class Hijack:
         self.lost: Deferred[None] = Deferred()
         self.on_stdin: Callable[[bytes], None] = lambda _: None
         self.on_stdin_closed: Callable[[], None] = lambda: None
+        self.flow = _OutputFlow()
         self._transport = transport
         self._closed = False
+
+    def set_output_source(self, source: OutputSource) -> None:
+        """Pause C{source} whenever the client is behind (now, if it is)."""
+        self.flow.source = source
+        if self.flow.paused:
+            source.pause_output()
 
     def write(self, stream: int, data: bytes) -> None:
         """Send one piece of the process's output."""
@@ -193,6 +248,10 @@ class Hijack:
         if self._closed:
             return
         self._closed = True
+        # A transport with a registered producer does not close until it is
+        # unregistered: a stream that ended while its client was behind
+        # would otherwise stay open for good.
+        _unregister_producer(self._transport)
         self._transport.loseConnection()
 
     def pauseProducing(self) -> None:
@@ -225,6 +284,12 @@ class Hijack:
 
 def _discard(*_: object) -> None:
     """Stand-in for the request's own writers once the connection is taken."""
+
+
+def _unregister_producer(transport: Any) -> None:
+    """Unregister C{transport}'s producer, if it has one."""
+    with contextlib.suppress(RuntimeError):  # StringTransport: none registered
+        transport.unregisterProducer()
 
 
 def hijack(request: Request, *, tty: bool, multiplexed_type: bool = False) -> Hijack:
@@ -264,6 +329,10 @@ def hijack(request: Request, *, tty: bool, multiplexed_type: bool = False) -> Hi
 
     channel.dataReceived = stream.data_received
     channel.connectionLost = connection_lost
+    # HTTPChannel is the transport's producer (it stops reading while a
+    # response waits to be written); from now on the stream's output is.
+    _unregister_producer(transport)
+    transport.registerProducer(stream.flow, True)
     _install_half_close(transport, stream.read_closed)
     transport.write(head)
     # HTTPChannel may have paused reading while it held pipelined bytes.

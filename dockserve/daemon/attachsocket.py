@@ -9,6 +9,9 @@ time (a longer packet would be cut). Nothing here blocks the reactor:
 stdin waits in a buffer while conmon is not reading (a container that has
 not started yet, or reads slowly), and the client that sends it is paused
 past L{HIGH_WATER} bytes and resumed once they have gone, as TCP would.
+The other way, a client that reads slowly stops our reading of the socket
+(L{AttachSocket.pause_output}); conmon then waits on the full socket, and so
+does the container's next write, instead of the daemon holding the output.
 """
 
 import contextlib
@@ -16,7 +19,7 @@ import os
 import socket
 from collections import deque
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from attrs import define, field
 
@@ -25,23 +28,13 @@ from twisted.internet.interfaces import IReadDescriptor, IWriteDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from dockserve.daemon.contracts import OutputCallback
+from dockserve.daemon.contracts import OutputCallback, PushProducer
 
 #: The most conmon reads from the socket at once (its CONN_SOCK_BUF_SIZE).
 PACKET = 32 * 1024
 
 #: Buffered stdin above which the client is paused.
 HIGH_WATER = 256 * 1024
-
-
-class StdinProducer(Protocol):
-    """Whoever sends the stdin (the client's connection): it can wait."""
-
-    def pauseProducing(self) -> None:
-        """Stop sending."""
-
-    def resumeProducing(self) -> None:
-        """Send again."""
 
 
 @implementer(IReadDescriptor, IWriteDescriptor)
@@ -95,8 +88,9 @@ class AttachSocket:
     _buffered: int = 0
     _writing: bool = False
     _close_after: bool = False
-    _producer: StdinProducer | None = None
+    _producer: PushProducer | None = None
     _paused: bool = False
+    _output_paused: bool = False
 
     @classmethod
     def connect(
@@ -143,7 +137,19 @@ class AttachSocket:
         if not self.closed.called:
             self.closed.callback(None)
 
-    def set_stdin_producer(self, producer: StdinProducer) -> None:
+    def pause_output(self) -> None:
+        """The client is slow: stop reading conmon's packets for now."""
+        if self._endpoint is not None and not self._output_paused:
+            self._output_paused = True
+            self.reactor.removeReader(self._endpoint)
+
+    def resume_output(self) -> None:
+        """Read conmon's packets again."""
+        if self._endpoint is not None and self._output_paused:
+            self._output_paused = False
+            self.reactor.addReader(self._endpoint)
+
+    def set_stdin_producer(self, producer: PushProducer) -> None:
         """Pause C{producer} while too much of its stdin is waiting."""
         self._producer = producer
         if self._buffered > HIGH_WATER:

@@ -114,15 +114,43 @@ class ExitStatus:
 OutputCallback = Callable[[int, bytes], None]
 
 
+class PushProducer(Protocol):
+    """
+    Whoever sends a stream and can be asked to wait (a client's connection,
+    a process's output): Twisted's C{IPushProducer} without C{stopProducing}.
+    """
+
+    def pauseProducing(self) -> None:
+        """Stop sending for now."""
+
+    def resumeProducing(self) -> None:
+        """Send again."""
+
+
 class Stdio(Protocol):
     """
     A live connection to a process's standard streams (attach or exec).
 
     Output arrives through the L{OutputCallback} given when it was opened;
     the C{closed} L{Deferred} fires when the output ends.
+
+    Neither direction is buffered without bound in the daemon: a process
+    that reads its stdin slower than the client sends it pauses the client
+    (L{set_stdin_producer}), and a client that reads slower than the process
+    writes pauses the process's output (L{pause_output}), whose writes then
+    block as on a full pipe.
     """
 
     closed: Deferred[None]
+
+    def set_stdin_producer(self, producer: PushProducer) -> None:
+        """Pause C{producer} while the process's stdin is full."""
+
+    def pause_output(self) -> None:
+        """Stop reading the process's output until L{resume_output}."""
+
+    def resume_output(self) -> None:
+        """Read the process's output again."""
 
     def write_stdin(self, data: bytes) -> None:
         """Send bytes to the process's stdin (dropped when stdin is not open)."""

@@ -52,6 +52,7 @@ from dockserve.daemon.contracts import (
     ExecProcess,
     ExitStatus,
     OutputCallback,
+    PushProducer,
     RuntimeState,
     Stdio,
 )
@@ -231,28 +232,83 @@ class _ExecProtocol(ProcessProtocol):
 
 
 @define
+class _Unstoppable:
+    """
+    A client's connection as the producer of a process's stdin: paused and
+    resumed by the pipe's writer, never stopped by it (the connection ends
+    on its own terms, not when the process closes its stdin).
+    """
+
+    producer: PushProducer
+
+    def pauseProducing(self) -> None:
+        self.producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@define
 class _Exec:
-    """An L{ExecProcess} run by C{runc exec} with pipes."""
+    """
+    An L{ExecProcess} run by C{runc exec} with pipes.
+
+    Flow control is Twisted's: the client's connection is the producer of
+    runc's stdin pipe (paused while more than the pipe writer's buffer
+    waits), and pausing the output stops reading runc's stdout and stderr.
+    """
 
     protocol: _ExecProtocol
     transport: Any
     pid: int
     exited: Deferred[int]
     closed: Deferred[None]
+    _stdin_producer: _Unstoppable | None = None
+    _output_paused: bool = False
 
     def write_stdin(self, data: bytes) -> None:
         with contextlib.suppress(KeyError, OSError):
             self.transport.writeToChild(0, data)
 
+    def set_stdin_producer(self, producer: PushProducer) -> None:
+        self._unregister_stdin_producer()
+        self._stdin_producer = _Unstoppable(producer)
+        with contextlib.suppress(KeyError, OSError, RuntimeError):
+            self.transport.registerProducer(self._stdin_producer, True)
+
+    def _unregister_stdin_producer(self) -> None:
+        if self._stdin_producer is not None:
+            self._stdin_producer = None
+            with contextlib.suppress(KeyError, OSError, RuntimeError):
+                self.transport.unregisterProducer()
+
     def close_stdin(self) -> None:
+        # A pipe writer does not close while a paused producer is
+        # registered: the end of input would never come.
+        self._unregister_stdin_producer()
         with contextlib.suppress(KeyError, OSError):
             self.transport.closeChildFD(0)
 
     def resize(self, height: int, width: int) -> None:
         pass
 
+    def pause_output(self) -> None:
+        self._output_paused = True
+        self.transport.pauseProducing()
+
+    def resume_output(self) -> None:
+        if self._output_paused:
+            self._output_paused = False
+            self.transport.resumeProducing()
+
     def detach(self) -> None:
         self.protocol.on_output = None
+        # Nobody reads on: the process must not wait on a full pipe.
+        self._unregister_stdin_producer()
+        self.resume_output()
 
 
 class _TtyExecProtocol(_ExecProtocol):

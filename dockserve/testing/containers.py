@@ -22,6 +22,7 @@ from dockserve.daemon.containers.service import ContainerService
 from dockserve.daemon.contracts import (
     ExitStatus,
     OutputCallback,
+    PushProducer,
     ResolvedImage,
     RuntimeState,
 )
@@ -116,10 +117,24 @@ class FakeStdio:
         self.stdin_closed = False
         self.size: tuple[int, int] | None = None
         self.detached = False
+        self.stdin_producer: PushProducer | None = None
+        self.output_paused = False
 
     def write_stdin(self, data: bytes) -> None:
         """See L{dockserve.daemon.contracts}: C{write_stdin}."""
         self.stdin += data
+
+    def set_stdin_producer(self, producer: PushProducer) -> None:
+        """See L{dockserve.daemon.contracts}: C{set_stdin_producer}."""
+        self.stdin_producer = producer
+
+    def pause_output(self) -> None:
+        """See L{dockserve.daemon.contracts}: C{pause_output}."""
+        self.output_paused = True
+
+    def resume_output(self) -> None:
+        """See L{dockserve.daemon.contracts}: C{resume_output}."""
+        self.output_paused = False
 
     def close_stdin(self) -> None:
         """See L{dockserve.daemon.contracts}: C{close_stdin}."""

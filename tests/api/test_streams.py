@@ -78,6 +78,30 @@ class AttachTests(_HijackCase):
         self.runtime.exit(cid, 0)
         self.assertTrue(transport.disconnecting)
 
+    def test_slow_client(self) -> None:
+        """
+        Once hijacked, the transport's producer is the stream: when the
+        client falls behind the container's output is paused, and resumed
+        when it catches up; when the output ends no producer is left
+        registered, so the connection closes however far behind it was.
+        """
+        cid = self.service.create("web", {"Image": "busybox"})["Id"]
+        _, transport = self.connect(
+            b"POST /containers/web/attach?stream=1&stdout=1 HTTP/1.1\r\n" + _UPGRADE
+        )
+        self.assertTrue(transport.streaming)
+        transport.producer.pauseProducing()  # the client is behind
+        self.successResultOf(self.service.start(cid))
+        stdio = self.runtime.containers[cid].stdios[0]
+        self.assertTrue(stdio.output_paused)
+        transport.producer.resumeProducing()
+        self.assertFalse(stdio.output_paused)
+        transport.producer.pauseProducing()
+        self.assertTrue(stdio.output_paused)
+        self.runtime.exit(cid, 0)
+        self.assertTrue(transport.disconnecting)
+        self.assertIsNone(transport.producer)
+
     def test_no_upgrade(self) -> None:
         """A client that does not upgrade gets 200 and the same stream."""
         cid = self.service.create("web", {"Image": "busybox", "Tty": True})["Id"]
@@ -137,6 +161,34 @@ class ExecStreamTests(_HijackCase):
         proc.exit(2)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.service.exec_inspect(exec_id)["ExitCode"], 2)
+
+    def test_flow_control(self) -> None:
+        """
+        The client's connection is the producer of the process's stdin (so
+        a process that reads late holds the client back), and a client
+        that falls behind pauses the process's output.
+        """
+        cid = self.service.create("web", {"Image": "busybox"})["Id"]
+        self.successResultOf(self.service.start(cid))
+        exec_id = self.service.exec_create(
+            cid, {"Cmd": ["cat"], "AttachStdin": True, "AttachStdout": True}
+        )["Id"]
+        _, transport = self.connect(
+            b"POST /exec/" + exec_id.encode() + b"/start HTTP/1.1\r\n" + _UPGRADE
+        )
+        proc = self.runtime.execs[0]
+        assert proc.stdin_producer is not None
+        proc.stdin_producer.pauseProducing()  # the process's stdin is full
+        self.assertEqual(transport.producerState, "paused")
+        proc.stdin_producer.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        transport.producer.pauseProducing()  # the client is behind
+        self.assertTrue(proc.output_paused)
+        transport.producer.resumeProducing()
+        self.assertFalse(proc.output_paused)
+        proc.exit(0)
+        self.assertTrue(transport.disconnecting)
+        self.assertIsNone(transport.producer)
 
 
 class DetachKeyTests(SynchronousTestCase):

@@ -18,6 +18,7 @@ import struct
 import subprocess
 import termios
 import time
+from pathlib import Path
 
 from twisted.trial.unittest import SkipTest
 
@@ -335,3 +336,99 @@ class PipedStdinTests(_Case):
                       stdin=data)  # fmt: skip
         self.assertEqual(out.split()[0], hashlib.md5(data).hexdigest())  # noqa: S324
         self.assertEqual(self.ok("run", "--rm", "busybox", "echo", "alive"), "alive\n")
+
+
+class SlowClientTests(_Case):
+    """
+    Neither direction of a stream is held in the daemon: a process that
+    reads its stdin late holds the client back, a client that reads late
+    holds the process back, and the stream still ends when the process
+    does (a stream whose client had fallen behind used to stay open for
+    good, and the daemon to hold everything that was not yet read).
+    """
+
+    SIZE = 64 * 1024 * 1024
+    #: The most the daemon's peak resident set may grow by, in KiB.
+    GROWTH = 32 * 1024
+
+    def _status_kib(self, field: str) -> int:
+        status = Path(f"/proc/{self.daemon.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise AssertionError(f"no {field} for the daemon")
+
+    def _measure(self) -> int:
+        """Reset the daemon's peak RSS; its RSS now, in KiB."""
+        Path(f"/proc/{self.daemon.pid}/clear_refs").write_text("5")
+        return self._status_kib("VmRSS")
+
+    def _held_back(self, before: int) -> None:
+        """The daemon's peak RSS since L{_measure} stayed small."""
+        grown = self._status_kib("VmHWM") - before
+        self.assertLess(grown, self.GROWTH, f"the daemon grew by {grown} KiB")
+
+    def _read_late(self, *args: str) -> tuple[int, int]:
+        """
+        Run C{docker args} and read its output only after 2 s: the byte
+        count and the exit code (failing, not hanging, if it never ends).
+        """
+        process = subprocess.Popen(
+            [DOCKER, *args], stdout=subprocess.PIPE, env=self.daemon.env
+        )
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        time.sleep(2)
+        assert process.stdout is not None
+        fd = process.stdout.fileno()
+        count = 0
+        deadline = time.monotonic() + 60
+        while True:
+            left = deadline - time.monotonic()
+            self.assertGreater(left, 0, f"the stream did not end ({count} bytes)")
+            if select.select([fd], [], [], left)[0]:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                count += len(chunk)
+        return count, process.wait(timeout=30)
+
+    def test_exec_output(self) -> None:
+        """docker exec's output to a client that reads late."""
+        self.cleanup_container("slow")
+        self.ok("run", "-d", "--name", "slow", "busybox", "sleep", "300")
+        before = self._measure()
+        got = self._read_late(
+            "exec", "slow", "sh", "-c", f"head -c {self.SIZE} /dev/zero"
+        )
+        self.assertEqual(got, (self.SIZE, 0))
+        self._held_back(before)
+
+    def test_attach_output(self) -> None:
+        """docker run's (attached) output to a client that reads late."""
+        before = self._measure()
+        got = self._read_late(
+            "run", "--rm", "busybox", "sh", "-c", f"head -c {self.SIZE} /dev/zero"
+        )
+        self.assertEqual(got, (self.SIZE, 0))
+        self._held_back(before)
+
+    def test_logs(self) -> None:
+        """docker logs of a long log to a client that reads late."""
+        self.cleanup_container("long")
+        lines = self.SIZE // 100
+        self.ok("run", "--name", "long", "busybox", "sh", "-c",
+                f"yes {'a' * 99} | head -n {lines}")  # fmt: skip
+        before = self._measure()
+        self.assertEqual(self._read_late("logs", "long"), (lines * 100, 0))
+        self._held_back(before)
+
+    def test_exec_stdin(self) -> None:
+        """docker exec -i into a process that reads its stdin late."""
+        self.cleanup_container("slow")
+        self.ok("run", "-d", "--name", "slow", "busybox", "sleep", "300")
+        data = os.urandom(self.SIZE)
+        before = self._measure()
+        out = self.ok("exec", "-i", "slow", "sh", "-c", "sleep 2; md5sum",
+                      stdin=data)  # fmt: skip
+        self.assertEqual(out.split()[0], hashlib.md5(data).hexdigest())  # noqa: S324
+        self._held_back(before)

@@ -54,6 +54,7 @@ class Attachment:
         self._stdin_closed = False
         self._size: tuple[int, int] | None = None
         self._producer: Any = None
+        self._output_paused = False
 
     def output(self, stream: int, data: bytes) -> None:
         """The runtime's output callback: forward the streams asked for."""
@@ -72,9 +73,10 @@ class Attachment:
         # typed before it, so the client's first keys must come after.
         if self._size is not None:
             stdio.resize(*self._size)
-        set_producer = getattr(stdio, "set_stdin_producer", None)
-        if self._producer is not None and set_producer is not None:
-            set_producer(self._producer)
+        if self._producer is not None:
+            stdio.set_stdin_producer(self._producer)
+        if self._output_paused:
+            stdio.pause_output()
         for data in self._pending:
             stdio.write_stdin(data)
         self._pending = []
@@ -100,9 +102,19 @@ class Attachment:
         if self._stdio is None:
             producer.pauseProducing()
         else:
-            set_producer = getattr(self._stdio, "set_stdin_producer", None)
-            if set_producer is not None:
-                set_producer(producer)
+            self._stdio.set_stdin_producer(producer)
+
+    def pause_output(self) -> None:
+        """The client reads slowly: hold the container's output back."""
+        self._output_paused = True
+        if self._stdio is not None:
+            self._stdio.pause_output()
+
+    def resume_output(self) -> None:
+        """The client caught up."""
+        self._output_paused = False
+        if self._stdio is not None:
+            self._stdio.resume_output()
 
     def write_stdin(self, data: bytes) -> None:
         """Bytes the client typed; dropped unless it attached stdin."""

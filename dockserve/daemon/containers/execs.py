@@ -16,7 +16,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from dockserve.daemon.contracts import ExecProcess
+from dockserve.daemon.contracts import ExecProcess, PushProducer
 from dockserve.errors import InvalidParameter, NotFound
 
 #: Every capability the kernel knows (C{--privileged}).
@@ -151,6 +151,21 @@ class ExecInstance:
         """The client half-closed: the process's input ends, if it had any."""
         if self._process is not None and self.config["AttachStdin"]:
             self._process.close_stdin()
+
+    def set_stdin_producer(self, producer: PushProducer) -> None:
+        """The client's connection: paused while the process's stdin is full."""
+        if self._process is not None and self.config["AttachStdin"]:
+            self._process.set_stdin_producer(producer)
+
+    def pause_output(self) -> None:
+        """The client reads slowly: hold the process's output back."""
+        if self._process is not None:
+            self._process.pause_output()
+
+    def resume_output(self) -> None:
+        """The client caught up."""
+        if self._process is not None:
+            self._process.resume_output()
 
     def resize(self, height: int, width: int) -> None:
         """Set the exec's TTY size, now or as soon as the process runs."""

@@ -115,6 +115,7 @@ class LogReader:
         self._out: list[tuple[int, list[bytes]]] = []
         self._call: IDelayedCall | None = None
         self._finished = False
+        self._paused = False
         self.done: Deferred[None] = Deferred(self._cancel)
 
     def start(self) -> "LogReader":
@@ -124,6 +125,24 @@ class LogReader:
         """
         self._call = self._reactor.callLater(0, self._begin)
         return self
+
+    def pauseProducing(self) -> None:
+        """
+        The client is behind: read no more of the file until
+        L{resumeProducing} (a chunk is 1 MiB; the daemon holds about one).
+        """
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """The client caught up: read on."""
+        if not self._paused:
+            return
+        self._paused = False
+        if not self._finished and self._call is None:
+            self._call = self._reactor.callLater(0, self._step)
+
+    def stopProducing(self) -> None:
+        """The connection is gone: the handler cancels L{done}."""
 
     def _begin(self) -> None:
         self._call = None
@@ -243,7 +262,7 @@ class LogReader:
 
     def _step(self) -> None:
         self._call = None
-        if self._finished:
+        if self._finished or self._paused:
             return
         if self._file is None:
             try:

@@ -1415,10 +1415,10 @@ class ContainerService:
         tail: int | None = None,
         timestamps: bool = False,
         follow: bool = False,
-    ) -> tuple[bool, Deferred[None]]:
+    ) -> tuple[bool, LogReader]:
         """
-        C{GET /containers/{id}/logs}: C{(tty, done)}; the entries go to
-        C{on_output} as C{(stream, bytes)}.
+        C{GET /containers/{id}/logs}: C{(tty, reader)}; the entries go to
+        C{on_output} as C{(stream, bytes)} until C{reader.done} fires.
         """
         c = self._get(reference)
         reader = LogReader(
@@ -1436,7 +1436,7 @@ class ContainerService:
                 c.record.state.running or c.record.state.status == "restarting"
             ),
         )
-        return bool(c.record.config.get("Tty")), reader.start().done
+        return bool(c.record.config.get("Tty")), reader.start()
 
     def top(self, reference: str, ps_args: str | None) -> Deferred[dict[str, Any]]:
         """

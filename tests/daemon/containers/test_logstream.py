@@ -143,3 +143,39 @@ class UnterminatedTests(SynchronousTestCase):
         self.assertEqual(
             self.read(log, tail=2), [(1, b"x" * 100 + b"\n"), (2, b"last\n")]
         )
+
+
+class PausedReaderTests(SynchronousTestCase):
+    def test_paused_reads_no_more(self) -> None:
+        """
+        A paused reader (the client is behind) reads no more of the file
+        than the chunk it had; resumed, it reads on to the end.
+        """
+        from dockserve.daemon.containers import logstream  # noqa: PLC0415
+
+        self.patch(logstream, "_CHUNK", len(LOG) // 2)
+        path = Path(self.mktemp())
+        path.write_bytes(LOG * 4)
+        clock = Clock()
+        seen: list[bytes] = []
+
+        def output(_: int, data: bytes) -> None:
+            # As a transport does: the write that fills its buffer pauses.
+            seen.append(data)
+            if len(seen) == 1:
+                reader.pauseProducing()
+
+        reader = LogReader(path, output, reactor=clock)
+        reader.start()
+        clock.advance(0)
+        first = len(seen)
+        self.assertTrue(first)
+        for _ in range(10):
+            clock.advance(1)
+        self.assertEqual(len(seen), first)
+        self.assertNoResult(reader.done)
+        reader.resumeProducing()
+        for _ in range(10):
+            clock.advance(0)
+        self.successResultOf(reader.done)
+        self.assertEqual(b"".join(seen), b"one\ntwo\nthree\nfour\n" * 4)
