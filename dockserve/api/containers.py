@@ -26,6 +26,7 @@ from dockserve.api.params import (
     query_int,
 )
 from dockserve.api.route import HIJACKED, Route
+from dockserve.api.threadstream import stream_from_thread
 from dockserve.errors import DockerError, InvalidParameter
 
 #: C{(stream, data)}: stream 1 is stdout, 2 stderr.
@@ -275,23 +276,6 @@ def _size(request: Request) -> tuple[int, int]:
     if height < 0 or width < 0:
         raise InvalidParameter("invalid resize size")
     return height, width
-
-
-class _Writer:
-    """A file-like C{out} that writes into the response from a thread."""
-
-    def __init__(self, request: Request, reactor: Any) -> None:
-        self._request = request
-        self._reactor = reactor
-
-    def write(self, data: bytes) -> int:
-        from twisted.internet.threads import blockingCallFromThread  # noqa: PLC0415
-
-        blockingCallFromThread(self._reactor, self._request.write, bytes(data))
-        return len(data)
-
-    def flush(self) -> None:
-        """Nothing is buffered."""
 
 
 class ContainersAPI:
@@ -558,7 +542,11 @@ class ContainersAPI:
         """C{GET /containers/{id}/export}: the tar, streamed from a thread."""
         self._backend.inspect(name)
         request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/x-tar"])
-        await self._backend.export(name, _Writer(request, self._get_reactor()))
+        await stream_from_thread(
+            request,
+            self._get_reactor(),
+            lambda writer: self._backend.export(name, writer),
+        )
         return None
 
     def _archive_path(self, request: Request) -> str:
@@ -579,8 +567,10 @@ class ContainersAPI:
         stat = await self._backend.archive_stat(name, path)
         _set_stat(request, stat)
         request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/x-tar"])
-        await self._backend.archive_get(
-            name, path, _Writer(request, self._get_reactor())
+        await stream_from_thread(
+            request,
+            self._get_reactor(),
+            lambda writer: self._backend.archive_get(name, path, writer),
         )
         return None
 
@@ -607,8 +597,10 @@ class ContainersAPI:
             raise InvalidParameter("Path cannot be empty")
         await self._backend.archive_stat(name, resource)
         request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/x-tar"])
-        await self._backend.archive_get(
-            name, resource, _Writer(request, self._get_reactor())
+        await stream_from_thread(
+            request,
+            self._get_reactor(),
+            lambda writer: self._backend.archive_get(name, resource, writer),
         )
         return None
 

@@ -25,6 +25,7 @@ from twisted.web.server import Request
 
 from dockserve.api.params import query, query_all, query_bool, query_filters, query_int
 from dockserve.api.route import Route
+from dockserve.api.threadstream import stream_from_thread
 from dockserve.errors import DockerError, InvalidParameter
 
 #: A callback taking one message of a progress stream.
@@ -207,69 +208,6 @@ class MessageStream:
     def fail(self, error: DockerError) -> None:
         """Report C{error} inside the stream."""
         self({"errorDetail": {"message": error.message}, "error": error.message})
-
-
-class _ResponseWriter:
-    """
-    A file-like object a worker thread writes the archive to; each
-    megabyte goes to the response on the reactor thread, and the worker
-    waits while the client is slow (a push producer's pause).
-    """
-
-    def __init__(self, request: Request, reactor: Any) -> None:
-        self._request = request
-        self._reactor = reactor
-        self._owner = threading.get_ident()
-        self._ready = threading.Event()
-        self._ready.set()
-        self._stopped = False
-        self._buffer = bytearray()
-
-    # IPushProducer, on the reactor thread
-    def pauseProducing(self) -> None:
-        self._ready.clear()
-
-    def resumeProducing(self) -> None:
-        self._ready.set()
-
-    def stopProducing(self) -> None:
-        self._stopped = True
-        self._ready.set()
-
-    # file-like, on the worker thread
-    def write(self, data: bytes) -> int:
-        self._buffer += data
-        if len(self._buffer) >= 1 << 20:
-            self.flush()
-        return len(data)
-
-    @property
-    def stopped(self) -> bool:
-        """Whether the client went away."""
-        return self._stopped
-
-    def flush_here(self) -> None:
-        """Flush on the reactor thread, once the worker is done."""
-        self._owner = threading.get_ident()
-        if not self._stopped:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._buffer:
-            return
-        chunk, self._buffer = bytes(self._buffer), bytearray()
-        if threading.get_ident() == self._owner:
-            self._request.write(chunk)  # type: ignore[no-untyped-call]
-            return
-        self._ready.wait()
-        if self._stopped:
-            raise OSError("the client went away")
-        from twisted.internet.threads import blockingCallFromThread  # noqa: PLC0415
-
-        blockingCallFromThread(self._reactor, self._request.write, chunk)
-        self._ready.wait()
-        if self._stopped:
-            raise OSError("the client went away")
 
 
 #: The upload paths whose body a handler reads as it arrives: C{/images/load}
@@ -722,30 +660,13 @@ class ImagesAPI:
             raise InvalidParameter("no images to save: give at least one name")
         items = self._backend.prepare_save(names, query_platform(request))
         request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/x-tar"])
-        writer = _ResponseWriter(request, self._get_reactor())
-        request.registerProducer(writer, True)  # type: ignore[no-untyped-call]
-
-        d = self._backend.save(items, writer)  # type: ignore[arg-type]
-
-        def done(_: object) -> None:
-            # The worker is finished: what is left in the buffer goes out
-            # from here.
-            writer.flush_here()
-            request.unregisterProducer()  # type: ignore[no-untyped-call]
-
-        def failed(failure: Any) -> None:
-            request.unregisterProducer()  # type: ignore[no-untyped-call]
-            if writer.stopped:
-                return
-            # The archive has started: all a client can be told is that it
-            # was cut short.
-            transport = getattr(request.channel, "transport", None)
-            if transport is not None:
-                transport.abortConnection()
-            failure.trap(Exception)
-
-        d.addCallbacks(done, failed)
-        return d.addCallback(lambda _: None)
+        return ensureDeferred(
+            stream_from_thread(
+                request,
+                self._get_reactor(),
+                lambda writer: self._backend.save(items, writer),  # type: ignore[arg-type]
+            )
+        ).addCallback(lambda _: None)
 
     def push_image(self, request: Request, name: str) -> "Deferred[bytes | None]":
         """C{POST /images/{name}/push}."""

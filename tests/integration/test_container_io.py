@@ -432,3 +432,16 @@ class SlowClientTests(_Case):
                       stdin=data)  # fmt: skip
         self.assertEqual(out.split()[0], hashlib.md5(data).hexdigest())  # noqa: S324
         self._held_back(before)
+
+    def test_export_and_cp(self) -> None:
+        """docker export and docker cp to a client that reads late."""
+        self.cleanup_container("big")
+        self.ok("run", "--name", "big", "busybox", "sh", "-c",
+                f"head -c {self.SIZE} /dev/zero > /big")  # fmt: skip
+        for args in (("export", "big"), ("cp", "big:/big", "-")):
+            before = self._measure()
+            count, code = self._read_late(*args)
+            self.assertEqual(code, 0, args)
+            # The tar of the file: its header, its data, the end blocks.
+            self.assertGreater(count, self.SIZE, args)
+            self._held_back(before)
