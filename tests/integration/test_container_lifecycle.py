@@ -467,6 +467,11 @@ class ImageInUseTests(_Case):
         self.assertEqual(refused.exception.status_code, 409)
         self.ok("rmi", "-f", "busybox")
         self.assertNotIn("busybox", self.ok("images", "--format", "{{.Repository}}"))
+        # The name no longer means its image: docker ps shows the image's ID.
+        self.assertEqual(
+            self.ok("ps", "-a", "--filter", "name=user", "--format", "{{.Image}}"),
+            image[:12] + "\n",
+        )
         self.assertEqual(self.docker("start", "-a", "user").returncode, 0)
 
     def test_rmi_running_user(self) -> None:

@@ -1335,7 +1335,7 @@ class ContainerService:
             item: dict[str, Any] = {
                 "Id": rec.id,
                 "Names": [rec.name],
-                "Image": rec.image,
+                "Image": self._image_shown(rec),
                 "ImageID": rec.image_id,
                 "Command": command,
                 "Created": int(record.parse_rfc3339(rec.created)),
@@ -1358,6 +1358,18 @@ class ContainerService:
                 item["SizeRw"], item["SizeRootFs"] = sizes
             result.append(item)
         return result
+
+    def _image_shown(self, rec: ContainerRecord) -> str:
+        """
+        The image as dockerd lists it: the name it was created from while
+        that name still means the same image (not after an rmi -f or a pull
+        that moved the tag), else the image's ID.
+        """
+        try:
+            same = self._images.resolve(rec.image).id == rec.image_id
+        except DockerError:
+            same = False
+        return rec.image if same else rec.image_id
 
     def network_members(self) -> dict[str, dict[str, Any]]:
         """Network name -> C{Containers} map of its running members."""
