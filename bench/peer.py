@@ -238,7 +238,9 @@ def start_dockerd(
 def main() -> None:
     with start_dockerd() as peer:
         print(f"DOCKER_HOST={peer.host}  pids={','.join(map(str, peer.pids()))}")
-        print("Ctrl-C stops it.")
+        print("Ctrl-C (or SIGTERM) stops it.")
+        # SIGTERM too goes through the cleanup (dockerd stopped by its PID).
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         with contextlib.suppress(KeyboardInterrupt):
             while True:
                 time.sleep(3600)
