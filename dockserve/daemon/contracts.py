@@ -256,11 +256,20 @@ class Runtime(Protocol):
         process: dict[str, Any],
         *,
         on_output: OutputCallback | None,
+        stdin: bool = False,
     ) -> Deferred[ExecProcess]:
         """
         Run another process in a running container. C{process} is an OCI
         runtime-spec C{process} object (args, env, cwd, user, terminal,
         capabilities...). With C{on_output=None} the process is detached.
+
+        Attached, a process that cannot be started writes dockerd's error
+        (C{OCI runtime exec failed: ...: unknown}) to the output and exits
+        with 126; detached, that is raised as a
+        L{dockserve.errors.SystemError_}.
+
+        @param stdin: The client sends the process's stdin (C{-i});
+            otherwise the process reads end of file at once.
         """
 
     def stats(self, container_id: str) -> dict[str, Any]:

@@ -204,18 +204,68 @@ def _runc_message(err: bytes) -> str:
     return _clean("\n".join(lines) or text)
 
 
+#: The exit code dockerd reports for an exec that could not be started.
+EXEC_START_FAILED = 126
+
+#: logrus's decoration of runc's message on a terminal: colour, then the
+#: level and the time (C{ERRO[0000] }).
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+_LEVEL = re.compile(r"^[A-Z]{4}\[\d+\] ", re.MULTILINE)
+
+
+def exec_failure(output: bytes) -> str:
+    """
+    The words dockerd uses for what runc printed when it could not start an
+    exec'd process: C{OCI runtime exec failed: exec failed: unable to start
+    container process: exec: "nosuch": executable file not found in $PATH:
+    unknown}.
+    """
+    text = _COLOUR.sub("", output.decode(errors="replace"))
+    text = _LEVEL.sub("", text.replace("\r\n", "\n")).strip()
+    message = _runc_message(text.encode()).removeprefix("runc exec failed: ")
+    if message.startswith("OCI runtime exec failed: "):
+        return message
+    return f"OCI runtime exec failed: {message or 'exec failed'}: unknown"
+
+
 class _ExecProtocol(ProcessProtocol):
-    def __init__(self, on_output: OutputCallback | None) -> None:
+    """
+    C{runc exec} in the foreground. Its output is held until runc has
+    written the process's pid file: what comes before that is runc's own
+    complaint when the process cannot be started, which the client reads
+    as dockerd's error, with exit code 126, rather than as the process's
+    output with runc's 255.
+    """
+
+    def __init__(self, on_output: OutputCallback | None, pid_file: Path) -> None:
         self.on_output = on_output
+        self.pid_file = pid_file
         self.exited: Deferred[int] = Deferred()
         self.closed: Deferred[None] = Deferred()
-        self.err = bytearray()
+        self.held: list[tuple[int, bytes]] | None = []
+        self.failure: str | None = None
+
+    def stream(self, childFD: int) -> int:
+        """The output stream (1 stdout, 2 stderr) of a child descriptor."""
+        return childFD
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD == 2:
-            self.err.extend(data[:4096])
-        if self.on_output is not None and childFD in (1, 2):
-            self.on_output(childFD, data)
+        if childFD not in (1, 2):
+            return
+        stream = self.stream(childFD)
+        if self.held is not None and not self.pid_file.exists():
+            self.held.append((stream, data))
+            return
+        self.release()
+        if self.on_output is not None:
+            self.on_output(stream, data)
+
+    def release(self) -> None:
+        """The process runs: what was held is its output."""
+        held, self.held = self.held, None
+        if self.on_output is not None:
+            for stream, data in held or []:
+                self.on_output(stream, data)
 
     def processEnded(self, reason: Failure) -> None:
         code = 0
@@ -226,6 +276,15 @@ class _ExecProtocol(ProcessProtocol):
                 if value.exitCode is not None
                 else 128 + (value.signal or 0)
             )
+        if self.held is not None and not self.pid_file.exists():
+            # runc ended without starting the process.
+            said = b"".join(data for _, data in self.held)
+            self.held = None
+            self.failure = exec_failure(said)
+            code = EXEC_START_FAILED
+            if self.on_output is not None:
+                self.on_output(1, self.failure.encode() + b"\r\n")
+        self.release()
         if not self.closed.called:
             self.closed.callback(None)
         self.exited.callback(code)
@@ -314,9 +373,9 @@ class _Exec:
 class _TtyExecProtocol(_ExecProtocol):
     """C{runc exec -t} on our pty: what it prints is the exec's output."""
 
-    def childDataReceived(self, childFD: int, data: bytes) -> None:  # noqa: ARG002
-        if self.on_output is not None:
-            self.on_output(1, data)
+    def stream(self, childFD: int) -> int:  # noqa: ARG002
+        """A terminal has one stream."""
+        return 1
 
 
 @define
@@ -787,15 +846,19 @@ class RuncRuntime:
         process: dict[str, Any],
         *,
         on_output: OutputCallback | None,
+        stdin: bool = False,
     ) -> Deferred[ExecProcess]:
-        """C{runc exec --process} with pipes (C{-d} when detached)."""
-        return Deferred.fromCoroutine(self._exec(container_id, process, on_output))
+        """C{runc exec --process} with pipes, or on a pty for a TTY."""
+        return Deferred.fromCoroutine(
+            self._exec(container_id, process, on_output, stdin)
+        )
 
     async def _exec(
         self,
         container_id: str,
         process: dict[str, Any],
         on_output: OutputCallback | None,
+        stdin: bool,
     ) -> ExecProcess:
         monitor = self._monitors / container_id
         monitor.mkdir(parents=True, exist_ok=True)
@@ -814,7 +877,7 @@ class RuncRuntime:
         # Not -d, even for a detached exec: runc stays the process's parent
         # and exits with its status, which exec inspect then reports.
         argv.append(container_id)
-        protocol = _ExecProtocol(on_output)
+        protocol = _ExecProtocol(on_output, Path(pid_file))
         transport = self._reactor.spawnProcess(
             protocol,
             argv[0],
@@ -823,11 +886,16 @@ class RuncRuntime:
             childFDs={0: "w", 1: "r", 2: "r"},
         )
         exited: Deferred[int] = Deferred()
-        if on_output is None:
-            # A detached exec reads nothing: its input ends at once.
+        if on_output is None or not stdin:
+            # Without -i the process reads end of file at once, as under
+            # dockerd (docker exec c cat ends).
             with contextlib.suppress(KeyError, OSError):
                 transport.closeChildFD(0)
+        if on_output is None:
             pid = await self._await_pid(pid_file, protocol.exited)
+            if not pid and protocol.failure is not None:
+                await protocol.exited
+                raise SystemError_(protocol.failure)
         else:
             # Answer at once: the client's stdin may already be flowing,
             # and bytes sent before the process is known would be lost.
@@ -843,10 +911,14 @@ class RuncRuntime:
         protocol.exited.addCallback(ended)
         if on_output is not None:
             learn = Deferred.fromCoroutine(self._await_pid(pid_file, protocol.exited))
-            learn.addCallback(
-                lambda found: setattr(running, "pid", found or running.pid)
-            )
+            learn.addCallback(self._learned, running, protocol)
         return running
+
+    def _learned(self, pid: int, running: "_Exec", protocol: _ExecProtocol) -> None:
+        """The pid file is there: the process runs, its output flows."""
+        if pid:
+            running.pid = pid
+            protocol.release()
 
     async def _tty_exec(
         self,
@@ -873,7 +945,7 @@ class RuncRuntime:
             self._runc, f"--root={self._runc_root}", "exec",
             "--process", name, "--pid-file", pid_file, container_id,
         ]  # fmt: skip
-        protocol = _TtyExecProtocol(on_output)
+        protocol = _TtyExecProtocol(on_output, Path(pid_file))
         # runc's terminal is raw from the start: the container's console
         # already turns \n into \r\n, and bytes typed before runc sets it
         # raw must not be echoed or edited by a second line discipline.
@@ -899,7 +971,7 @@ class RuncRuntime:
 
         protocol.exited.addCallback(ended)
         learn = Deferred.fromCoroutine(self._await_pid(pid_file, protocol.exited))
-        learn.addCallback(lambda found: setattr(running, "pid", found or 0))
+        learn.addCallback(self._learned, running, protocol)
         return running
 
     async def _await_pid(self, pid_file: str, ended: Deferred[int]) -> int:

@@ -350,8 +350,10 @@ class ScriptedRuntime:
         process: dict[str, Any],
         *,
         on_output: OutputCallback | None,
+        stdin: bool = False,
     ) -> Deferred[Any]:
         """See L{dockserve.daemon.contracts}: C{exec}."""
+        del stdin
         fake = self._fake(container_id)
         if fake.status != "running":
             raise SystemError_("cannot exec in a stopped container")

@@ -75,6 +75,29 @@ class MessageTests(SynchronousTestCase):
             "container process: boom: unknown",
         )
 
+    def test_exec_could_not_start(self) -> None:
+        """
+        What runc prints when it cannot start an exec'd process, in its
+        log format or coloured on a terminal, in dockerd's words.
+        """
+        from dockserve.daemon.runtime import exec_failure  # noqa: PLC0415
+
+        want = (
+            "OCI runtime exec failed: exec failed: unable to start container "
+            'process: exec: "nosuch": executable file not found in $PATH: unknown'
+        )
+        logged = (
+            b'time="2026-11-29T09:47:49Z" level=error msg="exec failed: unable '
+            b'to start container process: exec: \\"nosuch\\": executable file '
+            b'not found in $PATH"\n'
+        )
+        coloured = (
+            b"\x1b[31mERRO\x1b[0m[0000] exec failed: unable to start container "
+            b'process: exec: "nosuch": executable file not found in $PATH \r\n'
+        )
+        self.assertEqual(exec_failure(logged), want)
+        self.assertEqual(exec_failure(coloured), want)
+
     def test_exec_failed(self) -> None:
         self.assertEqual(
             _clean("runc exec failed: no such file"),

@@ -97,6 +97,33 @@ class ExecTests(_DaemonCase):
         result = self.docker("exec", "-i", "box", "cat", stdin=b"abc\n")
         self.assertEqual((result.returncode, result.stdout), (0, b"abc\n"))
 
+    def test_no_stdin(self) -> None:
+        """Without -i the process reads end of file at once: cat ends."""
+        result = self.docker("exec", "box", "cat", timeout=10)
+        self.assertEqual((result.returncode, result.stdout), (0, b""))
+
+    def test_cannot_start(self) -> None:
+        """
+        A process runc cannot start: dockerd's message, exit code 126, with
+        and without a TTY (not runc's log line and its 255); a process that
+        exits 255 itself still reports 255.
+        """
+        for args in (("nosuch",), ("-t", "nosuch")):
+            result = self.docker("exec", *args[:-1], "box", args[-1])
+            self.assertEqual(result.returncode, 126, result)
+            self.assertIn(
+                b"OCI runtime exec failed: exec failed: unable to start container "
+                b'process: exec: "nosuch": executable file not found in $PATH: '
+                b"unknown\r\n",
+                result.stdout + result.stderr,
+            )
+            self.assertNotIn(b"ERRO", result.stdout + result.stderr)
+        result = self.docker("exec", "box", "/etc")
+        self.assertEqual(result.returncode, 126)
+        self.assertIn(b'exec: "/etc": permission denied: unknown', result.stdout)
+        result = self.docker("exec", "box", "sh", "-c", "echo out; exit 255")
+        self.assertEqual((result.returncode, result.stdout), (255, b"out\n"))
+
     def test_inspect(self) -> None:
         """exec inspect: Running with a real pid while it runs; then ExitCode."""
         client = self.sdk()

@@ -1181,7 +1181,12 @@ class ContainerService:
 
         async def run() -> ExecInstance:
             try:
-                proc = await self._runtime.exec(c.id, process, on_output=on_output)
+                proc = await self._runtime.exec(
+                    c.id,
+                    process,
+                    on_output=on_output,
+                    stdin=bool(instance.config["AttachStdin"]),
+                )
             except DockerError as e:
                 code, error = _start_error(e.message)
                 instance.finished(code)
