@@ -893,8 +893,14 @@ class RuncRuntime:
                 transport.closeChildFD(0)
         if on_output is None:
             pid = await self._await_pid(pid_file, protocol.exited)
-            if not pid and protocol.failure is not None:
+            if pid:
+                # It runs: nothing later is taken for a failure to start
+                # (the pid file goes with the container's directory).
+                protocol.release()
+            elif protocol.failure is not None:
                 await protocol.exited
+                for path in (name, pid_file):
+                    Path(path).unlink(missing_ok=True)  # noqa: ASYNC240 (tiny files)
                 raise SystemError_(protocol.failure)
         else:
             # Answer at once: the client's stdin may already be flowing,

@@ -445,3 +445,26 @@ class SlowClientTests(_Case):
             # The tar of the file: its header, its data, the end blocks.
             self.assertGreater(count, self.SIZE, args)
             self._held_back(before)
+
+    def test_stop_with_a_stalled_client(self) -> None:
+        """
+        docker stop while an attached client reads nothing at all (its CLI
+        suspended): the container's output is drained from then on, so
+        conmon sees the exit and the stop ends (it used to wait for good).
+        """
+        self.cleanup_container("chatty")
+        self.ok("run", "-d", "--name", "chatty", "busybox", "sh", "-c",
+                f"while true; do echo {'a' * 60}; done")  # fmt: skip
+        client = subprocess.Popen(
+            [DOCKER, "attach", "chatty"],
+            stdout=subprocess.DEVNULL,
+            env=self.daemon.env,
+        )
+        self.addCleanup(lambda: client.poll() is None and client.kill())
+        time.sleep(2)  # the client attaches (its request is logged at its end)
+        client.send_signal(signal.SIGSTOP)
+        time.sleep(2)  # conmon's socket to the client fills up
+        result = self.docker("stop", "-t", "1", "chatty", timeout=20)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(self.inspect("chatty", "{{.State.Status}}"), "exited")
+        client.send_signal(signal.SIGCONT)

@@ -55,6 +55,7 @@ class Attachment:
         self._size: tuple[int, int] | None = None
         self._producer: Any = None
         self._output_paused = False
+        self._draining = False
 
     def output(self, stream: int, data: bytes) -> None:
         """The runtime's output callback: forward the streams asked for."""
@@ -106,9 +107,23 @@ class Attachment:
 
     def pause_output(self) -> None:
         """The client reads slowly: hold the container's output back."""
+        if self._draining:
+            return
         self._output_paused = True
         if self._stdio is not None:
             self._stdio.pause_output()
+
+    def drain(self) -> None:
+        """
+        Read the container's output from now on whatever the client's pace.
+
+        Holding it back holds all of conmon, which writes to every attached
+        client in turn: it would not see the container exit, and a stop or
+        kill would wait for a client that does not read. What is left to
+        read of a container being stopped is held in the daemon instead.
+        """
+        self._draining = True
+        self.resume_output()
 
     def resume_output(self) -> None:
         """The client caught up."""

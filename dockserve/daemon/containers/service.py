@@ -683,7 +683,13 @@ class ContainerService:
             evolve(c.record.with_state(status="exited"), manually_stopped=True),
         )
 
+    def _drain_attachments(self, c: _Container) -> None:
+        """Before a stop or kill: no attached client may hold conmon back."""
+        for attachment in c.live:
+            attachment.drain()
+
     async def _stop(self, c: _Container, number: int, grace: int) -> None:
+        self._drain_attachments(c)
         exited = self._next_exit(c)
         paused = c.record.state.status == "paused"
         try:
@@ -735,6 +741,7 @@ class ContainerService:
             self._save(c, evolve(c.record, manually_stopped=True))
 
         async def kill() -> None:
+            self._drain_attachments(c)
             exited = self._next_exit(c) if number == 9 else None
             await self._runtime.kill(c.id, number)
             if exited is None:
@@ -838,6 +845,7 @@ class ContainerService:
                 c.restart_call.cancel()
             if c.record.state.running:
                 self._save(c, evolve(c.record, manually_stopped=True))
+                self._drain_attachments(c)
                 exited = self._next_exit(c)
                 with contextlib.suppress(DockerError):
                     await self._runtime.kill(c.id, 9)

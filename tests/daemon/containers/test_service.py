@@ -170,6 +170,29 @@ class LifeCycleTests(_Base):
         self.successResultOf(attachment.closed)
         self.assertEqual(seen, [(1, b"hi\n"), (2, b"oops\n")])
 
+    def test_slow_client_drained_on_stop(self) -> None:
+        """
+        A client that reads slowly holds the output back, until the
+        container is stopped or killed: from then on its output is read
+        whatever the client's pace, so that conmon sees the exit.
+        """
+        for stopping in ("stop", "kill"):
+            cid = self.started(stopping)
+            attachment = self.service.attach(
+                cid, lambda *_: None, stdin=False, stdout=True, stderr=True,
+                stream=True,
+            )  # fmt: skip
+            stdio = self.runtime.containers[cid].stdios[0]
+            attachment.pause_output()
+            self.assertTrue(stdio.output_paused)
+            if stopping == "stop":
+                self.service.stop(cid, None, 5)
+            else:
+                self.service.kill(cid, "SIGTERM")
+            self.assertFalse(stdio.output_paused, stopping)
+            attachment.pause_output()
+            self.assertFalse(stdio.output_paused, stopping)
+
     def test_attach_logs(self) -> None:
         """With logs and no stream, the log so far is replayed, then the end."""
         cid = self.create()
