@@ -315,7 +315,10 @@ class ResizeTests(_Case):
         self.assertTrue(term.read_until(b"# "), term.output)
         term.write(b"stty size; exit\r")
         self.assertEqual(term.wait(), 0, term.output)
-        self.assertTrue(re.search(rb"(?m)^40 120\r?$", term.output), term.output)
+        # Lines may end in CR CR LF: runc exec -t clears ONLCR on the
+        # container's terminal after the shell may have saved its settings
+        # (a known gap, docs/architecture.md); the size is what is checked.
+        self.assertTrue(re.search(rb"(?m)^40 120\r*$", term.output), term.output)
 
 
 class PipedStdinTests(_Case):
