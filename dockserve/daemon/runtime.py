@@ -295,7 +295,8 @@ class _Unstoppable:
     """
     A client's connection as the producer of a process's stdin: paused and
     resumed by the pipe's writer, never stopped by it (the connection ends
-    on its own terms, not when the process closes its stdin).
+    on its own terms, not when the process closes its stdin); when the pipe
+    goes, the client is read on.
     """
 
     producer: PushProducer
@@ -307,7 +308,10 @@ class _Unstoppable:
         self.producer.resumeProducing()
 
     def stopProducing(self) -> None:
-        pass
+        # The process closed its stdin: what the client sends from now on
+        # is dropped, but the client must be read on, or its going away
+        # (or its end of input) would go unnoticed.
+        self.producer.resumeProducing()
 
 
 @define

@@ -75,6 +75,28 @@ class MessageTests(SynchronousTestCase):
             "container process: boom: unknown",
         )
 
+    def test_stdin_pipe_gone_resumes_the_client(self) -> None:
+        """
+        A client paused because the exec's stdin was full is read on when
+        the process closes its stdin (the pipe's writer stops its producer),
+        so that its going away is still seen.
+        """
+        from dockserve.daemon.runtime import _Unstoppable  # noqa: PLC0415
+
+        calls: list[str] = []
+
+        class Client:
+            def pauseProducing(self) -> None:
+                calls.append("pause")
+
+            def resumeProducing(self) -> None:
+                calls.append("resume")
+
+        flow = _Unstoppable(Client())
+        flow.pauseProducing()
+        flow.stopProducing()
+        self.assertEqual(calls, ["pause", "resume"])
+
     def test_exec_could_not_start(self) -> None:
         """
         What runc prints when it cannot start an exec'd process, in its

@@ -56,6 +56,7 @@ class Attachment:
         self._producer: Any = None
         self._output_paused = False
         self._draining = False
+        self._replay: Any = None
 
     def output(self, stream: int, data: bytes) -> None:
         """The runtime's output callback: forward the streams asked for."""
@@ -105,11 +106,22 @@ class Attachment:
         else:
             self._stdio.set_stdin_producer(producer)
 
+    def replaying(self, reader: Any) -> None:
+        """
+        C{reader} (a L{LogReader}) replays the log first (C{logs=1}): it
+        is paused with the rest of the output.
+        """
+        self._replay = reader
+        if self._output_paused:
+            reader.pauseProducing()
+
     def pause_output(self) -> None:
         """The client reads slowly: hold the container's output back."""
         if self._draining:
             return
         self._output_paused = True
+        if self._replay is not None:
+            self._replay.pauseProducing()
         if self._stdio is not None:
             self._stdio.pause_output()
 
@@ -128,6 +140,8 @@ class Attachment:
     def resume_output(self) -> None:
         """The client caught up."""
         self._output_paused = False
+        if self._replay is not None:
+            self._replay.resumeProducing()
         if self._stdio is not None:
             self._stdio.resume_output()
 

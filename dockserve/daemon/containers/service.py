@@ -1083,13 +1083,11 @@ class ContainerService:
         )
         replay: Deferred[None] = succeed(None)
         if logs:
-            replay = (
-                LogReader(
-                    c.directory / LOG_FILE, attachment.output, reactor=self._reactor
-                )
-                .start()
-                .done
-            )
+            reader = LogReader(
+                c.directory / LOG_FILE, attachment.output, reactor=self._reactor
+            ).start()
+            attachment.replaying(reader)
+            replay = reader.done
         if not stream:
             replay.addBoth(lambda _: attachment.finish())
             return attachment

@@ -213,6 +213,30 @@ class LifeCycleTests(_Base):
         self.successResultOf(attachment.closed)
         self.assertEqual(seen, [(1, b"before\n")])
 
+    def test_attach_logs_slow_client(self) -> None:
+        """The replayed log waits for a client that is behind."""
+        cid = self.create()
+        (self.root / "containers" / cid / "container.log").write_bytes(
+            b"2024-01-01T00:00:00.000000000Z stdout F before\n"
+        )
+        seen: list[tuple[int, bytes]] = []
+        attachment = self.service.attach(
+            cid,
+            lambda s, d: seen.append((s, d)),
+            stdin=False,
+            stdout=True,
+            stderr=True,
+            stream=False,
+            logs=True,
+        )
+        attachment.pause_output()
+        self.clock.advance(0)
+        self.assertEqual(seen, [])
+        attachment.resume_output()
+        self.clock.advance(0)
+        self.successResultOf(attachment.closed)
+        self.assertEqual(seen, [(1, b"before\n")])
+
     def test_attach_stdin(self) -> None:
         """
         Stdin typed before the start is delivered once connected; with
