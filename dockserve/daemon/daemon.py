@@ -61,12 +61,23 @@ class Daemon:
         return waiting.addErrback(lambda _: None)
 
 
+#: The most threads the reactor's pool makes (see L{create}).
+THREAD_POOL_SIZE = 64
+
+
 def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
     """
     Build the daemon's areas for C{config}: the image store, the containers
     (which tell the store which images are in use), and the system facts,
     whose counts are read from the other two at request time.
     """
+    # A streamed body (image save, export, docker cp) waits in a pool
+    # thread while its client is behind: with Twisted's default of ten
+    # threads, ten stalled clients would starve every other blocking job
+    # (bundles, removals, image work). Threads are made only when needed.
+    suggest = getattr(reactor, "suggestThreadPoolSize", None)
+    if suggest is not None:
+        suggest(THREAD_POOL_SIZE)
     images: Any = ImageService.for_config(config, reactor)
     containers: Any = ContainerService.for_config(config, images, reactor)
     system = SystemService(config, lambda: area_counts(images, containers))

@@ -471,3 +471,24 @@ class SlowClientTests(_Case):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(self.inspect("chatty", "{{.State.Status}}"), "exited")
         client.send_signal(signal.SIGCONT)
+
+    def test_stalled_transfers_do_not_starve(self) -> None:
+        """
+        Twelve docker save clients that read nothing (each holds a pool
+        thread while it waits) leave the daemon able to start containers:
+        the reactor's pool is not Twisted's ten threads.
+        """
+        clients = []
+        for _ in range(12):
+            client = subprocess.Popen(
+                [DOCKER, "save", "busybox"],
+                stdout=subprocess.PIPE,
+                env=self.daemon.env,
+            )
+            self.addCleanup(client.wait)
+            self.addCleanup(client.kill)
+            clients.append(client)
+        time.sleep(3)  # each fills its pipe and stalls
+        self.assertTrue(all(c.poll() is None for c in clients))
+        result = self.docker("run", "--rm", "busybox", "echo", "alive", timeout=30)
+        self.assertEqual(result.stdout, b"alive\n", result.stderr)
