@@ -77,7 +77,7 @@ class Attachment:
             stdio.resize(*self._size)
         if self._producer is not None:
             stdio.set_stdin_producer(self._producer)
-        if self._output_paused:
+        if self._output_paused and not self._draining:
             stdio.pause_output()
         for data in self._pending:
             stdio.write_stdin(data)
@@ -117,12 +117,10 @@ class Attachment:
 
     def pause_output(self) -> None:
         """The client reads slowly: hold the container's output back."""
-        if self._draining:
-            return
         self._output_paused = True
         if self._replay is not None:
             self._replay.pauseProducing()
-        if self._stdio is not None:
+        if self._stdio is not None and not self._draining:
             self._stdio.pause_output()
 
     def drain(self) -> None:
@@ -135,7 +133,8 @@ class Attachment:
         read of a container being stopped is held in the daemon instead.
         """
         self._draining = True
-        self.resume_output()
+        if self._stdio is not None:
+            self._stdio.resume_output()
 
     def resume_output(self) -> None:
         """The client caught up."""
@@ -186,6 +185,8 @@ class Attachment:
         self.finish()
 
     def finish(self) -> None:
-        """End the output stream (idempotent)."""
+        """End the output stream (idempotent); a log replay stops with it."""
+        if self._replay is not None and not self._replay.done.called:
+            self._replay.done.cancel()
         if not self.closed.called:
             self.closed.callback(None)

@@ -95,6 +95,9 @@ class _Container:
         released.
     @ivar released: The last run's runtime state and mounts were released
         without error since its start, so removing needs neither again.
+    @ivar draining: Being stopped or killed: attached clients, even those
+        that attach now, no longer hold the output back (see
+        L{Attachment.drain}); cleared when the run ends.
     """
 
     def __init__(self, rec: ContainerRecord, directory: Path) -> None:
@@ -114,6 +117,7 @@ class _Container:
         self.exec_ids: list[str] = []
         self.last_stats: dict[str, Any] = {}
         self.live: list[Attachment] = []
+        self.draining = False
 
     @property
     def id(self) -> str:
@@ -573,6 +577,7 @@ class ContainerService:
     def _exited(self, status: ExitStatus, c: _Container, generation: int) -> None:
         if generation != c.generation or self._containers.get(c.id) is not c:
             return
+        c.draining = False
         ran_for = self._reactor.seconds() - c.started_at
         rec = c.record.with_state(
             status="exited",
@@ -684,7 +689,11 @@ class ContainerService:
         )
 
     def _drain_attachments(self, c: _Container) -> None:
-        """Before a stop or kill: no attached client may hold conmon back."""
+        """
+        Before a stop, a SIGKILL or a forced removal: no attached client
+        may hold conmon back, nor one that attaches before the exit.
+        """
+        c.draining = True
         for attachment in c.live:
             attachment.drain()
 
@@ -741,7 +750,8 @@ class ContainerService:
             self._save(c, evolve(c.record, manually_stopped=True))
 
         async def kill() -> None:
-            self._drain_attachments(c)
+            if number == 9:
+                self._drain_attachments(c)
             exited = self._next_exit(c) if number == 9 else None
             await self._runtime.kill(c.id, number)
             if exited is None:
@@ -1087,12 +1097,15 @@ class ContainerService:
                 c.directory / LOG_FILE, attachment.output, reactor=self._reactor
             ).start()
             attachment.replaying(reader)
-            replay = reader.done
+            # Cancelled when the attach ends first: not an error.
+            replay = reader.done.addErrback(_unless_cancelled)
         if not stream:
             replay.addBoth(lambda _: attachment.finish())
             return attachment
         c.live.append(attachment)
         attachment.closed.addBoth(lambda _: c.live.remove(attachment))
+        if c.draining:
+            attachment.drain()
         if c.record.state.running and c.busy is None:
             self._connect(c, attachment)
         else:
@@ -1763,6 +1776,12 @@ _INIT_PATHS = frozenset({
     "/.dockerenv", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf",
     "/etc/mtab", "/dev/console", "/dev/pts", "/dev/shm", "/proc", "/sys",
 })  # fmt: skip
+
+
+def _unless_cancelled(failure: Failure) -> None:
+    """An errback that lets a cancellation go and passes anything else on."""
+    if not isinstance(failure.value, CancelledError):
+        failure.raiseException()
 
 
 def _without_init_paths(found: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -188,7 +188,10 @@ class LifeCycleTests(_Base):
             if stopping == "stop":
                 self.service.stop(cid, None, 5)
             else:
-                self.service.kill(cid, "SIGTERM")
+                # A signal that may not end it drains nothing.
+                self.service.kill(cid, "SIGHUP")
+                self.assertTrue(stdio.output_paused)
+                self.service.kill(cid, "SIGKILL")
             self.assertFalse(stdio.output_paused, stopping)
             attachment.pause_output()
             self.assertFalse(stdio.output_paused, stopping)
@@ -213,6 +216,21 @@ class LifeCycleTests(_Base):
         self.successResultOf(attachment.closed)
         self.assertEqual(seen, [(1, b"before\n")])
 
+    def test_attach_while_stopping_is_drained(self) -> None:
+        """A client that attaches while the container is being stopped
+        cannot hold its output back either."""
+        cid = self.started()
+        self.runtime.deadly = {9}  # it ignores SIGTERM for now
+        self.service.stop(cid, None, 5)
+        attachment = self.service.attach(
+            cid, lambda *_: None, stdin=False, stdout=True, stderr=True,
+            stream=True,
+        )  # fmt: skip
+        attachment.pause_output()
+        stdios = self.runtime.containers[cid].stdios
+        self.assertTrue(stdios)
+        self.assertFalse(stdios[-1].output_paused)
+
     def test_attach_logs_slow_client(self) -> None:
         """The replayed log waits for a client that is behind."""
         cid = self.create()
@@ -236,6 +254,23 @@ class LifeCycleTests(_Base):
         self.clock.advance(0)
         self.successResultOf(attachment.closed)
         self.assertEqual(seen, [(1, b"before\n")])
+
+    def test_attach_end_stops_a_paused_replay(self) -> None:
+        """A client that goes while its log replay is paused ends it (and
+        the log file is closed)."""
+        cid = self.create()
+        (self.root / "containers" / cid / "container.log").write_bytes(
+            b"2024-01-01T00:00:00.000000000Z stdout F before\n"
+        )
+        attachment = self.service.attach(
+            cid, lambda *_: None, stdin=False, stdout=True, stderr=True,
+            stream=True, logs=True,
+        )  # fmt: skip
+        attachment.pause_output()
+        self.clock.advance(0)
+        attachment.detach()
+        self.successResultOf(attachment.closed)
+        self.assertTrue(attachment._replay.done.called)
 
     def test_attach_stdin(self) -> None:
         """
