@@ -47,6 +47,16 @@ def tcp_ping(port: int, context: ssl.SSLContext | None = None) -> bytes:
         return reply
 
 
+def _listening(path: str) -> bool:
+    """Whether a unix socket at C{path} takes connections."""
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
 class SocketActivationTests(SynchronousTestCase):
     if ACTIVATE is None:
         skip = "systemd-socket-activate is not installed (Debian package systemd)"
@@ -82,9 +92,12 @@ class SocketActivationTests(SynchronousTestCase):
             stdout=log, stderr=subprocess.STDOUT, cwd=str(self.directory),
         )  # fmt: skip
         self.addCleanup(self.stop)
+        # The path appears at bind(), before listen(): wait until a connect
+        # is taken (systemd-socket-activate accepts nothing itself; the
+        # connection waits in the backlog for the daemon).
         deadline = time.monotonic() + 10
-        while not Path(self.socket_path).exists():
-            self.assertLess(time.monotonic(), deadline, "socket never bound")
+        while not _listening(self.socket_path):
+            self.assertLess(time.monotonic(), deadline, "socket never listened")
             time.sleep(0.02)
 
     def stop(self) -> None:
