@@ -243,9 +243,11 @@ class ImageService:
         unique prefix of one.
 
         @raise NotFound: C{No such image: <name>}, the name as dockerd
-            shows it (C{busybox:latest} for C{busybox}).
-        @raise InvalidParameter: For a prefix that matches several images,
-            or a name that is no reference (C{invalid reference format}).
+            shows it (C{busybox:latest} for C{busybox}); also for a prefix
+            that matches several images, which dockerd then takes for a
+            name (C{No such image: 4:latest}, 404).
+        @raise InvalidParameter: For a name that is no reference
+            (C{invalid reference format}).
         """
         images = self.store.images
         bare = name.removeprefix("sha256:")
@@ -268,11 +270,6 @@ class ImageService:
             matches = [r for i, r in images.items() if i[7:].startswith(bare)]
             if len(matches) == 1:
                 return matches[0]
-            if len(matches) > 1:
-                raise InvalidParameter(
-                    f"ambiguous image ID prefix {name!r}: it matches "
-                    f"{len(matches)} images"
-                )
         if ref is None:
             raise invalid
         raise NotFound(f"No such image: {ref.familiar()}")

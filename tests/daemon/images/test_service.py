@@ -384,14 +384,17 @@ class NameTests(ServiceTestsMixin, SynchronousTestCase):
         self.assertIn("invalid reference format", e.message)
 
     def test_ambiguous_prefix(self) -> None:
-        """A prefix two IDs share is a clear error."""
+        """
+        A prefix two IDs share finds neither: as dockerd, it is then taken
+        for a name, and there is no such image (404).
+        """
         ids = [self.busybox(f"i{n}:x", str(n).encode()) for n in range(40)]
         firsts: dict[str, int] = {}
         for i in ids:
             firsts[i[7]] = firsts.get(i[7], 0) + 1
         shared = next(k for k, v in firsts.items() if v > 1)
-        e = self.assertRaises(InvalidParameter, self.service.resolve, shared)
-        self.assertIn("ambiguous", e.message)
+        e = self.assertRaises(NotFound, self.service.resolve, shared)
+        self.assertEqual(e.message, f"No such image: {shared}:latest")
 
 
 class TagRemoveTests(ServiceTestsMixin, SynchronousTestCase):
