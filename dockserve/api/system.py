@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from twisted.web.server import Request
 
+from dockserve.api.params import query_all
 from dockserve.api.route import Route
 
 
@@ -23,6 +24,13 @@ class SystemBackend(Protocol):
 
     def version(self) -> dict[str, Any]:
         """The body of C{GET /version}, with the spec's field names."""
+
+    def disk_usage(self, types: list[str]) -> dict[str, Any]:
+        """
+        The body of C{GET /system/df}, only the parts in C{types}
+        (C{container}, C{image}, C{volume}, C{build-cache}) when it names
+        any.
+        """
 
 
 class SystemAPI:
@@ -54,9 +62,14 @@ class SystemAPI:
         del request
         return self._backend.info()
 
+    def system_df(self, request: Request) -> dict[str, Any]:
+        """C{GET /system/df?type=}: what the daemon's objects take on disk."""
+        return self._backend.disk_usage(query_all(request, "type"))
+
 
 ROUTES: list[Route] = [
     Route("GET", "/_ping", "ping"),
     Route("GET", "/version", "version"),
     Route("GET", "/info", "info"),
+    Route("GET", "/system/df", "system_df"),
 ]

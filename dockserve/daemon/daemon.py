@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IReactorCore
 from dockserve.daemon.config import DaemonConfig
 from dockserve.daemon.containers.service import ContainerService
 from dockserve.daemon.images.service import ImageService
-from dockserve.daemon.system import SystemService, area_counts
+from dockserve.daemon.system import SystemService, area_counts, disk_usage
 
 #: How long a stopping daemon waits for removed containers to be reaped.
 _STOP_GRACE = 5.0
@@ -80,5 +80,9 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
         suggest(THREAD_POOL_SIZE)
     images: Any = ImageService.for_config(config, reactor)
     containers: Any = ContainerService.for_config(config, images, reactor)
-    system = SystemService(config, lambda: area_counts(images, containers))
+    system = SystemService(
+        config,
+        lambda: area_counts(images, containers),
+        usage=lambda types: disk_usage(images, containers, types),
+    )
     return Daemon(system, images, containers, reactor)

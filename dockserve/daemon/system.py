@@ -14,13 +14,14 @@ import shutil
 import subprocess
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from dockserve import API_VERSION, MIN_API_VERSION, __version__
 from dockserve.daemon.config import DaemonConfig
+from dockserve.errors import InvalidParameter
 
 #: The keys the counts callable returns.
 COUNT_KEYS: Final = (
@@ -72,6 +73,36 @@ def area_counts(images: Any, containers: Any) -> dict[str, int]:
         "ContainersStopped": len(states) - running - paused,
         "Images": len(images.list_images()),
     }
+
+
+#: The parts C{GET /system/df?type=} may ask for.
+DF_TYPES = ("container", "image", "volume", "build-cache")
+
+
+def disk_usage(images: Any, containers: Any, types: Sequence[str]) -> dict[str, Any]:
+    """
+    C{GET /system/df}: what images, containers and volumes take (and the
+    build cache, which is empty: there is no builder yet), only the parts in
+    C{types} when it names any.
+    """
+    wanted = set(types) or set(DF_TYPES)
+    usage: dict[str, Any] = {}
+    if "image" in wanted:
+        layers_size, summaries = images.disk_usage()
+        users: dict[str, int] = {}
+        for container in containers.list_containers(all=True):
+            users[container["ImageID"]] = users.get(container["ImageID"], 0) + 1
+        for summary in summaries:
+            summary["Containers"] = users.get(summary["Id"], 0)
+        usage["LayersSize"] = layers_size
+        usage["Images"] = summaries
+    if "container" in wanted:
+        usage["Containers"] = containers.list_containers(all=True, size=True)
+    if "volume" in wanted:
+        usage["Volumes"] = containers.volume_usage()
+    if "build-cache" in wanted:
+        usage["BuildCache"] = []
+    return usage
 
 
 def run_version(argv: list[str]) -> str:
@@ -208,14 +239,18 @@ class SystemService:
         counts: Callable[[], dict[str, int]] = no_counts,
         *,
         machine: Machine | None = None,
+        usage: Callable[[Sequence[str]], dict[str, Any]] | None = None,
     ) -> None:
         """
         @param counts: Returns the containers and images counts, keyed by
             L{COUNT_KEYS}; all zero by default.
+        @param usage: L{disk_usage} for the daemon's areas, given the parts
+            asked for; nothing in use by default.
         @param machine: Where facts are read from; this machine by default.
         """
         self._config = config
         self._counts = counts
+        self._usage = usage
         self._machine = machine = machine if machine is not None else Machine()
         uname = machine.uname()
         self._kernel = uname.release
@@ -315,6 +350,30 @@ class SystemService:
         if not facts["IPv4Forwarding"]:
             warnings.append("WARNING: IPv4 forwarding is disabled")
         return warnings
+
+    def disk_usage(self, types: Sequence[str] = ()) -> dict[str, Any]:
+        """
+        C{GET /system/df}, the parts in C{types} (all when empty).
+
+        @raise InvalidParameter: For a part that does not exist.
+        """
+        for kind in types:
+            if kind not in DF_TYPES:
+                raise InvalidParameter(f"unknown object type: {kind}")
+        if self._usage is not None:
+            return self._usage(types)
+        wanted = set(types) or set(DF_TYPES)
+        empty: dict[str, Any] = {}
+        if "image" in wanted:
+            empty.update(LayersSize=0, Images=[])
+        for kind, key in (
+            ("container", "Containers"),
+            ("volume", "Volumes"),
+            ("build-cache", "BuildCache"),
+        ):
+            if kind in wanted:
+                empty[key] = []
+        return empty
 
     def info(self) -> dict[str, Any]:
         """The body of C{GET /info}: every field of the spec's C{SystemInfo}."""

@@ -16,6 +16,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from tests.integration.harness import unix_get
 from tests.integration.test_containers import DOCKER, _DaemonCase
 
 
@@ -309,3 +310,45 @@ class NetworkTests(_DaemonCase):
         err = self.fails("run", "--name", "lost", "--network", "nonet", "busybox")
         self.assertIn("network nonet not found", err)
         self.assertNotIn("Unable to find image", err)
+
+
+class DiskUsageTests(_DaemonCase):
+    def test_system_df(self) -> None:
+        """
+        docker system df: the images with how many containers use them, the
+        containers with what they wrote, the named volumes with their size
+        and users, an empty build cache; the SDK's df() the same; an unknown
+        type is a 400.
+        """
+        self.cleanup_container("writer")
+        self.cleanup_container("idle")
+        self.ok("run", "--name", "writer", "-v", "dfvol:/data", "busybox", "sh",
+                "-c", "head -c 300000 /dev/zero > /data/f; echo hi > /hi")  # fmt: skip
+        self.ok("create", "--name", "idle", "busybox", "true")
+        rows = self.ok(
+            "system", "df", "--format", "{{.Type}} {{.TotalCount}} {{.Active}}"
+        ).splitlines()
+        self.assertEqual(
+            rows,
+            ["Images 1 1", "Containers 2 0", "Local Volumes 1 1", "Build Cache 0 0"],
+        )
+        usage = self.sdk().df()
+        (image,) = usage["Images"]
+        self.assertEqual(image["Containers"], 2)
+        self.assertEqual(usage["LayersSize"], image["Size"])
+        self.assertGreater(image["Size"], 0)
+        sizes = {c["Names"][0]: c["SizeRw"] for c in usage["Containers"]}
+        self.assertEqual(sizes["/idle"], 0)
+        self.assertGreater(sizes["/writer"], 0)
+        (volume,) = usage["Volumes"]
+        self.assertEqual(volume["Name"], "dfvol")
+        self.assertEqual(volume["UsageData"]["RefCount"], 1)
+        self.assertGreaterEqual(volume["UsageData"]["Size"], 300000)
+        self.assertEqual(usage["BuildCache"], [])
+        status, body = unix_get(self.daemon.socket_path, "/system/df?type=image")
+        self.assertEqual(status, 200)
+        self.assertEqual(set(json.loads(body)), {"LayersSize", "Images"})
+        status, body = unix_get(self.daemon.socket_path, "/system/df?type=nope")
+        self.assertEqual(
+            (status, json.loads(body)), (400, {"message": "unknown object type: nope"})
+        )

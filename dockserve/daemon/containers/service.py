@@ -1395,6 +1395,42 @@ class ContainerService:
             same = False
         return rec.image if same else rec.image_id
 
+    def volume_usage(self) -> list[dict[str, Any]]:
+        """
+        C{GET /system/df}'s volumes: the named volumes under
+        C{<data-root>/volumes}, with what each takes on disk and how many
+        containers mount it.
+        """
+        root = self._root.parent / "volumes"
+        try:
+            entries = sorted(p for p in root.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return []
+        users: dict[str, int] = {}
+        for c in self._containers.values():
+            for name in _volume_names(c.record.host_config):
+                users[name] = users.get(name, 0) + 1
+        volumes = []
+        for entry in entries:
+            data = entry / "_data"
+            created = time.gmtime(entry.stat().st_mtime)
+            volumes.append(
+                {
+                    "Name": entry.name,
+                    "Driver": "local",
+                    "Mountpoint": str(data),
+                    "CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", created),
+                    "Labels": {},
+                    "Scope": "local",
+                    "Options": {},
+                    "UsageData": {
+                        "Size": sum(size for _, size in _file_sizes(data)),
+                        "RefCount": users.get(entry.name, 0),
+                    },
+                }
+            )
+        return volumes
+
     def network_members(self) -> dict[str, dict[str, Any]]:
         """Network name -> C{Containers} map of its running members."""
         members: dict[str, dict[str, Any]] = {}
@@ -1805,6 +1841,23 @@ def _without_init_paths(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return not any(c["Path"].startswith(prefix) for c in kept)
 
     return [c for c in kept if not only_init(c)]
+
+
+def _volume_names(host_config: dict[str, Any]) -> set[str]:
+    """The named volumes a container mounts (Binds C{name:/dst}, Mounts)."""
+    names = set()
+    for bind in host_config.get("Binds") or []:
+        source = bind.partition(":")[0]
+        if source and not source.startswith("/"):
+            names.add(source)
+    for mount in host_config.get("Mounts") or []:
+        if (
+            isinstance(mount, dict)
+            and mount.get("Type") == "volume"
+            and mount.get("Source")
+        ):
+            names.add(str(mount["Source"]))
+    return names
 
 
 def _file_sizes(top: Path) -> list[tuple[str, int]]:

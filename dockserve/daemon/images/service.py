@@ -313,6 +313,29 @@ class ImageService:
             "Containers": -1,
         }
 
+    def disk_usage(self) -> tuple[int, list[dict[str, Any]]]:
+        """
+        C{GET /system/df}'s images: what all layers take, each counted once
+        (C{LayersSize}), and every image's summary with its C{SharedSize},
+        what its layers that other images also have take.
+        """
+        records = list(self.store.images.values())
+        holders: dict[str, int] = {}
+        for record in records:
+            for diff_id in set(record.diff_ids):
+                holders[diff_id] = holders.get(diff_id, 0) + 1
+        layers_size = sum(self.store.layer_disk_size(d) for d in holders)
+        summaries = []
+        for record in records:
+            summary = self._summary(record)
+            summary["SharedSize"] = sum(
+                self.store.layer_disk_size(d)
+                for d in set(record.diff_ids)
+                if holders[d] > 1
+            )
+            summaries.append(summary)
+        return layers_size, summaries
+
     def list_images(
         self,
         filters: dict[str, list[str]] | None = None,

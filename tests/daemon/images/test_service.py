@@ -76,6 +76,19 @@ class LoadTests(ServiceTestsMixin, SynchronousTestCase):
         self.assertEqual(summary["Size"], 2)
         self.assertEqual(summary["Containers"], -1)
 
+    def test_disk_usage_shared_layers(self) -> None:
+        """
+        system df: a layer two images have is counted once in LayersSize
+        and is each image's SharedSize.
+        """
+        base = layer_tar({"base": b"12345"})
+        self.load(save_archive([base, layer_tar({"a": b"1"})], ["one:x"]))
+        self.load(save_archive([base, layer_tar({"b": b"22"})], ["two:x"]))
+        layers_size, summaries = self.service.disk_usage()
+        self.assertEqual(layers_size, 5 + 1 + 2)
+        shared = {tuple(s["RepoTags"]): (s["Size"], s["SharedSize"]) for s in summaries}
+        self.assertEqual(shared, {("one:x",): (6, 5), ("two:x",): (7, 5)})
+
     def test_image_id_is_config_digest(self) -> None:
         """The ID is the sha256 of the config, as Docker computes it."""
         archive = save_archive([layer_tar({"a": b"1"})], ["a:b"])
