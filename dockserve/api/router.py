@@ -18,7 +18,7 @@ from werkzeug.routing import BaseConverter, Map
 from klein import Klein
 from twisted.web.resource import IResource
 
-from dockserve.api import containers, exec, images, networks, system  # noqa: A004
+from dockserve.api import build, containers, exec, images, networks, system  # noqa: A004
 from dockserve.api import debug as debug_api
 from dockserve.api.backend import Backend
 from dockserve.api.middleware import Middleware, RequestCounters, endpoint, not_found
@@ -31,6 +31,7 @@ AREAS: list[tuple[list[Route], Callable[[Backend], object]]] = [
     (containers.ROUTES, lambda b: containers.ContainersAPI(b.containers)),
     (exec.ROUTES, lambda b: exec.ExecAPI(b.containers)),
     (networks.ROUTES, lambda b: networks.NetworksAPI(b.containers)),
+    (build.ROUTES, lambda _: build.BuildAPI()),
 ]
 
 

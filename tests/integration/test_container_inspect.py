@@ -352,3 +352,17 @@ class DiskUsageTests(_DaemonCase):
         self.assertEqual(
             (status, json.loads(body)), (400, {"message": "unknown object type: nope"})
         )
+
+    def test_system_prune(self) -> None:
+        """
+        docker system prune -f: stopped containers, unused networks and
+        dangling images go, and the build-cache step (no builder, nothing
+        cached) does not fail it.
+        """
+        self.cleanup_container("done")
+        self.ok("create", "--name", "done", "busybox", "true")
+        cid = self.inspect("done", "{{.Id}}")
+        out = self.ok("system", "prune", "-f")
+        self.assertIn(f"Deleted Containers:\n{cid}\n", out)
+        self.assertEqual(self.ok("ps", "-aq"), "")
+        self.assertIn("busybox", self.ok("images", "--format", "{{.Repository}}"))
