@@ -275,8 +275,17 @@ class ImageService:
         raise NotFound(f"No such image: {ref.familiar()}")
 
     def resolve(self, name: str) -> ResolvedImage:
-        """L{dockserve.daemon.contracts.ImageSource.resolve}."""
-        record = self.lookup(name)
+        """
+        L{dockserve.daemon.contracts.ImageSource.resolve}; by its full ID
+        also an image held for the containers that use it (L{_hold}).
+        """
+        try:
+            record = self.lookup(name)
+        except NotFound:
+            held = self.store.held.get("sha256:" + name.removeprefix("sha256:"))
+            if held is None or not reference.is_full_id(name):
+                raise
+            record = held
         return ResolvedImage(
             id=record.id,
             config=record.config,
@@ -597,7 +606,7 @@ class ImageService:
                 # as dockerd does.
                 removed += [r for r in refs if r.startswith(ref.repository + "@")]
             remaining = [r for r in refs if r not in removed]
-            users = False
+            users = running = False
             if not remaining:
                 using = self._users.containers_using(record.id)
                 if using and not force:
@@ -606,16 +615,18 @@ class ImageService:
                         f"(must force) - container {using[0][0][:12]} is using its "
                         f"referenced image {short_id(record.id)}"
                     )
-                # Forced, the name goes and the image stays for its
-                # containers (dockerd deletes one only stopped containers
-                # use; here their layers would go with it).
                 users = bool(using)
+                # Forced: the name goes; the image goes too unless a
+                # running container uses it (dockerd's hard conflict).
+                running = any(up for _, up in using)
             for ref_text in removed:
                 del self.store.refs[ref_text]
                 result.append({"Untagged": reference.familiar(ref_text)})
-            if remaining or users:
+            if remaining or (users and running):
                 self.store.save_index()
                 return maybeDeferred(lambda: result)
+            if users:
+                return maybeDeferred(self._hold, record, result)
         else:
             repositories = {
                 reference.parse(r, default_tag=False).repository for r in refs
@@ -630,25 +641,49 @@ class ImageService:
                 del self.store.refs[ref_text]
                 result.append({"Untagged": reference.familiar(ref_text)})
             if users:
-                self.store.save_index()
-                return maybeDeferred(lambda: result)
+                return maybeDeferred(self._hold, record, result)
         del self.store.images[record.id]
         self.store.save_index()
         result.append({"Deleted": record.id})
         result += [{"Deleted": c} for c, _ in self._released_layers(record)]
         return self._collect_garbage().addCallback(lambda _: result)
 
+    def _hold(
+        self, record: ImageRecord, result: list[dict[str, str]]
+    ) -> list[dict[str, str]]:
+        """
+        C{rmi -f} of an image only stopped containers use: deleted, as
+        dockerd deletes it (C{Deleted: sha256:...}, gone from every list
+        and lookup), but held with its layers for those containers, which
+        still start from it, until none uses it (L{_collect_garbage}).
+        """
+        del self.store.images[record.id]
+        self.store.held[record.id] = record
+        self.store.save_index()
+        result.append({"Deleted": record.id})
+        return result
+
     def _collect_garbage(self) -> "Deferred[int]":
         """
         Delete the blobs and layers no image refers to, once containers
         being removed have let go of theirs (an overlayfs root still
-        mounted on a layer is unmounted first).
+        mounted on a layer is unmounted first); a held image no container
+        uses any more goes too.
         """
-        return self._users.settled().addCallback(
-            lambda _: self.in_thread(
-                self.store.collect_garbage, self.store.referenced()
-            )
-        )
+
+        def collect(_: object) -> "Deferred[int]":
+            unused = [
+                image_id
+                for image_id in self.store.held
+                if not self._users.containers_using(image_id)
+            ]
+            for image_id in unused:
+                del self.store.held[image_id]
+            if unused:
+                self.store.save_index()
+            return self.in_thread(self.store.collect_garbage, self.store.referenced())
+
+        return self._users.settled().addCallback(collect)
 
     def _released_layers(self, gone: ImageRecord) -> list[tuple[str, int]]:
         """

@@ -118,6 +118,10 @@ class ImageStore:
         self.tmp_dir = root / "tmp"
         self.index_path = root / "index.json"
         self.images: dict[str, ImageRecord] = {}
+        #: Images deleted (rmi -f) while stopped containers used them: gone
+        #: for users, kept with their layers for those containers until
+        #: none uses them (as dockerd's layer store keeps their layers).
+        self.held: dict[str, ImageRecord] = {}
         self.refs: dict[str, str] = {}
         self._busy = 0
         self._busy_lock = threading.Lock()
@@ -156,7 +160,18 @@ class ImageStore:
             return size
 
     def _decode_index(self, value: dict[str, Any]) -> None:
-        for image_id, entry in value.get("images", {}).items():
+        self._decode_images(value.get("images", {}), self.images)
+        self._decode_images(value.get("held", {}), self.held)
+        self.refs = {
+            ref: image_id
+            for ref, image_id in value.get("refs", {}).items()
+            if image_id in self.images
+        }
+
+    def _decode_images(
+        self, entries: dict[str, Any], into: dict[str, ImageRecord]
+    ) -> None:
+        for image_id, entry in entries.items():
             path = self.blob_path(image_id)
             try:
                 raw = path.read_bytes()
@@ -181,32 +196,12 @@ class ImageStore:
                 manifests=dict(entry.get("manifests", {})),
             )
             if all(self.layer_path(d).is_dir() for d in record.diff_ids):
-                self.images[image_id] = record
-        self.refs = {
-            ref: image_id
-            for ref, image_id in value.get("refs", {}).items()
-            if image_id in self.images
-        }
+                into[image_id] = record
 
     def _encode_index(self) -> dict[str, Any]:
         return {
-            "images": {
-                r.id: {
-                    "added": r.added,
-                    "last_tag_time": r.last_tag_time,
-                    "sources": {
-                        k: {
-                            "digest": s.digest,
-                            "size": s.size,
-                            "media_type": s.media_type,
-                            "repository": s.repository,
-                        }
-                        for k, s in r.sources.items()
-                    },
-                    "manifests": r.manifests,
-                }
-                for r in self.images.values()
-            },
+            "images": _encode_images(self.images),
+            "held": _encode_images(self.held),
             "refs": self.refs,
         }
 
@@ -351,7 +346,7 @@ class ImageStore:
         """The blob digests and diff IDs the index needs."""
         blobs: set[str] = set()
         diff_ids: set[str] = set()
-        for record in self.images.values():
+        for record in [*self.images.values(), *self.held.values()]:
             blobs.add(record.id)
             diff_ids.update(record.diff_ids)
             blobs.update(record.diff_ids)
@@ -412,6 +407,10 @@ class ImageStore:
         sources: dict[str, LayerSource] | None = None,
     ) -> ImageRecord:
         """Enter an image whose blobs and layers are on disk (not saved yet)."""
+        held = self.held.pop(image_id, None)
+        if held is not None:
+            # Deleted while containers used it; back now, as it was.
+            self.images[image_id] = held
         existing = self.images.get(image_id)
         if existing is not None:
             if sources:
@@ -506,3 +505,23 @@ def sync_tree(path: Path) -> None:
 
 
 __all__ = ["ImageRecord", "ImageStore", "LayerSource", "hex_of", "os"]
+
+
+def _encode_images(images: dict[str, ImageRecord]) -> dict[str, Any]:
+    return {
+        r.id: {
+            "added": r.added,
+            "last_tag_time": r.last_tag_time,
+            "sources": {
+                k: {
+                    "digest": s.digest,
+                    "size": s.size,
+                    "media_type": s.media_type,
+                    "repository": s.repository,
+                }
+                for k, s in r.sources.items()
+            },
+            "manifests": r.manifests,
+        }
+        for r in images.values()
+    }

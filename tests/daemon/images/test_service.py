@@ -510,8 +510,8 @@ class TagRemoveTests(ServiceTestsMixin, SynchronousTestCase):
     def test_in_use_by_reference(self) -> None:
         """
         By its last name, an image a container uses needs -f (dockerd's
-        text); forced, the name goes and the image stays, running user or
-        stopped.
+        text); forced, the name goes, and so does the image unless a
+        running container uses it (then it stays, untagged).
         """
         image_id = self.busybox()
         for running in (True, False):
@@ -524,10 +524,9 @@ class TagRemoveTests(ServiceTestsMixin, SynchronousTestCase):
                 f"force) - container cccccccccccc is using its referenced image "
                 f"{image_id[7:19]}",
             )
-            self.assertEqual(
-                self.successResultOf(self.service.remove("busybox", force=True)),
-                [{"Untagged": "busybox:latest"}],
-            )
+            removed = self.successResultOf(self.service.remove("busybox", force=True))
+            deleted = [] if running else [{"Deleted": image_id}]
+            self.assertEqual(removed, [{"Untagged": "busybox:latest"}, *deleted])
             self.assertEqual(self.service.resolve(image_id).repo_tags, ())
 
     def test_in_use(self) -> None:
@@ -544,9 +543,28 @@ class TagRemoveTests(ServiceTestsMixin, SynchronousTestCase):
             "(must be forced) - image is being used by stopped container dddddddddddd",
             f.value.message,
         )
-        self.successResultOf(self.service.remove(image_id, force=True))
-        # Forced with a stopped user: untagged, kept for the container.
-        self.assertEqual(self.service.resolve(image_id).repo_tags, ())
+        self.assertEqual(
+            self.successResultOf(self.service.remove(image_id, force=True)),
+            [{"Untagged": "busybox:latest"}, {"Deleted": image_id}],
+        )
+        # Forced with a stopped user: deleted as dockerd deletes it (no list
+        # or lookup finds it), held with its layers for the container, which
+        # still resolves it by its ID; gone once no container uses it.
+        self.assertEqual(self.service.list_images(), [])
+        self.assertRaises(NotFound, self.service.inspect, image_id)
+        self.assertEqual(self.service.resolve(image_id).id, image_id)
+        # Held across a restart of the daemon.
+        self.service = memory_image_service(self.root)
+        self.service.set_users(_Users({image_id: [("d" * 64, False)]}))
+        self.assertEqual(self.service.resolve(image_id).id, image_id)
+        self.assertEqual(self.service.list_images(), [])
+        layers = self.root / "layers"
+        before = sorted(p.name for p in layers.iterdir())
+        self.assertTrue(before)
+        self.service.set_users(_Users({}))
+        self.successResultOf(self.service.prune())
+        self.assertRaises(NotFound, self.service.resolve, image_id)
+        self.assertEqual(sorted(p.name for p in layers.iterdir()), [])
 
     def test_waits_for_reaping(self) -> None:
         """
