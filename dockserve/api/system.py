@@ -8,12 +8,15 @@ SDK for Python reads C{ApiVersion} from C{GET /version}. The facts
 themselves come from the backend (L{dockserve.daemon.system.SystemService}).
 """
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.web.server import Request
 
 from dockserve.api.params import query_all
 from dockserve.api.route import Route
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 
 class SystemBackend(Protocol):
@@ -25,7 +28,7 @@ class SystemBackend(Protocol):
     def version(self) -> dict[str, Any]:
         """The body of C{GET /version}, with the spec's field names."""
 
-    def disk_usage(self, types: list[str]) -> dict[str, Any]:
+    def disk_usage(self, types: list[str]) -> "Deferred[dict[str, Any]]":
         """
         The body of C{GET /system/df}, only the parts in C{types}
         (C{container}, C{image}, C{volume}, C{build-cache}) when it names
@@ -62,7 +65,7 @@ class SystemAPI:
         del request
         return self._backend.info()
 
-    def system_df(self, request: Request) -> dict[str, Any]:
+    def system_df(self, request: Request) -> "Deferred[dict[str, Any]]":
         """C{GET /system/df?type=}: what the daemon's objects take on disk."""
         return self._backend.disk_usage(query_all(request, "type"))
 

@@ -83,6 +83,8 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
     system = SystemService(
         config,
         lambda: area_counts(images, containers),
-        usage=lambda types: disk_usage(images, containers, types),
+        usage=lambda types: Deferred.fromCoroutine(
+            disk_usage(images, containers, types)
+        ),
     )
     return Daemon(system, images, containers, reactor)

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from twisted.internet.defer import Deferred, succeed
+
 from dockserve import API_VERSION, MIN_API_VERSION, __version__
 from dockserve.daemon.config import DaemonConfig
 from dockserve.errors import InvalidParameter
@@ -79,11 +81,14 @@ def area_counts(images: Any, containers: Any) -> dict[str, int]:
 DF_TYPES = ("container", "image", "volume", "build-cache")
 
 
-def disk_usage(images: Any, containers: Any, types: Sequence[str]) -> dict[str, Any]:
+async def disk_usage(
+    images: Any, containers: Any, types: Sequence[str]
+) -> dict[str, Any]:
     """
     C{GET /system/df}: what images, containers and volumes take (and the
     build cache, which is empty: there is no builder yet), only the parts in
-    C{types} when it names any.
+    C{types} when it names any. The walks of containers' and volumes' files
+    run in the thread pool.
     """
     wanted = set(types) or set(DF_TYPES)
     usage: dict[str, Any] = {}
@@ -97,12 +102,33 @@ def disk_usage(images: Any, containers: Any, types: Sequence[str]) -> dict[str, 
         usage["LayersSize"] = layers_size
         usage["Images"] = summaries
     if "container" in wanted:
-        usage["Containers"] = containers.list_containers(all=True, size=True)
+        usage["Containers"] = await containers.container_usage()
     if "volume" in wanted:
-        usage["Volumes"] = containers.volume_usage()
+        usage["Volumes"] = await containers.volume_usage()
     if "build-cache" in wanted:
         usage["BuildCache"] = []
     return usage
+
+
+class _Nothing:
+    """No images, containers or volumes: what L{no_usage} measures."""
+
+    def disk_usage(self) -> tuple[int, list[dict[str, Any]]]:
+        return 0, []
+
+    def list_containers(self, **_: object) -> list[dict[str, Any]]:
+        return []
+
+    def container_usage(self) -> "Deferred[list[dict[str, Any]]]":
+        return succeed([])
+
+    def volume_usage(self) -> "Deferred[list[dict[str, Any]]]":
+        return succeed([])
+
+
+def no_usage(types: Sequence[str]) -> "Deferred[dict[str, Any]]":
+    """L{disk_usage} of a daemon with nothing in it."""
+    return Deferred.fromCoroutine(disk_usage(_Nothing(), _Nothing(), types))
 
 
 def run_version(argv: list[str]) -> str:
@@ -239,13 +265,13 @@ class SystemService:
         counts: Callable[[], dict[str, int]] = no_counts,
         *,
         machine: Machine | None = None,
-        usage: Callable[[Sequence[str]], dict[str, Any]] | None = None,
+        usage: Callable[[Sequence[str]], "Deferred[dict[str, Any]]"] = no_usage,
     ) -> None:
         """
         @param counts: Returns the containers and images counts, keyed by
             L{COUNT_KEYS}; all zero by default.
-        @param usage: L{disk_usage} for the daemon's areas, given the parts
-            asked for; nothing in use by default.
+        @param usage: L{disk_usage} of the daemon's areas, given the parts
+            asked for; L{no_usage} by default.
         @param machine: Where facts are read from; this machine by default.
         """
         self._config = config
@@ -351,7 +377,7 @@ class SystemService:
             warnings.append("WARNING: IPv4 forwarding is disabled")
         return warnings
 
-    def disk_usage(self, types: Sequence[str] = ()) -> dict[str, Any]:
+    def disk_usage(self, types: Sequence[str] = ()) -> "Deferred[dict[str, Any]]":
         """
         C{GET /system/df}, the parts in C{types} (all when empty).
 
@@ -360,20 +386,7 @@ class SystemService:
         for kind in types:
             if kind not in DF_TYPES:
                 raise InvalidParameter(f"unknown object type: {kind}")
-        if self._usage is not None:
-            return self._usage(types)
-        wanted = set(types) or set(DF_TYPES)
-        empty: dict[str, Any] = {}
-        if "image" in wanted:
-            empty.update(LayersSize=0, Images=[])
-        for kind, key in (
-            ("container", "Containers"),
-            ("volume", "Volumes"),
-            ("build-cache", "BuildCache"),
-        ):
-            if kind in wanted:
-                empty[key] = []
-        return empty
+        return self._usage(types)
 
     def info(self) -> dict[str, Any]:
         """The body of C{GET /info}: every field of the spec's C{SystemInfo}."""

@@ -16,6 +16,7 @@ from dockserve.daemon.system import (
     os_release,
     parse_runtime_version,
 )
+from dockserve.errors import InvalidParameter
 
 #: Every field of the v1.50 spec's SystemInfo.
 SYSTEM_INFO_FIELDS = [
@@ -148,6 +149,29 @@ class SystemServiceTests(SynchronousTestCase):
             registry_mirrors=("https://mirror.example",),
         )
         return SystemService(config, machine=self.machine, **kwargs)
+
+    def test_disk_usage_parts(self) -> None:
+        """
+        system df of an empty daemon: every part, empty; type= picks parts;
+        an unknown part is dockerd's bad parameter.
+        """
+        service = self.service()
+        self.assertEqual(
+            self.successResultOf(service.disk_usage()),
+            {
+                "LayersSize": 0,
+                "Images": [],
+                "Containers": [],
+                "Volumes": [],
+                "BuildCache": [],
+            },
+        )
+        self.assertEqual(
+            self.successResultOf(service.disk_usage(["volume", "build-cache"])),
+            {"Volumes": [], "BuildCache": []},
+        )
+        e = self.assertRaises(InvalidParameter, service.disk_usage, ["nope"])
+        self.assertEqual(e.message, "unknown object type: nope")
 
     def test_every_field(self) -> None:
         """C{info()} has every field the spec lists; C{version()} too."""

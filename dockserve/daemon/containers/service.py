@@ -1292,21 +1292,40 @@ class ContainerService:
         C{SizeRw} (the container's own files, without the init layer's)
         and C{SizeRootFs} (those and the image's), as C{ps -s} shows them.
         """
-        upper = self._bundles.upper(c.directory)
-        own = sum(
-            size for path, size in _file_sizes(upper) if "/" + path not in _INIT_PATHS
-        )
-        image = self._image_sizes.get(c.record.image_id)
+        own, image = _measure(*self._size_plan(c))
+        self._image_sizes[c.record.image_id] = image
+        return own, own + image
+
+    def _size_plan(self, c: _Container) -> tuple[Path, int | tuple[str, ...]]:
+        """
+        What measuring C{c} needs, read on the reactor: its upper
+        directory, and its image's size if known, else the image's layers.
+        """
+        image: int | tuple[str, ...] | None = self._image_sizes.get(c.record.image_id)
         if image is None:
             try:
-                layers = self._images.resolve(c.record.image_id).layer_dirs
+                image = self._images.resolve(c.record.image_id).layer_dirs
             except DockerError:
-                layers = ()
-            image = sum(
-                size for layer in layers for _, size in _file_sizes(Path(layer))
-            )
-            self._image_sizes[c.record.image_id] = image
-        return own, own + image
+                image = ()
+        return self._bundles.upper(c.directory), image
+
+    def container_usage(self) -> Deferred[list[dict[str, Any]]]:
+        """
+        C{GET /system/df}'s containers: every one with C{SizeRw} and
+        C{SizeRootFs}, measured in the thread pool (a walk of every
+        container's files would stall every client on the reactor).
+        """
+        listed = self.list_containers(all=True)
+        plans = [self._size_plan(self._containers[item["Id"]]) for item in listed]
+
+        def fill(sizes: list[tuple[int, int]]) -> list[dict[str, Any]]:
+            for item, (own, image) in zip(listed, sizes, strict=True):
+                self._image_sizes[item["ImageID"]] = image
+                item["SizeRw"], item["SizeRootFs"] = own, own + image
+            return listed
+
+        measuring = self._blocking(lambda: [_measure(*plan) for plan in plans])
+        return measuring.addCallback(fill)
 
     def _status_text(self, rec: ContainerRecord) -> str:
         state = rec.state
@@ -1395,41 +1414,18 @@ class ContainerService:
             same = False
         return rec.image if same else rec.image_id
 
-    def volume_usage(self) -> list[dict[str, Any]]:
+    def volume_usage(self) -> Deferred[list[dict[str, Any]]]:
         """
         C{GET /system/df}'s volumes: the named volumes under
-        C{<data-root>/volumes}, with what each takes on disk and how many
-        containers mount it.
+        C{<data-root>/volumes}, with what each takes on disk (measured in
+        the thread pool) and how many containers mount it.
         """
-        root = self._root.parent / "volumes"
-        try:
-            entries = sorted(p for p in root.iterdir() if p.is_dir())
-        except FileNotFoundError:
-            return []
         users: dict[str, int] = {}
         for c in self._containers.values():
             for name in _volume_names(c.record.host_config):
                 users[name] = users.get(name, 0) + 1
-        volumes = []
-        for entry in entries:
-            data = entry / "_data"
-            created = time.gmtime(entry.stat().st_mtime)
-            volumes.append(
-                {
-                    "Name": entry.name,
-                    "Driver": "local",
-                    "Mountpoint": str(data),
-                    "CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", created),
-                    "Labels": {},
-                    "Scope": "local",
-                    "Options": {},
-                    "UsageData": {
-                        "Size": sum(size for _, size in _file_sizes(data)),
-                        "RefCount": users.get(entry.name, 0),
-                    },
-                }
-            )
-        return volumes
+        root = self._root.parent / "volumes"
+        return self._blocking(lambda: _volumes(root, users))
 
     def network_members(self) -> dict[str, dict[str, Any]]:
         """Network name -> C{Containers} map of its running members."""
@@ -1841,6 +1837,48 @@ def _without_init_paths(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return not any(c["Path"].startswith(prefix) for c in kept)
 
     return [c for c in kept if not only_init(c)]
+
+
+def _measure(upper: Path, image: int | tuple[str, ...]) -> tuple[int, int]:
+    """
+    Blocking: the size of a container's own files (without the init
+    layer's) and of its image (C{image} itself when known, else a walk of
+    its layer directories).
+    """
+    own = sum(
+        size for path, size in _file_sizes(upper) if "/" + path not in _INIT_PATHS
+    )
+    if not isinstance(image, int):
+        image = sum(size for layer in image for _, size in _file_sizes(Path(layer)))
+    return own, image
+
+
+def _volumes(root: Path, users: dict[str, int]) -> list[dict[str, Any]]:
+    """Blocking: the volumes under C{root} as C{system df} lists them."""
+    try:
+        entries = sorted(p for p in root.iterdir() if p.is_dir())
+    except FileNotFoundError:
+        return []
+    volumes = []
+    for entry in entries:
+        data = entry / "_data"
+        created = time.gmtime(entry.stat().st_mtime)
+        volumes.append(
+            {
+                "Name": entry.name,
+                "Driver": "local",
+                "Mountpoint": str(data),
+                "CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", created),
+                "Labels": {},
+                "Scope": "local",
+                "Options": {},
+                "UsageData": {
+                    "Size": sum(size for _, size in _file_sizes(data)),
+                    "RefCount": users.get(entry.name, 0),
+                },
+            }
+        )
+    return volumes
 
 
 def _volume_names(host_config: dict[str, Any]) -> set[str]:
