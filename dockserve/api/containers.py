@@ -630,9 +630,7 @@ def _connect_stdin(hijacked: streams.Hijack, target: Any, keys: bytes | None) ->
     hijacked.on_stdin_closed = target.close_stdin
     # A process that reads its stdin slower than the client sends it holds
     # the client back, instead of the daemon holding the bytes.
-    set_producer = getattr(target, "set_stdin_producer", None)
-    if set_producer is not None:
-        set_producer(hijacked)
+    target.set_stdin_producer(hijacked)
 
 
 def connect_stdin(hijacked: streams.Hijack, target: Any, keys: bytes | None) -> None:

@@ -222,7 +222,7 @@ def exec_failure(output: bytes) -> str:
     """
     text = _COLOUR.sub("", output.decode(errors="replace"))
     text = _LEVEL.sub("", text.replace("\r\n", "\n")).strip()
-    message = _runc_message(text.encode()).removeprefix("runc exec failed: ")
+    message = _runc_message(text.encode())
     if message.startswith("OCI runtime exec failed: "):
         return message
     return f"OCI runtime exec failed: {message or 'exec failed'}: unknown"
