@@ -196,8 +196,11 @@ class LifeCycleTests(_Base):
             attachment.pause_output()
             self.assertFalse(stdio.output_paused, stopping)
 
-    def test_attach_logs(self) -> None:
-        """With logs and no stream, the log so far is replayed, then the end."""
+    def attach_logged(self, *, stream: bool) -> tuple[Any, list[tuple[int, bytes]]]:
+        """
+        An attach with C{logs=1} to a created container whose log holds one
+        line (C{before}); the attachment, and what it was sent.
+        """
         cid = self.create()
         (self.root / "containers" / cid / "container.log").write_bytes(
             b"2024-01-01T00:00:00.000000000Z stdout F before\n"
@@ -209,9 +212,14 @@ class LifeCycleTests(_Base):
             stdin=False,
             stdout=True,
             stderr=True,
-            stream=False,
+            stream=stream,
             logs=True,
         )
+        return attachment, seen
+
+    def test_attach_logs(self) -> None:
+        """With logs and no stream, the log so far is replayed, then the end."""
+        attachment, seen = self.attach_logged(stream=False)
         self.clock.advance(0)
         self.successResultOf(attachment.closed)
         self.assertEqual(seen, [(1, b"before\n")])
@@ -233,20 +241,7 @@ class LifeCycleTests(_Base):
 
     def test_attach_logs_slow_client(self) -> None:
         """The replayed log waits for a client that is behind."""
-        cid = self.create()
-        (self.root / "containers" / cid / "container.log").write_bytes(
-            b"2024-01-01T00:00:00.000000000Z stdout F before\n"
-        )
-        seen: list[tuple[int, bytes]] = []
-        attachment = self.service.attach(
-            cid,
-            lambda s, d: seen.append((s, d)),
-            stdin=False,
-            stdout=True,
-            stderr=True,
-            stream=False,
-            logs=True,
-        )
+        attachment, seen = self.attach_logged(stream=False)
         attachment.pause_output()
         self.clock.advance(0)
         self.assertEqual(seen, [])
@@ -258,14 +253,7 @@ class LifeCycleTests(_Base):
     def test_attach_end_stops_a_paused_replay(self) -> None:
         """A client that goes while its log replay is paused ends it (and
         the log file is closed)."""
-        cid = self.create()
-        (self.root / "containers" / cid / "container.log").write_bytes(
-            b"2024-01-01T00:00:00.000000000Z stdout F before\n"
-        )
-        attachment = self.service.attach(
-            cid, lambda *_: None, stdin=False, stdout=True, stderr=True,
-            stream=True, logs=True,
-        )  # fmt: skip
+        attachment, _ = self.attach_logged(stream=True)
         attachment.pause_output()
         self.clock.advance(0)
         attachment.detach()
