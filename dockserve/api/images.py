@@ -666,7 +666,7 @@ class ImagesAPI:
                 self._get_reactor(),
                 lambda writer: self._backend.save(items, writer),  # type: ignore[arg-type]
             )
-        ).addCallback(lambda _: None)
+        )
 
     def push_image(self, request: Request, name: str) -> "Deferred[bytes | None]":
         """C{POST /images/{name}/push}."""
