@@ -32,6 +32,7 @@ from dockserve.daemon.config import DaemonConfig
 from dockserve.server import activation, hosts, logfmt, tls, unixsocket
 from dockserve.server.listenbuffer import (
     DEFAULT_TIMEOUT,
+    HTTP_11,
     ListenBufferEndpoint,
     failure_message,
 )
@@ -293,6 +294,14 @@ class _QuietSite(Site):
 
     def log(self, request: http.Request) -> None:
         del request
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        Offer only HTTP/1.1 over ALPN, as the API needs: a hijacked attach
+        or exec (C{Upgrade: tcp}) has no HTTP/2 form, and Twisted would
+        offer C{h2} as soon as the C{h2} package is installed.
+        """
+        return [HTTP_11]
 
 
 class DaemonService(MultiService):

@@ -13,6 +13,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web import http
+from twisted.web.resource import Resource
 
 from dockserve.server.listeners import ListenerService
 from dockserve.tap import (
@@ -20,6 +22,7 @@ from dockserve.tap import (
     _make_service,
     default_data_root,
     default_unix_socket,
+    make_site,
     stop_on_sigint,
 )
 from tests.integration.harness import ROOT, TWISTD
@@ -205,6 +208,17 @@ class GoodOptionTests(SynchronousTestCase):
         warnings = [e for e in events if e.get("log_level") == LogLevel.warn
                     and "without TLS" in str(e.get("log_format"))]  # fmt: skip
         self.assertEqual(len(warnings), 1)
+
+
+class SiteTests(SynchronousTestCase):
+    def test_alpn_http11_only(self) -> None:
+        """
+        The site offers only HTTP/1.1 over ALPN, even where twisted.web
+        would offer h2: hijacked streams need HTTP/1.1.
+        """
+        self.patch(http, "H2_ENABLED", True)
+        site = make_site(Resource())
+        self.assertEqual(site.acceptableProtocols(), [b"http/1.1"])
 
 
 class TwistdTests(SynchronousTestCase):

@@ -22,6 +22,7 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IProtocol,
     IProtocolFactory,
+    IProtocolNegotiationFactory,
     IPushProducer,
     IReactorCore,
     IReactorTime,
@@ -43,6 +44,10 @@ HELD_BYTES_LIMIT = 1 << 20
 
 #: How long a stop waits for held clients to receive their 503.
 DRAIN_TIMEOUT = 2.0
+
+#: What TLS offers over ALPN when the wrapped factory names nothing: the API
+#: is HTTP/1.1 (its hijacked streams have no HTTP/2 form).
+HTTP_11 = b"http/1.1"
 
 #: What a held client is told when the daemon stops before it was ready.
 SHUTTING_DOWN = "the daemon is shutting down before it became ready"
@@ -256,8 +261,16 @@ class _HeldProtocol(Protocol):
             inner.dataReceived(data)
 
 
+@implementer(IProtocolNegotiationFactory)
 class _BufferingFactory(Factory):
-    """Builds the real protocol once activated, a L{_HeldProtocol} before."""
+    """
+    Builds the real protocol once activated, a L{_HeldProtocol} before.
+
+    TLS sits below this factory and asks it, at each handshake, which
+    protocols to accept over ALPN (Twisted's select callback fails the
+    handshake with an internal-error alert when the answer is empty); it
+    answers for the factory it wraps.
+    """
 
     def __init__(
         self,
@@ -290,6 +303,13 @@ class _BufferingFactory(Factory):
         return _HeldProtocol(
             self._gate, self._factory, addr, self._clock, self._timeout
         )
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """The wrapped factory's ALPN protocols, or C{http/1.1}."""
+        negotiating = IProtocolNegotiationFactory(self._factory, None)
+        if negotiating is None:
+            return [HTTP_11]
+        return list(negotiating.acceptableProtocols())
 
     def __getattr__(self, name: str) -> Any:
         # Site's attributes (displayTracebacks, sessions...) stay reachable.

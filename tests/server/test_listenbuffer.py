@@ -9,10 +9,12 @@ import json
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, FirstError
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from dockserve.server.listenbuffer import (
     DRAIN_TIMEOUT,
@@ -286,6 +288,31 @@ class ListenBufferTests(SynchronousTestCase):
     def test_site_attributes_reachable(self) -> None:
         """The buffering factory passes attribute reads on to the real one."""
         self.assertEqual(self.factory.site_attribute, "reachable")
+
+    def test_alpn_http11(self) -> None:
+        """
+        TLS asks the factory it wraps which protocols to offer over ALPN;
+        with none, an ALPN-offering client (curl, urllib3 2) was refused
+        with an internal-error alert.  A factory that says nothing gets
+        C{http/1.1}, the only protocol the API speaks.
+        """
+        self.assertTrue(IProtocolNegotiationFactory.providedBy(self.factory))
+        self.assertEqual(list(self.factory.acceptableProtocols()), [b"http/1.1"])
+
+    def test_alpn_from_real_factory(self) -> None:
+        """A real factory that negotiates (a Site) is asked instead."""
+
+        @implementer(IProtocolNegotiationFactory)
+        class Negotiating(RecordingFactory):
+            def acceptableProtocols(self) -> list[bytes]:
+                return [b"x/1"]
+
+        reactor = MemoryReactorClock()
+        ListenBufferEndpoint(
+            TCP4ServerEndpoint(reactor, 2375), Deferred(), reactor
+        ).listen(Negotiating())
+        factory = reactor.tcpServers[0][1]
+        self.assertEqual(list(factory.acceptableProtocols()), [b"x/1"])
 
 
 class FailureMessageTests(SynchronousTestCase):

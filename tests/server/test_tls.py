@@ -16,11 +16,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from dockserve.server.listenbuffer import ListenBufferEndpoint
 from dockserve.server.tls import (
     TLSFileError,
     TLSServerEndpoint,
@@ -121,15 +123,21 @@ class Reached(Protocol):
 
 
 def _client(port: int, ca: str, cert: tuple[str, str] | None,
-            maximum: ssl.TLSVersion | None = None) -> bytes:  # fmt: skip
+            maximum: ssl.TLSVersion | None = None, *,
+            alpn: list[str] | None = None,
+            negotiated: list[str | None] | None = None) -> bytes:  # fmt: skip
     context = ssl.create_default_context(cafile=ca)
     if cert is not None:
         context.load_cert_chain(*cert)
     if maximum is not None:
         context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
         context.maximum_version = maximum
+    if alpn is not None:
+        context.set_alpn_protocols(alpn)
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     with raw, context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        if negotiated is not None:
+            negotiated.append(tls.selected_alpn_protocol())
         tls.sendall(b"x")
         return tls.recv(100)
 
@@ -154,6 +162,33 @@ class HandshakeTests(TestCase):
         pair = (self.pki.client_cert, self.pki.client_key)
         reply = await deferToThread(_client, port, self.pki.ca, pair)
         self.assertEqual(reply, b"hello x")
+
+    async def test_alpn_through_listen_buffer(self) -> None:
+        """
+        Behind the listen buffer (the default stack), a client offering
+        ALPN C{h2} and C{http/1.1}, as curl and urllib3 2 do, completes the
+        handshake with C{http/1.1}; it was refused with an internal-error
+        alert.
+        """
+        activation: Deferred[None] = Deferred()
+        endpoint = ListenBufferEndpoint(
+            TLSServerEndpoint(
+                TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
+                server_creator(self.pki.settings()),
+            ),
+            activation,
+            reactor,
+        )
+        port = await endpoint.listen(Factory.forProtocol(Reached))
+        self.addCleanup(port.stopListening)
+        activation.callback(None)
+        pair = (self.pki.client_cert, self.pki.client_key)
+        negotiated: list[str | None] = []
+        reply = await deferToThread(
+            _client, port.getHost().port, self.pki.ca, pair,
+            alpn=["h2", "http/1.1"], negotiated=negotiated,
+        )  # fmt: skip
+        self.assertEqual((reply, negotiated), (b"hello x", ["http/1.1"]))
 
     async def test_no_client_certificate(self) -> None:
         """Under --tlsverify a client without a certificate reaches nothing."""
