@@ -711,9 +711,7 @@ class ImageService:
         for key in filters:
             if key not in ("dangling", "until", "label", "label!"):
                 raise InvalidParameter(f"invalid filter '{key}'")
-        dangling_only = True
-        if filters.get("dangling"):
-            dangling_only = filters["dangling"][-1].lower() in ("true", "1")
+        dangling_only = _prune_dangling(filters)
         cutoff = _until(filters)
         deleted: list[dict[str, str]] = []
         reclaimed = 0
@@ -1106,6 +1104,27 @@ def _comment(config: dict[str, Any]) -> str:
     if not comment and history:
         comment = history[-1].get("comment") or ""
     return str(comment)
+
+
+def _prune_dangling(filters: dict[str, list[str]]) -> bool:
+    """
+    Whether a prune takes dangling images only: the C{dangling} filter read
+    as dockerd's C{GetBoolOrDefault} reads it (C{true}/C{1} or
+    C{false}/C{0}, exactly; true without it). Anything else is refused
+    rather than guessed, since a wrong guess deletes every unused image.
+
+    @raise InvalidParameter: For no value, no boolean, or both booleans.
+    """
+    if "dangling" not in filters:
+        return True
+    values = filters["dangling"]
+    if not values:
+        raise InvalidParameter("invalid filter 'dangling'")
+    is_true = "true" in values or "1" in values
+    is_false = "false" in values or "0" in values
+    if is_true == is_false:
+        raise InvalidParameter(f"invalid filter 'dangling={','.join(values)}'")
+    return is_true
 
 
 def _label_match(labels: dict[str, str], spec: str) -> bool:
