@@ -24,8 +24,9 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
+
+from dockserve.server.tls import tls_factory
 
 if TYPE_CHECKING:
     from twisted.internet.protocol import ServerFactory
@@ -135,7 +136,7 @@ class AdoptedSocketEndpoint:
                 probe.close()
             factory = protocolFactory
             if self._tls is not None and address_family in _NETWORK_FAMILIES:
-                factory = TLSMemoryBIOFactory(self._tls, False, protocolFactory)
+                factory = tls_factory(self._tls, protocolFactory)
             port = self._reactor.adoptStreamPort(
                 self._fd, address_family, cast("ServerFactory[Any]", factory)
             )

@@ -2,9 +2,13 @@
 """
 C{--tls}, C{--tlsverify}: TLS 1.2+ on TCP listeners, client certificates verified.
 
-Like dockerd, C{--tlsverify} implies C{--tls} and requires every client to
-present a certificate signed by C{--tlscacert}; C{--tls} alone encrypts but
-lets anyone in.  The files default to C{~/.docker/{ca,cert,key}.pem}.
+The TLS is dockerd's: TLS 1.2 with forward-secret AEAD suites only (ECDHE
+with AES-GCM or ChaCha20-Poly1305: no static RSA key exchange, no CBC), TLS
+1.3 with OpenSSL's suites, and plain HTTP sent to the port answered with Go's
+C{400 Client sent an HTTP request to an HTTPS server.} rather than closed
+without a word.  Which flags turn client verification on is decided by the
+command line (L{dockserve.tap}); here C{TLSSettings.verify} says whether it
+is on.  The files default to C{~/.docker/{ca,cert,key}.pem}.
 """
 
 import os
@@ -21,8 +25,18 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamServerEndpoint,
 )
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
+
+#: TLS 1.2 suites, as go-connections' server defaults (dockerd): ECDHE key
+#: exchange (forward secrecy) with an AEAD cipher, for ECDSA and RSA keys.
+#: TLS 1.3 suites are not chosen by this list; OpenSSL's are all AEAD.
+CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+#: Go's answer to plain HTTP on a TLS port, which dockerd clients show.
+PLAIN_HTTP_ANSWER = (
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+)
 
 
 class TLSFileError(ValueError):
@@ -101,6 +115,7 @@ def server_creator(settings: TLSSettings) -> IOpenSSLServerConnectionCreator:
             extraCertChain=[ssl.Certificate.loadPEM(pem).original for pem in chain],
             trustRoot=trust,
             raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+            acceptableCiphers=_acceptable_ciphers(),
         )
         # Fail now, with the flag's name, rather than at the first handshake.
         options.getContext().check_privatekey()
@@ -109,6 +124,14 @@ def server_creator(settings: TLSSettings) -> IOpenSSLServerConnectionCreator:
             f"--tlskey: {settings.key} does not match --tlscert {settings.cert}: {e}"
         ) from e
     return options
+
+
+def _acceptable_ciphers() -> ssl.AcceptableCiphers:
+    """L{CIPHERS} as Twisted takes them (those this OpenSSL knows)."""
+    ciphers: ssl.AcceptableCiphers = ssl.AcceptableCiphers.fromOpenSSLCipherString(  # type: ignore[no-untyped-call]
+        CIPHERS
+    )
+    return ciphers
 
 
 def _chain(pem: bytes) -> list[bytes]:
@@ -121,6 +144,59 @@ def _chain(pem: bytes) -> list[bytes]:
         if found:
             blocks.append(marker + body + end + b"\n")
     return blocks
+
+
+#: How plain HTTP requests begin, as Go recognises them where a TLS record
+#: header (5 bytes, the first C{0x16} for a handshake) was expected.
+_PLAIN_HTTP_STARTS = frozenset({b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO"})
+
+#: The first byte of a TLS handshake record (a ClientHello).
+_TLS_HANDSHAKE = 0x16
+
+
+class _PlainHTTPAnsweringTLS(TLSMemoryBIOProtocol):
+    """
+    TLS that first looks at the connection's first 5 bytes: an HTTP request
+    line there is a client that forgot C{--tls}; it is told so in plain
+    text, as Go's server does, instead of getting a TLS alert it cannot
+    read (curl showed C{(52) Empty reply}).
+    """
+
+    _head = b""
+    _sniffed = False
+
+    def dataReceived(self, data: bytes) -> None:
+        """Pass TLS on; hold up to 5 bytes until it is clear which it is."""
+        if self._sniffed:
+            super().dataReceived(data)  # type: ignore[no-untyped-call]
+            return
+        head = self._head + data
+        if len(head) < len(b"GET /") and head[0] != _TLS_HANDSHAKE:
+            self._head = head
+            return
+        self._sniffed = True
+        self._head = b""
+        if head[:5] in _PLAIN_HTTP_STARTS and self.transport is not None:
+            self.transport.write(PLAIN_HTTP_ANSWER)
+            self.transport.loseConnection()
+            return
+        super().dataReceived(head)  # type: ignore[no-untyped-call]
+
+
+class _TLSFactory(TLSMemoryBIOFactory):
+    """L{TLSMemoryBIOFactory} whose connections answer plain HTTP."""
+
+    protocol = _PlainHTTPAnsweringTLS
+
+
+def tls_factory(
+    creator: IOpenSSLServerConnectionCreator, factory: IProtocolFactory
+) -> TLSMemoryBIOFactory:
+    """
+    Serve C{factory} over TLS made by C{creator}, on any stream transport
+    (a bound or an adopted socket).
+    """
+    return _TLSFactory(creator, False, factory)
 
 
 @implementer(IStreamServerEndpoint)
@@ -143,6 +219,4 @@ class TLSServerEndpoint:
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """Listen with every connection wrapped in TLS."""
-        return self._endpoint.listen(
-            TLSMemoryBIOFactory(self._creator, False, protocolFactory)
-        )
+        return self._endpoint.listen(tls_factory(self._creator, protocolFactory))

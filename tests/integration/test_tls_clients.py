@@ -102,8 +102,54 @@ class CurlTests(_Case):
         done = self.curl("-w", "\n%{http_version}")
         self.assertEqual((done.returncode, done.stdout), (0, b"OK\n1.1"), done.stderr)
 
+    def test_plain_http_told(self) -> None:
+        """
+        curl without TLS to the TLS port gets Go's 400 and its sentence
+        (it got an empty reply).
+        """
+        self.start()
+        done = subprocess.run(
+            ["curl", "-sS", "--max-time", "20", "-i",
+             f"http://127.0.0.1:{self.port}/_ping"],
+            capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(
+            done.stdout,
+            b"HTTP/1.0 400 Bad Request\r\n\r\n"
+            b"Client sent an HTTP request to an HTTPS server.\n",
+        )
+
     def test_ping_without_buffer(self) -> None:
         """The same with --no-buffer (the site faces TLS directly)."""
         self.start("--no-buffer")
         done = self.curl()
         self.assertEqual((done.returncode, done.stdout), (0, b"OK"), done.stderr)
+
+
+class SuiteTests(_Case):
+    def setUp(self) -> None:
+        super().setUp()
+        if shutil.which("openssl") is None:
+            raise SkipTest("openssl is not installed (the Makefile's test packages)")
+
+    def s_client(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{self.port}",
+             "-CAfile", self.pki.ca, "-cert", self.pki.client_cert,
+             "-key", self.pki.client_key, *args],
+            input=b"", capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
+
+    def test_cbc_refused_gcm_accepted(self) -> None:
+        """
+        openssl s_client over TLS 1.2: an ECDHE CBC suite is refused, an
+        ECDHE AES-GCM suite is taken (the server key is ECDSA; static RSA
+        is refused in tests.server.test_tls).
+        """
+        self.start()
+        cbc = self.s_client("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA")
+        self.assertNotEqual(cbc.returncode, 0, cbc.stdout)
+        gcm = self.s_client("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256")
+        self.assertEqual(gcm.returncode, 0, gcm.stderr)
+        self.assertIn(b"ECDHE-ECDSA-AES128-GCM-SHA256", gcm.stdout)

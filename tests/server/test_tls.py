@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from twisted.internet import reactor
@@ -24,6 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dockserve.server.listenbuffer import ListenBufferEndpoint
 from dockserve.server.tls import (
+    PLAIN_HTTP_ANSWER,
     TLSFileError,
     TLSServerEndpoint,
     TLSSettings,
@@ -36,7 +37,11 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
+#: The private keys the tests make: ECDSA, or RSA for static-RSA suites.
+Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+def _cert(subject: str, key: Key, issuer: str,
           issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool = False,
           usage: x509.ObjectIdentifier | None = None) -> x509.Certificate:  # fmt: skip
     now = dt.datetime.now(dt.UTC)
@@ -63,7 +68,7 @@ def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
 
 
 def _write(directory: Path, name: str, cert: x509.Certificate,
-           key: ec.EllipticCurvePrivateKey) -> tuple[str, str]:  # fmt: skip
+           key: Key) -> tuple[str, str]:  # fmt: skip
     cert_path, key_path = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
@@ -77,14 +82,23 @@ def _write(directory: Path, name: str, cert: x509.Certificate,
 
 
 class PKI:
-    """A CA, a server and a client certificate, and a client from another CA."""
+    """
+    A CA, a server and a client certificate, and a client from another CA.
 
-    def __init__(self, directory: Path) -> None:
+    @param rsa_server: Give the server an RSA key (else ECDSA), so that the
+        static-RSA key exchange suites are possible at all.
+    """
+
+    def __init__(self, directory: Path, *, rsa_server: bool = False) -> None:
         self.directory = directory
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca = _cert("test CA", ca_key, "test CA", ca_key, ca=True)
         self.ca, _ = _write(self.directory, "ca", ca, ca_key)
-        server_key = ec.generate_private_key(ec.SECP256R1())
+        server_key: Key = (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            if rsa_server
+            else ec.generate_private_key(ec.SECP256R1())
+        )
         server = _cert("server", server_key, "test CA", ca_key,
                        usage=ExtendedKeyUsageOID.SERVER_AUTH)  # fmt: skip
         self.server_cert, self.server_key = _write(
@@ -124,7 +138,7 @@ class Reached(Protocol):
 
 def _client(port: int, ca: str, cert: tuple[str, str] | None,
             maximum: ssl.TLSVersion | None = None, *,
-            alpn: list[str] | None = None,
+            alpn: list[str] | None = None, ciphers: str | None = None,
             negotiated: list[str | None] | None = None) -> bytes:  # fmt: skip
     context = ssl.create_default_context(cafile=ca)
     if cert is not None:
@@ -134,6 +148,8 @@ def _client(port: int, ca: str, cert: tuple[str, str] | None,
         context.maximum_version = maximum
     if alpn is not None:
         context.set_alpn_protocols(alpn)
+    if ciphers is not None:
+        context.set_ciphers(ciphers)
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     with raw, context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
         if negotiated is not None:
@@ -219,6 +235,149 @@ class HandshakeTests(TestCase):
                 _client, port, self.pki.ca, None, ssl.TLSVersion.TLSv1_1
             )
         self.assertEqual(Reached.count, 0)
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    """Send C{data} in plain text and read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(data)
+        received = b""
+        while chunk := raw.recv(4096):
+            received += chunk
+        return received
+
+
+class SuiteTests(TestCase):
+    """
+    TLS 1.2 suites as dockerd's (Go's crypto/tls with go-connections'
+    list): ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 only; no
+    static RSA (no forward secrecy), no CBC.
+    """
+
+    async def serve(self, pki: PKI) -> int:
+        endpoint = TLSServerEndpoint(
+            TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
+            server_creator(pki.settings(verify=False)),
+        )
+        port = await endpoint.listen(Factory.forProtocol(Reached))
+        self.addCleanup(port.stopListening)
+        return int(port.getHost().port)
+
+    async def test_weak_suites_refused(self) -> None:
+        """Static RSA (CBC or GCM) and ECDHE with CBC fail the handshake."""
+        pki = PKI(temp_dir(self), rsa_server=True)
+        port = await self.serve(pki)
+        for suite in ("AES128-SHA", "AES256-SHA", "AES128-GCM-SHA256",
+                      "AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA",
+                      "ECDHE-RSA-AES256-SHA384"):  # fmt: skip
+            with self.assertRaises((ssl.SSLError, ConnectionError, OSError), msg=suite):
+                await deferToThread(
+                    _client, port, pki.ca, None, ssl.TLSVersion.TLSv1_2,
+                    ciphers=suite,
+                )  # fmt: skip
+
+    async def test_forward_secret_aead_accepted(self) -> None:
+        """ECDHE with AES-GCM or ChaCha20 works, for RSA and ECDSA keys."""
+        for rsa_server, suites in (
+            (True, ("ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384",
+                    "ECDHE-RSA-CHACHA20-POLY1305")),
+            (False, ("ECDHE-ECDSA-AES128-GCM-SHA256",
+                     "ECDHE-ECDSA-CHACHA20-POLY1305")),
+        ):  # fmt: skip
+            pki = PKI(temp_dir(self), rsa_server=rsa_server)
+            port = await self.serve(pki)
+            for suite in suites:
+                reply = await deferToThread(
+                    _client, port, pki.ca, None, ssl.TLSVersion.TLSv1_2,
+                    ciphers=suite,
+                )  # fmt: skip
+                self.assertEqual(reply, b"hello x", suite)
+
+    async def test_tls13(self) -> None:
+        """TLS 1.3 works, with OpenSSL's suites."""
+        pki = PKI(temp_dir(self), rsa_server=True)
+        port = await self.serve(pki)
+        self.assertEqual(await deferToThread(_client, port, pki.ca, None), b"hello x")
+
+
+class PlainHTTPTests(TestCase):
+    async def serve(self) -> int:
+        pki = PKI(temp_dir(self))
+        endpoint = TLSServerEndpoint(
+            TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
+            server_creator(pki.settings()),
+        )
+        Reached.count = 0
+        port = await endpoint.listen(Factory.forProtocol(Reached))
+        self.addCleanup(port.stopListening)
+        return int(port.getHost().port)
+
+    async def test_plain_http_told(self) -> None:
+        """
+        Plain HTTP to the TLS port gets Go's answer, not a silent close:
+        what the docker CLI shows for C{-H tcp://...} without C{--tls}.
+        """
+        port = await self.serve()
+        for request in (b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n",
+                        b"HEAD /_ping HTTP/1.1\r\n\r\n",
+                        b"POST /containers/create HTTP/1.1\r\n\r\n"):  # fmt: skip
+            answer = await deferToThread(_raw, port, request)
+            self.assertEqual(answer, PLAIN_HTTP_ANSWER)
+        self.assertEqual(
+            PLAIN_HTTP_ANSWER,
+            b"HTTP/1.0 400 Bad Request\r\n\r\n"
+            b"Client sent an HTTP request to an HTTPS server.\n",
+        )
+        self.assertEqual(Reached.count, 0)
+
+    async def test_garbage_not_answered(self) -> None:
+        """Other bytes that are not TLS get TLS's alert, not an HTTP answer."""
+        port = await self.serve()
+        answer = await deferToThread(_raw, port, b"hello there\r\n")
+        self.assertFalse(answer.startswith(b"HTTP/"), answer)
+
+    async def test_split_client_hello(self) -> None:
+        """A TLS client whose first record arrives a byte at a time still works."""
+        pki = PKI(temp_dir(self))
+        endpoint = TLSServerEndpoint(
+            TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
+            server_creator(pki.settings(verify=False)),
+        )
+        port = await endpoint.listen(Factory.forProtocol(Reached))
+        self.addCleanup(port.stopListening)
+        reply = await deferToThread(_trickled_client, int(port.getHost().port), pki.ca)
+        self.assertEqual(reply, b"hello x")
+
+
+def _trickled_client(port: int, ca: str) -> bytes:
+    """A TLS client (memory BIO) that sends its first record in 1-byte writes."""
+    context = ssl.create_default_context(cafile=ca)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        first = True
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pass
+            pending = outgoing.read()
+            if first:
+                for byte in pending:
+                    raw.sendall(bytes([byte]))
+                first = False
+            elif pending:
+                raw.sendall(pending)
+            incoming.write(raw.recv(65536))
+        raw.sendall(outgoing.read())
+        tls.write(b"x")
+        raw.sendall(outgoing.read())
+        while True:
+            try:
+                return tls.read(100)
+            except ssl.SSLWantReadError:
+                incoming.write(raw.recv(65536))
 
 
 class FileErrorTests(SynchronousTestCase):
