@@ -87,10 +87,12 @@ class RuntimeState:
         when the runtime does not know the container (never created, or
         deleted).
     @ivar pid: The container's init process on the host, 0 when none.
+    @ivar created: When the runtime created it (RFC 3339), C{""} if unknown.
     """
 
     status: str | None
     pid: int
+    created: str = ""
 
 
 @frozen
@@ -102,11 +104,15 @@ class ExitStatus:
         reports it.
     @ivar finished_at: Unix time in nanoseconds at which it exited.
     @ivar oom_killed: The kernel's OOM killer ended it.
+    @ivar monitor_lost: conmon ended without recording the exit: the
+        container was stopped for want of it, and C{code} is 137 (killed)
+        or 255 (it had ended unseen).
     """
 
     code: int
     finished_at: int
     oom_killed: bool = False
+    monitor_lost: bool = False
 
 
 #: An output callback: C{(stream, data)}; stream 1 is stdout, 2 stderr (a
@@ -245,6 +251,8 @@ class Runtime(Protocol):
         """
         Fires when the container's process exits (at once if it already
         has). Works for containers created by an earlier daemon process.
+        A container whose monitor is gone is stopped, never waited for in
+        vain (L{ExitStatus.monitor_lost}).
         """
 
     def attach(self, container_id: str, on_output: OutputCallback) -> Deferred[Stdio]:

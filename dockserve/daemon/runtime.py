@@ -41,10 +41,13 @@ from attrs import define
 
 from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from dockserve.daemon import cgroups
 from dockserve.daemon.attachsocket import AttachSocket
@@ -74,8 +77,15 @@ _SETUP_POLL = 0.001
 #: How long conmon may take to set up its attach socket.
 _SETUP_TIMEOUT = 10.0
 
+#: conmon's sync pipe (C{_OCI_SYNCPIPE}): it writes the pid, or the error.
+SYNC_FD = 3
+
 #: The descriptor of the start gate in conmon and in L{GATED_RUN}.
 GATE_FD = 4
+
+#: A read end of conmon's own sync pipe that conmon inherits and keeps, so
+#: its write of the pid never fails, whether or not the daemon still lives.
+KEEPER_FD = 5
 
 #: The runtime conmon runs (through C{/bin/sh}) for L{RuncRuntime.run}: it
 #: waits for a line on the start gate (a pipe the daemon holds the other end
@@ -106,6 +116,13 @@ exec "$runtime" "$@"
 #: How often exits are polled for even with inotify, in case an event is lost.
 _SAFETY_POLL = 1.0
 
+#: How long an exit may be waited for with no live conmon found for it (its
+#: pid file is written as it forks, before it reports the container's pid).
+_MONITOR_GRACE = 1.0
+
+#: How long a container whose conmon is gone may take to die of SIGKILL.
+_UNMONITORED_STOP_TIMEOUT = 10.0
+
 
 class _Collect(ProcessProtocol):
     """Collects a short command's output and its exit code."""
@@ -131,15 +148,24 @@ class _Collect(ProcessProtocol):
 
 
 class _Conmon(ProcessProtocol):
-    """Waits for conmon's word on the sync pipe: the pid, or the error."""
+    """
+    Waits for conmon's word on the sync pipe: the pid, or the error.
+
+    conmon forks to the background at once, so its first process ending
+    says nothing; the sync pipe closing does (the conmon that stays holds
+    it until it ends). Only when both have happened without a word has
+    the create failed.
+    """
 
     def __init__(self) -> None:
         self.sync = bytearray()
         self.err = bytearray()
         self.created: Deferred[int] = Deferred()
+        self._sync_closed = False
+        self._ended = False
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD == 3:
+        if childFD == SYNC_FD:
             self.sync.extend(data)
             self._check()
         else:
@@ -159,13 +185,118 @@ class _Conmon(ProcessProtocol):
             text = str(message.get("message") or "container create failed")
             self.created.errback(SystemError_(_clean(text)))
 
+    def childConnectionLost(self, childFD: int) -> None:
+        if childFD == SYNC_FD:
+            self._sync_closed = True
+            self._give_up()
+
     def processEnded(self, reason: Failure) -> None:  # noqa: ARG002
+        self._ended = True
+        self._give_up()
+
+    def _give_up(self) -> None:
         self._check()
-        if not self.created.called:
-            text = bytes(self.err).decode(errors="replace").strip()
-            self.created.errback(
-                SystemError_(text or "conmon ended before the container was created")
-            )
+        if self.created.called or not (self._sync_closed and self._ended):
+            return
+        text = bytes(self.err).decode(errors="replace").strip()
+        self.created.errback(
+            SystemError_(text or "conmon ended before the container was created")
+        )
+
+
+@implementer(IReadDescriptor)
+class _SyncReader:
+    """
+    The daemon's end of conmon's sync pipe, read by the reactor: what
+    arrives goes to the L{_Conmon} protocol as its descriptor L{SYNC_FD}.
+
+    The pipe is the daemon's own rather than one C{spawnProcess} makes,
+    because conmon must hold a read end of it too (L{KEEPER_FD}): conmon
+    exits when a write to its sync pipe fails, so a daemon that died
+    between a container's start and conmon's report of its pid used to
+    take the container's monitor with it, and the container ran on with
+    nobody to record its output or its exit.
+    """
+
+    def __init__(self, reactor: Any, fd: int, protocol: _Conmon) -> None:
+        self._reactor = reactor
+        self._fd = fd
+        self._protocol = protocol
+        os.set_blocking(fd, False)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def logPrefix(self) -> str:
+        return "conmon-sync"
+
+    def doRead(self) -> None:
+        try:
+            data = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._protocol.childDataReceived(SYNC_FD, data)
+            return
+        self._close()
+
+    def _close(self) -> None:
+        if self._fd < 0:
+            return
+        self._reactor.removeReader(self)
+        os.close(self._fd)
+        self._fd = -1
+        self._protocol.childConnectionLost(SYNC_FD)
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: ARG002
+        self._close()
+
+
+@implementer(IReadDescriptor)
+class _ProcessWatch:
+    """
+    Calls C{ended} once the process C{pid} has exited: a pidfd (which
+    names that very process, whatever later reuses the number) read by
+    the reactor, so nothing is polled.
+
+    @ivar ended: Whether the process has exited (true at once if it had
+        before the watch began).
+    """
+
+    def __init__(self, reactor: Any, pid: int, ended: "Callable[[], None]") -> None:
+        self._reactor = reactor
+        self._callback = ended
+        self.ended = False
+        try:
+            self._fd = os.pidfd_open(pid)
+        except OSError:
+            self._fd = -1
+            self.ended = True
+            return
+        reactor.addReader(self)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def logPrefix(self) -> str:
+        return "conmon-watch"
+
+    def doRead(self) -> None:
+        self.ended = True
+        self.close()
+        self._callback()
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: ARG002
+        self.close()
+
+    def close(self) -> None:
+        """Stop watching."""
+        if self._fd >= 0:
+            self._reactor.removeReader(self)
+            os.close(self._fd)
+            self._fd = -1
 
 
 def _clean(text: str) -> str:
@@ -620,8 +751,15 @@ class RuncRuntime:
         # 108 bytes, so it is reached through this short link.
         link.symlink_to(bundle_dir)
         env = dict(os.environ)
-        env["_OCI_SYNCPIPE"] = "3"
-        child_fds: dict[int, str | int] = {0: "w", 1: "r", 2: "r", 3: "r"}
+        env["_OCI_SYNCPIPE"] = str(SYNC_FD)
+        sync_read, sync_write = os.pipe2(os.O_CLOEXEC)
+        child_fds: dict[int, str | int] = {
+            0: "w",
+            1: "r",
+            2: "r",
+            SYNC_FD: sync_write,
+            KEEPER_FD: sync_read,
+        }
         if gate is None:
             runtime = [self._runc]
         else:
@@ -665,7 +803,11 @@ class RuncRuntime:
                 childFDs=child_fds,
             )
         except OSError as e:
+            os.close(sync_read)
             raise SystemError_(f"cannot run conmon: {e}") from None
+        finally:
+            os.close(sync_write)
+        self._reactor.addReader(_SyncReader(self._reactor, sync_read, protocol))
         return protocol.created
 
     def update(self, container_id: str, resources: dict[str, Any]) -> Deferred[None]:
@@ -746,7 +888,11 @@ class RuncRuntime:
                     return RuntimeState(None, 0)
                 raise SystemError_(message)
             data = json.loads(out)
-            return RuntimeState(str(data.get("status")), int(data.get("pid") or 0))
+            return RuntimeState(
+                str(data.get("status")),
+                int(data.get("pid") or 0),
+                str(data.get("created") or ""),
+            )
 
         return Deferred.fromCoroutine(state())
 
@@ -771,24 +917,48 @@ class RuncRuntime:
         """
         Fires with the status once conmon's exit file appears: at once
         through inotify on the exits directory, else by polling.
+
+        conmon itself is watched too (a pidfd on the pid in its pid file):
+        a conmon that ends, or is not there, without writing the exit file
+        never will, so the container is stopped and its exit reported with
+        C{monitor_lost} (L{_stop_unmonitored}) rather than waited for in
+        vain, which would hang every stop, kill, wait and rm of it.
         """
         done: Deferred[ExitStatus] = Deferred()
         interval = _POLL if self._watch_exits() is None else _SAFETY_POLL
         timer: list[Any] = []
+        monitor: list[_ProcessWatch] = []
+        began = self._reactor.seconds()
+
+        def forget() -> None:
+            if timer and timer[0].active():
+                timer[0].cancel()
+            waiting = self._exit_waiters.get(container_id, [])
+            if check in waiting:
+                waiting.remove(check)
+            if not waiting:
+                self._exit_waiters.pop(container_id, None)
+            for watch in monitor:
+                watch.close()
 
         def check() -> None:
             if done.called:
                 return
             status = self.exit_status(container_id)
             if status is not None:
-                if timer and timer[0].active():
-                    timer[0].cancel()
-                waiting = self._exit_waiters.get(container_id, [])
-                if check in waiting:
-                    waiting.remove(check)
-                if not waiting:
-                    self._exit_waiters.pop(container_id, None)
+                forget()
                 done.callback(status)
+                return
+            if not monitor:
+                pid = self._monitor_pid(container_id)
+                if pid is not None:
+                    monitor.append(_ProcessWatch(self._reactor, pid, check))
+            if (monitor and monitor[0].ended) or (
+                not monitor and self._reactor.seconds() - began >= _MONITOR_GRACE
+            ):
+                forget()
+                stopping = Deferred.fromCoroutine(self._stop_unmonitored(container_id))
+                stopping.chainDeferred(done)
                 return
             waiting = self._exit_waiters.setdefault(container_id, [])
             if check not in waiting:
@@ -798,6 +968,59 @@ class RuncRuntime:
 
         check()
         return done
+
+    def _monitor_pid(self, container_id: str) -> int | None:
+        """
+        The pid of the conmon that monitors C{container_id}, if it lives:
+        the pid in its pid file, checked to be a process whose command
+        line names the container (a pid can be reused).
+        """
+        try:
+            text = (self._monitors / container_id / "conmon.pid").read_text()
+            pid = int(text.strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if container_id.encode() in cmdline.split(b"\0") else None
+
+    async def _stop_unmonitored(self, container_id: str) -> ExitStatus:
+        """
+        Stop a container whose conmon is gone, and say how it ended.
+
+        Without its monitor nobody holds its stdio (its output has nowhere
+        to go), records its log or its exit code; dockerd, whose shim is
+        the same kind of parent, stops such a task on restore. So the
+        container is killed (thawed first if it was paused) and waited for
+        through C{runc state}; the exit is 137, or 255 when it had already
+        ended on its own with nobody to see the code.
+        """
+        _log.warn(
+            "container {id}: its monitor (conmon) is gone; stopping the container",
+            id=container_id,
+        )
+        state = await self.state(container_id)
+        alive = {"created", "running", "paused"}
+        killed = state.status in alive
+        if killed:
+            with contextlib.suppress(SystemError_):
+                await self.kill(container_id, 9)
+            if state.status == "paused":
+                with contextlib.suppress(SystemError_):
+                    await self.resume(container_id)
+            deadline = self._reactor.seconds() + _UNMONITORED_STOP_TIMEOUT
+            while (await self.state(container_id)).status in alive:
+                if self._reactor.seconds() > deadline:
+                    _log.error("container {id} did not die of SIGKILL", id=container_id)
+                    break
+                await deferLater(self._reactor, _POLL, lambda: None)
+        status = self.exit_status(container_id)
+        if status is not None:
+            return status
+        return ExitStatus(
+            code=137 if killed else 255,
+            finished_at=int(self._reactor.seconds() * 1e9),
+            monitor_lost=True,
+        )
 
     def _watch_exits(self) -> Any:
         """The inotify watch on the exits directory, or C{None} if none."""

@@ -384,14 +384,28 @@ class ScriptedRuntime:
         for stdio in self._fake(container_id).stdios:
             stdio.emit(stream, data)
 
-    def exit(self, container_id: str, code: int, *, oom: bool = False) -> None:
-        """The container's process ends with C{code}."""
+    def exit(
+        self,
+        container_id: str,
+        code: int,
+        *,
+        oom: bool = False,
+        monitor_lost: bool = False,
+    ) -> None:
+        """
+        The container's process ends with C{code}; with C{monitor_lost},
+        as the real runtime reports a container it stopped because its
+        conmon was gone.
+        """
         fake = self._fake(container_id)
         if fake.exit is not None and fake.status == "stopped":
             return
         fake.status = "stopped"
         fake.exit = ExitStatus(
-            code=code, finished_at=int(self.clock.seconds() * 1e9), oom_killed=oom
+            code=code,
+            finished_at=int(self.clock.seconds() * 1e9),
+            oom_killed=oom,
+            monitor_lost=monitor_lost,
         )
         for stdio in fake.stdios:
             stdio.end()

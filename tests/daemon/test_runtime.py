@@ -4,8 +4,11 @@ the commands it spawns, how it reads their output and conmon's exit files.
 A fake reactor records each spawn; the test plays the process.
 """
 
+import contextlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,9 @@ class _Spawn:
             self.protocol.childDataReceived(1, out)
         if err:
             self.protocol.childDataReceived(2, err)
+        # conmon's sync pipe closes as it ends (ProcessProtocol's default
+        # ignores this for the short runc commands).
+        self.protocol.childConnectionLost(runtime_module.SYNC_FD)
         reason: Failure
         if code:
             reason = Failure(net_error.ProcessTerminated(exitCode=code))
@@ -48,6 +54,13 @@ class _Reactor(Clock):
     def __init__(self) -> None:
         super().__init__()
         self.spawned: list[_Spawn] = []
+        self.readers: list[Any] = []
+
+    def addReader(self, reader: Any) -> None:
+        self.readers.append(reader)
+
+    def removeReader(self, reader: Any) -> None:
+        self.readers.remove(reader)
 
     def spawnProcess(
         self, protocol: Any, executable: str, args: list[str], **kwargs: Any
@@ -144,6 +157,30 @@ class _RuntimeCase(SynchronousTestCase):
         self.runtime = RuncRuntime(
             self.root, self.reactor, runtime_binary="/x/runc", conmon_binary="/x/conmon"
         )
+        # Exits are polled on this clock (ExitWatchTests cover inotify).
+        self.runtime._inotify_tried = True
+        self.addCleanup(self._close_readers)
+
+    def _close_readers(self) -> None:
+        for reader in list(self.reactor.readers):
+            reader.connectionLost(None)
+        for spawn in self.reactor.spawned:
+            for fd in spawn.kwargs.get("childFDs", {}).values():
+                if isinstance(fd, int):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+    def monitor(self, container_id: str = CID) -> Any:
+        """A live process standing for conmon, named in its pid file."""
+        process = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)", container_id]
+        )
+        self.addCleanup(process.wait)
+        self.addCleanup(process.kill)
+        directory = self.root / "c" / container_id
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "conmon.pid").write_text(str(process.pid))
+        return process
 
     def last(self) -> _Spawn:
         return self.reactor.spawned[-1]
@@ -191,13 +228,35 @@ class RuncRuntimeTests(_RuntimeCase):
         for flag in ("-t", "-i", "--leave-stdin-open"):
             self.assertNotIn(flag, argv)
         self.assertEqual(spawn.kwargs["env"]["_OCI_SYNCPIPE"], "3")
-        self.assertEqual(spawn.kwargs["childFDs"][3], "r")
         # A stale exit file of an earlier run is gone; the short link leads
         # to the bundle.
         self.assertFalse((self.root / "exits" / CID).exists())
         self.assertEqual((self.root / "s" / CID[:12]).resolve(), bundle.resolve())
         spawn.protocol.childDataReceived(3, b'{"data": 4242}')
         self.assertEqual(self.successResultOf(d), RuntimeState("created", 4242))
+
+    def test_sync_pipe_outlives_the_daemon(self) -> None:
+        """
+        conmon writes the pid on descriptor 3 and holds a read end of that
+        very pipe as descriptor 5: the daemon reads the pid through the
+        reactor, and once the daemon's end is gone (it died), conmon's
+        write still succeeds rather than failing (conmon exits when it
+        cannot report, and the container would run on without it).
+        """
+        bundle = self.mktemp()
+        Path(bundle).mkdir()
+        d = self.runtime.create(CID, bundle, log_path="/l", tty=False, open_stdin=False)
+        fds = self.last().kwargs["childFDs"]
+        sync, keeper = fds[runtime_module.SYNC_FD], fds[runtime_module.KEEPER_FD]
+        self.assertEqual(os.fstat(sync).st_ino, os.fstat(keeper).st_ino)
+        [reader] = self.reactor.readers
+        os.write(sync, b'{"data": 31}')
+        reader.doRead()
+        self.assertEqual(self.successResultOf(d).pid, 31)
+        # The daemon dies: its end closes. conmon's report does not fail.
+        reader.connectionLost(None)
+        self.assertEqual(self.reactor.readers, [])
+        self.assertEqual(os.write(sync, b'{"data": 31}'), 12)
 
     def test_create_tty_stdin(self) -> None:
         """-t, -i and --leave-stdin-open when asked."""
@@ -286,12 +345,71 @@ class RuncRuntimeTests(_RuntimeCase):
 
     def test_wait_exit(self) -> None:
         """wait_exit fires once conmon has written the exit file."""
+        self.monitor()
         d = self.runtime.wait_exit(CID)
+        self.reactor.advance(1)
         self.reactor.advance(1)
         self.assertNoResult(d)
         (self.root / "exits" / CID).write_text("3")
         self.reactor.advance(1)
         self.assertEqual(self.successResultOf(d).code, 3)
+        self.assertEqual(self.reactor.readers, [])
+
+    def answer_state(self, status: str) -> None:
+        """The last spawn was C{runc state}: it answers C{status}."""
+        self.assertEqual(self.last().argv[2:], ["state", CID])
+        self.last().end(0, out=json.dumps({"status": status, "pid": 9}).encode())
+
+    def test_wait_exit_without_conmon(self) -> None:
+        """
+        A running container whose conmon is not there (its pid file names
+        a process that is gone) is not waited for in vain: after a grace
+        second it is killed, seen stopped, and reported as killed (137)
+        with the monitor lost.
+        """
+        directory = self.root / "c" / CID
+        directory.mkdir(parents=True)
+        (directory / "conmon.pid").write_text("999999999")
+        d = self.runtime.wait_exit(CID)
+        self.reactor.advance(1)
+        self.answer_state("running")
+        self.assertEqual(self.last().argv[2:], ["kill", CID, "9"])
+        self.last().end(0)
+        self.answer_state("running")
+        self.reactor.advance(runtime_module._POLL)
+        self.answer_state("stopped")
+        status = self.successResultOf(d)
+        self.assertEqual((status.code, status.monitor_lost), (137, True))
+
+    def test_conmon_ends_without_exit_file(self) -> None:
+        """
+        conmon is watched through a pidfd: when it ends without writing the
+        exit file, the container is stopped at once; one that had already
+        ended on its own is reported 255.
+        """
+        process = self.monitor()
+        d = self.runtime.wait_exit(CID)
+        [watch] = self.reactor.readers
+        self.reactor.advance(5)
+        self.assertNoResult(d)
+        process.kill()
+        process.wait()
+        watch.doRead()
+        self.assertEqual(self.reactor.readers, [])
+        self.answer_state("stopped")
+        status = self.successResultOf(d)
+        self.assertEqual((status.code, status.monitor_lost), (255, True))
+
+    def test_paused_without_conmon(self) -> None:
+        """A paused container without conmon is thawed to let SIGKILL work."""
+        d = self.runtime.wait_exit(CID)
+        self.reactor.advance(1)
+        self.answer_state("paused")
+        self.last().end(0)  # kill
+        self.assertEqual(self.last().argv[2:], ["resume", CID])
+        self.last().end(0)
+        self.answer_state("stopped")
+        self.assertEqual(self.successResultOf(d).code, 137)
 
 
 class ExitWatchTests(TestCase):

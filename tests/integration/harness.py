@@ -50,6 +50,24 @@ def unix_get(path: str, url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         connection.close()
 
 
+def unix_request(
+    path: str,
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, bytes]:
+    """C{method url} with a JSON C{body} over the unix socket at C{path}."""
+    connection = _UNIXConnection(path, timeout)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, url, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
 class RunningDaemon:
     """
     A C{twistd -n dockserve} subprocess.

@@ -585,6 +585,7 @@ class ContainerService:
             exit_code=status.code,
             oom_killed=status.oom_killed,
             finished_at=self._finished_at(c.record, status),
+            error=_MONITOR_LOST if status.monitor_lost else "",
         )
         policy = restart.parse(rec.host_config)
         will_restart = policy.should_restart(
@@ -1758,8 +1759,18 @@ class ContainerService:
             return
         state = await self._runtime.state(c.id)
         if state.status in {"running", "paused"}:
-            c.started_at = record.parse_rfc3339(rec.state.started_at) or time.time()
-            self._save(c, rec.with_state(status=state.status, pid=state.pid))
+            started_at = rec.state.started_at
+            if not record.parse_rfc3339(started_at):
+                # Started, but the daemon died before it could say so: the
+                # runtime knows when.
+                started_at = state.created or self._now()
+            c.started_at = record.parse_rfc3339(started_at) or time.time()
+            self._save(
+                c,
+                rec.with_state(
+                    status=state.status, pid=state.pid, started_at=started_at
+                ),
+            )
             self._watch(c)
             return
         if rec.state.running or rec.state.status == "restarting":
@@ -1770,8 +1781,15 @@ class ContainerService:
             self._exited(status, c, c.generation)
             if rec.host_config.get("AutoRemove") or c.restart_call is not None:
                 return
-        elif state.status is not None:
-            await self._runtime.delete(c.id, force=True)
+        else:
+            if state.status is not None:
+                await self._runtime.delete(c.id, force=True)
+            # A start or a docker cp that the daemon died in the middle of
+            # may have left the root mounted.
+            try:
+                await self._bundles.release(c.directory, c.id)
+            except Exception:
+                _log.failure("unmounting the root of {id}", id=c.id)
         policy = restart.parse(c.record.host_config)
         if (
             policy.restarts_at_boot(
@@ -1800,6 +1818,12 @@ class ContainerService:
             _log.failure("starting container {id} at boot", failure, id=c.id)
 
         self._guarded(c, self._start(c)).addErrback(failed)
+
+
+#: C{State.Error} of a container stopped because its conmon was gone.
+_MONITOR_LOST = (
+    "the container's monitor (conmon) ended unexpectedly; the container was stopped"
+)
 
 
 #: What dockerd keeps in a container's init layer (below its own changes):

@@ -7,6 +7,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
+from dockserve.daemon.containers import record
 from dockserve.daemon.containers.service import ContainerService
 from dockserve.errors import (
     Conflict,
@@ -906,3 +907,54 @@ class RestoreTests(_Base):
         self.clock.advance(1)
         self.assertEqual(again.inspect(always)["State"]["Status"], "running")
         self.assertEqual(again.inspect(unless)["State"]["Status"], "exited")
+
+    def test_started_while_dying(self) -> None:
+        """
+        A container the runtime runs but whose record never heard of the
+        start (the daemon died in between) is running after the restart,
+        with a real StartedAt rather than the zero time.
+        """
+        cid = self.started()
+        rec = self.service.resolve(cid)
+        record.save(
+            self.root / "containers" / cid,
+            rec.with_state(status="created", started_at=record.ZERO_TIME),
+        )
+        again = self.restarted()
+        state = again.inspect(cid)["State"]
+        self.assertEqual(state["Status"], "running")
+        self.assertNotEqual(state["StartedAt"], record.ZERO_TIME)
+
+    def test_roots_released_at_restore(self) -> None:
+        """
+        A container that does not run at a restart has its root unmounted
+        (a start or a docker cp may have been cut short with it mounted).
+        """
+        cid = self.create()
+        again, _, _ = make_service(self.root, runtime=self.runtime, clock=self.clock)
+        bundles = again._bundles
+        bundles.mounted.add(cid)  # type: ignore[attr-defined]
+        self.successResultOf(again.restore())
+        self.assertEqual(bundles.mounted, set())  # type: ignore[attr-defined]
+
+
+class MonitorLostTests(_Base):
+    def test_error_says_why(self) -> None:
+        """
+        A container stopped because its conmon was gone shows it: exited
+        with the code the runtime gave, State.Error naming the monitor, and
+        its waiters answered.
+        """
+        cid = self.started()
+        waiting = self.service.wait(cid, None)
+        self.runtime.exit(cid, 137, monitor_lost=True)
+        result = self.successResultOf(waiting)
+        self.assertEqual(result["StatusCode"], 137)
+        self.assertIn("monitor (conmon)", result["Error"]["Message"])
+        state = self.service.inspect(cid)["State"]
+        self.assertEqual((state["Status"], state["ExitCode"]), ("exited", 137))
+        self.assertIn("monitor (conmon)", state["Error"])
+        # The next start clears it.
+        self.successResultOf(self.service.start(cid))
+        self.assertEqual(self.service.inspect(cid)["State"]["Error"], "")
+
