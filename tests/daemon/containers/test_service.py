@@ -957,4 +957,3 @@ class MonitorLostTests(_Base):
         # The next start clears it.
         self.successResultOf(self.service.start(cid))
         self.assertEqual(self.service.inspect(cid)["State"]["Error"], "")
-
