@@ -7,11 +7,13 @@ disk and fires when the daemon can answer truthfully, which is when the
 listen buffer lets held connections through.
 """
 
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorCore
 
+from dockserve.daemon import roots
 from dockserve.daemon.config import DaemonConfig
 from dockserve.daemon.containers.service import ContainerService
 from dockserve.daemon.images.service import ImageService
@@ -78,6 +80,7 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
     suggest = getattr(reactor, "suggestThreadPoolSize", None)
     if suggest is not None:
         suggest(THREAD_POOL_SIZE)
+    roots.secure(Path(config.data_root), Path(config.exec_root))
     images: Any = ImageService.for_config(config, reactor)
     containers: Any = ContainerService.for_config(config, images, reactor)
     system = SystemService(
