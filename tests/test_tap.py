@@ -63,6 +63,8 @@ class BadOptionTests(SynchronousTestCase):
             ("tcp://127.0.0.1:0", "-H/--host"),
             ("tcp://127.0.0.1:65536", "-H/--host"),
             ("tcp://127.0.0.1:2375/x", "path element"),
+            ("unix:/tmp/x.sock:mode=666", "wider than 0660"),
+            ("unix:/tmp/x.sock:mode=0777", "wider than 0660"),
         ]:
             self.assertIn(fragment, self.fails("-H", value))
 

@@ -22,6 +22,15 @@ DEFAULT_TCP_PORT = 2375
 #: than a plugin, and failing at option time beats failing at bind time.
 STRPORTS_TYPES = frozenset({"tcp", "tcp6", "unix", "ssl", "systemd"})
 
+#: The widest mode a unix socket may have: whoever can connect is root here.
+UNIX_MODE = 0o660
+
+#: The keywords of Twisted's C{unix:} description (C{wantPID} is the name
+#: C{listenUNIX} gives C{lockfile}; C{path} reads better than C{address}).
+_UNIX_KEYWORDS = frozenset(
+    {"address", "path", "mode", "backlog", "lockfile", "wantPID"}
+)
+
 Scheme = Literal["tcp", "unix", "fd", "strports"]
 
 
@@ -44,6 +53,11 @@ class HostDescription:
     @ivar endpoint: For C{strports}: the Twisted endpoint description.
     @ivar encrypted: The endpoint does its own TLS (C{ssl:}), so C{--tls}
         is not applied on top of it.
+    @ivar mode: For C{unix}: the socket file's mode, never wider than
+        L{UNIX_MODE}.
+    @ivar backlog: For C{unix}: the listen queue's length, if given.
+    @ivar lockfile: For C{unix}: hold C{PATH.lock} while listening, as
+        Twisted's C{lockfile=1} does.
     """
 
     scheme: Scheme
@@ -54,6 +68,9 @@ class HostDescription:
     fd: int | None = None
     endpoint: str = ""
     encrypted: bool = False
+    mode: int = UNIX_MODE
+    backlog: int | None = None
+    lockfile: bool = False
 
     @property
     def is_tcp(self) -> bool:
@@ -128,12 +145,8 @@ def parse(value: str, *, default_unix: str) -> HostDescription:
             f" Twisted endpoint ({', '.join(t + ':' for t in sorted(STRPORTS_TYPES))})"
         )
     if kind == "unix":
-        path = rest.split(":", 1)[0]
-        if not path.startswith("/"):
-            raise InvalidHost(f"invalid unix socket path {value!r}: not absolute")
-        if rest == path:
-            # A plain unix:/path gets the same care as unix:///path.
-            return HostDescription("unix", f"unix://{path}", path=path)
+        # Every unix form gets the same care as unix:///path.
+        return _parse_unix_strports(value, rest)
     if kind in {"tcp", "tcp6", "ssl"}:
         port_text = rest.split(":", 1)[0]
         port_text = port_text.removeprefix("port=")
@@ -168,6 +181,112 @@ def _parse_tcp(value: str, address: str) -> HostDescription:
     return HostDescription("tcp", f"tcp://{shown}:{port}", host=host, port=port)
 
 
+def _parse_unix_strports(value: str, rest: str) -> HostDescription:
+    """
+    Parse Twisted's C{unix:PATH[:KEY=VALUE...]} into a careful unix socket.
+
+    Twisted's own unix endpoint would make the file C{0666}; here its
+    keywords are read (C{mode}, C{backlog}, C{lockfile}/C{wantPID}, the
+    path positionally or as C{address=}/C{path=}) and a C{mode} wider than
+    C{0660} is refused.
+    """
+    args, keywords = split_strports(rest)
+    unknown = sorted(set(keywords) - _UNIX_KEYWORDS)
+    if unknown:
+        raise InvalidHost(
+            f"invalid bind address {value!r}: unknown unix option {unknown[0]!r};"
+            f" expected {', '.join(sorted(_UNIX_KEYWORDS))}"
+        )
+    paths = args + [keywords[k] for k in ("address", "path") if k in keywords]
+    if not paths:
+        raise InvalidHost(f"invalid bind address {value!r}: no socket path")
+    if len(paths) > 1:
+        raise InvalidHost(
+            f"invalid bind address {value!r}: one socket path expected, got"
+            f" {', '.join(paths)}"
+        )
+    path = paths[0]
+    if not path.startswith("/"):
+        raise InvalidHost(f"invalid unix socket path {value!r}: not absolute")
+    lock_key = "lockfile" if "lockfile" in keywords else "wantPID"
+    return HostDescription(
+        "unix",
+        f"unix://{path}",
+        path=path,
+        mode=_unix_mode(value, keywords.get("mode")),
+        backlog=_unix_backlog(value, keywords.get("backlog")),
+        lockfile=_unix_flag(value, lock_key, keywords.get(lock_key, "0")),
+    )
+
+
+def _unix_mode(value: str, text: str | None) -> int:
+    """The octal C{mode=} of C{value}, which may not be wider than 0660."""
+    if text is None:
+        return UNIX_MODE
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise InvalidHost(
+            f"invalid bind address {value!r}: mode={text!r} is not an octal mode"
+        )
+    if mode & ~UNIX_MODE:
+        raise InvalidHost(
+            f"invalid bind address {value!r}: mode={text} is wider than 0660;"
+            " whoever can connect to the socket is root on this machine"
+        )
+    return mode
+
+
+def _unix_backlog(value: str, text: str | None) -> int | None:
+    """The C{backlog=} of C{value}: a positive number, if given."""
+    if text is None:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise InvalidHost(
+            f"invalid bind address {value!r}: backlog={text!r} is not a positive number"
+        )
+    return int(text)
+
+
+def _unix_flag(value: str, name: str, text: str) -> bool:
+    """C{lockfile=} or C{wantPID=}: 0 or 1, as Twisted reads them."""
+    if text not in {"0", "1"}:
+        raise InvalidHost(
+            f"invalid bind address {value!r}: {name}={text!r}: expected 0 or 1"
+        )
+    return text == "1"
+
+
+def split_strports(description: str) -> tuple[list[str], dict[str, str]]:
+    r"""
+    Split strports arguments as Twisted does: C{:} separates, the first
+    C{=} of a part names a keyword, and a backslash takes the next
+    character as it is (the C{\:} of C{interface=\:\:1}).
+
+    @param description: What follows the endpoint type and its colon.
+    @return: The positional arguments and the keywords.
+    """
+    parts: list[list[str]] = [[""]]
+    escaped = False
+    for char in description:
+        if escaped:
+            parts[-1][-1] += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts.append([""])
+        elif char == "=" and len(parts[-1]) == 1:
+            parts[-1].append("")
+        else:
+            parts[-1][-1] += char
+    args = [part[0] for part in parts if len(part) == 1]
+    keywords = {part[0]: part[1] for part in parts if len(part) == 2}
+    return args, keywords
+
+
 def _parse_fd(value: str, address: str) -> HostDescription:
     """Parse C{fd://} (every passed socket) or C{fd://N} (descriptor N)."""
     if address in {"", "*"}:
@@ -194,11 +313,8 @@ def _check_port(value: str, port_text: str) -> int:
 
 def _strports_keyword(description: str, name: str) -> str | None:
     """The value of C{name=...} in a strports description, if present."""
-    for part in description.split(":")[1:]:
-        key, eq, val = part.partition("=")
-        if eq and key == name:
-            return val
-    return None
+    _, keywords = split_strports(description.partition(":")[2])
+    return keywords.get(name)
 
 
 def unique(hosts: list[HostDescription]) -> list[HostDescription]:

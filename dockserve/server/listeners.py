@@ -74,7 +74,8 @@ def endpoints_for(
     """
     The endpoints that serve C{host}: one, or one per socket for C{fd://}.
 
-    @param reactor: Provides C{IReactorTCP} and C{IReactorSocket}.
+    @param reactor: Provides C{IReactorTCP}, C{IReactorUNIX} and
+        C{IReactorSocket}.
     @param tls: When given, TCP sockets (bound or passed) speak TLS with it;
         unix sockets, bound or passed, stay plain HTTP, as in dockerd.
     @param group: Owner group of unix socket files.
@@ -86,7 +87,16 @@ def endpoints_for(
         tcp = TCP6ServerEndpoint if v6 else TCP4ServerEndpoint
         endpoints = [tcp(reactor, host.port, backlog=backlog, interface=interface)]
     elif host.scheme == "unix":
-        return [UNIXSocketEndpoint(reactor, host.path, group, backlog)]
+        return [
+            UNIXSocketEndpoint(
+                reactor,
+                host.path,
+                group,
+                host.backlog or backlog,
+                host.mode,
+                lockfile=host.lockfile,
+            )
+        ]
     elif host.scheme == "fd":
         # TLS for passed TCP sockets only: the endpoint sees the family.
         return [AdoptedSocketEndpoint(reactor, fd, tls) for fd in fds]

@@ -3,11 +3,12 @@
 The daemon's unix socket file: root access to this machine, so handled with care.
 
 Whoever can connect to the socket can run a privileged container, so the
-file must never be connectable with a mode wider than C{0660}, not even for
-the instant between C{bind} and C{chmod}.  L{UNIXSocketEndpoint} binds in a
-fresh C{0700} directory beside the final path, sets mode and group there,
-and only then renames the socket into place.  A stale file from a crashed
-run is removed; a socket another live daemon answers on is left alone.
+file must never be connectable with a mode wider than C{0660}, nor by a
+group other than C{-G}'s, not even for an instant.  L{UNIXSocketEndpoint}
+binds at the final path; the socket is C{0600} when it starts listening
+(before that, a connection is refused whatever the file's mode), and only
+then gets its group and its mode.  A stale file from a crashed run is
+removed; a socket another live daemon answers on is left alone.
 """
 
 import contextlib
@@ -16,29 +17,31 @@ import grp
 import os
 import socket
 import stat
-import tempfile
-from typing import TYPE_CHECKING, Any, cast
 
 from attrs import frozen
 
-from twisted.internet.address import UNIXAddress
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet import tcp, unix
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
-    IReactorSocket,
+    IReactorUNIX,
     IStreamServerEndpoint,
 )
+from twisted.internet.main import CONNECTION_DONE
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-if TYPE_CHECKING:
-    from twisted.internet.protocol import ServerFactory
-
 SOCKET_MODE = 0o660
+#: The mode the socket listens with before it is given its group.
+PRIVATE_MODE = 0o600
 DEFAULT_GROUP = "docker"
 
 _log = Logger()
+
+_DONE = Failure(CONNECTION_DONE)  # type: ignore[no-untyped-call]
 
 
 class SocketInUse(OSError):
@@ -136,27 +139,14 @@ def remove_stale(path: str) -> None:
     os.unlink(path)
 
 
-@frozen
-class BoundSocket:
-    """
-    A listening socket made by L{bind}.
-
-    @ivar socket: The listening socket.
-    @ivar staged: Where it was bound, inside C{private}; the reactor's port
-        knows it by this name (C{getsockname}) and unlinks that name when
-        it stops, so L{_UNIXSocketPort} moves the file back there first.
-    @ivar private: The empty C{0700} directory it was bound in.
-    """
-
-    socket: socket.socket
-    staged: str
-    private: str
-
-
 def sweep(path: str) -> None:
-    """Remove empty staging directories a crashed run left beside C{path}."""
+    """
+    Remove the empty staging directories (C{.NAME.xxxx}) that earlier
+    versions, which bound the socket in one, left beside C{path} when they
+    crashed.
+    """
     parent = os.path.dirname(path) or "."
-    prefix = _private_prefix(path)
+    prefix = f".{os.path.basename(path)}."
     try:
         names = os.listdir(parent)
     except OSError:
@@ -167,143 +157,142 @@ def sweep(path: str) -> None:
                 os.rmdir(os.path.join(parent, name))
 
 
-def _private_prefix(path: str) -> str:
-    return f".{os.path.basename(path)}."
-
-
-def bind(path: str, backlog: int = 128) -> BoundSocket:
+def publish(path: str, group: SocketGroup, mode: int) -> None:
     """
-    A listening unix socket, bound inside a private C{0700} directory beside
-    C{path}, where nobody else can reach it yet.
-
-    @raise SocketInUse: If another daemon is listening at C{path}.
-    @raise OSError: If the socket cannot be made.
+    Give the listening socket at C{path} its group, then its mode: until
+    then it is C{0600}, so only we can connect.
     """
-    parent = os.path.dirname(path) or "."
-    os.makedirs(parent, mode=0o755, exist_ok=True)
-    remove_stale(path)
-    sweep(path)
-    private = tempfile.mkdtemp(prefix=_private_prefix(path), dir=parent)
-    staged = os.path.join(private, "s")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(staged)
-        sock.listen(backlog)
-        # The reactor adopts only non-blocking sockets.
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        if os.path.lexists(staged):
-            os.unlink(staged)
-        os.rmdir(private)
-        raise
-    return BoundSocket(sock, staged, private)
-
-
-def publish(bound: BoundSocket, path: str, group: SocketGroup) -> None:
-    """
-    Give the socket its final mode and group, then move it to C{path}.
-
-    Only after this is it reachable, and only with mode C{0660}.
-    """
-    os.chmod(bound.staged, SOCKET_MODE)
     if group.gid is not None and (os.geteuid() == 0 or group.gid in os.getgroups()):
-        os.chown(bound.staged, -1, group.gid)
-    os.rename(bound.staged, path)
+        os.chown(path, -1, group.gid)
+    os.chmod(path, mode)
 
 
-@implementer(IListeningPort)
-class _UNIXSocketPort:
-    """A listening port that removes its socket file when it stops."""
+class _UNIXSocketPort(unix.Port):
+    """
+    A listening unix socket that removes its file (and lock file) as soon as
+    it is told to stop, not a reactor turn later when its descriptor
+    closes: a daemon that exits at once (another listener failed to bind)
+    leaves nothing behind.  A socket file another daemon has put at the
+    path meanwhile is not ours, and is left alone.
+    """
 
-    def __init__(self, port: IListeningPort, path: str, bound: BoundSocket) -> None:
-        self._port = port
-        self._path = path
-        self._bound = bound
-        self._inode = os.lstat(path).st_ino
+    _published: tuple[str, int] | None = None
+    _released = False
 
-    def startListening(self) -> None:
-        """The adopted port listens already; pass the call on."""
-        self._port.startListening()
+    def published(self, path: str) -> None:
+        """Remember which file is ours: the one at C{path} now."""
+        self._published = (path, os.lstat(path).st_ino)
 
-    def stopListening(self) -> Deferred[None] | None:
-        """Stop, removing the socket file only if it is still ours."""
-        staged = self._bound.staged
-        try:
-            ours = os.lstat(self._path).st_ino == self._inode
-        except FileNotFoundError:
-            ours = False
-        if ours:
-            # Back to the name the reactor's port unlinks when it closes.
-            os.rename(self._path, staged)
-        else:
-            # A successor replaced the file: leave it, give the port
-            # something to unlink.
-            with open(staged, "w"):
-                pass
-        stopped: Deferred[object] = maybeDeferred(self._port.stopListening)
-        stopped.addBoth(self._cleanup)
-        return stopped.addCallback(lambda _: None)
+    def _release(self) -> None:
+        """Remove our socket file, if it is still ours, and the lock file."""
+        if self._released:
+            return
+        self._released = True
+        if self._published is not None:
+            path, inode = self._published
+            with contextlib.suppress(FileNotFoundError):
+                if os.lstat(path).st_ino == inode:
+                    os.unlink(path)
+        if self.lockFile is not None:
+            self.lockFile.unlock()  # type: ignore[no-untyped-call]
 
-    def _cleanup(self, result: object) -> object:
-        try:
-            if os.path.lexists(self._bound.staged):
-                os.unlink(self._bound.staged)
-            os.rmdir(self._bound.private)
-        except OSError as e:
-            _log.warn(
-                "Cannot clean up {path}: {error}", path=self._bound.private, error=e
-            )
-        return result
+    def loseConnection(self, connDone: Failure = _DONE) -> Deferred[None] | None:
+        """Stop listening: the file goes now, the descriptor next turn."""
+        self._release()
+        return super().loseConnection(connDone)  # type: ignore[no-untyped-call,no-any-return]
 
-    def getHost(self) -> UNIXAddress:
-        """The socket file's path."""
-        return UNIXAddress(self._path)
+    stopListening = loseConnection
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Closed: the files are gone already (Twisted's own unlink is not run)."""
+        self._release()
+        tcp.Port.connectionLost(self, reason)  # type: ignore[no-untyped-call]
 
 
 @implementer(IStreamServerEndpoint)
 class UNIXSocketEndpoint:
     """
-    Listen on a unix socket file made by L{bind} and L{publish}, served by
-    the reactor through C{adoptStreamPort}.
+    Listen on a unix socket file at its final path, never wider than
+    C{0660}: it listens as C{0600} and only then gets its group and mode.
+
+    Binding at the path itself (not in a private directory, then renamed)
+    keeps the address clients see as their peer, and the docker CLI
+    shows in its errors, the path they dialled.
+
+    @ivar backlog: The listen queue's length.
+    @ivar mode: The socket file's final mode (at most C{0660}).
+    @ivar lockfile: Hold C{PATH.lock} (with our pid) while listening, as
+        Twisted's strports C{lockfile=1}.
     """
 
     def __init__(
         self,
-        reactor: IReactorSocket,
+        reactor: IReactorUNIX,
         path: str,
         group: SocketGroup,
         backlog: int = 128,
+        mode: int = SOCKET_MODE,
+        *,
+        lockfile: bool = False,
     ) -> None:
+        if mode & ~SOCKET_MODE:
+            msg = f"socket mode {mode:#o} is wider than {SOCKET_MODE:#o}"
+            raise ValueError(msg)
         self._reactor = reactor
         self._path = path
         self._group = group
-        self._backlog = backlog
+        self.backlog = backlog
+        self.mode = mode
+        self.lockfile = lockfile
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
-        """Bind the socket file and serve C{protocolFactory} on it."""
+        """Make the socket file and serve C{protocolFactory} on it."""
         if self._group.warning:
             _log.warn("{path}: {reason}", path=self._path, reason=self._group.warning)
         try:
-            bound = bind(self._path, self._backlog)
+            os.makedirs(os.path.dirname(self._path) or ".", mode=0o755, exist_ok=True)
+            remove_stale(self._path)
+            sweep(self._path)
+            port = self._bind(protocolFactory)
         except OSError as e:
             return fail(e)
         try:
-            # The reactor's port chmods its socket to 0666, but the socket
-            # is still in the private directory: publish() narrows it first.
-            port = self._reactor.adoptStreamPort(
-                bound.socket.fileno(),
-                socket.AF_UNIX,
-                cast("ServerFactory[Any]", protocolFactory),
-            )
-            publish(bound, self._path, self._group)
-        except BaseException as e:
-            for name in (bound.staged, self._path):
-                if os.path.lexists(name):
-                    os.unlink(name)
-            os.rmdir(bound.private)
+            port.published(self._path)
+            publish(self._path, self._group, self.mode)
+        except OSError as e:
+            port.stopListening()
             return fail(e)
-        finally:
-            # adoptStreamPort works on a duplicate of the descriptor.
-            bound.socket.close()
-        return succeed(_UNIXSocketPort(port, self._path, bound))
+        return succeed(port)
+
+    def _bind(self, factory: IProtocolFactory) -> _UNIXSocketPort:
+        """
+        Bind and listen at the path as C{0600}: Twisted chmods the socket
+        to the mode it is given before it listens, and a unix socket that
+        does not listen yet refuses every connection.
+        """
+        port = _UNIXSocketPort(
+            self._path.encode(),
+            factory,
+            self.backlog,
+            PRIVATE_MODE,
+            self._reactor,
+            self.lockfile,
+        )
+        try:
+            port.startListening()  # type: ignore[no-untyped-call]
+        except CannotListenError as e:
+            if port.lockFile is not None and port.lockFile.locked:
+                port.lockFile.unlock()  # type: ignore[no-untyped-call]
+            raise _listen_error(self._path, e) from e
+        return port
+
+
+def _listen_error(path: str, error: CannotListenError) -> OSError:
+    """The OS error in C{error}, or why the lock file could not be taken."""
+    cause = error.socketError
+    if isinstance(cause, OSError):
+        return cause
+    return SocketInUse(
+        errno.EADDRINUSE,
+        f"cannot take {path}.lock ({cause}): is another daemon running?",
+    )

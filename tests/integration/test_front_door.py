@@ -179,6 +179,59 @@ class GroupTests(SynchronousTestCase):
         self.assertEqual(info.st_mode & 0o777, 0o660)
 
 
+class UnixFormsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        if os.geteuid() != 0:
+            raise SkipTest("the daemon needs root")
+
+    def test_every_form_0660_with_group(self) -> None:
+        """
+        A real twistd with each spelling of a unix listener: every socket is
+        root:GROUP and 0660 (0600 where asked), answers /_ping, and its
+        clients' peer name is its own path.  With an option the socket was
+        Twisted's, 0666.
+        """
+        directory = Path(tempfile.mkdtemp(prefix="dockserve-fd-"))
+        self.addCleanup(shutil.rmtree, str(directory), True)
+        forms = {
+            f"unix:{directory}/a.sock:backlog=50": ("a.sock", 0o660),
+            f"unix:{directory}/b.sock:lockfile=1": ("b.sock", 0o660),
+            f"unix:path={directory}/c.sock:mode=600": ("c.sock", 0o600),
+            f"unix:path={directory}/d.sock:mode=0660:wantPID=0": ("d.sock", 0o660),
+            f"unix://{directory}/e.sock": ("e.sock", 0o660),
+        }
+        args = ["-G", "4321"]
+        for form in forms:
+            args += ["-H", form]
+        start_daemon(self, args)
+        for form, (name, mode) in forms.items():
+            path = str(directory / name)
+            info = Path(path).stat()
+            self.assertEqual(
+                (info.st_uid, info.st_gid, info.st_mode & 0o777),
+                (0, 4321, mode),
+                form,
+            )
+            self.assertEqual(unix_get(path, "/_ping"), (200, b"OK"), form)
+            with socket.socket(socket.AF_UNIX) as client:
+                client.connect(path)
+                self.assertEqual(client.getpeername(), path, form)
+        self.assertTrue(os.path.lexists(directory / "b.sock.lock"))
+
+    def test_mode_wider_refused(self) -> None:
+        """mode=666 on a real twistd: exit 2 with one line, nothing bound."""
+        directory = Path(tempfile.mkdtemp(prefix="dockserve-fd-"))
+        self.addCleanup(shutil.rmtree, str(directory), True)
+        daemon = RunningDaemon(directory, ["-H", f"unix:{directory}/w.sock:mode=666"])
+        self.addCleanup(daemon.stop)
+        daemon.start(wait=False)
+        assert daemon.process is not None
+        self.assertEqual(daemon.process.wait(STOP_TIMEOUT), 2, daemon.log())
+        [line] = daemon.log().splitlines()
+        self.assertIn("mode=666 is wider than 0660", line)
+        self.assertFalse(os.path.lexists(directory / "w.sock"))
+
+
 class RequestLogTests(_Case):
     def test_json_request_line(self) -> None:
         """

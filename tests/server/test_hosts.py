@@ -71,6 +71,41 @@ class StrportsTests(SynchronousTestCase):
         host = p("unix:/tmp/y.sock")
         self.assertEqual((host.scheme, host.text), ("unix", "unix:///tmp/y.sock"))
 
+    def test_unix_options_keep_the_care(self) -> None:
+        """
+        Every strports unix form is a careful unix socket (0660, the group),
+        with its keywords: any option used to hand the description to
+        Twisted's own unix endpoint, whose socket is 0666.
+        """
+        for value, path, mode, backlog, lockfile in [
+            ("unix:/tmp/y.sock:backlog=50", "/tmp/y.sock", 0o660, 50, False),
+            ("unix:/tmp/y.sock:lockfile=1", "/tmp/y.sock", 0o660, None, True),
+            ("unix:/tmp/y.sock:lockfile=0", "/tmp/y.sock", 0o660, None, False),
+            ("unix:/tmp/y.sock:wantPID=1", "/tmp/y.sock", 0o660, None, True),
+            ("unix:path=/tmp/x:mode=600", "/tmp/x", 0o600, None, False),
+            ("unix:address=/tmp/x:mode=0660", "/tmp/x", 0o660, None, False),
+            ("unix:mode=640:/tmp/x:backlog=5", "/tmp/x", 0o640, 5, False),
+            ("unix:/tmp/a\\:b.sock", "/tmp/a:b.sock", 0o660, None, False),
+        ]:
+            host = p(value)
+            self.assertEqual(
+                (host.scheme, host.path, host.mode, host.backlog, host.lockfile),
+                ("unix", path, mode, backlog, lockfile),
+                value,
+            )
+            self.assertEqual(host.text, f"unix://{path}")
+            self.assertFalse(host.is_tcp)
+
+    def test_docker_unix_form_defaults(self) -> None:
+        """unix:///path is 0660, the default backlog, no lock file."""
+        host = p("unix:///tmp/y.sock")
+        self.assertEqual((host.mode, host.backlog, host.lockfile), (0o660, None, False))
+
+    def test_interface_escaped(self) -> None:
+        """An escaped IPv6 interface (interface=\\:\\:1) is loopback."""
+        self.assertTrue(p("tcp6:2375:interface=\\:\\:1").is_loopback)
+        self.assertFalse(p("tcp6:2375:interface=\\:\\:").is_loopback)
+
 
 class BadHostTests(SynchronousTestCase):
     def assertBad(self, value: str, *fragments: str) -> None:
@@ -102,6 +137,22 @@ class BadHostTests(SynchronousTestCase):
     def test_relative_unix(self) -> None:
         """A unix socket path must be absolute."""
         self.assertBad("unix://relative.sock", "not absolute")
+
+    def test_unix_mode_wider_than_0660(self) -> None:
+        """A mode= that lets anyone but the owner and group in is refused."""
+        for mode in ("666", "0777", "662", "1660", "670"):
+            self.assertBad(f"unix:/tmp/x.sock:mode={mode}", "0660", f"mode={mode}")
+
+    def test_unix_bad_keywords(self) -> None:
+        """Bad values and unknown keywords are named, not left to bind time."""
+        self.assertBad("unix:/tmp/x:mode=rw", "mode='rw'")
+        self.assertBad("unix:/tmp/x:backlog=many", "backlog='many'")
+        self.assertBad("unix:/tmp/x:backlog=0", "backlog='0'")
+        self.assertBad("unix:/tmp/x:lockfile=yes", "lockfile='yes'")
+        self.assertBad("unix:/tmp/x:colour=blue", "'colour'")
+        self.assertBad("unix:mode=600", "no socket path")
+        self.assertBad("unix:/tmp/x:/tmp/y", "/tmp/y")
+        self.assertBad("unix:path=relative", "not absolute")
 
     def test_bad_fd(self) -> None:
         """fd://N takes a descriptor number only."""

@@ -111,6 +111,33 @@ class EndpointsForTests(SynchronousTestCase):
         )
         self.assertIsInstance(endpoint, UNIXSocketEndpoint)
 
+    def test_unix_forms_careful(self) -> None:
+        """
+        Every unix form, with any strports keyword, is the careful endpoint
+        (0660, the group) with its options; an option used to mean Twisted's
+        own unix endpoint, with a 0666 socket.
+        """
+        for text, backlog, mode, lockfile in [
+            ("unix:/tmp/x.sock:backlog=50", 50, 0o660, False),
+            ("unix:/tmp/x.sock:lockfile=1", 128, 0o660, True),
+            ("unix:path=/tmp/x.sock:mode=600", 128, 0o600, False),
+            ("unix:///tmp/x.sock", 128, 0o660, False),
+        ]:
+            [endpoint] = endpoints_for(
+                parse(text),
+                reactor=self.reactor,
+                tls=self.creator,
+                group=SocketGroup(None),
+                fds=[],
+            )
+            self.assertIsInstance(endpoint, UNIXSocketEndpoint, text)
+            assert isinstance(endpoint, UNIXSocketEndpoint)
+            self.assertEqual(
+                (endpoint.backlog, endpoint.mode, endpoint.lockfile),
+                (backlog, mode, lockfile),
+                text,
+            )
+
     def test_fd_each_socket(self) -> None:
         """fd:// serves each socket it was given, each through TLS if --tls."""
         fds = []

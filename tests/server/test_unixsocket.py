@@ -15,6 +15,7 @@ from twisted.internet.address import UNIXAddress
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.lockfile import FilesystemLock
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
@@ -23,8 +24,6 @@ from dockserve.server.unixsocket import (
     SocketGroup,
     SocketInUse,
     UNIXSocketEndpoint,
-    bind,
-    publish,
     remove_stale,
     resolve_group,
 )
@@ -38,23 +37,90 @@ class _Dir(TestCase):
 
 
 class BindTests(_Dir):
-    def test_never_wider_than_0660(self) -> None:
+    async def listen(self, **kwargs: object) -> IListeningPort:
+        endpoint = UNIXSocketEndpoint(
+            reactor,
+            self.path,
+            kwargs.pop("group", SocketGroup(None)),  # type: ignore[arg-type]
+            **kwargs,  # type: ignore[arg-type]
+        )
+        port = await endpoint.listen(Factory.forProtocol(Protocol))
+        self.addCleanup(port.stopListening)
+        return port
+
+    async def test_never_wider_than_0660(self) -> None:
         """
-        Before publish() the socket is bound inside a 0700 directory and
-        nothing is at the final path; after it the file is 0660 with the
-        group, at the final path.
+        The socket listens first as 0600 (the owner only: connecting to it
+        before it listens is refused), and only then gets its group and
+        0660.
         """
-        bound = bind(self.path)
-        self.addCleanup(bound.socket.close)
-        self.assertFalse(os.path.lexists(self.path))
-        private = Path(bound.private).stat()
-        self.assertEqual(stat.S_IMODE(private.st_mode), 0o700)
+        seen: list[os.stat_result] = []
+        real = unixsocket.publish
+
+        def publish(path: str, group: SocketGroup, mode: int) -> None:
+            seen.append(os.lstat(path))
+            real(path, group, mode)
+
+        self.patch(unixsocket, "publish", publish)
         gid = 4321  # not ours: the file must be given to it
-        publish(bound, self.path, SocketGroup(gid))
+        await self.listen(group=SocketGroup(gid))
+        [before] = seen
+        self.assertTrue(stat.S_ISSOCK(before.st_mode))
+        self.assertEqual(stat.S_IMODE(before.st_mode), 0o600)
+        self.assertEqual(before.st_gid, os.getgid())
         info = Path(self.path).lstat()
-        self.assertTrue(stat.S_ISSOCK(info.st_mode))
         self.assertEqual(stat.S_IMODE(info.st_mode), 0o660)
         self.assertEqual(info.st_gid, gid)
+
+    async def test_narrower_mode(self) -> None:
+        """A mode narrower than 0660 (-H unix:/x:mode=600) is kept."""
+        await self.listen(mode=0o600)
+        self.assertEqual(stat.S_IMODE(Path(self.path).lstat().st_mode), 0o600)
+
+    async def test_backlog(self) -> None:
+        """The backlog asked for is the listen queue's length."""
+        port = await self.listen(backlog=7)
+        self.assertEqual(port.backlog, 7)  # type: ignore[attr-defined]
+
+    async def test_lockfile(self) -> None:
+        """
+        lockfile=1 (Twisted's wantPID) holds PATH.lock, naming our pid,
+        while listening, and lets it go on stop.
+        """
+        port = await self.listen(lockfile=True)
+        lock = self.path + ".lock"
+        self.assertEqual(str(Path(lock).readlink()), str(os.getpid()))
+        await port.stopListening()
+        self.assertFalse(os.path.lexists(lock))
+        self.assertFalse(os.path.lexists(self.path))
+
+    async def test_lock_held_elsewhere(self) -> None:
+        """A lock file a live process holds is an error naming it."""
+        held = FilesystemLock(self.path + ".lock")
+        self.assertTrue(held.lock())
+        self.addCleanup(held.unlock)
+        with self.assertRaises(SocketInUse) as caught:
+            await self.listen(lockfile=True)
+        self.assertIn(f"cannot take {self.path}.lock", str(caught.exception))
+        self.assertFalse(os.path.lexists(self.path))
+
+    def test_mode_wider_refused(self) -> None:
+        """The endpoint itself refuses a mode wider than 0660."""
+        with self.assertRaises(ValueError):
+            UNIXSocketEndpoint(reactor, self.path, SocketGroup(None), mode=0o666)
+
+    async def test_peer_sees_the_path(self) -> None:
+        """
+        A client's peer name is the socket's own path, which the docker CLI
+        shows in its errors; it showed a private staging path
+        (C{@->/tmp/.d.sock.x1y2/s}).
+        """
+        await self.listen()
+        client = socket.socket(socket.AF_UNIX)
+        self.addCleanup(client.close)
+        client.connect(self.path)
+        self.assertEqual(client.getpeername(), self.path)
+        self.assertEqual(sorted(p.name for p in self.directory.iterdir()), ["d.sock"])
 
     def test_stale_removed(self) -> None:
         """A socket file nobody listens on (a crashed run's) is replaced."""
