@@ -3,156 +3,36 @@
 The body of C{POST /containers/create}: checked, then merged with the image.
 
 dockerd decodes the body into Go structs, so a value of the wrong JSON type
-is a 400 naming the field and the Go type; then it checks the settings that
-conflict (C{daemon.verifyContainerSettings}); then it fills what the user
-left out from the image config (C{daemon.merge}). This module does the
-same three steps with the same messages.
+is a 400 naming the field and the Go type (L{gojson}, over the table of
+L{apitypes}); then it checks the settings (C{verifyContainerSettings}:
+L{validate}); then it fills what the user left out from the image config
+(C{daemon.merge}). This module does the same three steps with the same
+messages, so that nothing is stored that a client could not read back or
+that could only fail at start.
+
+Go's messages name the body's own fields from C{ContainerConfigWrapper}
+(C{ContainerConfigWrapper.Config.Env}, C{ContainerConfigWrapper.HostConfig.Memory}),
+nested ones from their own struct (C{Mount.HostConfig.Mounts.Source}), as
+dockerd 20.10 does.
 """
 
-import os
 from typing import Any
 
-from dockserve.daemon.containers import restart, security
+from dockserve.daemon.containers import apitypes, gojson, validate
 from dockserve.errors import InvalidParameter
 
-# Field -> (JSON types accepted, Go type named in the message).
-_STR = ((str,), "string")
-_INT = ((int,), "int64")
-_BOOL = ((bool,), "bool")
-_STRS = ((list,), "[]string")
-_STRSLICE = ((list, str), "strslice.StrSlice")
-_MAP = ((dict,), "map[string]string")
-_OBJ = ((dict,), "struct")
+_DECODER = gojson.Decoder(apitypes.STRUCTS)
 
-_CONFIG_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
-    "Hostname": _STR,
-    "Domainname": _STR,
-    "User": _STR,
-    "AttachStdin": _BOOL,
-    "AttachStdout": _BOOL,
-    "AttachStderr": _BOOL,
-    "Tty": _BOOL,
-    "OpenStdin": _BOOL,
-    "StdinOnce": _BOOL,
-    "Env": _STRS,
-    "Cmd": _STRSLICE,
-    "Entrypoint": _STRSLICE,
-    "Image": _STR,
-    "WorkingDir": _STR,
-    "Labels": _MAP,
-    "StopSignal": _STR,
-    "StopTimeout": ((int,), "int"),
-    "NetworkDisabled": _BOOL,
-    "ExposedPorts": _OBJ,
-    "Volumes": _OBJ,
+#: How Go's messages name the create body's struct, and its two sections
+#: besides the Config fields, with their Go types.
+_WRAPPER = "ContainerConfigWrapper"
+_SECTIONS = {
+    "HostConfig": "container.HostConfig",
+    "NetworkingConfig": "network.NetworkingConfig",
 }
-
-_HOST_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
-    "Binds": _STRS,
-    "NetworkMode": _STR,
-    "RestartPolicy": _OBJ,
-    "AutoRemove": _BOOL,
-    "Privileged": _BOOL,
-    "ReadonlyRootfs": _BOOL,
-    "CapAdd": _STRS,
-    "CapDrop": _STRS,
-    "Dns": _STRS,
-    "DnsSearch": _STRS,
-    "DnsOptions": _STRS,
-    "ExtraHosts": _STRS,
-    "Memory": _INT,
-    "MemorySwap": _INT,
-    "MemoryReservation": _INT,
-    "NanoCpus": _INT,
-    "CpuShares": _INT,
-    "CpuPeriod": _INT,
-    "CpuQuota": _INT,
-    "CpusetCpus": _STR,
-    "PidsLimit": _INT,
-    "ShmSize": _INT,
-    "Init": _BOOL,
-    "Tmpfs": _MAP,
-    "Mounts": (((list,)), "[]mount.Mount"),
-    "Ulimits": (((list,)), "[]*container.Ulimit"),
-    "PidMode": _STR,
-    "IpcMode": _STR,
-    "UTSMode": _STR,
-    "PortBindings": _OBJ,
-    "LogConfig": _OBJ,
-}
-
-#: dockerd's smallest memory limit.
-_MIN_MEMORY = 6 * 1024 * 1024
-
-#: The options a bind's third field may list (moby's volume/mounts parser).
-_BIND_MODES = frozenset({
-    "rw", "ro", "z", "Z", "nocopy", "consistent", "cached", "delegated",
-    "shared", "rshared", "slave", "rslave", "private", "rprivate",
-})  # fmt: skip
-
-#: C{POST /containers/{id}/update}'s fields, typed as dockerd decodes them.
-_UPDATE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
-    name: kind
-    for name, kind in _HOST_FIELDS.items()
-    if name
-    in {
-        "Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares",
-        "CpuPeriod", "CpuQuota", "CpusetCpus", "PidsLimit", "RestartPolicy",
-    }
-}  # fmt: skip
-
-
-def check_update(body: dict[str, Any]) -> None:
-    """
-    The types in an update body, with dockerd's message naming
-    C{UpdateConfig}.
-
-    @raise InvalidParameter: For a value of the wrong JSON type.
-    """
-    _check_types(body, _UPDATE_FIELDS, "UpdateConfig")
-
 
 #: The Docker networks a container may join while only these exist.
 NETWORK_MODES = ("default", "bridge", "none", "host")
-
-
-def _go_type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "null"
-
-
-def _check_types(
-    values: dict[str, Any], fields: dict[str, tuple[tuple[type, ...], str]], where: str
-) -> None:
-    for name, (kinds, go_type) in fields.items():
-        value = values.get(name)
-        if value is None:
-            continue
-        ok = isinstance(value, kinds) and not (
-            isinstance(value, bool) and bool not in kinds
-        )
-        if (
-            ok
-            and isinstance(value, list)
-            and go_type in {"[]string", "strslice.StrSlice"}
-        ):
-            ok = all(isinstance(item, str) for item in value)
-        if ok and isinstance(value, dict) and go_type == "map[string]string":
-            ok = all(isinstance(item, str) for item in value.values())
-        if not ok:
-            raise InvalidParameter(
-                f"json: cannot unmarshal {_go_type_name(value)} into Go struct "
-                f"field {where}.{name} of type {go_type}"
-            )
 
 
 def words(value: Any) -> list[str] | None:
@@ -164,87 +44,72 @@ def words(value: Any) -> list[str] | None:
     return list(value)
 
 
+def _section(key: str) -> str | None:
+    """The section C{key} names (Go matches it case-insensitively), if any."""
+    for name in _SECTIONS:
+        if key == name or key.casefold() == name.casefold():
+            return name
+    return None
+
+
+def decode(
+    body: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """
+    A create body as Go decodes it: C{Config}'s fields, C{HostConfig} and
+    C{NetworkingConfig}, each an object (empty when absent or null).
+
+    @raise InvalidParameter: Go's message for the first wrong value.
+    """
+    config: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    for key, value in body.items():
+        section = _section(key)
+        if section is None:
+            name, decoded = _DECODER.field("Config", key, value, _WRAPPER, ("Config",))
+            config[name] = decoded
+        elif value is None:
+            sections[section] = {}
+        elif not isinstance(value, dict):
+            raise InvalidParameter(
+                f"json: cannot unmarshal {gojson.value_name(value)} into Go struct "
+                f"field {_WRAPPER}.{section} of type {_SECTIONS[section]}"
+            )
+        else:
+            sections[section] = _DECODER.struct(value, section, _WRAPPER, (section,))
+    return config, sections["HostConfig"], sections["NetworkingConfig"]
+
+
 def check(
     body: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """
     Split a create body into C{Config}, C{HostConfig} and
-    C{NetworkingConfig}, rejecting what dockerd rejects.
+    C{NetworkingConfig}, decoded as Go decodes them, rejecting what dockerd
+    rejects.
 
     @raise InvalidParameter: With dockerd's message.
     """
-    host_config = body.get("HostConfig")
-    host_config = {} if host_config is None else host_config
-    networking = body.get("NetworkingConfig")
-    networking = {} if networking is None else networking
-    if not isinstance(host_config, dict):
-        raise InvalidParameter(
-            f"json: cannot unmarshal {_go_type_name(host_config)} into Go struct "
-            "field ContainerConfigWrapper.HostConfig of type container.HostConfig"
-        )
-    if not isinstance(networking, dict):
-        raise InvalidParameter(
-            f"json: cannot unmarshal {_go_type_name(networking)} into Go struct "
-            "field ContainerConfigWrapper.NetworkingConfig of type "
-            "network.NetworkingConfig"
-        )
-    config = {
-        k: v for k, v in body.items() if k not in {"HostConfig", "NetworkingConfig"}
-    }
-    _check_types(config, _CONFIG_FIELDS, "ContainerConfigWrapper.Config")
-    _check_types(host_config, _HOST_FIELDS, "ContainerConfigWrapper.HostConfig")
-    for key in ("Cmd", "Entrypoint"):
-        if key in config:
-            config[key] = words(config[key])
-    policy = restart.parse(host_config)
-    if host_config.get("AutoRemove") and policy.name != "no":
-        raise InvalidParameter(
-            "can't create 'AutoRemove' container with restart policy"
-        )
-    memory = host_config.get("Memory") or 0
-    if 0 < memory < _MIN_MEMORY:
-        raise InvalidParameter("Minimum memory limit allowed is 6MB")
-    nano = host_config.get("NanoCpus") or 0
-    if nano and (host_config.get("CpuPeriod") or host_config.get("CpuQuota")):
-        raise InvalidParameter(
-            "Conflicting options: Nano CPUs and CPU Period cannot both be set"
-            if host_config.get("CpuPeriod")
-            else "Conflicting options: Nano CPUs and CPU Quota cannot both be set"
-        )
-    cpus = os.cpu_count() or 1
-    if nano < 0 or nano > cpus * 1_000_000_000:
-        raise InvalidParameter(
-            f"Range of CPUs is from 0.01 to {cpus}.00, as there are only "
-            f"{cpus} CPUs available"
-        )
-    if (host_config.get("PidsLimit") or 0) < -1:
-        raise InvalidParameter("invalid PidsLimit")
-    for bind in host_config.get("Binds") or []:
-        parts = bind.split(":")
-        if len(parts) < 2 or len(parts) > 3 or not parts[0] or not parts[1]:
-            raise InvalidParameter(f"invalid volume specification: '{bind}'")
-        if not parts[1].startswith("/"):
-            raise InvalidParameter(
-                f"invalid volume specification: '{bind}': invalid mount config "
-                f"for type \"bind\": invalid mount path: '{parts[1]}' mount "
-                "path must be absolute"
-            )
-        if len(parts) == 3 and not all(m in _BIND_MODES for m in parts[2].split(",")):
-            raise InvalidParameter(f"invalid mode: {parts[2]}")
-    mode = host_config.get("NetworkMode") or "default"
-    if mode.startswith("container:"):
-        raise InvalidParameter(
-            "container network mode is not supported by this daemon yet"
-        )
-    # An unknown network is dockerd's 404 at start (check_network), not
-    # here: a 404 from create makes the docker CLI try to pull the image.
-    security.parse(host_config.get("SecurityOpt"))
-    stop_signal = config.get("StopSignal")
-    if stop_signal:
-        from dockserve.daemon.containers.signals import parse_signal  # noqa: PLC0415
-
-        parse_signal(stop_signal)
+    config, host_config, networking = decode(body)
+    validate.check_create(validate.Body(config, host_config, networking))
     return config, host_config, networking
+
+
+def check_update(body: dict[str, Any]) -> dict[str, Any]:
+    """
+    An update body (C{UpdateConfig}: the resources and the restart policy)
+    decoded and checked as dockerd does; C{body} itself is replaced by the
+    decoded one, which the caller goes on to read (C{"memory"} is
+    C{Memory}, as Go matches names).
+
+    @return: C{body}.
+    @raise InvalidParameter: With dockerd's message, naming C{UpdateConfig}.
+    """
+    decoded = _DECODER.struct(body, "UpdateConfig", "UpdateConfig", ())
+    validate.check_update(decoded)
+    body.clear()
+    body.update(decoded)
+    return body
 
 
 def check_network(host_config: dict[str, Any]) -> None:
