@@ -307,10 +307,18 @@ class Source:
             "linkTarget": link_target,
         }
 
-    def write_tar(self, write: Callable[[bytes], None]) -> None:
-        """Write the tar stream of the path through C{write}, in chunks."""
+    def write_tar(
+        self, write: Callable[[bytes], None], opaque: frozenset[int] = frozenset()
+    ) -> None:
+        """
+        Write the tar stream of the path through C{write}, in chunks.
+
+        @param opaque: Devices (C{st_dev}) of file systems whose directories
+            are archived without their contents (a running container's
+            C{/proc} and C{/sys}).
+        """
         rebase = _base_name(self._abs)
-        out = _TarWriter(write)
+        out = _TarWriter(write, opaque)
         if st.S_ISDIR(self._lstat.st_mode):
             fd = _reopen_dir(self._parent.fd, self._base)
             # The root keeps dockerd's names: "/" then "/bin", "/etc"...
@@ -355,10 +363,19 @@ def stat_path(root: Path, path: str) -> dict[str, Any]:
         return source.stat
 
 
-def tar_out(root: Path, path: str, write: Callable[[bytes], None]) -> None:
-    """The tar stream C{docker cp CONTAINER:path -} expects, through C{write}."""
+def tar_out(
+    root: Path,
+    path: str,
+    write: Callable[[bytes], None],
+    *,
+    opaque: frozenset[int] = frozenset(),
+) -> None:
+    """
+    The tar stream C{docker cp CONTAINER:path -} expects, through C{write};
+    directories on the C{opaque} devices without their contents.
+    """
     with open_source(root, path) as source:
-        source.write_tar(write)
+        source.write_tar(write, opaque)
 
 
 def export(root: Path, write: Callable[[bytes], None]) -> None:
@@ -404,8 +421,11 @@ def _reopen_dir(dir_fd: int, name: str) -> int:
 class _TarWriter:
     """A PAX tar writer with bounded memory that never follows a symlink."""
 
-    def __init__(self, write: Callable[[bytes], None]) -> None:
+    def __init__(
+        self, write: Callable[[bytes], None], opaque: frozenset[int] = frozenset()
+    ) -> None:
         self._write = write
+        self._opaque = opaque
         self._buffer = bytearray()
         self._seen: dict[tuple[int, int], str] = {}
 
@@ -503,8 +523,12 @@ class _TarWriter:
         below it, names under C{prefix}; the directory itself as
         C{top_name} unless that is C{None}.
         """
+        info = os.fstat(dir_fd)
         if top_name is not None:
-            self._entry(dir_fd, os.fstat(dir_fd), top_name)
+            self._entry(dir_fd, info, top_name)
+        if info.st_dev in self._opaque:
+            os.close(dir_fd)
+            return
         stack: list[tuple[int, str, Iterator[str]]] = [
             (dir_fd, prefix, iter(_names(dir_fd)))
         ]
@@ -527,7 +551,11 @@ class _TarWriter:
                     self.add_entry(fd, name, arcname)
                     continue
                 try:
-                    self._entry(child, os.fstat(child), arcname)
+                    info = os.fstat(child)
+                    self._entry(child, info, arcname)
+                    if info.st_dev in self._opaque:
+                        os.close(child)
+                        continue
                     stack.append((child, arcname, iter(_names(child))))
                 except BaseException:
                     os.close(child)
@@ -822,6 +850,48 @@ def _extract(  # noqa: PLR0917 - one member's whole context, private.
             )
         finally:
             os.close(fd)
+
+
+def mount_point(root: Path, path: str, *, directory: bool) -> tuple[Resolved, str]:
+    """
+    The place to mount something at C{path} inside C{root}, as runc finds
+    it: symlinks followed inside the root, missing directories made (0755)
+    and a missing last component made as an empty directory, or an empty
+    file when C{directory} is false.
+
+    @return: The parent directory (close it) and the entry's name in it.
+    @raise ValueError: C{path} is the root itself.
+    """
+    root_fd = _open_root(root)
+    try:
+        with _walk(root_fd, clean(path), follow_final=True, strict=False) as found:
+            target = found.path
+        parent_path, base = posixpath.split(target.rstrip("/"))
+        if not base:
+            msg = "cannot mount over the root"
+            raise ValueError(msg)
+        _mkdirs(root_fd, parent_path)
+        parent = _walk(root_fd, parent_path, follow_final=True, strict=True)
+    finally:
+        os.close(root_fd)
+    try:
+        _make_missing(parent.fd, base, directory=directory)
+    except BaseException:
+        parent.close()
+        raise
+    return parent, base
+
+
+def _make_missing(dir_fd: int, name: str, *, directory: bool) -> None:
+    """Make C{name} in C{dir_fd} unless it is there (as anything)."""
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        if directory:
+            os.mkdir(name, 0o755, dir_fd=dir_fd)
+        else:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            os.close(os.open(name, flags, 0o644, dir_fd=dir_fd))
 
 
 def _mkdirs(root_fd: int, directory: str) -> None:

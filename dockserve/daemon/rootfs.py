@@ -103,3 +103,56 @@ def unmount(target: str | Path) -> None:
     if not os.path.ismount(target):
         return
     _check(_libc.umount2(os.fsencode(str(target)), _MNT_DETACH), "unmount", target)
+
+
+_MS_RDONLY = 0x1
+_MS_REMOUNT = 0x20
+_MS_BIND = 0x1000
+_MS_REC = 0x4000
+
+
+def bind(source: str | Path, parent_fd: int, name: str, *, readonly: bool) -> int:
+    """
+    Bind C{source} (and what is mounted below it) onto the entry C{name}
+    of the directory open at C{parent_fd} (reached without following a
+    link out of its root). The kernel is given C{/proc/self/fd} paths
+    only, so no path a container could swap is ever resolved.
+
+    @return: An C{O_PATH} descriptor of the new mount's root, for
+        L{detach}.
+    @raise OSError: The kernel refused.
+    """
+    flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+    target = os.open(name, flags, dir_fd=parent_fd)
+    try:
+        _check(
+            _libc.mount(
+                os.fsencode(str(source)),
+                f"/proc/self/fd/{target}".encode(),
+                None,
+                _MS_BIND | _MS_REC,
+                None,
+            ),
+            "bind mount",
+            name,
+        )
+    finally:
+        os.close(target)
+    # Looked up again, the name now leads into the mount (its root).
+    mounted = os.open(name, flags, dir_fd=parent_fd)
+    if readonly:
+        path = f"/proc/self/fd/{mounted}".encode()
+        flags = _MS_BIND | _MS_REMOUNT | _MS_RDONLY
+        if _libc.mount(None, path, None, flags, None) != 0:
+            errno = ctypes.get_errno()
+            detach(mounted)
+            raise OSError(errno, f"read-only remount: {os.strerror(errno)}", name)
+    return mounted
+
+
+def detach(mounted: int) -> None:
+    """Lazily unmount the mount whose root L{bind} returned, and close it."""
+    try:
+        _libc.umount2(f"/proc/self/fd/{mounted}".encode(), _MNT_DETACH)
+    finally:
+        os.close(mounted)

@@ -22,6 +22,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from dockserve.daemon import store
+from dockserve.daemon.containers import mounts
 from dockserve.daemon.containers.record import ContainerRecord
 from dockserve.daemon.contracts import ResolvedImage
 from dockserve.errors import DockerError, SystemError_
@@ -29,21 +30,33 @@ from dockserve.errors import DockerError, SystemError_
 _T = TypeVar("_T")
 
 
-def volume_binds(host_config: dict[str, Any], volumes_root: Path) -> dict[str, Any]:
+def volume_binds(
+    host_config: dict[str, Any],
+    volumes_root: Path,
+    anonymous: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """
     C{host_config} with every named volume in C{Binds} (C{name:/dst[:mode]})
-    replaced by its host directory, which is made if missing.
+    replaced by its host directory, which is made if missing; the
+    container's C{anonymous} volumes (destination -> name) come first, so
+    that a bind or mount of the same destination wins, as at create.
+
+    @raise InvalidParameter: A volume name that is not one (C{../x}): it
+        would be a directory outside the volumes root.
     """
+    named = [f"{name}:{target}" for target, name in (anonymous or {}).items()]
     binds = []
-    for bind in host_config.get("Binds") or []:
-        source, _, rest = bind.partition(":")
+    for bind in [*named, *(host_config.get("Binds") or [])]:
+        source, colon, rest = bind.partition(":")
+        if not colon:
+            continue  # A destination alone: one of the anonymous volumes.
         if not source.startswith("/"):
-            data = volumes_root / source / "_data"
+            data = volumes_root / mounts.check_volume_name(source) / "_data"
             data.mkdir(parents=True, exist_ok=True)
             source = str(data)
         binds.append(f"{source}:{rest}")
     changed = dict(host_config)
-    if binds:
+    if binds or host_config.get("Binds"):
         changed["Binds"] = binds
     return changed
 
@@ -101,7 +114,9 @@ class OverlayBundles:
                 rootfs_module.mount_rootfs(list(image.layer_dirs), upper, work, rootfs)
             except OSError as e:
                 raise SystemError_(f"error mounting container root: {e}") from None
-        host_config = volume_binds(record.host_config, self._volumes_root)
+        host_config = volume_binds(
+            record.host_config, self._volumes_root, record.anonymous_volumes
+        )
         try:
             spec = spec_module.build_spec(
                 container_id=record.id,

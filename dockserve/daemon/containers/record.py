@@ -99,6 +99,8 @@ class ContainerRecord:
     @ivar manually_stopped: The user stopped it; C{unless-stopped} and
         C{always} leave it stopped at the next daemon start.
     @ivar has_been_started: It ran at least once.
+    @ivar anonymous_volumes: Destination -> name of the volumes made for
+        this container alone at create (C{-v /path}, the image's VOLUMEs).
     """
 
     id: str
@@ -115,6 +117,7 @@ class ContainerRecord:
     restart_count: int = 0
     manually_stopped: bool = False
     has_been_started: bool = False
+    anonymous_volumes: dict[str, str] = field(factory=dict)
 
     def with_state(self, **changes: Any) -> "ContainerRecord":
         """This record with some fields of its L{State} replaced."""

@@ -21,6 +21,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,7 +41,14 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from dockserve.daemon import network, store
-from dockserve.daemon.containers import configs, names, record, restart
+from dockserve.daemon.containers import (
+    configs,
+    fileview,
+    mounts,
+    names,
+    record,
+    restart,
+)
 from dockserve.daemon.containers.attachment import Attachment
 from dockserve.daemon.containers.bundles import Bundles
 from dockserve.daemon.containers.execs import ExecInstance, build_process
@@ -360,6 +368,10 @@ class ContainerService:
         log_config["Type"] = log_config.get("Type") or LOG_DRIVER
         log_config["Config"] = log_config.get("Config") or {}
         host_config["LogConfig"] = log_config
+        anonymous = {
+            target: mounts.new_volume_name()
+            for target in mounts.anonymous_targets(merged, host_config)
+        }
         rec = ContainerRecord(
             id=container_id,
             name=full_name,
@@ -371,6 +383,7 @@ class ContainerService:
             networking_config=networking,
             path=command[0],
             args=tuple(command[1:]),
+            anonymous_volumes=anonymous,
         )
         directory = self._root / container_id
         directory.mkdir(parents=True, exist_ok=False)
@@ -878,7 +891,6 @@ class ContainerService:
         crash before that leaves a directory without a record, which the
         next start reaps (L{_restore}).
         """
-        del volumes  # No volumes of their own yet: anonymous volumes come later.
         if self._containers.get(c.id) is not c:
             return succeed(None)
         c.record = c.record.with_state(status="removing")
@@ -900,7 +912,18 @@ class ContainerService:
             exits, c.exit_waiters = c.exit_waiters, []
             for waiter in exits:
                 waiter.callback(c.record.state.exit_code)
-            self._reap(c.id, c.directory, after=c.cleanup, released=lambda: c.released)
+            anonymous = [
+                self._volumes_root / name
+                for name in c.record.anonymous_volumes.values()
+                if volumes
+            ]
+            self._reap(
+                c.id,
+                c.directory,
+                after=c.cleanup,
+                released=lambda: c.released,
+                volumes=anonymous,
+            )
 
         return Deferred.fromCoroutine(remove_it())
 
@@ -911,10 +934,14 @@ class ContainerService:
         *,
         after: Deferred[None] | None = None,
         released: Callable[[], bool] = lambda: False,
+        volumes: list[Path] | None = None,
     ) -> Deferred[None]:
         """
         Delete a removed container's runtime state, unmount its root and
         delete its directory, in the background; L{settled} waits for it.
+
+        @param volumes: Its anonymous volumes' directories, deleted last
+            (C{docker rm -v}, C{--rm}).
         """
 
         async def reap() -> None:
@@ -932,6 +959,8 @@ class ContainerService:
                 except DockerError as e:
                     _log.warn("release bundle {id}: {e}", id=container_id, e=e.message)
             await self._in_thread(lambda: _remove_tree(directory))
+            for volume in volumes or []:
+                await self._in_thread(partial(_remove_tree, volume))
 
         reaping = Deferred.fromCoroutine(reap())
         self._reaping[container_id] = reaping
@@ -1275,7 +1304,7 @@ class ContainerService:
                     "UpperDir": str(self._bundles.upper(c.directory)),
                 },
             },
-            "Mounts": _mounts_view(rec.host_config),
+            "Mounts": mounts.view(self._mount_points(rec)),
             "Config": {
                 **rec.config,
                 "Volumes": rec.config.get("Volumes") or None,
@@ -1367,6 +1396,7 @@ class ContainerService:
             filters,
             self._names,
             all_=all or (limit is not None and limit > 0),
+            mount_points=self._mount_points,
         )
         if limit is not None and limit > 0:
             records = records[:limit]
@@ -1395,7 +1425,7 @@ class ContainerService:
                         rec.host_config.get("NetworkMode"), rec.id
                     )["Networks"]
                 },
-                "Mounts": _mounts_view(rec.host_config),
+                "Mounts": mounts.view(self._mount_points(rec)),
             }
             if size:
                 sizes = self._sizes(self._containers[rec.id])
@@ -1423,10 +1453,18 @@ class ContainerService:
         """
         users: dict[str, int] = {}
         for c in self._containers.values():
-            for name in _volume_names(c.record.host_config):
+            for name in mounts.volume_names(self._mount_points(c.record)):
                 users[name] = users.get(name, 0) + 1
-        root = self._root.parent / "volumes"
+        root = self._volumes_root
         return self._blocking(lambda: _volumes(root, users))
+
+    @property
+    def _volumes_root(self) -> Path:
+        return self._root.parent / "volumes"
+
+    def _mount_points(self, rec: ContainerRecord) -> list[mounts.MountPoint]:
+        """C{rec}'s mounts: its binds, mounts and anonymous volumes."""
+        return mounts.points(rec.host_config, rec.anonymous_volumes, self._volumes_root)
 
     def network_members(self) -> dict[str, dict[str, Any]]:
         """Network name -> C{Containers} map of its running members."""
@@ -1594,10 +1632,18 @@ class ContainerService:
                 return fail(e)
         return deferToThreadPool(self._threadpool_reactor, self._threadpool, work)
 
-    def _with_root(self, c: _Container, work: Callable[[Path], _T]) -> Deferred[_T]:
+    def _with_root(
+        self,
+        c: _Container,
+        work: Callable[[fileview.View], _T],
+        *,
+        mounts_too: bool = False,
+    ) -> Deferred[_T]:
         """
-        Run C{work(rootfs)} in a thread with the container's root mounted:
-        it is while the container runs; otherwise mount it for the while.
+        Run C{work(view)} in a thread with the container's files at hand:
+        its root filesystem (mounted for the while if it is not running),
+        or with C{mounts_too} its files as it sees them, volumes, binds and
+        the C{/etc} files included (L{fileview}), as C{docker cp} does.
         """
 
         async def run() -> _T:
@@ -1607,15 +1653,32 @@ class ContainerService:
             await c.cleanup
             await c.root_lock.acquire()
             try:
+                if mounts_too and c.record.state.running:
+                    pid, cid = c.record.state.pid, c.id
+
+                    def in_running() -> _T:
+                        with fileview.running(pid, cid) as view:
+                            return work(view)
+
+                    try:
+                        return await self._blocking(in_running)
+                    except fileview.ContainerGone:
+                        raise Conflict(f"Container {cid} is not running") from None
                 mounted_here = False
                 if not c.record.state.running:
                     image = self._images.resolve(c.record.image_id)
                     await self._bundles.prepare(c.directory, c.record, image)
                     mounted_here = True
+                root = self._bundles.rootfs(c.directory)
+                config = c.directory / "config.json"
+
+                def in_stopped() -> _T:
+                    binds = fileview.bundle_binds(config) if mounts_too else []
+                    with fileview.stopped(root, binds) as view:
+                        return work(view)
+
                 try:
-                    return await self._blocking(
-                        lambda: work(self._bundles.rootfs(c.directory))
-                    )
+                    return await self._blocking(in_stopped)
                 finally:
                     if mounted_here and not c.record.state.running and c.busy is None:
                         await self._bundles.release(c.directory, c.id)
@@ -1632,13 +1695,13 @@ class ContainerService:
         c = self._get(reference)
         archive = self._archive()
 
-        def stat(root: Path) -> dict[str, Any]:
+        def stat(view: fileview.View) -> dict[str, Any]:
             try:
-                return dict(archive.stat_path(root, path))
+                return dict(archive.stat_path(view.root, path))
             except FileNotFoundError:
                 raise self._not_found(reference, path) from None
 
-        return self._with_root(c, stat)
+        return self._with_root(c, stat, mounts_too=True)
 
     def archive_get(
         self, reference: str, path: str, out: Any
@@ -1647,15 +1710,15 @@ class ContainerService:
         c = self._get(reference)
         archive = self._archive()
 
-        def tar(root: Path) -> dict[str, Any]:
+        def tar(view: fileview.View) -> dict[str, Any]:
             try:
-                info = dict(archive.stat_path(root, path))
-                archive.tar_out(root, path, out.write)
+                info = dict(archive.stat_path(view.root, path))
+                archive.tar_out(view.root, path, out.write, opaque=view.opaque)
             except FileNotFoundError:
                 raise self._not_found(reference, path) from None
             return info
 
-        return self._with_root(c, tar)
+        return self._with_root(c, tar, mounts_too=True)
 
     def archive_put(
         self,
@@ -1666,18 +1729,26 @@ class ContainerService:
         no_overwrite_dir_non_dir: bool,
         copy_uid_gid: bool,
     ) -> Deferred[None]:
-        """Extract the tar C{source} into directory C{path} (from a thread)."""
+        """
+        Extract the tar C{source} into directory C{path} (from a thread),
+        through the container's mounts: into a volume of a read-only
+        container, never into a read-only volume, as dockerd decides it
+        (by the path as written).
+        """
         c = self._get(reference)
-        if c.record.host_config.get("ReadonlyRootfs"):
+        mount = mounts.covering(self._mount_points(c.record), path)
+        if mount is not None and not mount.rw:
+            raise InvalidParameter("mounted volume is marked read-only")
+        if mount is None and c.record.host_config.get("ReadonlyRootfs"):
             from dockserve.errors import Forbidden  # noqa: PLC0415
 
             raise Forbidden("container rootfs is marked read-only")
         archive = self._archive()
 
-        def untar(root: Path) -> None:
+        def untar(view: fileview.View) -> None:
             try:
                 archive.tar_in(
-                    root,
+                    view.root,
                     path,
                     source.read,
                     no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
@@ -1686,13 +1757,13 @@ class ContainerService:
             except FileNotFoundError:
                 raise self._not_found(reference, path) from None
 
-        return self._with_root(c, untar)
+        return self._with_root(c, untar, mounts_too=True)
 
     def export(self, reference: str, out: Any) -> Deferred[None]:
-        """C{GET /containers/{id}/export}: the tar of the whole root."""
+        """C{GET /containers/{id}/export}: the tar of the root filesystem."""
         c = self._get(reference)
         archive = self._archive()
-        return self._with_root(c, lambda root: archive.export(root, out.write))
+        return self._with_root(c, lambda view: archive.export(view.root, out.write))
 
     def changes(self, reference: str) -> Deferred[list[dict[str, Any]]]:
         """C{GET /containers/{id}/changes}: from the overlayfs upper directory."""
@@ -1905,23 +1976,6 @@ def _volumes(root: Path, users: dict[str, int]) -> list[dict[str, Any]]:
     return volumes
 
 
-def _volume_names(host_config: dict[str, Any]) -> set[str]:
-    """The named volumes a container mounts (Binds C{name:/dst}, Mounts)."""
-    names = set()
-    for bind in host_config.get("Binds") or []:
-        source = bind.partition(":")[0]
-        if source and not source.startswith("/"):
-            names.add(source)
-    for mount in host_config.get("Mounts") or []:
-        if (
-            isinstance(mount, dict)
-            and mount.get("Type") == "volume"
-            and mount.get("Source")
-        ):
-            names.add(str(mount["Source"]))
-    return names
-
-
 def _file_sizes(top: Path) -> list[tuple[str, int]]:
     """
     C{(relative path, size)} of every file and link under C{top}, each
@@ -2084,40 +2138,6 @@ _CGROUPNS_DEFAULT = (
 )
 
 
-def _mounts_view(host_config: dict[str, Any]) -> list[dict[str, Any]]:
-    """The C{Mounts} list of inspect and list: binds and tmpfs mounts."""
-    mounts = []
-    for bind in host_config.get("Binds") or []:
-        parts = bind.split(":")
-        mode = parts[2] if len(parts) > 2 else ""
-        is_bind = parts[0].startswith("/")
-        mounts.append(
-            {
-                "Type": "bind" if is_bind else "volume",
-                **({} if is_bind else {"Name": parts[0], "Driver": "local"}),
-                "Source": parts[0],
-                "Destination": parts[1],
-                "Mode": mode,
-                "RW": "ro" not in mode.split(","),
-                "Propagation": "rprivate" if is_bind else "",
-            }
-        )
-    for mount in host_config.get("Mounts") or []:
-        if not isinstance(mount, dict):
-            continue
-        mounts.append(
-            {
-                "Type": mount.get("Type", "volume"),
-                "Source": mount.get("Source", ""),
-                "Destination": mount.get("Target", ""),
-                "Mode": "",
-                "RW": not mount.get("ReadOnly", False),
-                "Propagation": "",
-            }
-        )
-    return mounts
-
-
 def _labels_match(rec: ContainerRecord, filters: dict[str, list[str]]) -> bool:
     labels = rec.config.get("Labels") or {}
 
@@ -2187,6 +2207,7 @@ def _filter(
     names_: dict[str, str],
     *,
     all_: bool,
+    mount_points: Callable[[ContainerRecord], list[mounts.MountPoint]],
 ) -> list[ContainerRecord]:
     """C{GET /containers/json} filters, as moby's C{daemon/list.go}."""
     for key in filters:
@@ -2245,7 +2266,7 @@ def _filter(
         if filters.get("volume") and not any(
             any(
                 m["Source"] == v or m["Destination"] == v
-                for m in _mounts_view(rec.host_config)
+                for m in mounts.view(mount_points(rec))
             )
             for v in filters["volume"]
         ):
