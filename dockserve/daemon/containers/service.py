@@ -1498,13 +1498,19 @@ class ContainerService:
 
         async def prune_them() -> dict[str, Any]:
             deleted = []
+            reclaimed = 0
             for c in victims:
+                upper = self._bundles.upper(c.directory)
+                # What the container wrote (dockerd's SizeRw), measured
+                # before the removal lets it go.
+                own, _ = await self._blocking(partial(_measure, upper, 0))
                 try:
                     await self._remove(c, volumes=False)
                 except DockerError:
                     continue
                 deleted.append(c.id)
-            return {"ContainersDeleted": deleted or None, "SpaceReclaimed": 0}
+                reclaimed += own
+            return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
         return Deferred.fromCoroutine(prune_them())
 

@@ -554,6 +554,21 @@ class LifeCycleTests(_Base):
         pruned = self.successResultOf(self.service.prune({"until": ["1661"]}))
         self.assertEqual(pruned["ContainersDeleted"], [new])
 
+    def test_prune_space_reclaimed(self) -> None:
+        """
+        Prune says how much the removed containers had written (the SDK's
+        own test wants more than 0 after C{echo hello > /data.txt}); a
+        running container is neither removed nor counted.
+        """
+        stopped = self.create("stopped")
+        upper = self.root / "containers" / stopped / "upper"
+        upper.mkdir(parents=True)
+        (upper / "data.txt").write_bytes(b"hello\n")
+        running = self.started("running")
+        pruned = self.successResultOf(self.service.prune({}))
+        self.assertEqual(pruned, {"ContainersDeleted": [stopped], "SpaceReclaimed": 6})
+        self.assertEqual(self.service.inspect(running)["State"]["Status"], "running")
+
     def test_images_in_use(self) -> None:
         """The image store learns which containers use an image."""
         cid = self.started()
