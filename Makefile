@@ -15,10 +15,11 @@ RUN_PROBES   := /usr/sbin/runc /usr/bin/conmon /usr/bin/catatonit /sbin/ip /bin/
 # ...and what its tests use besides: a registry for push/pull,
 # systemd-socket-activate and systemd-analyze, openssl, and docker.io for a
 # real dockerd that the interoperability tests exchange images with (and the
-# docker CLI, when the machine has none).
-TEST_PACKAGES := docker-registry systemd openssl docker.io
+# docker CLI, when the machine has none), and curl, a TLS client that offers
+# ALPN (the listener tests speak to the daemon with it).
+TEST_PACKAGES := docker-registry systemd openssl docker.io curl
 TEST_PROBES   := /usr/bin/docker-registry /usr/bin/systemd-socket-activate \
-                 /usr/bin/openssl /usr/sbin/dockerd
+                 /usr/bin/openssl /usr/sbin/dockerd /usr/bin/curl
 
 .PHONY: run test setup system-deps lint unit integration bench clean
 
