@@ -113,7 +113,10 @@ class OverlayBundles:
             try:
                 rootfs_module.mount_rootfs(list(image.layer_dirs), upper, work, rootfs)
             except OSError as e:
-                raise SystemError_(f"error mounting container root: {e}") from None
+                # strerror names the call, not the data root's paths.
+                raise SystemError_(
+                    f"error mounting container root: {e.strerror}"
+                ) from None
         host_config = volume_binds(
             record.host_config, self._volumes_root, record.anonymous_volumes
         )

@@ -476,7 +476,9 @@ class ContainerService:
                 e = failed
             else:
                 _log.failure("starting container {id}", id=c.id)
-                e = SystemError_(f"cannot start container {c.id}: {failed}")
+                e = SystemError_(
+                    f"cannot start container {c.id}: {self._describe(failed)}"
+                )
             await self._abandon_start(c, e.message)
             code, error = _start_error(e.message)
             self._save(
@@ -522,6 +524,21 @@ class ContainerService:
         late, c.pending = c.pending, []
         for attachment in late:
             self._connect(c, attachment)
+
+    def _describe(self, failed: Exception) -> str:
+        """
+        What went wrong, for a client: an OSError's text and the file it
+        names when that is the user's own (a bind source), never one of the
+        daemon's (they say nothing to a client and show its layout).
+        """
+        if not isinstance(failed, OSError):
+            return "internal error (the daemon's log has the details)"
+        text = failed.strerror or type(failed).__name__
+        name = str(failed.filename or "")
+        own = (str(self._root.parent), str(self._exec_root))
+        if name and not name.startswith(own):
+            text = f"{text}: {name}"
+        return text
 
     def _connect(self, c: _Container, attachment: Attachment) -> None:
         """Connect a client to a running container's stdio."""

@@ -432,6 +432,35 @@ class LifeCycleTests(_Base):
         self.assertIn("executable file not found", failure.value.message)
         self.assertEqual(self.service.inspect(cid)["State"]["ExitCode"], 127)
 
+    def test_start_failure_paths(self) -> None:
+        """
+        An OSError that fails a start is told without the daemon's own
+        paths (a bind source of the user's is named); anything else is an
+        internal error whose details stay in the log.
+        """
+        import errno  # noqa: PLC0415
+
+        from twisted.internet.defer import fail  # noqa: PLC0415
+
+        cid = self.create()
+        inside = str(self.root / "containers" / cid / "rootfs")
+        failures = [
+            (OSError(errno.EEXIST, "File exists", inside), "File exists"),
+            (OSError(errno.EEXIST, "File exists", "/srv/cfg.txt"),
+             "File exists: /srv/cfg.txt"),
+            (KeyError("Mounts"), "internal error (the daemon's log has the details)"),
+        ]  # fmt: skip
+        for error, told in failures:
+            self.service._bundles.prepare = lambda *_, error=error: fail(error)  # type: ignore[method-assign]
+            failure = self.failureResultOf(self.service.start(cid), SystemError_)
+            self.assertEqual(
+                failure.value.message, f"cannot start container {cid}: {told}"
+            )
+            self.assertNotIn(
+                str(self.root), self.service.inspect(cid)["State"]["Error"]
+            )
+        self.flushLoggedErrors(OSError, KeyError)
+
     def test_start_failure_auto_remove(self) -> None:
         """A --rm container that cannot start is removed; its waiters hear 127."""
         cid = self.create(HostConfig={"AutoRemove": True})
@@ -699,8 +728,8 @@ class StartPathTests(_Base):
     def test_unexpected_error_reaches_waiters(self) -> None:
         """
         A start that fails with something no runtime says (a bug) still
-        ends: the client hears a 500 and docker run --rm's removal wait
-        answers, instead of hanging.
+        ends: the client hears a 500 (without Python's text) and docker run
+        --rm's removal wait answers, instead of hanging.
         """
         self.flushLoggedErrors()
         cid = self.create(HostConfig={"AutoRemove": True})
@@ -711,7 +740,9 @@ class StartPathTests(_Base):
 
         self.runtime.run = broken  # type: ignore[method-assign]
         failure = self.failureResultOf(self.service.start(cid), SystemError_)
-        self.assertIn("boom", failure.value.message)
+        # Python's words stay in the log.
+        self.assertIn("internal error", failure.value.message)
+        self.assertNotIn("boom", failure.value.message)
         self.successResultOf(removed)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
