@@ -18,12 +18,15 @@ from twisted.web.server import Request
 
 from dockserve.api import streams
 from dockserve.api.params import (
+    check_path,
     json_body,
+    json_kind,
     json_object,
     query,
     query_bool,
     query_filters,
     query_int,
+    query_path,
 )
 from dockserve.api.route import HIJACKED, Route
 from dockserve.api.threadstream import stream_from_thread
@@ -302,10 +305,8 @@ class ContainersAPI:
                 "config cannot be empty in order to create a container"
             )
         if not isinstance(body, dict):
-            kind = "array" if isinstance(body, list) else type(body).__name__
-            kind = {"str": "string", "int": "number", "float": "number"}.get(kind, kind)
             raise InvalidParameter(
-                f"json: cannot unmarshal {kind} into Go value of type "
+                f"json: cannot unmarshal {json_kind(body)} into Go value of type "
                 "container.CreateRequest"
             )
         result = self._backend.create(query(request, "name"), body)
@@ -550,7 +551,7 @@ class ContainersAPI:
         return None
 
     def _archive_path(self, request: Request) -> str:
-        path = query(request, "path")
+        path = query_path(request, "path")
         if not path:
             raise InvalidParameter("path is required")
         return path
@@ -595,6 +596,7 @@ class ContainersAPI:
         resource = body.get("Resource")
         if not isinstance(resource, str) or not resource:
             raise InvalidParameter("Path cannot be empty")
+        check_path(resource)
         await self._backend.archive_stat(name, resource)
         request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/x-tar"])
         await stream_from_thread(

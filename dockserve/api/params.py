@@ -8,7 +8,8 @@ C{?all=true} and C{?all=True} mean the same everywhere, and a bad value is a
 """
 
 import json
-from typing import Any
+import re
+from typing import Any, Self
 
 from twisted.web.server import Request
 
@@ -108,22 +109,99 @@ def query_filters(request: Request) -> dict[str, list[str]]:
     return result
 
 
+#: The deepest nesting of arrays and objects a JSON body may have. Go's
+#: decoder allows 10000; Python's parser, and everything that later walks a
+#: stored record (json.dumps), recurse once per level, and a body deeper
+#: than Python's recursion limit would end in a RecursionError (a 500). No
+#: Docker body nests beyond a dozen levels.
+MAX_DEPTH = 512
+
+#: A JSON string (skipped: its brackets are text), or a bracket.
+_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+
+#: Go's syntax errors for the constants Python's parser would accept.
+_CONSTANTS = {
+    "NaN": "invalid character 'N' looking for beginning of value",
+    "Infinity": "invalid character 'I' looking for beginning of value",
+    "-Infinity": "invalid character 'I' in numeric literal",
+}
+
+
+class JSONNumber(float):
+    """
+    A JSON number with a fraction or an exponent, keeping its text: Go's
+    messages quote a number as it was written (C{number 1.50}).
+
+    @ivar text: The number as the body wrote it.
+    """
+
+    text: str
+
+    def __new__(cls, text: str) -> Self:
+        """The number C{text} writes."""
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+def _check_depth(content: bytes) -> None:
+    """
+    Refuse nesting deeper than L{MAX_DEPTH}, before the parser recurses
+    into it, at the first bracket too deep, as Go's scanner does.
+
+    @raise InvalidParameter: Go's C{exceeded max depth}.
+    """
+    if content.count(b"[") + content.count(b"{") <= MAX_DEPTH:
+        return
+    depth = 0
+    for token in _TOKENS.finditer(content):
+        bracket = token.group()
+        if bracket in {b"[", b"{"}:
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise InvalidParameter(
+                    f"invalid JSON: invalid character '{bracket.decode()}' "
+                    "exceeded max depth"
+                )
+        elif bracket in {b"]", b"}"}:
+            depth -= 1
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(_CONSTANTS[name])
+
+
 def json_body(request: Request, *, required: bool = False) -> Any:
     """
-    The request body decoded as JSON; C{None} for an empty body.
+    The request body decoded as JSON; C{None} for an empty body. Numbers
+    with a fraction are L{JSONNumber}s.
 
-    @raise InvalidParameter: For a body that is not JSON (dockerd: 400), or
-        an empty body when C{required}.
+    @raise InvalidParameter: For a body that is not JSON (dockerd: 400),
+        nested deeper than L{MAX_DEPTH}, or an empty body when C{required}.
     """
     content = request.content.read() if request.content is not None else b""
     if not content.strip():
         if required:
             raise InvalidParameter("bad parameter: request body is empty")
         return None
+    _check_depth(content)
     try:
-        return json.loads(content)
+        return json.loads(content, parse_float=JSONNumber, parse_constant=_constant)
+    except RecursionError:
+        raise InvalidParameter("invalid JSON: exceeded max depth") from None
     except ValueError as e:
         raise InvalidParameter(f"invalid JSON: {e}") from None
+
+
+def json_kind(value: Any) -> str:
+    """How Go names a JSON value's kind."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 def json_object(request: Request, *, required: bool = False) -> dict[str, Any]:
@@ -138,6 +216,31 @@ def json_object(request: Request, *, required: bool = False) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidParameter(
             "invalid JSON: json: cannot unmarshal "
-            f"{type(body).__name__} into Go value of type object"
+            f"{json_kind(body)} into Go value of type object"
         )
     return body
+
+
+def query_path(request: Request, name: str) -> str | None:
+    """
+    A query parameter naming a path in a container (C{?path=}).
+
+    @raise InvalidParameter: For a NUL character, which no path can hold
+        (the system call would fail on it: a 500).
+    """
+    value = query(request, name)
+    if value is not None:
+        check_path(value)
+    return value
+
+
+def check_path(path: str) -> None:
+    """
+    A path a client sent, in a query or a body.
+
+    @raise InvalidParameter: When it holds a NUL character.
+    """
+    if "\x00" in path:
+        raise InvalidParameter(
+            f"invalid path {_go_quote(path)}: a path cannot contain a NUL character"
+        )

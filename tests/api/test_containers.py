@@ -267,3 +267,76 @@ class ContainerErrorTests(_APITestCase):
         self.assertError(
             self.request("GET", "/exec/nope/json"), 404, "No such exec instance: nope"
         )
+
+    def test_deep_json(self) -> None:
+        """
+        A body nested deeper than the limit (here 100000 arrays) is a 400,
+        not a RecursionError's 500 (finding 17).
+        """
+        deep = b'{"Image": "busybox", "Labels": ' + b"[" * 100_000 + b"]" * 100_000
+        self.assertError(
+            self.request("POST", "/containers/create", raw=deep + b"}"),
+            400,
+            "invalid JSON: invalid character '[' exceeded max depth",
+        )
+
+    def test_bad_body_stored_nowhere(self) -> None:
+        """
+        A numeric Mounts[].Source (which broke docker ps for everyone) is a
+        400, and no container is made.
+        """
+        self.assertError(
+            self.request(
+                "POST",
+                "/containers/create",
+                {
+                    "Image": "busybox",
+                    "HostConfig": {
+                        "Mounts": [{"Type": "volume", "Source": 5, "Target": "/x"}]
+                    },
+                },
+            ),
+            400,
+            "json: cannot unmarshal number into Go struct field "
+            "Mount.HostConfig.Mounts.Source of type string",
+        )
+        code, listed = self.request("GET", "/containers/json?all=1")
+        self.assertEqual((code, listed), (200, []))
+
+    def test_update_negative_memory(self) -> None:
+        """update with a negative Memory: dockerd's 400, not runc's 500."""
+        self.create()
+        self.request("POST", "/containers/web/start")
+        self.assertError(
+            self.request("POST", "/containers/web/update", {"Memory": -7}),
+            400,
+            "Minimum memory limit allowed is 6MB",
+        )
+
+    def test_archive_path_nul(self) -> None:
+        """A NUL in ?path= is a 400 for every archive method (finding 17)."""
+        self.create()
+        message = 'invalid path "/etc\\u0000x": a path cannot contain a NUL character'
+        for method in ("GET", "PUT"):
+            self.assertError(
+                self.request(method, "/containers/web/archive?path=/etc%00x"),
+                400,
+                message,
+            )
+        code, _ = self.request("HEAD", "/containers/web/archive?path=/etc%00x")
+        self.assertEqual(code, 400)
+        self.assertError(
+            self.request("POST", "/containers/web/copy", {"Resource": "/etc\x00x"}),
+            400,
+            message,
+        )
+
+    def test_create_not_object(self) -> None:
+        """A body that is JSON but no object names its kind as Go does."""
+        for raw, kind in ((b"1.5", "number"), (b"[]", "array"), (b"true", "bool")):
+            self.assertError(
+                self.request("POST", "/containers/create", raw=raw),
+                400,
+                f"json: cannot unmarshal {kind} into Go value of type "
+                "container.CreateRequest",
+            )

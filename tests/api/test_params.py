@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.api.test_params -*-
 """Tests for L{dockserve.api.params}: Docker's parameter rules and messages."""
 
+import json
 from io import BytesIO
 from typing import Any
 
@@ -107,3 +108,77 @@ class BodyTests(SynchronousTestCase):
     def test_not_object(self) -> None:
         """JSON that is not an object where one is needed is a 400."""
         self.assertRaises(InvalidParameter, params.json_object, request(body=b"[1]"))
+
+    def test_not_object_message(self) -> None:
+        """The message names the JSON kind as Go does, not Python's type."""
+        error = self.assertRaises(
+            InvalidParameter, params.json_object, request(body=b"[1]")
+        )
+        self.assertEqual(
+            error.message,
+            "invalid JSON: json: cannot unmarshal array into Go value of type object",
+        )
+
+    def test_deep(self) -> None:
+        """
+        Nesting deeper than L{params.MAX_DEPTH} is a 400 with Go's words,
+        never a RecursionError (finding 17); brackets in strings do not
+        count.
+        """
+        for opening, closing in ((b"[", b"]"), (b'{"a":', b"}")):
+            deep = opening * 100_000 + b"1" + closing * 100_000
+            error = self.assertRaises(
+                InvalidParameter, params.json_body, request(body=deep)
+            )
+            self.assertEqual(
+                error.message,
+                f"invalid JSON: invalid character '{opening[:1].decode()}' "
+                "exceeded max depth",
+            )
+        limit = params.MAX_DEPTH
+        self.assertEqual(
+            params.json_body(request(body=b"[" * limit + b"]" * limit)),
+            json.loads(b"[" * limit + b"]" * limit),
+        )
+        self.assertRaises(
+            InvalidParameter,
+            params.json_body,
+            request(body=b"[" * (limit + 1) + b"]" * (limit + 1)),
+        )
+        text = '{"a": "' + "[" * 100_000 + '\\"{"}'
+        self.assertEqual(
+            params.json_body(request(body=text.encode())),
+            {"a": "[" * 100_000 + '"{'},
+        )
+
+    def test_constants(self) -> None:
+        """NaN and Infinity are not JSON: Go's syntax errors, as 400s."""
+        for text, message in (
+            (
+                b'{"Memory": NaN}',
+                "invalid character 'N' looking for beginning of value",
+            ),
+            (b"[Infinity]", "invalid character 'I' looking for beginning of value"),
+            (b"-Infinity", "invalid character 'I' in numeric literal"),
+        ):
+            error = self.assertRaises(
+                InvalidParameter, params.json_body, request(body=text)
+            )
+            self.assertEqual(error.message, "invalid JSON: " + message)
+
+    def test_number_text(self) -> None:
+        """A fraction keeps its text, for Go's messages about it."""
+        value = params.json_body(request(body=b'{"a": 1.50}'))["a"]
+        self.assertEqual((value, value.text), (1.5, "1.50"))
+
+    def test_path_nul(self) -> None:
+        """A path with a NUL character, which no path can hold, is a 400."""
+        self.assertEqual(params.query_path(request({"path": ["/etc"]}), "path"), "/etc")
+        self.assertIsNone(params.query_path(request(), "path"))
+        error = self.assertRaises(
+            InvalidParameter, params.query_path, request({"path": ["/a\x00b"]}), "path"
+        )
+        self.assertEqual(
+            error.message,
+            'invalid path "/a\\u0000b": a path cannot contain a NUL character',
+        )
