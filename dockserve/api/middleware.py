@@ -202,7 +202,8 @@ def _render_failure(request: Request, failure: Failure) -> bytes | None:
             method=request.method.decode("ascii", "replace"),
             path=request.path.decode("utf-8", "replace"),
         )
-        status, message = 500, f"internal error: {type(error).__name__}: {error}"
+        # Python's words (and the paths they may carry) stay in the log.
+        status, message = 500, "internal error (the daemon's log has the details)"
     if request.startedWriting:
         # The status line is gone; all we can do is end the stream.
         return None
