@@ -29,7 +29,7 @@ from dockserve.api.images import StreamingRequest
 from dockserve.api.router import make_resource
 from dockserve.daemon import daemon as daemon_module
 from dockserve.daemon.config import DaemonConfig
-from dockserve.server import activation, hosts, logfmt, tls, unixsocket
+from dockserve.server import activation, exposure, hosts, logfmt, tls, unixsocket
 from dockserve.server.listenbuffer import (
     DEFAULT_TIMEOUT,
     HTTP_11,
@@ -42,6 +42,10 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 
 _log = Logger()
+
+#: C{--tlsverify=VALUE} as Go's C{strconv.ParseBool} reads it (dockerd).
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 
 
 def default_unix_socket(environ: MutableMapping[str, str] | None = None) -> str:
@@ -80,11 +84,29 @@ class Options(usage.Options):
 
     optFlags: Sequence[Sequence[str | None]] = [
         ["debug", "D", "Enable debug mode: debug logging and /debug endpoints."],
-        ["tls", None, "Use TLS on TCP listeners; implied by --tlsverify."],
+        [
+            "tls",
+            None,
+            (
+                "Use TLS on TCP listeners; clients need a certificate from the CA"
+                " (--tlscacert) unless --tlsverify=false, as with dockerd."
+            ),
+        ],
         [
             "tlsverify",
             None,
-            "Use TLS and require client certificates signed by --tlscacert.",
+            (
+                "Use TLS and require client certificates from the CA (--tlscacert);"
+                " --tlsverify=false: TLS without them."
+            ),
+        ],
+        [
+            "insecure-tcp",
+            None,
+            (
+                "Allow TCP listeners on non-loopback addresses whose clients are not"
+                " verified (no --tlsverify, or ssl:): anyone who can connect is root."
+            ),
         ],
         [
             "no-buffer",
@@ -149,6 +171,7 @@ class Options(usage.Options):
         )
         self.stderr: IO[str] = sys.stderr if stderr is None else stderr
         self["hosts"] = []
+        self["tlsverify-off"] = False
         self["insecure-registries"] = []
         self["registry-mirrors"] = []
 
@@ -177,9 +200,30 @@ class Options(usage.Options):
         supervisor and its user want the one line that names the flag.
         """
         try:
-            super().parseOptions(options)  # type: ignore[no-untyped-call]
+            args = sys.argv[1:] if options is None else options
+            super().parseOptions(self._tlsverify_values(args))  # type: ignore[no-untyped-call]
         except usage.UsageError as e:
             self.fail(str(e))
+
+    def _tlsverify_values(self, args: Sequence[str]) -> list[str]:
+        """
+        Take dockerd's C{--tlsverify=BOOL}: true is the flag, false turns
+        client verification off (C{--tls} alone turns it on, as dockerd).
+        """
+        result = []
+        for arg in args:
+            name, equals, value = arg.partition("=")
+            if name != "--tlsverify" or not equals:
+                result.append(arg)
+            elif value in _TRUE:
+                result.append(name)
+            elif value in _FALSE:
+                self["tlsverify-off"] = True
+            else:
+                raise usage.UsageError(
+                    f"--tlsverify: invalid value {value!r}: expected true or false"
+                )
+        return result
 
     def fail(self, message: str) -> NoReturn:
         """Report a usage error on one line and exit with status 2."""
@@ -218,20 +262,15 @@ class Options(usage.Options):
                 f"-G/--group: group {self['group']!r} does not exist"
             ) from e
 
-        if self["tlsverify"]:
-            self["tls"] = True
-        self["tls-creator"] = None
-        if self["tls"]:
-            settings = tls.TLSSettings(
-                verify=bool(self["tlsverify"]),
-                ca=self["tlscacert"] or tls.default_path("ca"),
-                cert=self["tlscert"] or tls.default_path("cert"),
-                key=self["tlskey"] or tls.default_path("key"),
+        self._tls_options()
+        try:
+            exposure.check(
+                self["parsed-hosts"],
+                verify=self["tls-verify"],
+                insecure=bool(self["insecure-tcp"]),
             )
-            try:
-                self["tls-creator"] = tls.server_creator(settings)
-            except tls.TLSFileError as e:
-                raise usage.UsageError(str(e)) from e
+        except exposure.RefusedListener as e:
+            raise usage.UsageError(f"-H/--host: {e}") from e
 
         for flag in ("data-root", "exec-root"):
             if self[flag] is not None and not Path(self[flag]).is_absolute():
@@ -244,6 +283,28 @@ class Options(usage.Options):
         self["listen-fds"] = self._activated_fds()
         self["notifier"] = activation.Notifier(self.environ)
         self._quiet_twistd_logger()
+
+    def _tls_options(self) -> None:
+        """
+        C{--tls*} as dockerd reads them: C{--tlsverify} (any value) turns
+        TLS on; with TLS on, clients must present a certificate signed by
+        C{--tlscacert} unless C{--tlsverify=false} was given.
+        """
+        if self["tlsverify"] or self["tlsverify-off"]:
+            self["tls"] = True
+        self["tls-verify"] = bool(self["tls"]) and not self["tlsverify-off"]
+        self["tls-creator"] = None
+        if self["tls"]:
+            settings = tls.TLSSettings(
+                verify=self["tls-verify"],
+                ca=self["tlscacert"] or tls.default_path("ca"),
+                cert=self["tlscert"] or tls.default_path("cert"),
+                key=self["tlskey"] or tls.default_path("key"),
+            )
+            try:
+                self["tls-creator"] = tls.server_creator(settings)
+            except tls.TLSFileError as e:
+                raise usage.UsageError(str(e)) from e
 
     def _seconds(self, flag: str, *, positive: bool) -> float:
         try:
@@ -472,19 +533,12 @@ def _make_service(
         exit_process=exit_process,
     )
     creator: IOpenSSLServerConnectionCreator | None = options["tls-creator"]
+    warning = exposure.warning_for(
+        options["parsed-hosts"], verify=options["tls-verify"], clock=reactor
+    )
+    if warning is not None:
+        warning.setServiceParent(service)  # type: ignore[no-untyped-call]
     for host in options["parsed-hosts"]:
-        if (
-            host.is_tcp
-            and not host.is_loopback
-            and creator is None
-            and not host.encrypted
-        ):
-            _log.warn(
-                "Binding to {host} without TLS: anyone who can reach this address"
-                " can control the daemon, which is root on this machine."
-                " Use --tlsverify, or bind to 127.0.0.1 or a unix socket.",
-                host=host.text,
-            )
         for endpoint in endpoints_for(
             host,
             reactor=reactor,

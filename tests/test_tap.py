@@ -10,12 +10,12 @@ import signal
 import subprocess
 
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
 from twisted.web.resource import Resource
 
+from dockserve.server.exposure import ExposureWarning
 from dockserve.server.listeners import ListenerService
 from dockserve.tap import (
     Options,
@@ -99,6 +99,51 @@ class BadOptionTests(SynchronousTestCase):
             "--tlscert", str(cert), "--tlskey", str(cert),
         )  # fmt: skip
         self.assertIn("--tlscert", line)
+
+    def test_network_without_verify(self) -> None:
+        """
+        A TCP listener on a non-loopback address (wildcards included)
+        without --tlsverify is refused, saying why and naming the flags;
+        it used to serve anyone, with or without a warning.
+        """
+        for value in ("tcp://0.0.0.0:2375", "tcp://[::]:2375", "tcp:2375",
+                      "tcp://192.0.2.1:2375"):  # fmt: skip
+            line = self.fails("-H", value)
+            self.assertIn("reachable from the network", line)
+            self.assertIn("--tlsverify", line)
+            self.assertIn("--insecure-tcp", line)
+
+    def test_tls_without_verify_on_network(self) -> None:
+        """
+        --tls with --tlsverify=false encrypts but lets anyone in: refused on
+        the network too; so is an ssl: description, which has no CA.
+        """
+        pki = PKI(temp_dir(self))
+        files = ["--tlscert", pki.server_cert, "--tlskey", pki.server_key]
+        line = self.fails("--tls", "--tlsverify=false", *files,
+                          "-H", "tcp://0.0.0.0:2376")  # fmt: skip
+        self.assertIn("--insecure-tcp", line)
+        line = self.fails(
+            "-H", f"ssl:2376:privateKey={pki.server_key}:certKey={pki.server_cert}"
+        )  # fmt: skip
+        self.assertIn("ssl: descriptions do not verify client certificates", line)
+
+    def test_tls_alone_needs_ca(self) -> None:
+        """
+        --tls alone verifies clients, as dockerd's does (its --tlsverify
+        defaults to on once --tls is given), so it needs the CA.
+        """
+        pki = PKI(temp_dir(self))
+        missing = str(self.directory / "no-ca.pem")
+        line = self.fails(
+            "--tls", "--tlscert", pki.server_cert, "--tlskey", pki.server_key,
+            "--tlscacert", missing,
+        )  # fmt: skip
+        self.assertIn(f"--tlscacert: cannot read {missing}", line)
+
+    def test_tlsverify_value(self) -> None:
+        """--tlsverify=VALUE takes a boolean, as dockerd's flag."""
+        self.assertIn("--tlsverify", self.fails("--tlsverify=maybe"))
 
     def test_levels_and_formats(self) -> None:
         """An unknown --log-level or --log-format is named."""
@@ -197,19 +242,51 @@ class GoodOptionTests(SynchronousTestCase):
         factories = {id(listener._factory) for listener in listeners}
         self.assertEqual(len(factories), 1)
 
-    def test_public_tcp_without_tls_warns(self) -> None:
-        """Binding a non-loopback address without TLS logs a loud warning."""
-        events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        _make_service(self.parse("-H", "tcp://0.0.0.0:2375"), FakeReactor())
-        warnings = [e for e in events if e.get("log_level") == LogLevel.warn
-                    and "without TLS" in str(e.get("log_format"))]  # fmt: skip
-        self.assertEqual(len(warnings), 1)
-        _make_service(self.parse("-H", "tcp://127.0.0.1:2375"), FakeReactor())
-        warnings = [e for e in events if e.get("log_level") == LogLevel.warn
-                    and "without TLS" in str(e.get("log_format"))]  # fmt: skip
-        self.assertEqual(len(warnings), 1)
+    def test_insecure_tcp(self) -> None:
+        """
+        --insecure-tcp lets an unverified network listener start; dockerd's
+        warning is then logged at start and every hour (ExposureWarning),
+        for loopback at start only.
+        """
+        options = self.parse("--insecure-tcp", "-H", "tcp://0.0.0.0:2375",
+                             "-H", "tcp://127.0.0.1:2376")  # fmt: skip
+        service = _make_service(options, FakeReactor())
+        [warning] = [s for s in service if isinstance(s, ExposureWarning)]
+        self.assertEqual(warning.network, ("tcp://0.0.0.0:2375",))
+        self.assertEqual(warning.local, ("tcp://127.0.0.1:2376",))
+
+    def test_verified_no_warning(self) -> None:
+        """Under --tlsverify no listener is warned about."""
+        pki = PKI(temp_dir(self))
+        options = self.parse(
+            "--tlsverify", "--tlscacert", pki.ca, "--tlscert", pki.server_cert,
+            "--tlskey", pki.server_key, "-H", "tcp://0.0.0.0:2376",
+        )  # fmt: skip
+        service = _make_service(options, FakeReactor())
+        self.assertEqual([s for s in service if isinstance(s, ExposureWarning)], [])
+
+    def test_tls_alone_verifies(self) -> None:
+        """--tls alone requires client certificates, as dockerd."""
+        pki = PKI(temp_dir(self))
+        files = ["--tlscacert", pki.ca, "--tlscert", pki.server_cert,
+                 "--tlskey", pki.server_key]  # fmt: skip
+        self.assertTrue(self.parse("--tls", *files)["tls-verify"])
+        self.assertTrue(self.parse("--tlsverify=true", *files)["tls-verify"])
+
+    def test_tlsverify_false(self) -> None:
+        """
+        --tlsverify=false (dockerd's spelling) is TLS without client
+        certificates: no CA needed, allowed on loopback.
+        """
+        pki = PKI(temp_dir(self))
+        for args in (["--tls", "--tlsverify=false"], ["--tlsverify=0"]):
+            options = self.parse(*args, "--tlscert", pki.server_cert,
+                                 "--tlskey", pki.server_key,
+                                 "--tlscacert", "/nonexistent/ca.pem",
+                                 "-H", "tcp://127.0.0.1:2376")  # fmt: skip
+            self.assertTrue(options["tls"], args)
+            self.assertFalse(options["tls-verify"], args)
+            self.assertIsNotNone(options["tls-creator"])
 
 
 class SiteTests(SynchronousTestCase):
@@ -231,6 +308,22 @@ class TwistdTests(SynchronousTestCase):
             env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=str(temp_dir(self)),
         )  # fmt: skip
 
+    def test_network_without_verify_exit_2(self) -> None:
+        """
+        A real twistd asked for a non-loopback address without --tlsverify:
+        exit 2 with one line naming --insecure-tcp, before anything is
+        bound.  (192.0.2.1, a documentation address, is not this machine's:
+        a daemon that did try would fail to bind it rather than listen.)
+        """
+        roots = temp_dir(self)
+        done = self.run_twistd(
+            "-H", "tcp://192.0.2.1:2375",
+            "--data-root", str(roots / "d"), "--exec-root", str(roots / "e"),
+        )  # fmt: skip
+        self.assertEqual(done.returncode, 2, done.stderr)
+        self.assertEqual(len(done.stderr.splitlines()), 1, done.stderr)
+        self.assertIn("--insecure-tcp", done.stderr)
+
     def test_bad_host_exit_2(self) -> None:
         """A real twistd: exit 2, one line, no traceback, no help text."""
         done = self.run_twistd("-H", "127.0.0.1:2375")
@@ -246,7 +339,8 @@ class TwistdTests(SynchronousTestCase):
         for flag in ("--host", "--tls", "--tlsverify", "--tlscacert", "--tlscert",
                      "--tlskey", "--group", "--api-cors-header", "--debug",
                      "--log-level", "--log-format", "--data-root", "--exec-root",
-                     "--no-buffer", "--activation-timeout"):  # fmt: skip
+                     "--no-buffer", "--activation-timeout",
+                     "--insecure-tcp"):  # fmt: skip
             line = next(
                 (
                     x

@@ -97,6 +97,25 @@ class ListenersTests(_Case):
                 f"{host}: {result.stderr}",
             )
 
+    def test_loopback_tcp_warned_once(self) -> None:
+        """
+        TCP on loopback without TLS is allowed, with dockerd's two warnings
+        logged once at start.
+        """
+        daemon = self.start()
+        log = daemon.log()
+        host = f"host=tcp://127.0.0.1:{self.port}"
+        self.assertEqual(
+            log.count(
+                "Binding to IP address without --tlsverify is insecure and gives"
+                " root access on this machine to everyone who has access to your"
+                f" network. {host}"
+            ),
+            1,
+            log,
+        )
+        self.assertEqual(log.count(f"Be safe out there! {host}"), 1, log)
+
     def test_curl_unix_socket(self) -> None:
         """curl --unix-socket reaches both sockets, which are 0660."""
         if shutil.which("curl") is None:

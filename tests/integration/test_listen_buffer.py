@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -32,11 +33,34 @@ DOCKER = shutil.which("docker")
 
 
 def wait_for_socket(path: str, timeout: float = 20.0) -> None:
-    """Wait until C{path} exists (the daemon has bound it)."""
+    """
+    Wait until the unix socket at C{path} takes connections (the daemon
+    listens; the file appears when it binds, a moment before).
+    """
+    _wait_until(lambda: _connects(socket.AF_UNIX, path), path, timeout)
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    """Wait until 127.0.0.1:C{port} takes connections."""
+    _wait_until(
+        lambda: _connects(socket.AF_INET, ("127.0.0.1", port)), str(port), timeout
+    )
+
+
+def _connects(family: int, address: str | tuple[str, int]) -> bool:
+    with socket.socket(family) as probe:
+        try:
+            probe.connect(address)
+        except OSError:
+            return False
+    return True
+
+
+def _wait_until(ready: Callable[[], bool], what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not Path(path).exists():
+    while not ready():
         if time.monotonic() > deadline:
-            raise AssertionError(f"{path} never appeared")
+            raise AssertionError(f"{what} never took a connection")
         time.sleep(0.02)
 
 
@@ -159,13 +183,13 @@ class ListenBufferTests(_Case):
         pki = PKI(temp_dir(self))
         self.addCleanup(shutil.rmtree, str(pki.directory), True)
         port = free_port()
-        daemon = self.daemon(
+        self.daemon(
             "-H", f"tcp://127.0.0.1:{port}", "--tlsverify",
             f"--tlscacert={pki.ca}", f"--tlscert={pki.server_cert}",
             f"--tlskey={pki.server_key}",
             "--activation-delay", "3", "--activation-timeout", "2",
         )  # fmt: skip
-        wait_for_socket(daemon.socket_path)
+        wait_for_port(port)
         context = ssl.create_default_context(cafile=pki.ca)
         context.load_cert_chain(pki.client_cert, pki.client_key)
         refused = tcp_ping(port, context)

@@ -29,12 +29,12 @@ class _Case(SynchronousTestCase):
         self.pki = PKI(temp_dir(self))
         self.port = free_port()
 
-    def start(self, *args: str) -> RunningDaemon:
+    def start(self, *args: str, tls: str = "--tlsverify") -> RunningDaemon:
         """A daemon on TCP 127.0.0.1 under --tlsverify with the test PKI."""
         return start_daemon(
             self,
             [
-                "-H", f"tcp://127.0.0.1:{self.port}", "--tlsverify",
+                "-H", f"tcp://127.0.0.1:{self.port}", tls,
                 "--tlscacert", self.pki.ca,
                 "--tlscert", self.pki.server_cert,
                 "--tlskey", self.pki.server_key,
@@ -80,6 +80,25 @@ class DockerSDKTests(_Case):
         self.start()
         with self.assertRaises((docker.errors.DockerException, ssl.SSLError, OSError)):
             self.sdk(certificate=False).version()
+
+    def test_tls_alone_verifies(self) -> None:
+        """
+        --tls without --tlsverify verifies clients too, as dockerd's does
+        (it let a client without a certificate in); --tlsverify=false opts
+        out, with dockerd's warning in the log.
+        """
+        daemon = self.start(tls="--tls")
+        self.assertEqual(self.sdk().version()["ApiVersion"], "1.50")
+        with self.assertRaises((docker.errors.DockerException, ssl.SSLError, OSError)):
+            self.sdk(certificate=False).version()
+        self.assertNotIn("without --tlsverify", daemon.log())
+        daemon.stop()
+        self.port = free_port()
+        daemon = self.start("--tlsverify=false", tls="--tls")
+        self.assertEqual(self.sdk(certificate=False).version()["ApiVersion"], "1.50")
+        self.assertIn(
+            "Binding to IP address without --tlsverify is insecure", daemon.log()
+        )
 
 
 class CurlTests(_Case):
