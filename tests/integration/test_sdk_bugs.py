@@ -26,3 +26,29 @@ class SdkTests(_DaemonCase):
         self.assertIn(wrote["Id"], result["ContainersDeleted"])
         self.assertNotIn(sleeps["Id"], result["ContainersDeleted"])
         self.assertGreater(result["SpaceReclaimed"], 0)
+
+    def test_cp_archive_owner(self) -> None:
+        """
+        docker cp -a makes the files the container's user's (it had no
+        effect: the tar's owner was kept).
+        """
+        import io  # noqa: PLC0415
+        import tarfile  # noqa: PLC0415
+
+        self.cleanup_container("owned")
+        self.ok("create", "--name", "owned", "-u", "1234:567", "busybox", "true")
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as tar:
+            info = tarfile.TarInfo("f")
+            info.uid, info.gid, info.size = 42, 43, 1
+            tar.addfile(info, io.BytesIO(b"x"))
+        self.ok("cp", "-a", "-", "owned:/", stdin=out.getvalue())
+        got = self.docker("cp", "owned:/f", "-").stdout
+        with tarfile.open(fileobj=io.BytesIO(got)) as tar:
+            member = tar.getmember("f")
+        self.assertEqual((member.uid, member.gid), (1234, 567))
+        self.ok("cp", "-", "owned:/", stdin=out.getvalue())
+        got = self.docker("cp", "owned:/f", "-").stdout
+        with tarfile.open(fileobj=io.BytesIO(got)) as tar:
+            member = tar.getmember("f")
+        self.assertEqual((member.uid, member.gid), (42, 43))

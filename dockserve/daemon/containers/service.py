@@ -1767,6 +1767,9 @@ class ContainerService:
 
             raise Forbidden("container rootfs is marked read-only")
         archive = self._archive()
+        # docker cp -a: the files become the container's user's, as dockerd
+        # makes them (root when it names none).
+        user = str(c.record.config.get("User") or "0:0")
 
         def untar(view: fileview.View) -> None:
             try:
@@ -1776,6 +1779,7 @@ class ContainerService:
                     source.read,
                     no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
                     copy_uidgid=copy_uid_gid,
+                    user=user,
                 )
             except FileNotFoundError:
                 raise self._not_found(reference, path) from None
