@@ -7,13 +7,14 @@ thread, never on the reactor thread. Streams are copied in bounded chunks,
 so a layer of any size costs the same memory.
 """
 
-# The unpacking loop works on strings with os.path: it runs once per tar
-# member of every layer, and Path objects would cost more than the work.
-# ruff: noqa: PTH103, PTH108, PTH112, PTH114, PTH118, PTH119, PTH120, PTH211
+# The unpacking loop works on names relative to directory fds: it runs once
+# per tar member of every layer, and Path objects would cost more than the
+# work (and could not say "relative to this fd").
 
 import bz2
 import contextlib
 import ctypes
+import errno
 import gzip
 import hashlib
 import lzma
@@ -22,6 +23,7 @@ import shutil
 import stat
 import tarfile
 import zlib
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
@@ -351,17 +353,395 @@ def _safe_name(name: str) -> str | None:
     return "/".join(parts)
 
 
-def _inside(root: str, path: str) -> bool:
-    """Whether C{path}'s parent, with symlinks resolved, lies within C{root}."""
-    parent = os.path.realpath(os.path.dirname(path))
-    return parent == root or parent.startswith(root + os.sep)
+#: Directory fds one unpack keeps open; tar writers group members by
+#: directory, so a few cover nearly every lookup.
+_OPEN_DIRS = 64
+#: Symlinks followed in resolving one parent, as Linux allows.
+_MAX_SYMLINKS = 40
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Extended attributes a layer may not set: overlayfs's own, which say
+#: what the layers below look like (whiteouts come from C{.wh.} names).
+_RESERVED_XATTRS = "trusted.overlay."
 
 
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
+class _Dirs:
+    """
+    Open directories of one layer's root, by their path below it.
+
+    A path here never passes through a symlink (L{_Unpacker._resolve}
+    builds them from real directories only), and each component is opened
+    from its parent's fd with C{O_NOFOLLOW}, so no fd can be outside the
+    root. The least recently used fds are closed past L{_OPEN_DIRS}.
+    """
+
+    def __init__(self, root_fd: int) -> None:
+        self._root = root_fd
+        self._fds: OrderedDict[str, int] = OrderedDict()
+
+    def get(self, path: str) -> int:
+        """
+        A borrowed fd of the directory C{path} (C{""}: the root), valid
+        until the next L{get} or L{forget}.
+
+        @raise OSError: When a component is missing, not a directory, or
+            a symlink (C{ELOOP}).
+        """
+        if not path:
+            return self._root
+        fd = self._fds.get(path)
+        if fd is not None:
+            self._fds.move_to_end(path)
+            return fd
+        parent, _, name = path.rpartition("/")
+        fd = os.open(name, _DIR_FLAGS, dir_fd=self.get(parent))
+        self._fds[path] = fd
+        if len(self._fds) > _OPEN_DIRS:
+            os.close(self._fds.popitem(last=False)[1])
+        return fd
+
+    def forget(self) -> None:
+        """Close every fd but the root's: a directory or link was removed."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+class _Unpacker:
+    """
+    One layer tarball unpacked into one directory, never following a
+    symlink the layer made: every member's parent is resolved inside the
+    root as a chroot at it would resolve it, and every member is made and
+    given its attributes through fds relative to that parent.
+
+    @ivar _tar_fd: The tarball, read in the kernel (C{copy_file_range}).
+    @ivar _parents: The resolved directory of each parent path already
+        seen, so a member costs no walk; emptied with L{_Dirs.forget}.
+    @ivar _dir_times: Each directory member's resolved path and mtime, set
+        last (making its children changed them).
+    """
+
+    def __init__(self, root_fd: int, tar_fd: int) -> None:
+        self._dirs = _Dirs(root_fd)
+        self._tar_fd = tar_fd
+        self._parents: dict[str, str] = {}
+        self._dir_times: list[tuple[str, float]] = []
+        self._kernel_copy = True
+
+    def close(self) -> None:
+        """Release every directory fd."""
+        self._dirs.forget()
+
+    def _forget(self) -> None:
+        self._dirs.forget()
+        self._parents.clear()
+
+    def _resolve(self, path: str, *, create: bool) -> str | None:
+        """
+        The directory C{path} names inside the root, as a path of real
+        directories below it: symlinks are followed as in a chroot at the
+        root (absolute ones from the root, C{..} never above it), and
+        missing components of C{path} itself are made when C{create}
+        (never those a link names, as C{mkdir -p} does not).
+
+        @return: The resolved path, or C{None} when there is no such
+            directory (a file in the way, a dangling link, a loop).
+        """
+        known = self._parents.get(path)
+        if known is not None:
+            return known
+        names: list[str] = []
+        queue = deque((part, False) for part in path.split("/") if part)
+        links = 0
+        while queue:
+            part, from_link = queue.popleft()
+            if part in {"", "."}:
+                continue
+            if part == "..":
+                if names:
+                    names.pop()
+                continue
+            here = self._dirs.get("/".join(names))
+            try:
+                info = os.stat(part, dir_fd=here, follow_symlinks=False)
+            except FileNotFoundError:
+                if from_link or not create:
+                    return None
+                os.mkdir(part, 0o755, dir_fd=here)
+            else:
+                if stat.S_ISLNK(info.st_mode):
+                    links += 1
+                    if links > _MAX_SYMLINKS:
+                        return None
+                    target = os.readlink(part, dir_fd=here)
+                    if target.startswith("/"):
+                        names.clear()
+                    queue.extendleft((p, True) for p in reversed(target.split("/")))
+                    continue
+                if not stat.S_ISDIR(info.st_mode):
+                    return None
+            names.append(part)
+        resolved = "/".join(names)
+        self._parents[path] = resolved
+        return resolved
+
+    def _clear(self, parent: str, name: str) -> None:
+        """
+        Remove C{name} from the resolved directory C{parent} if it is
+        there, a directory with all it holds, a symlink itself.
+        """
+        fd = self._dirs.get(parent)
+        try:
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(info.st_mode):
+            self._forget()
+            shutil.rmtree(name, dir_fd=self._dirs.get(parent))
+        else:
+            os.unlink(name, dir_fd=fd)
+            if stat.S_ISLNK(info.st_mode):
+                self._forget()
+
+    def add(self, member: tarfile.TarInfo) -> None:
+        """
+        Unpack one member (its data read from the tarball at its offset).
+
+        @raise InvalidParameter: For a whiteout of C{.}, C{..} or nothing,
+            and a name with a NUL byte.
+        """
+        name = _safe_name(member.name)
+        if name is None:
+            return
+        if "\0" in name or "\0" in member.linkname:
+            raise InvalidParameter(f"invalid tar header: NUL in {name!r}")
+        parent_path, _, base = name.rpartition("/")
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(parent_path, base)
+            return
+        parent = self._resolve(parent_path, create=True)
+        if parent is None:
+            return  # No directory to put it in, as tar would fail.
+        if member.isdir():
+            self._directory(parent, base, member)
+            return
+        if member.isreg():
+            self._clear(parent, base)
+            self._regular(parent, base, member)
+        elif member.issym():
+            self._clear(parent, base)
+            os.symlink(member.linkname, base, dir_fd=self._dirs.get(parent))
+            self._attrs_at(parent, base, member)
+        elif member.islnk():
+            self._hard_link(parent, base, member)
+        elif member.ischr() or member.isblk() or member.isfifo():
+            self._clear(parent, base)
+            kind = (
+                stat.S_IFCHR
+                if member.ischr()
+                else stat.S_IFBLK
+                if member.isblk()
+                else stat.S_IFIFO
+            )
+            device = os.makedev(member.devmajor, member.devminor)
+            os.mknod(base, 0o600 | kind, device, dir_fd=self._dirs.get(parent))
+            self._attrs_at(parent, base, member)
+
+    def _whiteout(self, parent_path: str, base: str) -> None:
+        """
+        C{.wh.NAME}: NAME in the member's directory becomes an overlayfs
+        whiteout (a 0/0 character device); C{.wh..wh..opq} marks that
+        directory opaque. Other AUFS metadata (C{.wh..wh.*}) is skipped.
+
+        @raise InvalidParameter: When NAME is empty, C{.} or C{..}: it
+            would remove the directory itself or its parent (as
+            containerd, and the OCI spec since image-spec#1314).
+        """
+        if base != OPAQUE and base.startswith(WHITEOUT_PREFIX * 2):
+            return
+        hidden = base[len(WHITEOUT_PREFIX) :]
+        if base != OPAQUE and hidden in {"", ".", ".."}:
+            raise InvalidParameter(f"invalid whiteout name: {base}")
+        parent = self._resolve(parent_path, create=True)
+        if parent is None:
+            return
+        if base == OPAQUE:
+            os.setxattr(self._dirs.get(parent), "trusted.overlay.opaque", b"y")
+            return
+        self._clear(parent, hidden)
+        os.mknod(
+            hidden,
+            0o600 | stat.S_IFCHR,
+            os.makedev(0, 0),
+            dir_fd=self._dirs.get(parent),
+        )
+
+    def _directory(self, parent: str, base: str, member: tarfile.TarInfo) -> None:
+        """
+        Make (or keep) the directory C{base}: anything else of that name,
+        a symlink included, is replaced, as dockerd does.
+        """
+        fd = self._dirs.get(parent)
+        info: os.stat_result | None
+        try:
+            info = os.stat(base, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            info = None
+        if info is None or not stat.S_ISDIR(info.st_mode):
+            if info is not None:
+                self._clear(parent, base)
+            os.mkdir(base, 0o700, dir_fd=self._dirs.get(parent))
+        path = f"{parent}/{base}" if parent else base
+        _attrs_fd(self._dirs.get(path), member)
+        self._dir_times.append((path, member.mtime))
+
+    def _regular(self, parent: str, base: str, member: tarfile.TarInfo) -> None:
+        """Write a regular (maybe sparse) member's data, then its attributes."""
+        fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=self._dirs.get(parent))
+        try:
+            self._write_data(fd, member)
+            _attrs_fd(fd, member)
+            os.utime(fd, (member.mtime, member.mtime))
+        finally:
+            os.close(fd)
+
+    def _write_data(self, fd: int, member: tarfile.TarInfo) -> None:
+        """
+        Copy the member's data segments to their offsets in C{fd}: one for
+        a plain member; for a sparse one (GNU or pax) only those its map
+        lists, and holes between them, so a 10 kB tar of a 4 GiB sparse
+        file allocates 10 kB, not 4 GiB.
+        """
+        # tarfile's (offset, size) pairs; typeshed calls them bytes.
+        sparse = cast("list[tuple[int, int]] | None", member.sparse)
+        segments = [(0, member.size)] if sparse is None else sparse
+        source = member.offset_data
+        for offset, length in segments:
+            if offset < 0 or length < 0 or offset + length > member.size:
+                raise InvalidParameter(
+                    f"invalid tar header: bad sparse map for {member.name!r}"
+                )
+            self._copy(source, fd, offset, length)
+            source += length
+        if sparse is not None:
+            os.ftruncate(fd, member.size)
+
+    def _copy(self, source: int, fd: int, offset: int, length: int) -> None:
+        """
+        C{length} bytes at C{source} in the tarball to C{offset} in C{fd}:
+        in the kernel (C{copy_file_range}, a reflink where the filesystem
+        has them), else through a buffer.
+        """
+        while length and self._kernel_copy:
+            try:
+                copied = os.copy_file_range(self._tar_fd, fd, length, source, offset)
+            except OSError as e:
+                if e.errno not in _NO_KERNEL_COPY:
+                    raise
+                self._kernel_copy = False
+                break
+            if not copied:
+                self._kernel_copy = False  # The loop below tells EOF apart.
+                break
+            source, offset, length = source + copied, offset + copied, length - copied
+        while length:
+            data = os.pread(self._tar_fd, min(length, CHUNK), source)
+            if not data:
+                raise InvalidParameter("invalid tar header: unexpected end of data")
+            written = os.pwrite(fd, data, offset)
+            source, offset = source + written, offset + written
+            length -= written
+
+    def _hard_link(self, parent: str, base: str, member: tarfile.TarInfo) -> None:
+        """
+        Link C{base} to the member's target, found inside the root as a
+        chroot would (a symlink as the target is linked, not followed); a
+        target the layer lacks is skipped.
+        """
+        target = _safe_name(member.linkname)
+        if target is None or target == (f"{parent}/{base}" if parent else base):
+            return
+        target_parent, _, target_base = target.rpartition("/")
+        source = self._resolve(target_parent, create=False)
+        if source is None:
+            return
+        self._clear(parent, base)
+        try:
+            # A copy: finding the other directory may close a borrowed fd.
+            source_fd = os.dup(self._dirs.get(source))
+        except (FileNotFoundError, NotADirectoryError):
+            return  # The target's directory was the name just replaced.
+        try:
+            os.link(
+                target_base,
+                base,
+                src_dir_fd=source_fd,
+                dst_dir_fd=self._dirs.get(parent),
+                follow_symlinks=False,
+            )
+        except FileNotFoundError:
+            return
+        finally:
+            os.close(source_fd)
+
+    def _attrs_at(self, parent: str, base: str, member: tarfile.TarInfo) -> None:
+        """
+        Owner, xattrs, mode (not a symlink's) and times of C{base}, never
+        following it: for what no fd can be opened on to write (symlinks,
+        devices, FIFOs).
+        """
+        fd = self._dirs.get(parent)
+        os.chown(base, member.uid, member.gid, dir_fd=fd, follow_symlinks=False)
+        # /proc/self/fd/N is the directory we hold; the last name is not followed.
+        _set_xattrs(f"/proc/self/fd/{fd}/{base}", member, follow=False)
+        if not member.issym():
+            node = os.open(base, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            try:
+                # chmod through the O_PATH fd: the inode just made.
+                os.chmod(f"/proc/self/fd/{node}", member.mode & 0o7777)  # noqa: PTH101
+            finally:
+                os.close(node)
+        times = (member.mtime, member.mtime)
+        os.utime(base, times, dir_fd=fd, follow_symlinks=False)
+
+    def finish(self) -> None:
+        """Set the directories' times, now that nothing is made in them."""
+        for path, mtime in reversed(self._dir_times):
+            try:
+                fd = self._dirs.get(path)
+            except OSError as e:
+                if e.errno in {errno.ENOENT, errno.ENOTDIR, errno.ELOOP}:
+                    continue  # Removed or replaced later in the layer.
+                raise
+            os.utime(fd, (mtime, mtime))
+
+
+#: What C{copy_file_range} raises where the kernel cannot copy these files.
+_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
+
+
+def _set_xattrs(target: int | str, member: tarfile.TarInfo, *, follow: bool) -> None:
+    """The member's C{SCHILY.xattr.*} records, but overlayfs's own."""
+    for key, value in member.pax_headers.items():
+        if not key.startswith("SCHILY.xattr."):
+            continue
+        name = key[len("SCHILY.xattr.") :]
+        if name.startswith(_RESERVED_XATTRS):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            os.setxattr(
+                target,
+                name,
+                value.encode("utf-8", "surrogateescape"),
+                follow_symlinks=follow,
+            )
+
+
+def _attrs_fd(fd: int, member: tarfile.TarInfo) -> None:
+    """Owner, xattrs and mode through an fd (owner first: chown clears setuid)."""
+    os.fchown(fd, member.uid, member.gid)
+    _set_xattrs(fd, member, follow=True)
+    os.fchmod(fd, member.mode & 0o7777)
 
 
 def unpack(tar_path: Path, target: Path) -> None:
@@ -371,129 +751,50 @@ def unpack(tar_path: Path, target: Path) -> None:
 
     AUFS-style whiteouts become overlayfs ones: C{.wh.NAME} a 0/0 character
     device C{NAME}, C{.wh..wh..opq} the C{trusted.overlay.opaque} xattr on
-    its directory. Members that would land outside C{target} (absolute
-    paths, C{..}, paths through a symlink) are skipped.
+    its directory. No step follows a symlink the layer made: a member's
+    parent is resolved inside C{target} as in a chroot there (see
+    L{_Unpacker}), and what the member names is replaced, never followed.
+    Members with C{..} or nowhere to go (a file as their parent) are
+    skipped; absolute ones are taken from C{target}.
 
-    @raise InvalidParameter: When the file is not a tar archive.
+    @raise InvalidParameter: When the file is not a tar archive, or holds
+        a whiteout of its own directory or parent.
+    @raise OSError: When the disk fails; its file name is relative to
+        C{target} (the member's), never a host path.
     """
-    root = os.path.realpath(target)
-    dir_times: list[tuple[str, tarfile.TarInfo]] = []
+    root_fd = os.open(target, _DIR_FLAGS)
     try:
-        tar = tarfile.open(tar_path, mode="r:")  # noqa: SIM115 - closed by `with` below
-    except tarfile.TarError as e:
-        raise InvalidParameter(f"invalid tar header: {e}") from None
-    with tar:
-        for member in tar:
-            name = _safe_name(member.name)
-            if name is None:
-                continue
-            dest = os.path.join(root, name)
-            if not _inside(root, dest):
-                continue
-            base = os.path.basename(name)
-            parent = os.path.dirname(dest)
-            if base == OPAQUE:
-                os.makedirs(parent, exist_ok=True)
-                os.setxattr(parent, "trusted.overlay.opaque", b"y")
-                continue
-            if base.startswith(WHITEOUT_PREFIX):
-                hidden = os.path.join(parent, base[len(WHITEOUT_PREFIX) :])
-                os.makedirs(parent, exist_ok=True)
-                _remove(hidden)
-                os.mknod(hidden, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
-                continue
+        with open(tar_path, "rb") as raw:  # noqa: PTH123
             try:
-                os.makedirs(parent, exist_ok=True)
-            except (FileExistsError, NotADirectoryError):
-                # The parent is a file or a dangling symlink: no place for it.
-                continue
-            if member.isdir():
-                if os.path.lexists(dest) and not os.path.isdir(dest):
-                    os.unlink(dest)
-                os.makedirs(dest, exist_ok=True)
-                dir_times.append((dest, member))
-                _set_attrs(dest, member)
-                continue
-            _remove(dest)
-            if member.isreg():
-                _copy_member(tar, member, dest)
-            elif member.issym():
-                os.symlink(member.linkname, dest)
-            elif member.islnk():
-                link_name = _safe_name(member.linkname)
-                if link_name is None:
-                    continue
-                source = os.path.join(root, link_name)
-                if not _inside(root, source) or not os.path.lexists(source):
-                    continue
-                os.link(source, dest, follow_symlinks=False)
-                continue
-            elif member.ischr() or member.isblk():
-                kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-                os.mknod(
-                    dest,
-                    member.mode | kind,
-                    os.makedev(member.devmajor, member.devminor),
-                )
-            elif member.isfifo():
-                os.mkfifo(dest, member.mode)
-            else:
-                continue
-            _set_attrs(dest, member)
-    # Directory times last: creating their children changed them.
-    for dest, member in reversed(dir_times):
-        os.utime(dest, (member.mtime, member.mtime))
-
-
-def _kernel_copy(src_fd: int, dst_fd: int, offset: int, size: int) -> bool:
-    """Copy C{size} bytes at C{offset} of C{src_fd} to C{dst_fd} in the kernel."""
-    while size:
-        copied = os.copy_file_range(src_fd, dst_fd, size, offset)
-        if copied == 0:
-            return False
-        offset += copied
-        size -= copied
-    return True
-
-
-def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: str) -> None:
-    """
-    Write a regular member's data to C{dest}: in the kernel
-    (C{copy_file_range}, a reflink on filesystems that have them) when the
-    member is stored contiguously, else through Python.
-    """
-    with open(dest, "wb") as out:  # noqa: PTH123
-        fileobj = tar.fileobj
-        if not member.issparse() and fileobj is not None and member.size:
+                tar = tarfile.open(fileobj=raw, mode="r:")  # noqa: SIM115 - closed below
+            except tarfile.TarError as e:
+                raise InvalidParameter(f"invalid tar header: {e}") from None
+            unpacker = _Unpacker(root_fd, raw.fileno())
             try:
-                done = _kernel_copy(
-                    cast("Any", fileobj).fileno(),
-                    out.fileno(),
-                    member.offset_data,
-                    member.size,
-                )
-            except (OSError, AttributeError, ValueError):
-                done = False
-            if done:
-                return
-            out.seek(0)
-            out.truncate()
-        src = tar.extractfile(member)
-        assert src is not None  # noqa: S101 - regular files have data
-        shutil.copyfileobj(src, out, CHUNK)
+                _unpack_members(tar, unpacker)
+                unpacker.finish()
+            finally:
+                unpacker.close()
+                tar.close()
+    finally:
+        os.close(root_fd)
 
 
-def _set_attrs(dest: str, member: tarfile.TarInfo) -> None:
-    os.lchown(dest, member.uid, member.gid)
-    for key, value in member.pax_headers.items():
-        if key.startswith("SCHILY.xattr."):
-            with contextlib.suppress(OSError):
-                os.setxattr(
-                    dest,
-                    key[len("SCHILY.xattr.") :],
-                    value.encode("utf-8", "surrogateescape"),
-                    follow_symlinks=False,
-                )
-    if not member.issym():
-        os.chmod(dest, member.mode & 0o7777)  # noqa: PTH101
-    os.utime(dest, (member.mtime, member.mtime), follow_symlinks=False)
+def _unpack_members(tar: tarfile.TarFile, unpacker: _Unpacker) -> None:
+    """Each member of C{tar} in order; a disk error names the member."""
+    members = iter(tar)
+    while True:
+        try:
+            member = next(members, None)
+        except tarfile.TarError as e:
+            raise InvalidParameter(f"invalid tar header: {e}") from None
+        if member is None:
+            return
+        try:
+            unpacker.add(member)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, _safe_name(member.name)) from None
+        except (ValueError, OverflowError) as e:
+            raise InvalidParameter(
+                f"invalid tar header: {member.name!r}: {e}"
+            ) from None
