@@ -22,7 +22,7 @@ from dockserve.daemon.containers.execs import (
     grantable_capabilities,
     resolve_user,
 )
-from dockserve.errors import InvalidParameter
+from dockserve.errors import InvalidParameter, SystemError_
 
 #: Docker's default capability set (moby oci/caps/defaults.go).
 DEFAULT_CAPABILITIES = [
@@ -205,6 +205,34 @@ def _tmpfs_mount(destination: str, options: str) -> dict[str, Any]:
     }
 
 
+def _make_bind_source(source: str) -> None:
+    """
+    Make a C{Binds} source that is not there a directory, as dockerd does.
+
+    Whatever is there (a directory, a file, a socket, a device) is bound as
+    it is: runc makes the destination a file when the source is not a
+    directory. A source under a file is left for runc to refuse, as dockerd
+    leaves it; anything else that cannot be made is dockerd's error.
+
+    @raise SystemError_: The source cannot be made (a dangling symbolic
+        link, a read-only file system...).
+    """
+    path = Path(source)
+    if path.exists():
+        return
+    try:
+        path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except NotADirectoryError:
+        return
+    except OSError as e:
+        reason = (e.strerror or str(e)).lower()
+        msg = (
+            f"error while creating mount source path '{source}': "
+            f"mkdir {source}: {reason}"
+        )
+        raise SystemError_(msg) from None
+
+
 def _user_mounts(
     host_config: dict[str, Any], container_dir: Path
 ) -> list[dict[str, Any]]:
@@ -215,7 +243,7 @@ def _user_mounts(
             msg = f"invalid volume specification: '{bind}'"
             raise InvalidParameter(msg)
         options = parts[2].split(",") if len(parts) > 2 else []
-        Path(parts[0]).mkdir(parents=True, exist_ok=True)
+        _make_bind_source(parts[0])
         mounts.append(_bind_mount(parts[0], parts[1], options))
     volumes_root = container_dir.parent.parent / "volumes"
     for mount in host_config.get("Mounts") or []:

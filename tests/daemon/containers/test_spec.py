@@ -11,7 +11,7 @@ from dockserve.daemon.containers.spec import (
     DEFAULT_CAPABILITIES,
     build_spec,
 )
-from dockserve.errors import InvalidParameter, NotFound
+from dockserve.errors import InvalidParameter, NotFound, SystemError_
 
 CID = "c" * 64
 
@@ -169,3 +169,81 @@ class BuildSpecTests(SynchronousTestCase):
         custom = json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule]})
         spec = self.spec(host_config={"SecurityOpt": [f"seccomp={custom}"]})
         self.assertEqual(spec["linux"]["seccomp"]["syscalls"], [rule])
+
+
+class BindSourceTests(SynchronousTestCase):
+    """
+    Bind sources as dockerd takes them: a missing Binds source becomes a
+    directory, anything that is there (a file too) is bound as it is.
+    """
+
+    def setUp(self) -> None:
+        self.dir = Path(self.mktemp()).absolute()
+        (self.dir / "rootfs" / "etc").mkdir(parents=True)
+
+    def mounts(self, host_config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        spec = build_spec(
+            container_id=CID,
+            image_config={"config": {"Cmd": ["sh"]}},
+            config={},
+            host_config=host_config,
+            rootfs=self.dir / "rootfs",
+            container_dir=self.dir,
+        )
+        return {m["destination"]: m for m in spec["mounts"]}
+
+    def test_file_bind(self) -> None:
+        """
+        C{-v /host/file.txt:/etc/cfg.txt:ro}: the file is bound read-only as
+        a file; it was taken for a directory to make ([Errno 17] File exists).
+        """
+        source = self.dir / "file.txt"
+        source.write_text("cfg\n")
+        mount = self.mounts({"Binds": [f"{source}:/etc/cfg.txt:ro"]})["/etc/cfg.txt"]
+        self.assertEqual(mount["source"], str(source))
+        self.assertEqual(mount["type"], "bind")
+        self.assertEqual(mount["options"], ["rbind", "ro", "rprivate"])
+        self.assertEqual(source.read_text(), "cfg\n")
+
+    def test_file_mount(self) -> None:
+        """The C{--mount type=bind} form binds a file as well."""
+        source = self.dir / "file.txt"
+        source.write_text("cfg\n")
+        mounts = self.mounts(
+            {"Mounts": [{"Type": "bind", "Source": str(source),
+                         "Target": "/etc/cfg.txt", "ReadOnly": True}]}
+        )  # fmt: skip
+        self.assertEqual(mounts["/etc/cfg.txt"]["source"], str(source))
+        self.assertIn("ro", mounts["/etc/cfg.txt"]["options"])
+
+    def test_missing_source_is_a_directory(self) -> None:
+        """A Binds source that is not there is made, with its parents, a directory."""
+        source = self.dir / "new" / "data"
+        self.mounts({"Binds": [f"{source}:/data"]})
+        self.assertTrue(source.is_dir())
+
+    def test_source_under_a_file(self) -> None:
+        """
+        A missing source under a file is left for runc to refuse ("not a
+        directory"), as dockerd leaves it.
+        """
+        (self.dir / "file").write_text("")
+        source = self.dir / "file" / "sub"
+        mounts = self.mounts({"Binds": [f"{source}:/data"]})
+        self.assertEqual(mounts["/data"]["source"], str(source))
+
+    def test_source_that_cannot_be_made(self) -> None:
+        """
+        A dangling symbolic link cannot be made a directory: dockerd's
+        words, not Python's exception.
+        """
+        source = self.dir / "dangling"
+        source.symlink_to(self.dir / "nowhere" / "x")
+        with self.assertRaises(SystemError_) as caught:
+            self.mounts({"Binds": [f"{source}:/data"]})
+        self.assertEqual(
+            caught.exception.message,
+            f"error while creating mount source path '{source}': "
+            f"mkdir {source}: file exists",
+        )
+        self.assertFalse((self.dir / "nowhere").exists())
