@@ -340,3 +340,29 @@ class ContainerErrorTests(_APITestCase):
                 f"json: cannot unmarshal {kind} into Go value of type "
                 "container.CreateRequest",
             )
+
+    def test_update_keeps_what_it_does_not_name(self) -> None:
+        """
+        docker update --cpu-shares sends every other resource as zero and an
+        unnamed restart policy: dockerd changes only what was asked, and so
+        must this daemon (the memory limit and the policy stay).
+        """
+        self.create(
+            HostConfig={"Memory": 67108864, "RestartPolicy": {"Name": "always"}}
+        )
+        code, _ = self.request(
+            "POST",
+            "/containers/web/update",
+            {
+                "CpuShares": 512, "Memory": 0, "MemorySwap": 0, "NanoCpus": 0,
+                "CgroupParent": "", "PidsLimit": None, "CpusetCpus": "",
+                "RestartPolicy": {"Name": "", "MaximumRetryCount": 0},
+            },
+        )  # fmt: skip
+        self.assertEqual(code, 200)
+        code, inspected = self.request("GET", "/containers/web/json")
+        host = inspected["HostConfig"]
+        self.assertEqual(
+            (host["Memory"], host["CpuShares"], host["RestartPolicy"]["Name"]),
+            (67108864, 512, "always"),
+        )

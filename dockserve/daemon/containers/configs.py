@@ -95,12 +95,27 @@ def check(
     return config, host_config, networking
 
 
+def _changed(key: str, value: Any) -> bool:
+    """
+    Whether dockerd's update applies C{key}: a resource only when it is not
+    zero (C{PidsLimit} when given at all), the restart policy only when it
+    is named. The docker CLI sends every resource, zero for the ones the
+    user did not ask to change.
+    """
+    if key == "PidsLimit":
+        return value is not None
+    if key == "RestartPolicy":
+        return bool((value or {}).get("Name"))
+    return value not in (None, 0, "", [], {})
+
+
 def check_update(body: dict[str, Any]) -> dict[str, Any]:
     """
     An update body (C{UpdateConfig}: the resources and the restart policy)
-    decoded and checked as dockerd does; C{body} itself is replaced by the
-    decoded one, which the caller goes on to read (C{"memory"} is
-    C{Memory}, as Go matches names).
+    decoded and checked as dockerd does. C{body} itself is replaced by what
+    dockerd would change, which the caller goes on to merge: names as Go
+    matches them (C{"memory"} is C{Memory}), and without the values
+    dockerd leaves as they are (zero resources, an unnamed policy).
 
     @return: C{body}.
     @raise InvalidParameter: With dockerd's message, naming C{UpdateConfig}.
@@ -108,7 +123,7 @@ def check_update(body: dict[str, Any]) -> dict[str, Any]:
     decoded = _DECODER.struct(body, "UpdateConfig", "UpdateConfig", ())
     validate.check_update(decoded)
     body.clear()
-    body.update(decoded)
+    body.update({k: v for k, v in decoded.items() if _changed(k, v)})
     return body
 
 

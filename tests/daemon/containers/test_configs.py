@@ -529,6 +529,26 @@ class ValidationTests(SynchronousTestCase):
         configs.check_update(body)
         self.assertEqual(body, {"Memory": 7_000_000, "MemorySwap": 100_000_000})
 
+    def test_update_unchanged(self) -> None:
+        """
+        What dockerd's update leaves alone is dropped from the body: the
+        docker CLI sends every resource, zero for the ones not asked for,
+        and a restart policy without a name unless --restart was given.
+        """
+        body: dict[str, Any] = {
+            "CpuShares": 512, "Memory": 0, "CgroupParent": "", "PidsLimit": 0,
+            "MemorySwappiness": None, "OomKillDisable": None, "Ulimits": None,
+            "BlkioWeightDevice": None, "CpusetCpus": "",
+            "RestartPolicy": {"Name": "", "MaximumRetryCount": 0},
+        }  # fmt: skip
+        configs.check_update(body)
+        self.assertEqual(body, {"CpuShares": 512, "PidsLimit": 0})
+        body = {"RestartPolicy": {"Name": "always", "MaximumRetryCount": 0}}
+        configs.check_update(body)
+        self.assertEqual(
+            body, {"RestartPolicy": {"Name": "always", "MaximumRetryCount": 0}}
+        )
+
     def test_cpuset_available(self) -> None:
         """A cpuset of CPUs this machine lacks, as dockerd words it."""
         error = self.assertRaises(
