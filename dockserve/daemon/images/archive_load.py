@@ -8,10 +8,13 @@ the store. Nothing enters the index here: the service does that on the
 reactor thread once every blob and layer is durable.
 """
 
+import errno
+import hashlib
 import json
 import os
 import posixpath
 import shutil
+import stat
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -52,35 +55,108 @@ _BAD_ARCHIVE_ERRORS: tuple[type[BaseException], ...] = (
     *layers.BAD_STREAM_ERRORS,
 )
 
+#: What making a member's file raises when the archive's own names clash
+#: (a member under a file, a file over a directory, a NUL in a name).
+_CLASH_ERRORS: tuple[type[BaseException], ...] = (
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    ValueError,
+)
 
-def _extract(src: IO[bytes], work: Path, hashes: dict[Path, tuple[str, int]]) -> None:
+#: The most read of a JSON document (manifest.json, index.json) whose size
+#: nothing declares; OCI blobs are read to the size their descriptor says.
+MAX_JSON = 32 << 20
+
+
+class _Work:
+    """
+    The load's private directory under the store's C{tmp/}, holding only
+    directories and regular files the archive's members made (its links
+    become hard links to files of the archive, or nothing).
+
+    @ivar path: The directory.
+    @ivar hashes: Digests and sizes computed while extracting, by file.
+    @ivar escapes: The archive's links that lead out of it (not made), by
+        their normal name, to their target: named in a message if a
+        document names them.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hashes: dict[Path, tuple[str, int]] = {}
+        self.escapes: dict[str, str] = {}
+
+
+@frozen
+class _Named:
+    """
+    A path one of the archive's documents names, for finding it and for
+    saying which one was wrong.
+
+    @ivar kind: What it should be: C{layer}, C{config}, C{manifest}.
+    @ivar name: The path as written.
+    @ivar source: The document naming it (C{manifest.json}...).
+    @ivar size: The size its descriptor declares, if one does.
+    """
+
+    kind: str
+    name: str
+    source: str
+    size: int | None = None
+
+    def error(
+        self, reason: str, kind: type[InvalidParameter] = InvalidParameter
+    ) -> InvalidParameter:
+        """The 400 for this path, C{reason} saying what is wrong."""
+        return kind(
+            f'failed to load image: invalid {self.kind} path "{self.name}" '
+            f"in {self.source}: {reason}"
+        )
+
+
+class _NotInArchive(InvalidParameter):
+    """A path a document names that the archive does not hold."""
+
+
+def _inside(name: str) -> str | None:
+    """
+    C{name} as a normal path inside the archive, or C{None} when it is
+    absolute or climbs out of it with C{..}.
+    """
+    normal = posixpath.normpath(name)
+    if name.startswith("/") or normal == ".." or normal.startswith("../"):
+        return None
+    return normal
+
+
+def _extract(src: IO[bytes], work: _Work) -> None:
+    """
+    Unpack the archive's directories and regular files into C{work}; its
+    links become hard links to regular files it holds, made last. Devices,
+    FIFOs and links that lead out (or to nothing) are not made.
+
+    @raise InvalidParameter: For a stream that is not a (compressed) tar,
+        or members whose names clash.
+    """
     # Any compression docker accepts (gzip, xz, bzip2, zstd) around it.
     members = layers.iter_tar(layers.decompressed(src))
-    links: list[tuple[Path, str]] = []
+    links: list[tuple[str, str, str]] = []
     first = True
     try:
         for member, data in members:
             first = False
-            parts = [p for p in member.name.split("/") if p not in ("", ".")]
-            if not parts or ".." in parts:
-                continue
-            dest = work.joinpath(*parts)
-            if member.isdir():
-                dest.mkdir(parents=True, exist_ok=True)
+            name = _inside(member.name.lstrip("/"))
+            if name is None or name == ".":
                 continue
             if member.issym():
                 # Old docker save archives link layers shared by images.
-                target = posixpath.join(posixpath.dirname(member.name), member.linkname)
-                links.append((dest, target))
-                continue
-            if member.islnk():
-                links.append((dest, member.linkname))
-                continue
-            if data is None:
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with dest.open("wb") as out:
-                hashes[dest] = layers.copy_hashing(data, out)
+                target = posixpath.join(posixpath.dirname(name), member.linkname)
+                links.append((name, target, member.linkname))
+            elif member.islnk():
+                links.append((name, member.linkname.lstrip("/"), member.linkname))
+            else:
+                _extract_one(work, name, member, data)
     except _BAD_ARCHIVE_ERRORS as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise  # the disk, not the archive
@@ -89,58 +165,186 @@ def _extract(src: IO[bytes], work: Path, hashes: dict[Path, tuple[str, int]]) ->
                 f"failed to load image: invalid archive: {e}"
             ) from None
         raise InvalidParameter(f"failed to load image: {e}") from None
-    for dest, target in links:
-        parts = [p for p in posixpath.normpath(target).split("/") if p not in ("", ".")]
-        if not parts or ".." in parts:
-            continue
-        source = work.joinpath(*parts)
-        if source.is_file() and not source.is_symlink():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.unlink(missing_ok=True)
-            os.link(source, dest)
-            if source in hashes:
-                hashes[dest] = hashes[source]
+    for name, target, written in links:
+        _link(work, name, target, written)
 
 
-def _read_json(work: Path, name: str) -> Any:
-    path = _member(work, name)
+def _extract_one(
+    work: _Work, name: str, member: tarfile.TarInfo, data: IO[bytes] | None
+) -> None:
+    """Make one directory or regular file member in C{work}."""
+    dest = work.path / name
     try:
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError) as e:
-        raise InvalidParameter(f"failed to load image: invalid {name}: {e}") from None
+        if member.isdir():
+            dest.mkdir(parents=True, exist_ok=True)
+        elif data is not None:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with dest.open("wb") as out:
+                work.hashes[dest] = layers.copy_hashing(data, out)
+    except _CLASH_ERRORS:
+        raise InvalidParameter(
+            f"failed to load image: invalid archive: {member.name!r} "
+            "clashes with another member"
+        ) from None
 
 
-def _member(work: Path, name: str) -> Path:
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
-        raise InvalidParameter(f"failed to load image: invalid path {name!r}")
-    path = work.joinpath(*parts)
-    if not path.is_file():
-        raise InvalidParameter(f"failed to load image: missing {name}")
-    return path
+def _link(work: _Work, name: str, target: str, written: str) -> None:
+    """
+    Make the archive's link C{name} a hard link to the regular file
+    C{target} (relative to the archive) if the archive holds one;
+    remember it when it leads out.
+    """
+    normal = _inside(target)
+    if normal is None:
+        work.escapes[name] = written
+        return
+    source = work.path / normal
+    dest = work.path / name
+    try:
+        if not source.is_file() or source.is_symlink() or source == dest:
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.unlink(missing_ok=True)
+        os.link(source, dest)
+    except _CLASH_ERRORS:
+        raise InvalidParameter(
+            f"failed to load image: invalid archive: {name!r} "
+            "clashes with another member"
+        ) from None
+    if source in work.hashes:
+        work.hashes[dest] = work.hashes[source]
+
+
+def _check_inside(work: _Work, named: _Named) -> str:
+    """
+    The normal path of C{named} inside the archive.
+
+    @raise InvalidParameter: When it is absolute, climbs out, or is one of
+        the archive's links that lead out (or when it is no path).
+    """
+    if not isinstance(named.name, str):
+        raise named.error("not a path")
+    normal = _inside(named.name)
+    if normal is None:
+        raise named.error("outside the archive")
+    if normal == ".":
+        raise named.error("not a file")
+    if normal in work.escapes:
+        raise named.error(f'outside the archive (a link to "{work.escapes[normal]}")')
+    return normal
+
+
+def _open(work: _Work, named: _Named) -> tuple[int, Path]:
+    """
+    Open the regular file C{named} names for reading: found inside the
+    archive's directory without following any link, checked a regular
+    file (never a device or a FIFO: opened non-blocking, then checked),
+    of the size its descriptor declares.
+
+    @return: The fd (the caller closes it) and the file's path, which
+        is the archive's own file in C{work}.
+    @raise InvalidParameter: For anything else, saying what.
+    """
+    parts = _check_inside(work, named).split("/")
+    try:
+        fd = _open_nofollow(work.path, parts)
+    except (FileNotFoundError, NotADirectoryError):
+        raise named.error("not in the archive", _NotInArchive) from None
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise named.error("a link, not a file") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise named.error("not a regular file")
+    if named.size is not None and info.st_size != named.size:
+        os.close(fd)
+        raise named.error(f"size {info.st_size}, its descriptor says {named.size}")
+    return fd, work.path.joinpath(*parts)
+
+
+def _open_nofollow(root: Path, parts: list[str]) -> int:
+    """
+    Open C{root}/C{parts} for reading, every component with
+    C{O_NOFOLLOW}; C{O_NONBLOCK} so that even a FIFO does not block.
+    """
+    dir_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            child = os.open(
+                part,
+                os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                dir_fd=dir_fd,
+            )
+            os.close(dir_fd)
+            dir_fd = child
+        return os.open(
+            parts[-1],
+            os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+            dir_fd=dir_fd,
+        )
+    finally:
+        os.close(dir_fd)
+
+
+def _read_json(work: _Work, named: _Named) -> tuple[Any, bytes]:
+    """
+    The decoded document C{named} names and its bytes, read no further
+    than its declared size, or L{MAX_JSON}.
+    """
+    fd, _ = _open(work, named)
+    limit = MAX_JSON if named.size is None else named.size
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise named.error(f"larger than {limit} bytes")
+    try:
+        return json.loads(raw), raw
+    except ValueError as e:
+        raise InvalidParameter(
+            f"failed to load image: invalid {named.name}: {e}"
+        ) from None
 
 
 def _store_layer(
-    store: ImageStore, path: Path, known: tuple[str, int] | None
-) -> tuple[str, int]:
+    store: ImageStore,
+    work: _Work,
+    named: _Named,
+    report: Callable[[int, int], None],
+) -> str:
     """
     Move (uncompressed: it is already the blob) or decompress one layer
-    file into the store; unpack it.
+    file of the archive into the store, and unpack it.
 
-    @param known: The digest and size the extraction computed, if it did.
+    Only a regular file the archive made in the work directory, reached
+    without a link (L{_open}), is ever moved.
+
+    @param report: Told C{(done, total)} before and after.
+    @return: The layer's diff ID.
     """
-    with path.open("rb") as f:
-        kind = layers.sniff(f.read(8))
-    if kind == "none":
-        digest, size = known or layers.hash_file(path)
-        with path.open("rb") as f:
-            os.fsync(f.fileno())
-        store.commit_blob(path, digest)
-    else:
-        with path.open("rb") as f:
-            digest, size = store.write_blob_stream(f, decompress=True)
+    fd, path = _open(work, named)
+    with os.fdopen(fd, "rb") as f:
+        total = os.fstat(fd).st_size
+        report(0, total)
+        if layers.sniff(os.pread(fd, 8, 0)) == "none":
+            digest, _ = work.hashes.get(path) or _hash(f)
+            os.fsync(fd)
+            store.commit_blob(path, digest)
+        else:
+            digest, _ = store.write_blob_stream(f, decompress=True)
     store.ensure_unpacked(digest)
-    return digest, size
+    report(total, total)
+    return digest
+
+
+def _hash(f: IO[bytes]) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := f.read(layers.CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return "sha256:" + digest.hexdigest(), size
 
 
 #: A progress callback (called from the loading thread).
@@ -163,40 +367,38 @@ def _loading(
 
 def _store_image(  # noqa: PLR0917 - one image's parts
     store: ImageStore,
-    hashes: dict[Path, tuple[str, int]],
-    config_path: Path,
-    layer_paths: list[Path],
+    work: _Work,
+    config: tuple[dict[str, Any], bytes],
+    layer_names: list[_Named],
     repo_tags: list[str],
     progress: Progress | None = None,
 ) -> LoadedImage:
-    raw = config_path.read_bytes()
-    try:
-        config = json.loads(raw)
-    except ValueError as e:
-        raise InvalidParameter(f"failed to load image: invalid config: {e}") from None
-    if not isinstance(config, dict):
-        raise InvalidParameter("failed to load image: invalid config")
-    diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
-    if len(diff_ids) != len(layer_paths):
+    """
+    Store one image: each layer the store lacks, checked against the
+    config's diff IDs, then the config.
+
+    @param config: The decoded config and its bytes.
+    """
+    decoded, raw = config
+    diff_ids = list((decoded.get("rootfs") or {}).get("diff_ids") or [])
+    if len(diff_ids) != len(layer_names):
         raise InvalidParameter(
             "failed to load image: the config names "
-            f"{len(diff_ids)} layers, the manifest {len(layer_paths)}"
+            f"{len(diff_ids)} layers, the manifest {len(layer_names)}"
         )
-    seen: dict[Path, str] = {}
-    for expected, path in zip(diff_ids, layer_paths, strict=True):
+    seen: dict[str, str] = {}
+    for expected, named in zip(diff_ids, layer_names, strict=True):
         hex_of(expected)
+        normal = _check_inside(work, named)
         if store.layer_path(expected).is_dir() and store.has_blob(expected):
             continue
-        if path in seen:
-            got = seen[path]
-        elif not path.exists():
-            raise InvalidParameter(f"failed to load image: missing layer {path.name}")
-        else:
-            total = path.stat().st_size
-            _loading(progress, expected, 0, total)
-            got, _ = _store_layer(store, path, hashes.get(path))
-            _loading(progress, expected, total, total)
-            seen[path] = got
+        got = seen.get(normal)
+        if got is None:
+
+            def report(done: int, total: int, expected: str = expected) -> None:
+                _loading(progress, expected, done, total)
+
+            got = seen[normal] = _store_layer(store, work, named, report)
         if got != expected:
             raise InvalidParameter(
                 f"failed to load image: layer digest {got} does not match "
@@ -206,7 +408,7 @@ def _store_image(  # noqa: PLR0917 - one image's parts
     from dockserve.daemon.images import reference  # noqa: PLC0415
 
     full_tags = tuple(reference.parse(t).tagged() for t in repo_tags)
-    return LoadedImage(image_id, config, len(raw), full_tags)
+    return LoadedImage(image_id, decoded, len(raw), full_tags)
 
 
 def platform_matches(want: dict[str, Any] | None, have: dict[str, Any]) -> bool:
@@ -233,20 +435,39 @@ def _host_arch() -> str:
     )
 
 
+def _blob(kind: str, descriptor: Any, source: str) -> _Named:
+    """
+    The blob an OCI descriptor names (C{blobs/sha256/<hex>}), of the size
+    it declares.
+
+    @raise InvalidParameter: For a descriptor that is no object, or a bad
+        digest.
+    """
+    if not isinstance(descriptor, dict):
+        raise InvalidParameter(f"failed to load image: invalid {kind} descriptor")
+    size = descriptor.get("size")
+    declared = size if type(size) is int and size >= 0 else None
+    name = "blobs/sha256/" + hex_of(str(descriptor.get("digest", "")))
+    return _Named(kind, name, source, declared)
+
+
 def _oci_manifests(
-    work: Path,
+    work: _Work,
     descriptor: dict[str, Any],
     names: list[str],
     platform: dict[str, Any] | None = None,
-) -> list[tuple[dict[str, Any], list[str]]]:
+    source: str = "index.json",
+) -> list[tuple[dict[str, Any], list[str], str]]:
     """
-    The image manifests under an index descriptor, with their names: of an
-    index, the first child whose blobs the archive holds, among those of
-    C{platform} (this machine's first, when none is asked for).
+    The image manifests under an index descriptor, with their names and
+    digests: of an index, the first child whose blobs the archive holds,
+    among those of C{platform} (this machine's first, when none is asked
+    for).
     """
     media_type = descriptor.get("mediaType", "")
-    path = _member(work, "blobs/sha256/" + hex_of(descriptor.get("digest", "")))
-    body = json.loads(path.read_bytes())
+    body, _ = _read_json(work, _blob("manifest", descriptor, source))
+    if not isinstance(body, dict):
+        raise InvalidParameter("failed to load image: invalid manifest")
     media_type = body.get("mediaType", media_type)
     annotations = descriptor.get("annotations") or {}
     here = list(names)
@@ -256,8 +477,9 @@ def _oci_manifests(
         here.append(name)
     elif ref_name and (":" in ref_name or "/" in ref_name):
         here.append(ref_name)
+    digest = str(descriptor.get("digest"))
     if media_type in _INDEX_TYPES or "manifests" in body:
-        found: list[tuple[dict[str, Any], list[str]]] = []
+        found: list[tuple[dict[str, Any], list[str], str]] = []
         children = list(body.get("manifests", []))
         # This machine's architecture first (a stable sort keeps the rest).
         children.sort(
@@ -277,20 +499,72 @@ def _oci_manifests(
             ) == "attestation-manifest":
                 continue
             try:
-                found.extend(_oci_manifests(work, child, here, platform))
-            except InvalidParameter:
-                continue
+                found.extend(
+                    _oci_manifests(work, child, here, platform, f"index {digest}")
+                )
+            except _NotInArchive:
+                continue  # A platform docker save left out.
             if found:
                 break
         return found
-    return [(body, here)]
+    return [(body, here, digest)]
 
 
-def _config_platform(work: Path, config_name: str) -> dict[str, Any]:
-    config = _read_json(work, config_name)
+def _read_config(work: _Work, named: _Named) -> tuple[dict[str, Any], bytes]:
+    """An image config (an object) and its bytes."""
+    config, raw = _read_json(work, named)
     if not isinstance(config, dict):
         raise InvalidParameter("failed to load image: invalid config")
-    return config
+    return config, raw
+
+
+def _load_docker_save(
+    store: ImageStore,
+    work: _Work,
+    platform: dict[str, Any] | None,
+    progress: Progress | None,
+) -> list[LoadedImage]:
+    """The images of a C{docker save} archive (C{manifest.json})."""
+    entries, _ = _read_json(work, _Named("manifest", "manifest.json", "the archive"))
+    if not isinstance(entries, list):
+        raise InvalidParameter("failed to load image: invalid manifest.json")
+    loaded: list[LoadedImage] = []
+    for entry in entries:
+        config = _read_config(work, _Named("config", entry["Config"], "manifest.json"))
+        if not platform_matches(platform, config[0]):
+            continue
+        layer_names = [
+            _Named("layer", p, "manifest.json") for p in entry.get("Layers") or []
+        ]
+        tags = list(entry.get("RepoTags") or [])
+        loaded.append(_store_image(store, work, config, layer_names, tags, progress))
+    return loaded
+
+
+def _load_oci(
+    store: ImageStore,
+    work: _Work,
+    platform: dict[str, Any] | None,
+    progress: Progress | None,
+) -> list[LoadedImage]:
+    """The images of an OCI image layout (C{index.json}, C{blobs/})."""
+    index, _ = _read_json(work, _Named("index", "index.json", "the archive"))
+    if not isinstance(index, dict):
+        raise InvalidParameter("failed to load image: invalid index.json")
+    loaded: list[LoadedImage] = []
+    for descriptor in index.get("manifests", []):
+        for manifest, names, digest in _oci_manifests(work, descriptor, [], platform):
+            source = f"manifest {digest}"
+            config = _read_config(work, _blob("config", manifest["config"], source))
+            if not platform_matches(platform, config[0]):
+                continue
+            layer_names = [
+                _blob("layer", layer, source) for layer in manifest.get("layers", [])
+            ]
+            loaded.append(
+                _store_image(store, work, config, layer_names, names, progress)
+            )
+    return loaded
 
 
 def load(
@@ -303,58 +577,26 @@ def load(
     Blocking: read a C{docker save} archive or an OCI layout from C{src}
     and store its images (blobs and unpacked layers), not indexing them.
 
+    Every path the archive's documents name (C{manifest.json}'s C{Config}
+    and C{Layers}, OCI blobs) is looked up inside the archive's own
+    directory: an absolute path, one that climbs out, a link out or to
+    anything but a regular file is refused naming it.
+
     @param platform: Load only the images of this OCI platform (C{os},
         C{architecture}, C{variant}); all when C{None}.
     @param progress: Told (from this thread) of each layer stored, as
         dockerd's C{Loading layer} messages.
-    @raise InvalidParameter: For an archive that is neither, or that holds
-        no image of C{platform}.
+    @raise InvalidParameter: For an archive that is neither, that names a
+        path outside itself, or that holds no image of C{platform}.
     """
-    work = store.temp_path("load-")
-    work.mkdir()
+    work = _Work(store.temp_path("load-"))
+    work.path.mkdir()
     try:
-        hashes: dict[Path, tuple[str, int]] = {}
-        _extract(src, work, hashes)
-        loaded: list[LoadedImage] = []
-        if (work / "manifest.json").is_file():
-            entries = _read_json(work, "manifest.json")
-            if not isinstance(entries, list):
-                raise InvalidParameter("failed to load image: invalid manifest.json")
-            loaded.extend(
-                _store_image(
-                    store,
-                    hashes,
-                    _member(work, entry["Config"]),
-                    [work / p for p in entry.get("Layers") or []],
-                    list(entry.get("RepoTags") or []),
-                    progress,
-                )
-                for entry in entries
-                if platform_matches(platform, _config_platform(work, entry["Config"]))
-            )
-        elif (work / "index.json").is_file():
-            index = _read_json(work, "index.json")
-            for descriptor in index.get("manifests", []):
-                for manifest, names in _oci_manifests(work, descriptor, [], platform):
-                    config = manifest.get("config") or {}
-                    config_name = "blobs/sha256/" + hex_of(config["digest"])
-                    if not platform_matches(
-                        platform, _config_platform(work, config_name)
-                    ):
-                        continue
-                    loaded.append(
-                        _store_image(
-                            store,
-                            hashes,
-                            _member(work, "blobs/sha256/" + hex_of(config["digest"])),
-                            [
-                                work / "blobs" / "sha256" / hex_of(layer["digest"])
-                                for layer in manifest.get("layers", [])
-                            ],
-                            names,
-                            progress,
-                        )
-                    )
+        _extract(src, work)
+        if (work.path / "manifest.json").is_file():
+            loaded = _load_docker_save(store, work, platform, progress)
+        elif (work.path / "index.json").is_file():
+            loaded = _load_oci(store, work, platform, progress)
         else:
             raise InvalidParameter(
                 "failed to load image: the archive holds neither manifest.json "
@@ -371,12 +613,12 @@ def load(
                 f"platform {wanted}"
             )
         layers.syncfs(store.root)
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, AttributeError) as e:
         raise InvalidParameter(f"failed to load image: invalid manifest: {e}") from None
     else:
         return loaded
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work.path, ignore_errors=True)
 
 
 __all__ = ["LayerSource", "LoadedImage", "load"]

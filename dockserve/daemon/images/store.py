@@ -228,7 +228,13 @@ class ImageStore:
         """
         Blocking: move the fsync'd file C{temp} (on this filesystem) into
         place as blob C{digest}.
+
+        @raise ValueError: When C{temp} is not a regular file under C{tmp/}
+            (a symlink itself, or reached through one out of it): only what
+            the daemon wrote there is ever moved or removed, never a path
+            an archive or a client named.
         """
+        self._check_temporary(temp)
         target = self.blob_path(digest)
         if target.exists():
             temp.unlink(missing_ok=True)
@@ -236,6 +242,16 @@ class ImageStore:
         temp.replace(target)
         records.fsync_dir(self.blob_dir)
         return target
+
+    def _check_temporary(self, temp: Path) -> None:
+        """Refuse (C{ValueError}) anything but a regular file under C{tmp/}."""
+        tmp = os.path.realpath(self.tmp_dir)
+        parent = os.path.realpath(temp.parent)
+        inside = parent == tmp or parent.startswith(tmp + os.sep)
+        if not inside or temp.name in {"", ".", ".."} or not temp.is_file():
+            raise ValueError(f"not a temporary file of the image store: {temp.name}")
+        if temp.is_symlink():
+            raise ValueError(f"a symlink, not a temporary file: {temp.name}")
 
     def put_blob(self, data: bytes) -> str:
         """Blocking: store small C{data}; return its digest."""
@@ -313,7 +329,7 @@ class ImageStore:
                     raise
             records.fsync_dir(self.layer_dir)
         except OSError as e:
-            raise SystemError_(f"failed to register layer: {e}") from None
+            raise SystemError_(f"failed to register layer: {_words(e)}") from None
         finally:
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)
@@ -465,6 +481,18 @@ class ImageStore:
             return self.blob_size(diff_id)
         except OSError:
             return 0
+
+
+def _words(e: OSError) -> str:
+    """
+    What an error says, without host paths: its text, and the file it
+    names only when that is relative (a member of the layer).
+    """
+    text = e.strerror or str(e)
+    name = e.filename
+    if isinstance(name, str) and name and not name.startswith("/"):
+        return f"{text}: {name}"
+    return text
 
 
 def go_time(text: str) -> str:
