@@ -18,6 +18,9 @@ the Engine API's swagger) and comes back as Go would have stored it:
     one string becomes a one-word list; a fixed Go array (C{ConsoleSize})
     gets its length; the content of a C{struct {}} (C{ExposedPorts} values)
     is dropped;
+  - a lone UTF-16 surrogate (a JSON escape from D800 to DFFF) becomes
+    U+FFFD, as Go makes it, rather than a string no path or argument can be
+    encoded from;
   - names the table does not know are kept as they are, unchecked (Go
     ignores them).
 
@@ -28,6 +31,7 @@ string is refused as well: no Docker setting can hold one, and the kernel
 calls the daemon hands these strings to cannot.
 """
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -216,7 +220,7 @@ class Decoder:
 
         @raise InvalidParameter: Go's message for the first wrong value.
         """
-        _no_nul(key, path)
+        key = _text(key, path)
         definition = self.structs[name]
         known = definition.lookup(key)
         if known is None:
@@ -238,8 +242,7 @@ class Decoder:
     def _string(self, value: Any, kind: Kind, owner: str, path: tuple[str, ...]) -> str:
         if not isinstance(value, str):
             raise _mismatch(_json_name(value), kind.go, owner, path)
-        _no_nul(value, path)
-        return value
+        return _text(value, path)
 
     def _integer(
         self, value: Any, kind: Kind, owner: str, path: tuple[str, ...]
@@ -281,8 +284,7 @@ class Decoder:
         item = _element(kind)
         decoded = {}
         for key, v in value.items():
-            _no_nul(key, path)
-            decoded[key] = self.value(v, item, owner, path)
+            decoded[_text(key, path)] = self.value(v, item, owner, path)
         return decoded
 
     def _struct(
@@ -303,16 +305,12 @@ class Decoder:
         # StrSlice's own UnmarshalJSON: an array of strings, else a string;
         # its error is the string attempt's, naming the whole value.
         if isinstance(value, str):
-            _no_nul(value, path)
-            return [value]
+            return [_text(value, path)]
         if not isinstance(value, list) or not all(
             v is None or isinstance(v, str) for v in value
         ):
             raise _mismatch(_json_name(value), "string", owner, path)
-        words = ["" if v is None else v for v in value]
-        for word in words:
-            _no_nul(word, path)
-        return words
+        return ["" if v is None else _text(v, path) for v in value]
 
     def _empty(
         self, value: Any, kind: Kind, owner: str, path: tuple[str, ...]
@@ -366,12 +364,23 @@ def _mismatch(
     )
 
 
-def _no_nul(value: str, path: tuple[str, ...]) -> None:
+#: A UTF-16 surrogate on its own, which JSON's \u escapes can write and
+#: no UTF-8 string (no path, no argument) can hold.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(value: str, path: tuple[str, ...]) -> str:
+    """
+    A string of the body as Go decodes it: a lone surrogate becomes U+FFFD.
+
+    @raise InvalidParameter: For a NUL character.
+    """
     if "\x00" in value:
         raise InvalidParameter(
             f"invalid {'.'.join(path)}: {go_quote(value)}: NUL characters are "
             "not allowed"
         )
+    return _SURROGATE.sub("\ufffd", value)
 
 
 def value_name(value: Any) -> str:

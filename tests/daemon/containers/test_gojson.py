@@ -102,6 +102,13 @@ class DecoderTests(SynchronousTestCase):
             'invalid Words: "\\x00": NUL characters are not allowed',
         )
 
+    def test_surrogate(self) -> None:
+        """A lone UTF-16 surrogate becomes U+FFFD, as Go decodes it."""
+        self.assertEqual(
+            self.decode({"Name": "a\ud800", "Ports": {"\udc00": {}}}),
+            {"Name": "a\ufffd", "Ports": {"\ufffd": {}}},
+        )
+
     def test_quote(self) -> None:
         """Go's %q: control characters escaped, quotes and backslashes too."""
         self.assertEqual(gojson.go_quote('a"\\\n\x01é'), '"a\\"\\\\\\n\\x01é"')
