@@ -11,6 +11,7 @@ container's; C{Privileged} grants every capability, as dockerd does.
 
 import functools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,53 +204,143 @@ class ExecInstance:
         }
 
 
-def _lookup(path: Path, name: str, column: int) -> tuple[int, int] | None:
-    """C{(id, gid)} of C{name} in a passwd- or group-format file, if there."""
+#: The annotation of a container's bundle that keeps its C{GroupAdd}: an
+#: exec with a user of its own gets those groups too (moby's C{getUser}).
+GROUP_ADD_ANNOTATION = "org.dockserve.group-add"
+
+#: The largest user or group ID runc takes.
+_MAX_ID = 2**31 - 1
+
+
+def _entries(path: Path, width: int) -> list[list[str]]:
+    """
+    The lines of a passwd- or group-format file of a container's root, split
+    into at least C{width} fields; none when the file is missing, or is (or
+    is in) a symbolic link, which could lead out of the root.
+    """
     try:
         if path.is_symlink() or path.parent.is_symlink():
-            return None
+            return []
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
+        return []
+    rows = [line.strip().split(":") for line in lines]
+    return [row for row in rows if len(row) >= width and row[0]]
+
+
+def _number(text: str) -> int | None:
+    """An ID in a file or in C{User}: C{None} if not a number, checked in range."""
+    if not text.isdigit():
         return None
-    for line in lines:
-        fields = line.split(":")
-        if len(fields) > column and fields[0] == name:
-            try:
-                return int(fields[2]), int(fields[column])
-            except ValueError:
-                return None
+    value = int(text)
+    if value > _MAX_ID:
+        raise InvalidParameter(f"uids and gids must be in range 0-{_MAX_ID}")
+    return value
+
+
+def _groups(rootfs: Path) -> list[tuple[str, int, list[str]]]:
+    """C{(name, gid, members)} of each usable line of the root's /etc/group."""
+    groups = []
+    for row in _entries(rootfs / "etc" / "group", 3):
+        if row[2].isdigit():
+            members = row[3].split(",") if len(row) > 3 and row[3] else []
+            groups.append((row[0], int(row[2]), members))
+    return groups
+
+
+def _passwd_user(rootfs: Path, name: str) -> tuple[str, int, int] | None:
+    """
+    C{(name, uid, gid)} of the first passwd line for C{name}: a number is
+    always a uid, C{""} is root (uid 0), as in runc's C{GetExecUser}.
+    """
+    uid = _number(name or "0")
+    for row in _entries(rootfs / "etc" / "passwd", 4):
+        if not (row[2].isdigit() and row[3].isdigit()):
+            continue
+        if (int(row[2]) == uid) if uid is not None else (row[0] == name):
+            return row[0], int(row[2]), int(row[3])
     return None
 
 
-def resolve_user(rootfs: Path, user: str) -> dict[str, Any]:
-    """
-    An OCI C{user} for C{user}, C{uid}, C{user:group} or C{uid:gid}, looked
-    up in the container's C{/etc/passwd} and C{/etc/group}.
+def _primary_gid(rootfs: Path, group: str) -> int:
+    """The gid of C{user:group}'s group: a name or a number, looked up first."""
+    number = _number(group)
+    for name, gid, _ in _groups(rootfs):
+        if (gid == number) if number is not None else (name == group):
+            return gid
+    if number is None:
+        raise NotFound(
+            f"unable to find group {group}: no matching entries in group file"
+        )
+    return number
 
-    @raise NotFound: An unknown name, with runc's message.
+
+def _added_gids(rootfs: Path, group_add: Sequence[str]) -> list[int]:
     """
-    name, _, group = user.partition(":")
-    if name.isdigit():
-        uid, gid = int(name), 0
-        found = None
-    else:
-        found = _lookup(rootfs / "etc" / "passwd", name, 3)
+    C{--group-add}'s groups, names or numbers from the root's /etc/group,
+    each once, in the order given (runc's C{GetAdditionalGroups}).
+    """
+    groups = _groups(rootfs)
+    gids: list[int] = []
+    for wanted in group_add:
+        found = next(
+            (gid for name, gid, _ in groups if wanted in (name, str(gid))), None
+        )
+        if found is None:
+            found = _number(wanted)
         if found is None:
             raise NotFound(
-                f"unable to find user {name}: no matching entries in passwd file"
+                f"Unable to find group {wanted}: no matching entries in group file"
             )
-        uid, gid = found
+        if found not in gids:
+            gids.append(found)
+    return gids
+
+
+def resolve_user(
+    rootfs: Path, user: str, group_add: Sequence[str] = ()
+) -> dict[str, Any]:
+    """
+    An OCI C{user} for C{User} (C{name}, C{uid}, C{name:group}, C{uid:gid}
+    or empty for root), looked up in the container's C{/etc/passwd} and
+    C{/etc/group}, with its supplementary groups as dockerd 20.10 gives
+    them to runc: the primary gid, then (without an explicit group) the
+    groups that list the user as a member, then C{GroupAdd}. Without them
+    the process had no supplementary group at all (C{id -G} showed 0 only).
+
+    @raise NotFound: An unknown name, with runc's message.
+    @raise InvalidParameter: An ID beyond runc's range.
+    """
+    name, _, group = user.partition(":")
+    found = _passwd_user(rootfs, name)
+    if found is not None:
+        matched, uid, gid = found
+    elif name and not name.isdigit():
+        raise NotFound(
+            f"unable to find user {name}: no matching entries in passwd file"
+        )
+    else:
+        matched, uid, gid = "", _number(name or "0") or 0, 0
+    supplementary: list[int] = []
     if group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            found_group = _lookup(rootfs / "etc" / "group", group, 2)
-            if found_group is None:
-                raise NotFound(
-                    f"unable to find group {group}: no matching entries in group file"
-                )
-            gid = found_group[0]
-    return {"uid": uid, "gid": gid}
+        gid = _primary_gid(rootfs, group)
+    elif matched:
+        supplementary = [g for _, g, members in _groups(rootfs) if matched in members]
+    return {
+        "uid": uid,
+        "gid": gid,
+        "additionalGids": [gid, *supplementary, *_added_gids(rootfs, group_add)],
+    }
+
+
+def group_add_of(spec: dict[str, Any]) -> list[str]:
+    """The C{GroupAdd} a container's bundle keeps (L{GROUP_ADD_ANNOTATION})."""
+    text = (spec.get("annotations") or {}).get(GROUP_ADD_ANNOTATION)
+    try:
+        value = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def build_process(
@@ -260,9 +351,12 @@ def build_process(
     C{config.json}, with the exec's settings in place.
     """
     try:
-        template = dict(json.loads(config_path.read_bytes()).get("process") or {})
+        spec = json.loads(config_path.read_bytes())
     except (OSError, ValueError):
-        template = {}
+        spec = {}
+    if not isinstance(spec, dict):
+        spec = {}
+    template = dict(spec.get("process") or {})
     config = instance.config
     env = list(template.get("env") or [])
     keys = {item.split("=", 1)[0]: i for i, item in enumerate(env)}
@@ -281,8 +375,8 @@ def build_process(
         process["cwd"] = config["WorkingDir"]
     process.setdefault("cwd", "/")
     if config["User"]:
-        process["user"] = resolve_user(rootfs, config["User"])
-    process.setdefault("user", {"uid": 0, "gid": 0})
+        process["user"] = resolve_user(rootfs, config["User"], group_add_of(spec))
+    process.setdefault("user", {"uid": 0, "gid": 0, "additionalGids": [0]})
     if config["Privileged"]:
         process["capabilities"] = {
             kind: list(grantable_capabilities())

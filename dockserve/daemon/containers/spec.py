@@ -10,6 +10,7 @@ namespaces, the capabilities and the cgroup limits. It is built where the
 bundle is prepared (in a thread: it reads the container's C{/etc/passwd}).
 """
 
+import json
 import os
 import socket
 import stat
@@ -19,6 +20,7 @@ from typing import Any
 from dockserve.daemon.containers import security
 from dockserve.daemon.containers.execs import (
     ALL_CAPABILITIES,
+    GROUP_ADD_ANNOTATION,
     grantable_capabilities,
     resolve_user,
 )
@@ -520,7 +522,8 @@ def build_spec(
     mounts = [m for m in mounts if m["destination"] not in taken] + user_mounts
 
     user_name = config.get("User") or image.get("User") or ""
-    user = resolve_user(rootfs, user_name) if user_name else {"uid": 0, "gid": 0}
+    group_add = [str(g) for g in host_config.get("GroupAdd") or []]
+    user = resolve_user(rootfs, user_name, group_add)
     caps = _capabilities(host_config)
     options = security.parse(list(host_config.get("SecurityOpt") or []))
 
@@ -588,6 +591,8 @@ def build_spec(
             str(k): str(v) for k, v in (config.get("Labels") or {}).items()
         },
     }
+    if group_add:
+        spec["annotations"][GROUP_ADD_ANNOTATION] = json.dumps(group_add)
     if not uts_host:
         spec["hostname"] = hostname
         if domainname:

@@ -72,12 +72,38 @@ class BuildSpecTests(SynchronousTestCase):
     def test_user(self) -> None:
         """Names are looked up in the root's passwd and group files."""
         self.assertEqual(
-            self.spec({"User": "www:staff"})["process"]["user"], {"uid": 33, "gid": 50}
+            self.spec({"User": "www:staff"})["process"]["user"],
+            {"uid": 33, "gid": 50, "additionalGids": [50]},
         )
         self.assertEqual(
-            self.spec({"User": "7:8"})["process"]["user"], {"uid": 7, "gid": 8}
+            self.spec({"User": "7:8"})["process"]["user"],
+            {"uid": 7, "gid": 8, "additionalGids": [8]},
         )
         self.assertRaises(NotFound, self.spec, {"User": "nobody"})
+
+    def test_groups(self) -> None:
+        """
+        The process has its primary group, the user's groups and GroupAdd
+        as supplementary groups (C{id -G} showed only 0); GroupAdd is kept
+        in the bundle for the container's execs.
+        """
+        (self.rootfs / "etc" / "group").write_text(
+            "root:x:0:\nwheel:x:10:root\nstaff:x:50:www\n"
+        )
+        spec = self.spec(host_config={"GroupAdd": ["staff", "1000"]})
+        self.assertEqual(
+            spec["process"]["user"],
+            {"uid": 0, "gid": 0, "additionalGids": [0, 10, 50, 1000]},
+        )
+        self.assertEqual(
+            spec["annotations"]["org.dockserve.group-add"], '["staff", "1000"]'
+        )
+        spec = self.spec({"User": "www"}, image={"Cmd": ["sh"], "User": "root"})
+        self.assertEqual(
+            spec["process"]["user"], {"uid": 33, "gid": 34, "additionalGids": [34, 50]}
+        )
+        self.assertNotIn("org.dockserve.group-add", spec["annotations"])
+        self.assertRaises(NotFound, self.spec, host_config={"GroupAdd": ["nosuch"]})
 
     def test_capabilities(self) -> None:
         """CapAdd/CapDrop work over Docker's default set."""
