@@ -498,6 +498,11 @@ def _sysctls(host: Settings) -> None:
                     f"sysctl {go_quote(name)} is not allowed in the hosts network "
                     "namespace"
                 )
+        elif name == "kernel.hostname" and host.get("UTSMode") != "host":
+            raise InvalidParameter(
+                f"sysctl {go_quote(name)} is not allowed as it conflicts with the "
+                'OCI "hostname" field'
+            )
         elif name != "kernel.domainname" or host.get("UTSMode") == "host":
             raise InvalidParameter(
                 f"sysctl {go_quote(name)} is not in a separate kernel namespace"

@@ -253,6 +253,11 @@ SETTING_CASES: list[tuple[dict[str, Any], str]] = [
      'sysctl "kernel.bogus" is not in a separate kernel namespace'),
     ({"HostConfig": {"NetworkMode": "host", "Sysctls": {"net.ipv4.ip_forward": "1"}}},
      'sysctl "net.ipv4.ip_forward" is not allowed in the hosts network namespace'),
+    ({"HostConfig": {"Sysctls": {"kernel.hostname": "x"}}},
+     ('sysctl "kernel.hostname" is not allowed as it conflicts with the OCI '
+      '"hostname" field')),
+    ({"HostConfig": {"UTSMode": "host", "Sysctls": {"kernel.domainname": "x"}}},
+     'sysctl "kernel.domainname" is not in a separate kernel namespace'),
     ({"HostConfig": {"IpcMode": "host", "Sysctls": {"kernel.shmmax": "1"}}},
      'sysctl "kernel.shmmax" is not allowed in the hosts ipc namespace'),
     ({"HostConfig": {"Devices": [{"PathOnHost": "/dev/null",
