@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.daemon.test_timetypes -*-
+# -*- test-case-name: tests.test_timetypes -*-
 """
 Times as Docker's API writes them, read one way everywhere: the C{since}
 and C{until} of logs, events and prune filters, and the RFC 3339 times of

@@ -1,8 +1,8 @@
-"""Tests for L{dockserve.daemon.timetypes}: moby's time syntax, one reader."""
+"""Tests for L{dockserve.timetypes}: moby's time syntax, one reader."""
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dockserve.daemon import timetypes
+from dockserve import timetypes
 from dockserve.errors import InvalidParameter
 
 NOW = 1_765_000_000.0

@@ -12,6 +12,7 @@ forwarder.
 from typing import Protocol
 
 from dockserve.api.containers import ContainerBackend
+from dockserve.api.events import EventsBackend
 from dockserve.api.images import ImageBackend
 from dockserve.api.system import SystemBackend
 
@@ -30,3 +31,7 @@ class Backend(Protocol):
     @property
     def containers(self) -> ContainerBackend:
         """Containers, exec instances and networks."""
+
+    @property
+    def events(self) -> EventsBackend:
+        """The event bus every change is published on."""

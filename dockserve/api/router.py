@@ -18,20 +18,30 @@ from werkzeug.routing import BaseConverter, Map
 from klein import Klein
 from twisted.web.resource import IResource
 
-from dockserve.api import build, containers, exec, images, networks, system  # noqa: A004
+from dockserve.api import (
+    build,
+    containers,
+    events,
+    exec,  # noqa: A004
+    images,
+    networks,
+    system,
+)
 from dockserve.api import debug as debug_api
 from dockserve.api.backend import Backend
 from dockserve.api.middleware import Middleware, RequestCounters, endpoint, not_found
 from dockserve.api.route import Route
 
-#: Each area: its routes and how to build its handler object from the backend.
-AREAS: list[tuple[list[Route], Callable[[Backend], object]]] = [
-    (system.ROUTES, lambda b: system.SystemAPI(b.system)),
-    (images.ROUTES, lambda b: images.ImagesAPI(b.images)),
-    (containers.ROUTES, lambda b: containers.ContainersAPI(b.containers)),
-    (exec.ROUTES, lambda b: exec.ExecAPI(b.containers)),
-    (networks.ROUTES, lambda b: networks.NetworksAPI(b.containers)),
-    (build.ROUTES, lambda _: build.BuildAPI()),
+#: Each area: its routes and how to build its handler object from the
+#: backend (and the reactor, for areas that keep time).
+AREAS: list[tuple[list[Route], Callable[[Backend, Any], object]]] = [
+    (system.ROUTES, lambda b, _: system.SystemAPI(b.system)),
+    (images.ROUTES, lambda b, _: images.ImagesAPI(b.images)),
+    (containers.ROUTES, lambda b, _: containers.ContainersAPI(b.containers)),
+    (exec.ROUTES, lambda b, _: exec.ExecAPI(b.containers)),
+    (networks.ROUTES, lambda b, _: networks.NetworksAPI(b.containers)),
+    (build.ROUTES, lambda _, __: build.BuildAPI()),
+    (events.ROUTES, lambda b, r: events.EventsAPI(b.events, r)),
 ]
 
 
@@ -54,15 +64,15 @@ def make_resource(
     @param debug: C{--debug}: also serve C{/debug/vars} and C{/debug/pprof/*}
         (and start tracing allocations for the heap profile).
     @param cors_origin: C{--api-cors-header}.
-    @param reactor: What the debug profile schedules on; the global reactor
-        when C{None}.
+    @param reactor: What the debug profile and C{/events} schedule on; the
+        global reactor when C{None}.
     """
     app = Klein()
     url_map: Map = app.url_map
     url_map.converters["version"] = _VersionConverter
     counters = RequestCounters()
     tables: list[tuple[list[Route], object]] = [
-        (routes, make_area(backend)) for routes, make_area in AREAS
+        (routes, make_area(backend, reactor)) for routes, make_area in AREAS
     ]
     if debug:
         tables.append((debug_api.ROUTES, debug_api.DebugAPI(counters, reactor)))

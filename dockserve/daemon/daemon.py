@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorCore
 from dockserve.daemon import roots
 from dockserve.daemon.config import DaemonConfig
 from dockserve.daemon.containers.service import ContainerService
+from dockserve.daemon.events import EventBus
 from dockserve.daemon.images.service import ImageService
 from dockserve.daemon.system import SystemService, area_counts, disk_usage
 
@@ -30,11 +31,17 @@ class Daemon:
     """
 
     def __init__(
-        self, system: Any, images: Any, containers: Any, reactor: Any = None
+        self,
+        system: Any,
+        images: Any,
+        containers: Any,
+        reactor: Any = None,
+        events: EventBus | None = None,
     ) -> None:
         self.system = system
         self.images = images
         self.containers = containers
+        self.events = events if events is not None else EventBus()
         self._reactor = reactor
 
     def restore(self) -> Deferred[None]:
@@ -81,7 +88,13 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
     if suggest is not None:
         suggest(THREAD_POOL_SIZE)
     roots.secure(Path(config.data_root), Path(config.exec_root))
+    bus = EventBus()
     images: Any = ImageService.for_config(config, reactor)
+    images.set_events(
+        lambda m: bus.publish(
+            m["Type"], m["Action"], m["Actor"]["ID"], m["Actor"]["Attributes"]
+        )
+    )
     containers: Any = ContainerService.for_config(config, images, reactor)
     system = SystemService(
         config,
@@ -90,4 +103,4 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
             disk_usage(images, containers, types)
         ),
     )
-    return Daemon(system, images, containers, reactor)
+    return Daemon(system, images, containers, reactor, bus)

@@ -317,6 +317,33 @@ class EventBus:
         if subscription in self._subscribers:
             self._subscribers.remove(subscription)
 
+    # --- what GET /events asks (dockserve.api.events.EventsBackend) ---
+
+    def replay(
+        self, start_ns: int, end_ns: int | None, filters: Mapping[str, list[str]]
+    ) -> list[dict[str, Any]]:
+        """
+        The kept events of the window that pass C{filters}, as messages.
+
+        @raise InvalidParameter: An unknown filter key.
+        """
+        wanted = EventFilter.parse(filters)
+        return [e.message() for e in self.since(start_ns, end_ns, wanted)]
+
+    def stream(
+        self,
+        filters: Mapping[str, list[str]],
+        deliver: Callable[[dict[str, Any]], None],
+        on_dropped: Callable[[], None],
+    ) -> Subscription:
+        """
+        Every new event that passes C{filters}, as a message, to C{deliver}.
+
+        @raise InvalidParameter: An unknown filter key.
+        """
+        wanted = EventFilter.parse(filters)
+        return self.subscribe(wanted, lambda e: deliver(e.message()), on_dropped)
+
     @property
     def subscribers(self) -> int:
         """How many read the bus now."""

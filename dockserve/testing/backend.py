@@ -24,6 +24,7 @@ class MemoryBackend:
     @ivar system: Ping/version/info facts.
     @ivar images: The image area.
     @ivar containers: Containers, exec and networks.
+    @ivar events: The event bus (a real one: it is in memory anyway).
     """
 
     def __init__(
@@ -31,7 +32,9 @@ class MemoryBackend:
         system: Any = None,
         images: Any = None,
         containers: Any = None,
+        events: Any = None,
     ) -> None:
         self.system: Any = system if system is not None else _Blank()
         self.images: Any = images if images is not None else _Blank()
         self.containers: Any = containers if containers is not None else _Blank()
+        self.events: Any = events if events is not None else _Blank()
