@@ -100,6 +100,9 @@ class LogStream(Protocol):
 
     done: Deferred[None]
 
+    #: Called after a read's entries went to C{on_output}: time to write.
+    on_flush: Callable[[], None]
+
     def pauseProducing(self) -> None:
         """Read no more for now."""
 
@@ -469,9 +472,18 @@ class ContainersAPI:
             if tail is not None and tail < 0:
                 tail = None
         box: list[bool] = []
+        # One frame per entry, as dockerd sends them (the SDK yields one
+        # frame at a time), but one write per read of the log.
+        pending: list[bytes] = []
 
         def on_output(stream: int, data: bytes) -> None:
-            request.write(data if box[0] else streams.frame(stream, data))  # type: ignore[no-untyped-call]
+            pending.append(data if box[0] else streams.frame(stream, data))
+
+        def flush() -> None:
+            if pending:
+                data = b"".join(pending)
+                pending.clear()
+                request.write(data)  # type: ignore[no-untyped-call]
 
         tty, stream = self._backend.logs(
             name,
@@ -485,18 +497,21 @@ class ContainersAPI:
             follow=query_bool(request, "follow"),
         )
         box.append(tty)
+        stream.on_flush = flush
         request.responseHeaders.setRawHeaders(
             b"Content-Type",
             [streams.RAW_STREAM if tty else streams.MULTIPLEXED_STREAM],
         )
         request.write(b"")  # type: ignore[no-untyped-call]
         done = stream.done
+        # The client going away ends a follow: the reader closes the log.
         request.notifyFinish().addErrback(lambda _: done.cancel())
         request.registerProducer(stream, True)  # type: ignore[no-untyped-call]
         # The client went away, or the log ended: either way, done.
         with contextlib.suppress(Exception):
             await done
         if request.channel is not None:  # else the connection is gone
+            flush()
             request.unregisterProducer()  # type: ignore[no-untyped-call]
         return None
 

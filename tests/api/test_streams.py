@@ -7,8 +7,10 @@ connections, byte for byte on a L{StringTransport}.
 from pathlib import Path
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
@@ -33,6 +35,7 @@ class _HijackCase(SynchronousTestCase):
     def setUp(self) -> None:
         root = Path(self.mktemp())
         root.mkdir()
+        self.root = root
         self.service, self.runtime, self.clock = make_service(root)
         self.site = Site(make_resource(MemoryBackend(containers=self.service)))
 
@@ -189,6 +192,81 @@ class ExecStreamTests(_HijackCase):
         proc.exit(0)
         self.assertTrue(transport.disconnecting)
         self.assertIsNone(transport.producer)
+
+
+def _chunks(body: bytes) -> list[bytes]:
+    """The chunks of a chunked HTTP body (what is complete of it)."""
+    chunks = []
+    while b"\r\n" in body:
+        size_text, _, rest = body.partition(b"\r\n")
+        size = int(size_text, 16)
+        if size == 0 or len(rest) < size + 2:
+            break
+        chunks.append(rest[:size])
+        body = rest[size + 2 :]
+    return chunks
+
+
+def _open_fds(path: Path) -> int:
+    """How many of this process's descriptors are open on C{path}."""
+    target = str(path.resolve())
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            count += str(fd.readlink()) == target
+        except OSError:
+            continue
+    return count
+
+
+class LogsFollowTests(_HijackCase):
+    """C{GET /containers/{id}/logs?follow=1} as the SDK's stream reads it."""
+
+    def follow(self) -> tuple[object, _Socket, Path]:
+        cid = self.service.create("web", {"Image": "busybox"})["Id"]
+        self.successResultOf(self.service.start(cid))
+        log = self.root / "containers" / cid / "container.log"
+        log.write_bytes(b"")
+        protocol, transport = self.connect(
+            b"GET /v1.50/containers/web/logs?follow=1&stdout=1&stderr=1 HTTP/1.1\r\n"
+            b"Host: docker\r\n\r\n"
+        )
+        self.clock.advance(0)
+        head, _, _ = transport.value().partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 OK"), head)
+        return protocol, transport, log
+
+    def test_every_line_its_frame(self) -> None:
+        """
+        Each line is a frame of its own, as dockerd sends them: the SDK's
+        C{containers.run(stream=True)} took two lines for one; the lines
+        of one read still go out in one write.
+        """
+        _, transport, log = self.follow()
+        with log.open("ab") as out:
+            out.write(
+                b"2024-01-01T00:00:00.0Z stdout F hello\n"
+                b"2024-01-01T00:00:00.1Z stdout F world\n"
+                b"2024-01-01T00:00:00.2Z stderr F oops\n"
+            )
+        self.clock.advance(0.1)
+        body = transport.value().partition(b"\r\n\r\n")[2]
+        self.assertEqual(
+            _chunks(body)[-1],
+            frame(1, b"hello\n") + frame(1, b"world\n") + frame(2, b"oops\n"),
+        )
+
+    def test_client_goes_away(self) -> None:
+        """
+        A client that closes its stream (the SDK's C{logs.close()}) ends
+        the follow: the log is closed and no poll is left.
+        """
+        protocol, _, log = self.follow()
+        self.assertEqual(_open_fds(log), 1)
+        self.assertTrue(self.clock.getDelayedCalls())
+        protocol.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
+        self.assertEqual(_open_fds(log), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class DetachKeyTests(SynchronousTestCase):

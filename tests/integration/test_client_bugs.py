@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 from tests.integration.images import write_rootfs
@@ -177,3 +179,85 @@ class GroupTests(_DaemonCase):
             self.ok("exec", "-u", "0", "grouped", "id").strip(),
             "uid=0(root) gid=0(root) groups=0(root),7,10(wheel)",
         )
+
+
+def _daemon_files(pid: int) -> tuple[list[str], int]:
+    """The files process C{pid} holds open, and its inotify watches."""
+    files, watches = [], 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+            if target == "anon_inode:inotify":
+                info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+                watches += info.count("inotify wd:")
+            files.append(target)
+        except OSError:
+            continue
+    return files, watches
+
+
+class LogStreamTests(_DaemonCase):
+    """C{containers.run(stream=True)} and C{logs(stream=True, follow=True)}."""
+
+    def test_run_stream(self) -> None:
+        """
+        Each line is an item of the stream (docker-py's own test: the
+        stream stopped after the first, which held both lines).
+        """
+        client = self.sdk()
+        out = client.containers.run(
+            "busybox", 'sh -c "echo hello && echo world"', stream=True, remove=True
+        )
+        self.assertEqual(list(out), [b"hello\n", b"world\n"])
+
+    def test_run_stream_cancel(self) -> None:
+        """docker-py's test: closing the stream a second later leaves both lines."""
+        client = self.sdk()
+        out = client.containers.run(
+            "busybox", 'sh -c "echo hello && echo world"', stream=True, remove=True
+        )
+        threading.Timer(1, out.close).start()
+        self.assertEqual(list(out), [b"hello\n", b"world\n"])
+
+    def test_follow_as_written(self) -> None:
+        """Lines written half a second apart arrive apart, one item each."""
+        client = self.sdk()
+        container = client.containers.run(
+            "busybox", ["sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.5; done"],
+            detach=True,
+        )  # fmt: skip
+        self.addCleanup(container.remove, force=True)
+        arrivals = [
+            (time.monotonic(), chunk)
+            for chunk in container.logs(stream=True, follow=True)
+        ]
+        self.assertEqual(
+            [c for _, c in arrivals], [b"line 1\n", b"line 2\n", b"line 3\n"]
+        )
+        self.assertGreater(arrivals[2][0] - arrivals[0][0], 0.7)
+
+    def test_close_ends_the_follow(self) -> None:
+        """
+        Closing a follow stream (C{logs.close()}) ends it in the daemon: the
+        log file is closed and no inotify watch is left for it.
+        """
+        client = self.sdk()
+        container = client.containers.run(
+            "busybox", ["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+            detach=True,
+        )  # fmt: skip
+        self.addCleanup(container.remove, force=True)
+        _, watches = _daemon_files(self.daemon.pid)
+        logs = container.logs(stream=True, follow=True)
+        threading.Timer(1, logs.close).start()
+        started = time.monotonic()
+        ticks = list(logs)
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertGreater(len(ticks), 2)
+        self.assertEqual(set(ticks), {b"tick\n"})
+
+        def released() -> bool:
+            files, now = _daemon_files(self.daemon.pid)
+            return now == watches and not any(container.id in f for f in files)
+
+        self.until(released, "the daemon to let the log go", timeout=5)

@@ -10,18 +10,28 @@ C{tail}, prefixes timestamps when asked, and with C{follow} keeps reading
 in small steps on the reactor until the container stops and the file has
 no more to give. It reads in bounded chunks, so a large log neither blocks
 the reactor for long nor sits in memory.
+
+Each entry is given on its own, as dockerd sends one frame per log
+message (the Docker SDK yields a frame at a time); C{on_flush} follows the
+entries of each read, so the wire can still take them in one write. A
+follower is woken by inotify when the file is written (one instance per
+reactor, one watch per file, gone with the last follower) and polls as
+well, to see the container stop and where inotify cannot be had.
 """
 
 import calendar
+import contextlib
 import functools
+import os
 import re
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 
 _STAMP = re.compile(
     rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d)$"
@@ -77,11 +87,121 @@ def parse_line(line: bytes) -> tuple[bytes, int, bool, bytes] | None:
     return parts[0], _STREAMS[parts[1]], parts[2] != b"P", content
 
 
+def _key(path: Path) -> bytes:
+    """A watched file as Twisted's inotify names it: absolute, in bytes."""
+    from twisted.python.filepath import FilePath  # noqa: PLC0415
+
+    return FilePath(os.fsencode(path)).path
+
+
+class _Wakeups:
+    """
+    The inotify watches of one reactor's log followers.
+
+    Twisted's C{INotify} keeps one watch, with one list of callbacks, per
+    path: the followers of a file share it here, and the last to go
+    removes it; the instance (a descriptor) is closed when no watch is
+    left. When a watched file is deleted Twisted closes the whole
+    instance: the followers it had poll from then on.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._notifier: Any = None
+        self._waiting: dict[bytes, list[Callable[[], None]]] = {}
+
+    def paths(self) -> list[Path]:
+        """The files watched now."""
+        return [Path(os.fsdecode(key)) for key in self._waiting]
+
+    def add(self, path: Path, wake: Callable[[], None]) -> bool:
+        """Call C{wake} whenever C{path} is written; C{False} if it cannot."""
+        key = _key(path)
+        if key not in self._waiting:
+            if not self._watch(key):
+                return False
+            self._waiting[key] = []
+        self._waiting[key].append(wake)
+        return True
+
+    def remove(self, path: Path, wake: Callable[[], None]) -> None:
+        """C{wake} is no longer called; the last one of a file ends its watch."""
+        key = _key(path)
+        waiting = self._waiting.get(key, [])
+        if wake in waiting:
+            waiting.remove(wake)
+        if waiting or key not in self._waiting:
+            return
+        del self._waiting[key]
+        if self._notifier is not None:
+            from twisted.python.filepath import FilePath  # noqa: PLC0415
+
+            with contextlib.suppress(Exception):
+                self._notifier.ignore(FilePath(key))
+        if not self._waiting:
+            self._close()
+
+    def _watch(self, key: bytes) -> bool:
+        from twisted.python.filepath import FilePath  # noqa: PLC0415
+
+        try:
+            from twisted.internet import inotify  # noqa: PLC0415
+
+            if self._notifier is None:
+                if not IReactorFDSet.providedBy(self._reactor):
+                    return False
+                self._notifier = inotify.INotify(self._reactor)  # type: ignore[no-untyped-call]
+                self._notifier.startReading()
+            self._notifier.watch(
+                FilePath(key), mask=inotify.IN_MODIFY, callbacks=[self._event]
+            )
+        except Exception:  # no inotify here: poll instead
+            if not self._waiting:
+                self._close()
+            return False
+        return True
+
+    def _close(self) -> None:
+        notifier, self._notifier = self._notifier, None
+        if notifier is not None:
+            notifier.loseConnection()
+
+    def _event(self, _watch: object, path: Any, mask: int) -> None:
+        from twisted.internet import inotify  # noqa: PLC0415
+
+        if mask & inotify.IN_DELETE_SELF:
+            # Twisted closes the instance: every watch of it is gone.
+            self._notifier = None
+            self._waiting = {}
+            return
+        for wake in list(self._waiting.get(path.asBytesMode().path, [])):
+            wake()
+
+
+_WAKEUPS: "weakref.WeakKeyDictionary[Any, _Wakeups]" = weakref.WeakKeyDictionary()
+
+
+def _wakeups(reactor: Any) -> _Wakeups:
+    """The watches of C{reactor}'s followers."""
+    wakeups = _WAKEUPS.get(reactor)
+    if wakeups is None:
+        wakeups = _WAKEUPS[reactor] = _Wakeups(reactor)
+    return wakeups
+
+
+def watched_logs(reactor: Any) -> list[Path]:
+    """The log files C{reactor}'s followers watch now (for tests and debugging)."""
+    wakeups = _WAKEUPS.get(reactor)
+    return wakeups.paths() if wakeups is not None else []
+
+
 class LogReader:
     """
     One C{docker logs} request over one log file.
 
     @ivar done: Fires when the stream ends; cancel it to stop following.
+    @ivar on_flush: Called after the entries of each read have been given
+        to C{on_output}: a caller that frames them can write them at once.
     """
 
     def __init__(
@@ -112,10 +232,12 @@ class LogReader:
         self._file: IO[bytes] | None = None
         self._rest = b""
         self._partial: dict[int, tuple[bytes, bytes]] = {}
-        self._out: list[tuple[int, list[bytes]]] = []
+        self._out: list[tuple[int, bytes]] = []
         self._call: IDelayedCall | None = None
         self._finished = False
         self._paused = False
+        self._watching = False
+        self.on_flush: Callable[[], None] = lambda: None
         self.done: Deferred[None] = Deferred(self._cancel)
 
     def start(self) -> "LogReader":
@@ -142,7 +264,9 @@ class LogReader:
             self._call = self._reactor.callLater(0, self._step)
 
     def stopProducing(self) -> None:
-        """The connection is gone: the handler cancels L{done}."""
+        """The connection is gone: stop following (L{done} fails, cancelled)."""
+        if not self.done.called:
+            self.done.cancel()
 
     def _begin(self) -> None:
         self._call = None
@@ -158,12 +282,30 @@ class LogReader:
         self._finished = True
         if self._call is not None and self._call.active():
             self._call.cancel()
+        self._call = None
         self._close()
 
     def _close(self) -> None:
+        if self._watching:
+            self._watching = False
+            _wakeups(self._reactor).remove(self._path, self._wake)
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def _watch(self) -> None:
+        """Be woken when the file is written (once it is open)."""
+        if not self._watching and self._file is not None:
+            self._watching = _wakeups(self._reactor).add(self._path, self._wake)
+
+    def _wake(self) -> None:
+        """The file was written: read it now, not at the next poll."""
+        if self._finished or self._paused:
+            return
+        if self._call is not None and self._call.active():
+            self._call.reset(0)
+        else:
+            self._call = self._reactor.callLater(0, self._step)
 
     def _finish(self) -> None:
         if self._finished:
@@ -183,17 +325,14 @@ class LogReader:
                 return
             if self._timestamps:
                 content = printed + b" " + content
-        if self._out and self._out[-1][0] == stream:
-            # One write (one frame) for a run of lines of the same stream,
-            # joined once at the flush (adding bytes here was quadratic).
-            self._out[-1][1].append(content)
-        else:
-            self._out.append((stream, [content]))
+        self._out.append((stream, content))
 
     def _flush_out(self) -> None:
         out, self._out = self._out, []
-        for stream, pieces in out:
-            self._on_output(stream, b"".join(pieces))
+        for stream, content in out:
+            self._on_output(stream, content)
+        if out:
+            self.on_flush()
 
     def _flush_partials(self) -> list[tuple[bytes, int, bytes]]:
         """
@@ -277,6 +416,7 @@ class LogReader:
             self._call = self._reactor.callLater(0, self._step)
             return
         if self._follow and self._running():
+            self._watch()
             self._call = self._reactor.callLater(_POLL, self._step)
             return
         for timestamp, stream, content in self._flush_partials():

@@ -3,9 +3,11 @@
 
 from pathlib import Path
 
-from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from dockserve.daemon.containers import logstream
 from dockserve.daemon.containers.logstream import LogReader, parse_timestamp
 
 LOG = (
@@ -36,12 +38,38 @@ class LogReaderTests(SynchronousTestCase):
         return reader
 
     def test_all(self) -> None:
-        """Every entry, partial lines joined, in order; a run of one stream at once."""
+        """
+        Every entry, partial lines joined, in order, each on its own: one
+        frame per line as dockerd sends them (the SDK yields a frame at a
+        time, and C{containers.run(stream=True)} saw "three\nfour\n" as
+        one line).
+        """
         self.successResultOf(self.read().done)
         self.assertEqual(
             self.seen,
-            [(1, b"one\n"), (2, b"two\n"), (1, b"three\nfour\n")],
+            [(1, b"one\n"), (2, b"two\n"), (1, b"three\n"), (1, b"four\n")],
         )
+
+    def test_flush_after_each_read(self) -> None:
+        """
+        C{on_flush} follows the entries of each read, so the handler can
+        send them in one write.
+        """
+        events: list[object] = []
+        reader = LogReader(
+            self.path,
+            lambda s, d: events.append((s, d)),
+            reactor=self.clock,
+        )
+        reader.on_flush = lambda: events.append("flush")
+        reader.start()
+        self.clock.advance(0)
+        self.successResultOf(reader.done)
+        self.assertEqual(
+            events,
+            [(1, b"one\n"), (2, b"two\n"), (1, b"three\n"), (1, b"four\n"),
+             "flush"],
+        )  # fmt: skip
 
     def test_streams_tail_timestamps(self) -> None:
         """Only stdout, the last two, with their timestamps."""
@@ -49,13 +77,8 @@ class LogReaderTests(SynchronousTestCase):
         self.assertEqual(
             self.seen,
             [
-                (
-                    1,
-                    (
-                        b"2024-01-01T00:00:02.000000000Z three\n"
-                        b"2024-01-01T00:00:03.000000000Z four\n"
-                    ),
-                ),
+                (1, b"2024-01-01T00:00:02.000000000Z three\n"),
+                (1, b"2024-01-01T00:00:03.000000000Z four\n"),
             ],
         )
 
@@ -79,11 +102,167 @@ class LogReaderTests(SynchronousTestCase):
         self.successResultOf(reader.done)
 
     def test_cancel(self) -> None:
-        """Cancelling a follower stops it and leaves no call behind."""
+        """
+        Cancelling a follower stops it, closes the log file and leaves no
+        call behind.
+        """
         reader = self.read(follow=True, running=lambda: True)
+        self.assertEqual(_open_fds(self.path), 1)
         reader.done.cancel()
         self.failureResultOf(reader.done)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(_open_fds(self.path), 0)
+
+    def test_stop_producing(self) -> None:
+        """The connection going away (stopProducing) ends a follower too."""
+        reader = self.read(follow=True, running=lambda: True)
+        reader.stopProducing()
+        self.failureResultOf(reader.done, CancelledError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(_open_fds(self.path), 0)
+
+
+def _open_fds(path: Path) -> int:
+    """How many of this process's descriptors are open on C{path}."""
+    target = str(path.resolve())
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            count += str(fd.readlink()) == target
+        except OSError:
+            continue
+    return count
+
+
+def _inotify_fds() -> int:
+    """How many inotify instances this process has open."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            count += str(fd.readlink()) == "anon_inode:inotify"
+        except OSError:
+            continue
+    return count
+
+
+def _stop(reader: LogReader) -> None:
+    """Stop C{reader} if a failed test left it following."""
+    if not reader.done.called:
+        reader.done.cancel()
+        reader.done.addErrback(lambda _: None)
+
+
+class InotifyFollowTests(TestCase):
+    """
+    With the real reactor a follower is woken by inotify as soon as the log
+    is written (not at its next poll), and leaves no watch behind.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet import reactor  # noqa: PLC0415
+
+        self.reactor = reactor
+        self.path = Path(self.mktemp())
+        self.path.write_bytes(LOG)
+        # Far beyond the test's patience: only inotify can deliver in time.
+        self.patch(logstream, "_POLL", 60.0)
+
+    async def test_woken_by_a_write(self) -> None:
+        """
+        A line written to a followed log arrives at once, each on its own;
+        once cancelled no watch, inotify instance, file or call is left.
+        """
+        instances = _inotify_fds()
+        seen: list[tuple[int, bytes]] = []
+        arrived: Deferred[None] = Deferred()
+
+        def output(stream: int, data: bytes) -> None:
+            seen.append((stream, data))
+            if data == b"six\n" and not arrived.called:
+                arrived.callback(None)
+
+        reader = LogReader(
+            self.path, output, reactor=self.reactor, tail=0, follow=True,
+            running=lambda: True,
+        ).start()  # fmt: skip
+        self.addCleanup(_stop, reader)
+        await deferLater(self.reactor, 0.05, lambda: None)
+        self.assertEqual(logstream.watched_logs(self.reactor), [self.path.absolute()])
+        with self.path.open("ab") as log:
+            log.write(b"2024-01-01T00:00:05.000000000Z stdout F five\n")
+            log.write(b"2024-01-01T00:00:06.000000000Z stdout F six\n")
+        await arrived.addTimeout(5, self.reactor)
+        self.assertEqual(seen, [(1, b"five\n"), (1, b"six\n")])
+        reader.done.cancel()
+        self.failureResultOf(reader.done, CancelledError)
+        self.assertEqual(logstream.watched_logs(self.reactor), [])
+        self.assertEqual(_inotify_fds(), instances)
+        self.assertEqual(_open_fds(self.path), 0)
+        self.assertEqual(
+            [c for c in self.reactor.getDelayedCalls() if c.func == reader._step], []
+        )
+
+    async def test_deleted_log(self) -> None:
+        """
+        A followed log deleted (C{docker rm -f}) stays watched while the
+        follower holds it open; the follower's end removes the watch and
+        the instance, and a later follower gets a new one.
+        """
+        instances = _inotify_fds()
+        reader = LogReader(
+            self.path, lambda *_: None, reactor=self.reactor, tail=0,
+            follow=True, running=lambda: True,
+        ).start()  # fmt: skip
+        self.addCleanup(_stop, reader)
+        await deferLater(self.reactor, 0.05, lambda: None)
+        self.path.unlink()
+        await deferLater(self.reactor, 0.05, lambda: None)
+        self.assertEqual(logstream.watched_logs(self.reactor), [self.path.absolute()])
+        _stop(reader)
+        await deferLater(self.reactor, 0.05, lambda: None)
+        self.assertEqual(logstream.watched_logs(self.reactor), [])
+        self.assertEqual(_inotify_fds(), instances)
+        other = Path(self.mktemp())
+        other.write_bytes(LOG)
+        second = LogReader(
+            other, lambda *_: None, reactor=self.reactor, tail=0,
+            follow=True, running=lambda: True,
+        ).start()  # fmt: skip
+        self.addCleanup(_stop, second)
+        await deferLater(self.reactor, 0.05, lambda: None)
+        self.assertEqual(logstream.watched_logs(self.reactor), [other.absolute()])
+        _stop(second)
+        self.assertEqual(_inotify_fds(), instances)
+
+    async def test_two_followers(self) -> None:
+        """
+        Two followers of one file share its watch: the first to go leaves
+        the other woken, the last removes the watch.
+        """
+        seen: list[bytes] = []
+        readers = [
+            LogReader(
+                self.path, lambda _, d: seen.append(d), reactor=self.reactor,
+                tail=0, follow=True, running=lambda: True,
+            ).start()
+            for _ in range(2)
+        ]  # fmt: skip
+        for reader in readers:
+            self.addCleanup(_stop, reader)
+        await deferLater(self.reactor, 0.05, lambda: None)
+        readers[0].done.cancel()
+        self.failureResultOf(readers[0].done, CancelledError)
+        self.assertEqual(logstream.watched_logs(self.reactor), [self.path.absolute()])
+        with self.path.open("ab") as log:
+            log.write(b"2024-01-01T00:00:05.000000000Z stdout F five\n")
+        for _ in range(100):
+            if seen:
+                break
+            await deferLater(self.reactor, 0.02, lambda: None)
+        self.assertEqual(seen, [b"five\n"])
+        readers[1].done.cancel()
+        self.failureResultOf(readers[1].done, CancelledError)
+        self.assertEqual(logstream.watched_logs(self.reactor), [])
 
 
 class TimestampTests(SynchronousTestCase):
