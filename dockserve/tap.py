@@ -9,6 +9,7 @@ buffer until the daemon has restored its state.
 """
 
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable, MutableMapping, Sequence
@@ -29,7 +30,15 @@ from dockserve.api.images import StreamingRequest
 from dockserve.api.router import make_resource
 from dockserve.daemon import daemon as daemon_module
 from dockserve.daemon.config import DaemonConfig
-from dockserve.server import activation, exposure, hosts, logfmt, tls, unixsocket
+from dockserve.server import (
+    activation,
+    exposure,
+    hosts,
+    limits,
+    logfmt,
+    tls,
+    unixsocket,
+)
 from dockserve.server.listenbuffer import (
     DEFAULT_TIMEOUT,
     HTTP_11,
@@ -42,6 +51,9 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 
 _log = Logger()
+
+#: The environment variable that sets the request head deadline (tests).
+HEAD_TIMEOUT_VARIABLE = "DOCKSERVE_HEAD_TIMEOUT"
 
 #: C{--tlsverify=VALUE} as Go's C{strconv.ParseBool} reads it (dockerd).
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
@@ -254,6 +266,7 @@ class Options(usage.Options):
             )
         self["activation-timeout"] = self._seconds("activation-timeout", positive=True)
         self["activation-delay"] = self._seconds("activation-delay", positive=False)
+        self["head-timeout"] = self._head_timeout()
 
         try:
             self["socket-group"] = unixsocket.resolve_group(self["group"])
@@ -305,6 +318,25 @@ class Options(usage.Options):
                 self["tls-creator"] = tls.server_creator(settings)
             except tls.TLSFileError as e:
                 raise usage.UsageError(str(e)) from e
+
+    def _head_timeout(self) -> float:
+        """
+        Seconds a client has to send a request head: L{limits.HEAD_TIMEOUT},
+        or C{$DOCKSERVE_HEAD_TIMEOUT}, a setting for tests, not a flag.
+        """
+        text = self.environ.get(HEAD_TIMEOUT_VARIABLE)
+        if text is None:
+            return limits.HEAD_TIMEOUT
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0 < value < float("inf"):
+            raise usage.UsageError(
+                f"${HEAD_TIMEOUT_VARIABLE}: invalid value {text!r}: expected a"
+                " number of seconds greater than 0"
+            )
+        return value
 
     def _seconds(self, flag: str, *, positive: bool) -> float:
         try:
@@ -476,9 +508,15 @@ def _exit(code: int) -> NoReturn:
     raise SystemExit(code)
 
 
-def make_site(resource: IResource) -> Site:
-    """The one L{Site} every listener serves, without tracebacks to clients."""
+def make_site(resource: IResource, head_timeout: float = limits.HEAD_TIMEOUT) -> Site:
+    """
+    The one L{Site} every listener serves, without tracebacks to clients.
+
+    @param head_timeout: Seconds a connection has to send a complete
+        request head (L{limits.HeadDeadlineChannel}).
+    """
     site = _QuietSite(resource)  # type: ignore[no-untyped-call]
+    site.protocol = limits.channel_factory(head_timeout)  # type: ignore[assignment]
     site.displayTracebacks = False
     # Image uploads (load, import) reach their handler as the body arrives.
     site.requestFactory = StreamingRequest
@@ -504,17 +542,29 @@ def _make_service(
     *,
     create_daemon: Callable[[DaemonConfig, Any], Any] = daemon_module.create,
     exit_process: Callable[[int], NoReturn] = _exit,
+    open_files: tuple[int, int] | None = None,
 ) -> DaemonService:
     """
     Build the service tree for C{options} on C{reactor}.
 
     @param create_daemon: Builds the backend (tests pass a memory one).
     @param exit_process: Called with 1 when a listener cannot bind.
+    @param open_files: The soft open-file limit before and after
+        L{limits.raise_open_file_limit}; by default the limit as it is.
     """
     if options.get("own-log"):
         level = "debug" if options["debug"] else options["log-level"]
         logfmt.install(
             globalLogPublisher, options.stderr, level=level, fmt=options["log-format"]
+        )
+    if open_files is None:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        open_files = (soft, soft)
+    if open_files[0] != open_files[1]:
+        _log.info(
+            "Raised the open file limit from {before} to {after}",
+            before=open_files[0],
+            after=open_files[1],
         )
     backend = create_daemon(config_from(options), reactor)
     site = make_site(
@@ -522,7 +572,8 @@ def _make_service(
             backend,
             debug=bool(options["debug"]),
             cors_origin=options["api-cors-header"],
-        )
+        ),
+        head_timeout=options["head-timeout"],
     )
     service = DaemonService(
         backend,
@@ -532,19 +583,34 @@ def _make_service(
         stderr=options.stderr,
         exit_process=exit_process,
     )
-    creator: IOpenSSLServerConnectionCreator | None = options["tls-creator"]
     warning = exposure.warning_for(
         options["parsed-hosts"], verify=options["tls-verify"], clock=reactor
     )
     if warning is not None:
         warning.setServiceParent(service)  # type: ignore[no-untyped-call]
+    _add_listeners(service, options, reactor, site, open_files[1])
+    return service
+
+
+def _add_listeners(
+    service: DaemonService, options: Options, reactor: Any, site: Site, files: int
+) -> None:
+    """
+    One listening service per host and socket, each behind the listen
+    buffer (unless C{--no-buffer}) and holding at most its share of
+    C{files} connections.
+    """
+    creator: IOpenSSLServerConnectionCreator | None = options["tls-creator"]
+    per_listener = limits.connections_per_listener(files, len(options["parsed-hosts"]))
     for host in options["parsed-hosts"]:
+        limit = limits.ConnectionLimit(host.text, per_listener, reactor)
         for endpoint in endpoints_for(
             host,
             reactor=reactor,
             tls=creator,
             group=options["socket-group"],
             fds=options["listen-fds"].get(host.text, []),
+            limit=limit,
         ):
             if not options["no-buffer"]:
                 endpoint = ListenBufferEndpoint(  # noqa: PLW2901
@@ -555,7 +621,6 @@ def _make_service(
                 )
             listener = ListenerService(host.text, endpoint, site)
             listener.setServiceParent(service)  # type: ignore[no-untyped-call]
-    return service
 
 
 def stop_on_sigint() -> None:
@@ -597,4 +662,4 @@ def makeService(options: Options) -> IService:
 
     stop_on_sigint()
     survive_sighup(reactor)
-    return _make_service(options, reactor)
+    return _make_service(options, reactor, open_files=limits.raise_open_file_limit())

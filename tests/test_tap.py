@@ -9,7 +9,9 @@ import os
 import signal
 import subprocess
 
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
@@ -242,6 +244,20 @@ class GoodOptionTests(SynchronousTestCase):
         factories = {id(listener._factory) for listener in listeners}
         self.assertEqual(len(factories), 1)
 
+    def test_connections_limited_per_listener(self) -> None:
+        """
+        Each listener holds at most its share of the open files: with 1024
+        files and two listeners, (1024 - 256) // 4 each, counted below TLS.
+        """
+        options = self.parse("-H", "tcp://127.0.0.1:2999",
+                             "-H", "tcp://127.0.0.1:2998")  # fmt: skip
+        reactor = FakeReactor()
+        service = _make_service(options, reactor, open_files=(1024, 1024))
+        service.privilegedStartService()
+        self.assertEqual(len(reactor.tcpServers), 2)
+        for _, factory, _, _ in reactor.tcpServers:
+            self.assertEqual(factory._limit.limit, (1024 - 256) // 4)
+
     def test_insecure_tcp(self) -> None:
         """
         --insecure-tcp lets an unverified network listener start; dockerd's
@@ -298,6 +314,44 @@ class SiteTests(SynchronousTestCase):
         self.patch(http, "H2_ENABLED", True)
         site = make_site(Resource())
         self.assertEqual(site.acceptableProtocols(), [b"http/1.1"])
+
+    def test_slow_head_cut(self) -> None:
+        """
+        A client that sends a request head a byte every 15 s (each byte
+        resets Twisted's 60 s idle timer) is cut 60 s after it connected;
+        it used to hold its connection for ever.
+        """
+        clock = Clock()
+        site = make_site(Resource())
+        site.reactor = clock
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        assert channel is not None
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET /_ping HTTP/1.1\r\n")
+        for _ in range(3):
+            clock.advance(15)
+            channel.dataReceived(b"X")
+        self.assertFalse(transport.disconnecting)
+        clock.advance(15)
+        self.assertTrue(transport.disconnecting)
+
+    def test_head_timeout_setting(self) -> None:
+        """
+        $DOCKSERVE_HEAD_TIMEOUT sets the deadline (for tests; not a flag);
+        a bad value is a usage error naming it.
+        """
+        directory = temp_dir(self)
+        roots = ["--data-root", f"{directory}/d", "--exec-root", f"{directory}/e"]
+        options = Options(environ={"DOCKSERVE_HEAD_TIMEOUT": "2.5"},
+                          stderr=io.StringIO())  # fmt: skip
+        options.parseOptions(roots)
+        self.assertEqual(options["head-timeout"], 2.5)
+        stderr = io.StringIO()
+        with self.assertRaises(SystemExit):
+            Options(environ={"DOCKSERVE_HEAD_TIMEOUT": "0"},
+                    stderr=stderr).parseOptions(roots)  # fmt: skip
+        self.assertIn("$DOCKSERVE_HEAD_TIMEOUT", stderr.getvalue())
 
 
 class TwistdTests(SynchronousTestCase):

@@ -26,6 +26,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from dockserve.server.limits import ConnectionLimit, limited
 from dockserve.server.tls import tls_factory
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class AdoptedSocketEndpoint:
         is used only when the socket is TCP (C{AF_INET}/C{AF_INET6}): a unix
         socket systemd passed stays plain HTTP, as in dockerd (go-systemd's
         C{TLSListeners} wraps TCP listeners only) and as C{-H unix://} is.
+    @param limit: The most connections the listener holds at once.
     """
 
     def __init__(
@@ -118,10 +120,13 @@ class AdoptedSocketEndpoint:
         reactor: IReactorSocket,
         fd: int,
         tls: IOpenSSLServerConnectionCreator | None = None,
+        *,
+        limit: ConnectionLimit | None = None,
     ) -> None:
         self._reactor = reactor
         self._fd = fd
         self._tls = tls
+        self._limit = limit
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """Adopt the descriptor (a duplicate of it) and close the original."""
@@ -137,6 +142,10 @@ class AdoptedSocketEndpoint:
             factory = protocolFactory
             if self._tls is not None and address_family in _NETWORK_FAMILIES:
                 factory = tls_factory(self._tls, protocolFactory)
+            if self._limit is not None:
+                # Counted at the socket, below TLS: a refused connection
+                # costs no handshake.
+                factory = limited(factory, self._limit)
             port = self._reactor.adoptStreamPort(
                 self._fd, address_family, cast("ServerFactory[Any]", factory)
             )

@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 
 from dockserve.server.activation import AdoptedSocketEndpoint
 from dockserve.server.hosts import HostDescription
+from dockserve.server.limits import ConnectionLimit, LimitedEndpoint
 from dockserve.server.tls import TLSServerEndpoint
 from dockserve.server.unixsocket import SocketGroup, UNIXSocketEndpoint
 
@@ -70,6 +71,7 @@ def endpoints_for(
     group: SocketGroup,
     fds: list[int],
     backlog: int = 128,
+    limit: ConnectionLimit | None = None,
 ) -> list[IStreamServerEndpoint]:
     """
     The endpoints that serve C{host}: one, or one per socket for C{fd://}.
@@ -80,13 +82,29 @@ def endpoints_for(
         unix sockets, bound or passed, stay plain HTTP, as in dockerd.
     @param group: Owner group of unix socket files.
     @param fds: The activated descriptors C{fd://} serves.
+    @param limit: The most connections the listener holds at once, counted
+        at the socket (below TLS).
     """
-    endpoints: list[IStreamServerEndpoint]
+    if host.scheme == "fd":
+        # TLS for passed TCP sockets only: the endpoint sees the family.
+        return [AdoptedSocketEndpoint(reactor, fd, tls, limit=limit) for fd in fds]
+    endpoints = _socket_endpoints(host, reactor, group, backlog)
+    if limit is not None:
+        endpoints = [LimitedEndpoint(e, limit) for e in endpoints]
+    if tls is not None and _speaks_our_tls(host):
+        endpoints = [TLSServerEndpoint(e, tls) for e in endpoints]
+    return endpoints
+
+
+def _socket_endpoints(
+    host: HostDescription, reactor: Any, group: SocketGroup, backlog: int
+) -> list[IStreamServerEndpoint]:
+    """The endpoints that bind C{host}'s sockets, before TLS or limits."""
     if host.scheme == "tcp":
         interface, v6 = _interface(host.host)
         tcp = TCP6ServerEndpoint if v6 else TCP4ServerEndpoint
-        endpoints = [tcp(reactor, host.port, backlog=backlog, interface=interface)]
-    elif host.scheme == "unix":
+        return [tcp(reactor, host.port, backlog=backlog, interface=interface)]
+    if host.scheme == "unix":
         return [
             UNIXSocketEndpoint(
                 reactor,
@@ -97,18 +115,20 @@ def endpoints_for(
                 lockfile=host.lockfile,
             )
         ]
-    elif host.scheme == "fd":
-        # TLS for passed TCP sockets only: the endpoint sees the family.
-        return [AdoptedSocketEndpoint(reactor, fd, tls) for fd in fds]
-    else:
-        endpoints = [serverFromString(reactor, host.endpoint)]  # type: ignore[no-untyped-call]
-        kind = host.endpoint.split(":", 1)[0]
-        network = host.is_tcp or (kind == "systemd" and "domain=INET" in host.endpoint)
-        if host.encrypted or not network:
-            return endpoints
-    if tls is not None:
-        endpoints = [TLSServerEndpoint(e, tls) for e in endpoints]
-    return endpoints
+    return [serverFromString(reactor, host.endpoint)]  # type: ignore[no-untyped-call]
+
+
+def _speaks_our_tls(host: HostDescription) -> bool:
+    """
+    Whether C{--tls} applies to C{host}: TCP listeners (and systemd's
+    INET sockets) that do not do their own TLS (C{ssl:}); never unix.
+    """
+    if host.scheme == "tcp":
+        return True
+    if host.scheme != "strports" or host.encrypted:
+        return False
+    kind = host.endpoint.split(":", 1)[0]
+    return host.is_tcp or (kind == "systemd" and "domain=INET" in host.endpoint)
 
 
 class ListenerService(Service):

@@ -4,6 +4,7 @@ C{-H} at once to the docker CLI and curl, and stopping promptly on SIGTERM
 and SIGINT with its socket files gone.
 """
 
+import contextlib
 import grp
 import http.client
 import json
@@ -13,11 +14,18 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.integration.harness import RunningDaemon, start_daemon, unix_get
+from tests.integration.harness import (
+    RunningDaemon,
+    _UNIXConnection,
+    start_daemon,
+    unix_get,
+)
+from tests.integration.images import have_busybox, import_busybox
 
 #: Generous bound for "promptly": a clean stop takes milliseconds.
 STOP_TIMEOUT = 15.0
@@ -28,6 +36,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def unix_post(path: str, url: str, body: bytes = b"") -> tuple[int, bytes]:
+    """C{POST url} with a JSON C{body} over the unix socket at C{path}."""
+    connection = _UNIXConnection(path, 30)
+    try:
+        connection.request(
+            "POST", url, body=body, headers={"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
 
 
 def refused(port: int) -> bool:
@@ -249,6 +270,155 @@ class UnixFormsTests(SynchronousTestCase):
         [line] = daemon.log().splitlines()
         self.assertIn("mode=666 is wider than 0660", line)
         self.assertFalse(os.path.lexists(directory / "w.sock"))
+
+
+class SlowClientTests(_Case):
+    """
+    A daemon whose request-head deadline is 2 s ($DOCKSERVE_HEAD_TIMEOUT):
+    slow heads are cut however they dribble, quiet streams are not.
+    """
+
+    HEAD = 2.0
+
+    def start(self) -> RunningDaemon:
+        os.environ["DOCKSERVE_HEAD_TIMEOUT"] = str(self.HEAD)
+        try:
+            return start_daemon(self, ["-H", f"tcp://127.0.0.1:{self.port}"])
+        finally:
+            del os.environ["DOCKSERVE_HEAD_TIMEOUT"]
+
+    def cut_after(self, client: socket.socket, data: bytes) -> float:
+        """Seconds until the daemon closes C{client}, which dribbles C{data}."""
+        started = time.monotonic()
+        client.settimeout(0.5)
+        client.sendall(data)
+        while time.monotonic() - started < 10 * self.HEAD:
+            try:
+                if client.recv(4096) == b"":
+                    return time.monotonic() - started
+            except TimeoutError:
+                with contextlib.suppress(OSError):
+                    client.sendall(b"X")
+            except ConnectionResetError:
+                return time.monotonic() - started
+        return self.fail("the slow client was never cut")
+
+    def test_slow_heads_cut(self) -> None:
+        """
+        A head dribbled a byte each 0.5 s, on the unix socket and on TCP,
+        and a TCP connection that sends nothing, are closed about 2 s after
+        they connected (they were held for as long as bytes kept coming);
+        /_ping is answered meanwhile.
+        """
+        daemon = self.start()
+        for family, address, data in (
+            (socket.AF_UNIX, daemon.socket_path, b"GET /_ping HTTP/1.1\r\n"),
+            (socket.AF_INET, ("127.0.0.1", self.port), b"GET / HTTP/1.1\r\nHost: x"),
+            (socket.AF_INET, ("127.0.0.1", self.port), b""),
+        ):
+            with socket.socket(family) as client:
+                client.connect(address)
+                elapsed = self.cut_after(client, data)
+            self.assertGreaterEqual(elapsed, self.HEAD - 0.5, data)
+            self.assertLess(elapsed, self.HEAD + 3, data)
+        self.assertEqual(unix_get(daemon.socket_path, "/_ping"), (200, b"OK"))
+
+    def test_quiet_streams_kept(self) -> None:
+        """
+        With the 2 s head deadline, requests quiet for longer once their
+        head is in are not cut: docker run attached to a container silent
+        for 5 s (a hijacked attach and a wait), and a raw wait.
+        """
+        if not have_busybox():
+            raise SkipTest("busybox-static is not installed")
+        daemon = self.start()
+        import_busybox(daemon.docker_host)
+        waiting = socket.socket(socket.AF_UNIX)
+        self.addCleanup(waiting.close)
+        status, body = unix_post(
+            daemon.socket_path, "/containers/create?name=quiet",
+            json.dumps({"Image": "busybox", "Cmd": ["true"]}).encode(),
+        )  # fmt: skip
+        self.assertEqual(status, 201, body)
+        waiting.connect(daemon.socket_path)
+        waiting.settimeout(30)
+        waiting.sendall(
+            b"POST /containers/quiet/wait?condition=next-exit HTTP/1.1\r\n"
+            b"Host: x\r\nContent-Length: 0\r\n\r\n"
+        )
+        # As dockerd, the head is sent at once; the body when it exits.
+        head = waiting.recv(4096)
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+        self.assertTrue(head.endswith(b"\r\n\r\n"), head)
+        run = subprocess.run(
+            ["docker", "run", "--rm", "busybox", "sh", "-c", "sleep 5; echo done"],
+            env=daemon.env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        self.assertEqual((run.returncode, run.stdout), (0, "done\n"), run.stderr)
+        waiting.settimeout(0.2)
+        with self.assertRaises(TimeoutError):
+            waiting.recv(4096)
+        self.assertEqual(
+            unix_post(daemon.socket_path, "/containers/quiet/start")[0],
+            204,
+        )
+        waiting.settimeout(30)
+        body = waiting.recv(4096)
+        self.assertIn(b'"StatusCode": 0', body.replace(b'":0', b'": 0'))
+
+
+class _FileLimitedDaemon(RunningDaemon):
+    """A daemon started with 1024 open files, soft and hard (C{prlimit})."""
+
+    def argv(self) -> list[str]:
+        return ["prlimit", "--nofile=1024:1024", "--", *super().argv()]
+
+
+class FloodTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        if os.geteuid() != 0:
+            raise SkipTest("the daemon needs root")
+        if shutil.which("prlimit") is None:
+            raise SkipTest("no prlimit (util-linux)")
+
+    def ping(self, path: str) -> tuple[int, bytes]:
+        """
+        /_ping, connecting again while the listen queue is full (EAGAIN:
+        the daemon is still accepting the flood's last connections).
+        """
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                return unix_get(path, "/_ping")
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def test_slow_flood_does_not_lock_out(self) -> None:
+        """
+        The review's flood: with 1024 open files, 1100 clients each holding
+        a half-sent request head.  /_ping is still answered, on the same
+        socket, at once (it was refused: the daemon ran out of descriptors,
+        EMFILE), and the log says the listener is full.
+        """
+        directory = Path(tempfile.mkdtemp(prefix="dockserve-fd-"))
+        self.addCleanup(shutil.rmtree, str(directory), True)
+        daemon = _FileLimitedDaemon(directory, [])
+        self.addCleanup(daemon.stop)
+        daemon.start()
+        flood: list[socket.socket] = []
+        self.addCleanup(lambda: [s.close() for s in flood])
+        for _ in range(1100):
+            client = socket.socket(socket.AF_UNIX)
+            flood.append(client)
+            client.connect(daemon.socket_path)
+            client.sendall(b"GET /info HTTP/1.1\r\n")
+        started = time.monotonic()
+        self.assertEqual(self.ping(daemon.socket_path), (200, b"OK"))
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertIn("holds 384 connections", daemon.log())
+        self.assertNotIn("EMFILE", daemon.log())
 
 
 class RequestLogTests(_Case):

@@ -17,6 +17,7 @@ import docker.tls
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.integration.harness import RunningDaemon, start_daemon
+from tests.integration.images import have_busybox, import_busybox
 from tests.integration.test_front_door import free_port
 from tests.server.test_tls import PKI
 from tests.tempdirs import temp_dir
@@ -74,6 +75,25 @@ class DockerSDKTests(_Case):
         client = self.sdk()
         self.assertEqual(client.version()["ApiVersion"], "1.50")
         self.assertEqual(client.containers.list(all=True), [])
+
+    def test_run_attached_over_tls(self) -> None:
+        """
+        docker run through the SDK over TLS: the attach is hijacked below
+        the listener's connection count and TLS, and stays quiet longer
+        than the request-head deadline (2 s here) without being cut.
+        """
+        if not have_busybox():
+            raise SkipTest("busybox-static is not installed")
+        os.environ["DOCKSERVE_HEAD_TIMEOUT"] = "2"
+        try:
+            daemon = self.start()
+        finally:
+            del os.environ["DOCKSERVE_HEAD_TIMEOUT"]
+        import_busybox(daemon.docker_host)
+        output = self.sdk().containers.run(
+            "busybox", ["sh", "-c", "sleep 3; echo quiet"], remove=True
+        )
+        self.assertEqual(output, b"quiet\n")
 
     def test_without_certificate_refused(self) -> None:
         """Under --tlsverify a client without a certificate gets nothing."""

@@ -8,6 +8,7 @@ import io
 import socket
 from typing import Any, NoReturn
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
@@ -16,12 +17,14 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from dockserve.server import hosts
+from dockserve.server.limits import ConnectionLimit, mark_busy
 from dockserve.server.listeners import (
     ListenerService,
     ListenFailed,
@@ -99,6 +102,30 @@ class EndpointsForTests(SynchronousTestCase):
         self.assertEqual(len(served), 2)
         for one in served:
             self.assertIsInstance(one, TLSMemoryBIOFactory)
+
+    def test_limit_below_tls(self) -> None:
+        """
+        The connection limit is counted at the socket, below TLS: a refused
+        connection costs no handshake.
+        """
+        limit = ConnectionLimit("tcp://127.0.0.1:2376", 1, Clock())
+        for endpoint in endpoints_for(
+            parse("tcp://127.0.0.1:2376"),
+            reactor=self.reactor,
+            tls=self.creator,
+            group=SocketGroup(None),
+            fds=[],
+            limit=limit,
+        ):
+            endpoint.listen(factory())
+        [(_, served, _, _)] = self.reactor.tcpServers
+        self.assertNotIsInstance(served, TLSMemoryBIOFactory)
+        self.assertIsInstance(served.wrappedFactory, TLSMemoryBIOFactory)
+        address = IPv4Address("TCP", "127.0.0.1", 40000)
+        first = served.buildProtocol(address)
+        self.assertIsNotNone(first)
+        mark_busy(first, True)
+        self.assertIsNone(served.buildProtocol(address))
 
     def test_unix_never_tls(self) -> None:
         """A unix socket is plain even under --tls, as dockerd's."""
