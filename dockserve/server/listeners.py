@@ -3,9 +3,10 @@
 One listening service per C{-H}: the endpoint for a host, and its service.
 
 The endpoint stack for a host is, outermost first: the listen buffer, TLS
-(for TCP, and activated TCP sockets, under C{--tls}), then the socket, so
-a held connection has already finished its handshake and its 503 is
-encrypted like any other answer.
+(for TCP, and activated TCP sockets, under C{--tls}), the connection limit,
+then the socket.  So a held connection has already finished its handshake
+and its 503 is encrypted like any other answer, and a connection the
+listener has no room for is closed before any TLS work.
 """
 
 import ipaddress
