@@ -6,6 +6,10 @@ The archive is unpacked member by member into a private work directory
 under the store's C{tmp/}, then each image's config and layers move into
 the store. Nothing enters the index here: the service does that on the
 reactor thread once every blob and layer is durable.
+
+The archive is hostile until proven otherwise: every path its documents
+name is looked up inside the work directory only (never a host path, never
+through a link), and only regular files it made there are read or moved.
 """
 
 import errno
@@ -250,6 +254,8 @@ def _open(work: _Work, named: _Named) -> tuple[int, Path]:
         fd = _open_nofollow(work.path, parts)
     except (FileNotFoundError, NotADirectoryError):
         raise named.error("not in the archive", _NotInArchive) from None
+    except ValueError:  # a NUL in the name
+        raise named.error("not a path") from None
     except OSError as e:
         if e.errno != errno.ELOOP:
             raise
