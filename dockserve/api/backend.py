@@ -15,6 +15,7 @@ from dockserve.api.containers import ContainerBackend
 from dockserve.api.events import EventsBackend
 from dockserve.api.images import ImageBackend
 from dockserve.api.system import SystemBackend
+from dockserve.api.volumes import VolumeBackend
 
 
 class Backend(Protocol):
@@ -31,6 +32,10 @@ class Backend(Protocol):
     @property
     def containers(self) -> ContainerBackend:
         """Containers, exec instances and networks."""
+
+    @property
+    def volumes(self) -> VolumeBackend:
+        """Named and anonymous volumes."""
 
     @property
     def events(self) -> EventsBackend:

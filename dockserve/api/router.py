@@ -26,6 +26,7 @@ from dockserve.api import (
     images,
     networks,
     system,
+    volumes,
 )
 from dockserve.api import debug as debug_api
 from dockserve.api.backend import Backend
@@ -42,6 +43,7 @@ AREAS: list[tuple[list[Route], Callable[[Backend, Any], object]]] = [
     (networks.ROUTES, lambda b, _: networks.NetworksAPI(b.containers)),
     (build.ROUTES, lambda _, __: build.BuildAPI()),
     (events.ROUTES, lambda b, r: events.EventsAPI(b.events, r)),
+    (volumes.ROUTES, lambda b, _: volumes.VolumesAPI(b.volumes)),
 ]
 
 

@@ -7,6 +7,7 @@ disk and fires when the daemon can answer truthfully, which is when the
 listen buffer lets held connections through.
 """
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from dockserve.daemon.containers.service import ContainerService
 from dockserve.daemon.events import EventBus
 from dockserve.daemon.images.service import ImageService
 from dockserve.daemon.system import SystemService, area_counts, disk_usage
+from dockserve.daemon.volumes.service import VolumeService
 
 #: How long a stopping daemon waits for removed containers to be reaped.
 _STOP_GRACE = 5.0
@@ -36,16 +38,22 @@ class Daemon:
         images: Any,
         containers: Any,
         reactor: Any = None,
+        *,
         events: EventBus | None = None,
+        volumes: Any = None,
     ) -> None:
         self.system = system
         self.images = images
         self.containers = containers
         self.events = events if events is not None else EventBus()
+        self.volumes = volumes
         self._reactor = reactor
 
     def restore(self) -> Deferred[None]:
         """Load every area's state; fires when requests may be served."""
+        if self.volumes is not None:
+            # Small records, read before the containers that name them.
+            self.volumes.restore()
         restoring = [
             area.restore()
             for area in (self.images, self.containers)
@@ -96,6 +104,14 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
         )
     )
     containers: Any = ContainerService.for_config(config, images, reactor)
+    volumes = VolumeService(
+        Path(config.data_root) / "volumes",
+        users=containers.volume_users,
+        publish=bus.publish,
+        run=_run_command(reactor),
+        blocking=_blocking(reactor),
+    )
+    containers.set_volumes(volumes)
     system = SystemService(
         config,
         lambda: area_counts(images, containers),
@@ -103,4 +119,27 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
             disk_usage(images, containers, types)
         ),
     )
-    return Daemon(system, images, containers, reactor, bus)
+    return Daemon(system, images, containers, reactor, events=bus, volumes=volumes)
+
+
+def _blocking(reactor: Any) -> Any:
+    """Runs blocking work in the reactor's thread pool."""
+    from twisted.internet.threads import deferToThreadPool  # noqa: PLC0415
+
+    def run(work: Any) -> Deferred[Any]:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), work)
+
+    return run
+
+
+def _run_command(reactor: Any) -> Any:
+    """Runs a command (mount, umount): its exit code and its output."""
+    from twisted.internet.utils import getProcessOutputAndValue  # noqa: PLC0415
+
+    def run(argv: list[str]) -> Deferred[tuple[int, bytes]]:
+        ran: Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(  # type: ignore[no-untyped-call]
+            argv[0], argv[1:], env=dict(os.environ), reactor=reactor
+        )
+        return ran.addCallback(lambda r: (r[2], r[0] + r[1]))
+
+    return run

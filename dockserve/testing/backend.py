@@ -25,6 +25,7 @@ class MemoryBackend:
     @ivar images: The image area.
     @ivar containers: Containers, exec and networks.
     @ivar events: The event bus (a real one: it is in memory anyway).
+    @ivar volumes: The volume area.
     """
 
     def __init__(
@@ -33,8 +34,10 @@ class MemoryBackend:
         images: Any = None,
         containers: Any = None,
         events: Any = None,
+        volumes: Any = None,
     ) -> None:
         self.system: Any = system if system is not None else _Blank()
         self.images: Any = images if images is not None else _Blank()
         self.containers: Any = containers if containers is not None else _Blank()
         self.events: Any = events if events is not None else _Blank()
+        self.volumes: Any = volumes if volumes is not None else _Blank()

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,12 @@ class _RuntimeCase(SynchronousTestCase):
         )
         self.addCleanup(process.wait)
         self.addCleanup(process.kill)
+        # Until the exec, the child's command line is the test runner's.
+        cmdline = Path(f"/proc/{process.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while container_id.encode() not in cmdline.read_bytes():
+            self.assertLess(time.monotonic(), deadline, "the process never ran")
+            time.sleep(0.001)
         directory = self.root / "c" / container_id
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "conmon.pid").write_text(str(process.pid))

@@ -9,48 +9,25 @@ the volumes C{docker rm -v} removes, and C{docker cp}'s choice of where a
 path lands (L{covering}): a copy into a read-only volume is refused with
 dockerd's words, a copy into a volume of a read-only container is not.
 
-Volume names are checked here too (dockerd's charset): a name is a
-directory under the volumes root, and C{../x} must never become one.
+Volume names are checked by L{dockserve.daemon.volumes.names} (dockerd's
+charset): a name is a directory under the volumes root.
 """
 
 from __future__ import annotations
 
 import posixpath
-import re
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 
-from dockserve.errors import InvalidParameter
+from dockserve.daemon.volumes.names import check_name, new_name
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-#: dockerd's rule for a local volume's name.
-_VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
-
-
-def check_volume_name(name: str) -> str:
-    """
-    C{name} if the local driver may have it, else dockerd's 400.
-
-    @raise InvalidParameter: For C{../x}, C{a/b}, C{-x}...
-    """
-    if not _VOLUME_NAME.fullmatch(name):
-        msg = (
-            f'create {name}: "{name}" includes invalid characters for a local '
-            'volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you '
-            "intended to pass a host directory, use absolute path"
-        )
-        raise InvalidParameter(msg)
-    return name
-
-
-def new_volume_name() -> str:
-    """A name for an anonymous volume: 64 hex digits, as dockerd's."""
-    return secrets.token_hex(32)
+check_volume_name = check_name
+new_volume_name = new_name
 
 
 @frozen

@@ -235,6 +235,14 @@ class ContainerService:
         self._execs: dict[str, ExecInstance] = {}
         self._reaping: dict[str, Deferred[None]] = {}
         self._image_sizes: dict[str, int] = {}
+        self._volumes: Any = None
+
+    def set_volumes(self, volumes: Any) -> None:
+        """
+        The volume service (L{dockserve.daemon.volumes.service}): volumes a
+        container names are made at its create, and asked who uses them.
+        """
+        self._volumes = volumes
 
     @classmethod
     def for_config(cls, config: Any, images: Any, reactor: Any) -> "ContainerService":
@@ -385,6 +393,12 @@ class ContainerService:
             args=tuple(command[1:]),
             anonymous_volumes=anonymous,
         )
+        if self._volumes is not None:
+            # dockerd makes the volumes a container names at its create:
+            # docker volume ls shows them from then on.
+            for point in self._mount_points(rec):
+                if point.type == "volume" and point.name:
+                    self._volumes.ensure(point.name, anonymous=point.anonymous)
         directory = self._root / container_id
         directory.mkdir(parents=True, exist_ok=False)
         c = _Container(rec, directory)
@@ -452,6 +466,7 @@ class ContainerService:
             # runtime error does, so waiters hear of it and AutoRemove holds
             # (docker run --rm waits for the removal).
             c.released = False
+            await self._acquire_volumes(c)
             monitor: dict[str, Any] = {
                 "log_path": str(c.directory / LOG_FILE),
                 "tty": tty,
@@ -595,6 +610,29 @@ class ContainerService:
         except DockerError:
             _log.warn("runtime delete after failed start: {message}", message=message)
         await self._bundles.release(c.directory, c.id)
+        await self._release_volumes(c)
+
+    def _volume_points(self, c: _Container) -> list[mounts.MountPoint]:
+        return [
+            p
+            for p in self._mount_points(c.record)
+            if p.type == "volume" and p.name and self._volumes is not None
+        ]
+
+    async def _acquire_volumes(self, c: _Container) -> None:
+        """A start takes its volumes: made if missing, devices mounted."""
+        for point in self._volume_points(c):
+            await self._volumes.acquire(
+                point.name, c.id, point.destination, rw=point.rw
+            )
+
+    async def _release_volumes(self, c: _Container) -> None:
+        """The run is over: its volumes are let go (devices unmounted last)."""
+        for point in self._volume_points(c):
+            try:
+                await self._volumes.release(point.name, c.id)
+            except DockerError as e:
+                _log.warn("release volume {name}: {e}", name=point.name, e=e.message)
 
     def _watch(self, c: _Container) -> None:
         generation = c.generation
@@ -666,6 +704,7 @@ class ContainerService:
             except Exception:
                 _log.failure("release bundle {id}", id=c.id)
                 return
+            await self._release_volumes(c)
             c.released = True
 
         return Deferred.fromCoroutine(release())
@@ -930,9 +969,7 @@ class ContainerService:
             for waiter in exits:
                 waiter.callback(c.record.state.exit_code)
             anonymous = [
-                self._volumes_root / name
-                for name in c.record.anonymous_volumes.values()
-                if volumes
+                name for name in c.record.anonymous_volumes.values() if volumes
             ]
             self._reap(
                 c.id,
@@ -951,14 +988,14 @@ class ContainerService:
         *,
         after: Deferred[None] | None = None,
         released: Callable[[], bool] = lambda: False,
-        volumes: list[Path] | None = None,
+        volumes: list[str] | None = None,
     ) -> Deferred[None]:
         """
         Delete a removed container's runtime state, unmount its root and
         delete its directory, in the background; L{settled} waits for it.
 
-        @param volumes: Its anonymous volumes' directories, deleted last
-            (C{docker rm -v}, C{--rm}).
+        @param volumes: Its anonymous volumes, removed last (C{docker rm
+            -v}, C{--rm}) unless another container names one.
         """
 
         async def reap() -> None:
@@ -976,8 +1013,8 @@ class ContainerService:
                 except DockerError as e:
                     _log.warn("release bundle {id}: {e}", id=container_id, e=e.message)
             await self._in_thread(lambda: _remove_tree(directory))
-            for volume in volumes or []:
-                await self._in_thread(partial(_remove_tree, volume))
+            for name in volumes or []:
+                await self._remove_volume(name)
 
         reaping = Deferred.fromCoroutine(reap())
         self._reaping[container_id] = reaping
@@ -989,6 +1026,15 @@ class ContainerService:
 
         reaping.addBoth(done)
         return reaping
+
+    async def _remove_volume(self, name: str) -> None:
+        """An anonymous volume of a removed container goes, unless in use."""
+        if self._volumes is None:
+            await self._in_thread(partial(_remove_tree, self._volumes_root / name))
+            return
+        # Another container took it (--volumes-from): then it stays.
+        with contextlib.suppress(Conflict):
+            await self._volumes.remove(name, force=True)
 
     def settled(self) -> Deferred[None]:
         """Fires once every removed container's leftovers are gone."""
@@ -1462,12 +1508,23 @@ class ContainerService:
             same = False
         return rec.image if same else rec.image_id
 
+    def volume_users(self, name: str) -> list[str]:
+        """The IDs of the containers that name volume C{name}, any state."""
+        return [
+            c.id
+            for c in self._containers.values()
+            if name in mounts.volume_names(self._mount_points(c.record))
+        ]
+
     def volume_usage(self) -> Deferred[list[dict[str, Any]]]:
         """
         C{GET /system/df}'s volumes: the named volumes under
         C{<data-root>/volumes}, with what each takes on disk (measured in
         the thread pool) and how many containers mount it.
         """
+        if self._volumes is not None:
+            usage: Deferred[list[dict[str, Any]]] = self._volumes.usage()
+            return usage
         users: dict[str, int] = {}
         for c in self._containers.values():
             for name in mounts.volume_names(self._mount_points(c.record)):
@@ -1849,6 +1906,12 @@ class ContainerService:
             for c in list(self._containers.values())
         ]
         await DeferredList(work, consumeErrors=True)
+        if self._volumes is not None:
+            # Devices a crash left mounted with no running container on them.
+            try:
+                await self._volumes.release_unheld()
+            except DockerError as e:
+                _log.warn("unmounting unused volumes: {e}", e=e.message)
 
     async def _reconcile(self, c: _Container) -> None:
         rec = c.record
@@ -1863,6 +1926,8 @@ class ContainerService:
                 # runtime knows when.
                 started_at = state.created or self._now()
             c.started_at = record.parse_rfc3339(started_at) or time.time()
+            for point in self._volume_points(c):
+                self._volumes.adopt(point.name, c.id)
             self._save(
                 c,
                 rec.with_state(

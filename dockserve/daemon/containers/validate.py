@@ -17,7 +17,6 @@ negative C{CpuShares}. Their messages say so in dockerd's style.
 
 import os
 import posixpath
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from dockserve.daemon.containers import restart, security
 from dockserve.daemon.containers.execs import ALL_CAPABILITIES
 from dockserve.daemon.containers.gojson import go_quote
 from dockserve.daemon.containers.signals import parse_signal
+from dockserve.daemon.volumes.names import check_name as check_volume_name
 from dockserve.errors import InvalidParameter
 
 Settings = dict[str, Any]
@@ -79,7 +79,6 @@ _BIND_MODE_CLASSES = (
 _PROPAGATIONS = _BIND_MODE_CLASSES[2]
 
 #: A local volume's name, as dockerd's local driver allows it.
-_VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
 
 def _absolute(path: str) -> bool:
@@ -543,26 +542,6 @@ def _destination_problem(target: str) -> str | None:
     if not _absolute(target):
         return f"invalid mount path: '{target}' mount path must be absolute"
     return None
-
-
-def check_volume_name(name: str) -> None:
-    """
-    A named volume's name, as dockerd's local driver allows it: never a
-    path (C{../..}).
-
-    @raise InvalidParameter: With dockerd's C{create NAME: ...} message.
-    """
-    if len(name) == 1:
-        raise InvalidParameter(
-            f"create {name}: volume name is too short, names should be at least "
-            "two alphanumeric characters"
-        )
-    if not _VOLUME_NAME.fullmatch(name):
-        raise InvalidParameter(
-            f"create {name}: {go_quote(name)} includes invalid characters for a "
-            'local volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If '
-            "you intended to pass a host directory, use absolute path"
-        )
 
 
 def _mount_error(kind: str, problem: str) -> InvalidParameter:
