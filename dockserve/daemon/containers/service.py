@@ -1116,7 +1116,6 @@ class ContainerService:
         configs.check_update(body)
         merged = dict(c.record.host_config)
         merged.update({k: v for k, v in body.items() if k in allowed and v is not None})
-        configs.check({"HostConfig": merged, "Image": c.record.image})
         if merged.get("AutoRemove") and restart.parse(merged).name != "no":
             raise InvalidParameter(
                 "Restart policy cannot be updated because AutoRemove is enabled "
