@@ -499,8 +499,7 @@ class ContainersAPI:
         box.append(tty)
         stream.on_flush = flush
         request.responseHeaders.setRawHeaders(
-            b"Content-Type",
-            [streams.RAW_STREAM if tty else streams.MULTIPLEXED_STREAM],
+            b"Content-Type", [streams.content_type(request, tty=tty)]
         )
         request.write(b"")  # type: ignore[no-untyped-call]
         done = stream.done

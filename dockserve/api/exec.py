@@ -43,29 +43,36 @@ class ExecAPI:
         ends, and its exit code is then in C{GET /exec/{id}/json}.
         """
         body = json_object(request)
-        detach = body.get("Detach")
-        if detach is not None and not isinstance(detach, bool):
-            raise InvalidParameter(
-                "json: cannot unmarshal into Go struct field "
-                "ExecStartOptions.Detach of type bool"
-            )
+        for key in ("Detach", "Tty"):
+            value = body.get(key)
+            if value is not None and not isinstance(value, bool):
+                raise InvalidParameter(
+                    "json: cannot unmarshal into Go struct field "
+                    f"ExecStartOptions.{key} of type bool"
+                )
         described = self._backend.exec_inspect(exec_id)
-        if detach:
+        if body.get("Detach"):
             await self._backend.exec_start(exec_id, None)
             return b""
         tty = bool(described["ProcessConfig"]["tty"])
+        # As dockerd: the start body's Tty, not the exec's, says whether the
+        # output is framed (the SDK reads it by what it sent), and raw
+        # output has no stderr.
+        raw = bool(body.get("Tty"))
         keys = streams.parse_detach_keys(described.get("DetachKeys") or None)
         pending: list[tuple[int, bytes]] = []
         box: list[streams.Hijack] = []
 
         def on_output(stream: int, data: bytes) -> None:
+            if raw and stream == 2:
+                return
             if box:
                 box[0].write(stream, data)
             else:
                 pending.append((stream, data))
 
         starting = self._backend.exec_start(exec_id, on_output)
-        hijacked = streams.hijack(request, tty=tty)
+        hijacked = streams.hijack(request, tty=raw)
         box.append(hijacked)
         for stream, data in pending:
             hijacked.write(stream, data)

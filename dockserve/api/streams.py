@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from dockserve.api.middleware import api_version
 from dockserve.errors import InvalidParameter
 
 #: The content types of the two wire formats.
@@ -292,27 +293,42 @@ def _unregister_producer(transport: Any) -> None:
         transport.unregisterProducer()
 
 
-def hijack(request: Request, *, tty: bool, multiplexed_type: bool = False) -> Hijack:
+def content_type(request: Request, *, tty: bool) -> bytes:
+    """
+    What a container stream is called (moby's rule for logs, attach and
+    exec): framed output is C{application/vnd.docker.multiplexed-stream}
+    from API 1.42 on; raw output, and any before 1.42, is
+    C{application/vnd.docker.raw-stream}.
+    """
+    major, _, minor = api_version(request).partition(".")
+    try:
+        framed_name = (int(major), int(minor)) >= (1, 42)
+    except ValueError:
+        framed_name = True
+    return MULTIPLEXED_STREAM if framed_name and not tty else RAW_STREAM
+
+
+def hijack(request: Request, *, tty: bool) -> Hijack:
     """
     Take the connection over from C{request}: answer C{101 UPGRADED} (or
     C{200} to a client that did not ask to upgrade) and return the
     L{Hijack} that carries the stream from then on.
 
-    @param multiplexed_type: Name the framed format
-        C{application/vnd.docker.multiplexed-stream} (API 1.42 and later)
-        rather than the raw type, when there is no TTY.
+    @param tty: The output is raw; without, it is framed. An upgraded
+        stream is named by L{content_type}; a C{200} one is always called
+        raw, as dockerd calls it.
     """
     channel: Any = request.channel
     transport = channel.transport
-    content_type = MULTIPLEXED_STREAM if multiplexed_type and not tty else RAW_STREAM
     upgrade = request.requestHeaders.getRawHeaders(b"upgrade") or []
     if any(value.lower() == b"tcp" for value in upgrade):
         head = (
-            b"HTTP/1.1 101 UPGRADED\r\nContent-Type: " + content_type + b"\r\n"
-            b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+            b"HTTP/1.1 101 UPGRADED\r\nContent-Type: "
+            + content_type(request, tty=tty)
+            + b"\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
         )
     else:
-        head = b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\n\r\n"
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: " + RAW_STREAM + b"\r\n\r\n"
     stream = Hijack(transport, tty=tty)
     # Whatever the router or middleware does with this request from now on
     # must not reach the wire: the connection is no longer HTTP.

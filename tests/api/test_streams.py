@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
+from dockserve.api import streams
 from dockserve.api.router import make_resource
 from dockserve.api.streams import EscapeFilter, frame, parse_detach_keys
 from dockserve.errors import InvalidParameter
@@ -65,7 +66,10 @@ class AttachTests(_HijackCase):
         head = transport.value()
         self.assertTrue(head.startswith(b"HTTP/1.1 101 UPGRADED\r\n"), head)
         self.assertIn(b"Upgrade: tcp\r\n", head)
-        self.assertIn(b"Content-Type: application/vnd.docker.raw-stream\r\n", head)
+        # Framed, at API 1.42 and later: named so, as dockerd does.
+        self.assertIn(
+            b"Content-Type: application/vnd.docker.multiplexed-stream\r\n", head
+        )
         transport.clear()
         protocol.dataReceived(b"typed")  # type: ignore[attr-defined]
         self.successResultOf(self.service.start(cid))
@@ -219,6 +223,94 @@ def _open_fds(path: Path) -> int:
     return count
 
 
+class ExecTtyTests(_HijackCase):
+    """
+    How an exec's output is framed, and named, as dockerd does it: by the
+    start body's C{Tty} (the Docker SDK's C{exec_start(tty=...)}), not the
+    exec's own, and by API version (moby's C{postContainerExecStart}).
+    """
+
+    def start(
+        self, exec_tty: bool, body: bytes, version: str = "1.50", upgrade: bool = True
+    ) -> tuple[object, _Socket, bytes]:
+        if not hasattr(self, "cid"):
+            self.cid = self.service.create("web", {"Image": "busybox"})["Id"]
+            self.successResultOf(self.service.start(self.cid))
+        exec_id = self.service.exec_create(
+            self.cid,
+            {"Cmd": ["echo", "hello", "out"], "Tty": exec_tty,
+             "AttachStdout": True, "AttachStderr": True},
+        )["Id"]  # fmt: skip
+        protocol, transport = self.connect(
+            b"POST /v" + version.encode() + b"/exec/" + exec_id.encode()
+            + b"/start HTTP/1.1\r\nHost: docker\r\n"
+            + (b"Connection: Upgrade\r\nUpgrade: tcp\r\n" if upgrade else b"")
+            + b"Content-Type: application/json\r\n"
+            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )  # fmt: skip
+        head = transport.value()
+        transport.clear()
+        return protocol, transport, head
+
+    def test_tty_exec_started_without_tty(self) -> None:
+        """
+        An exec made with a TTY and started with C{"Tty": false} (the SDK's
+        C{exec_start} default) is framed: its client reads frames, and took
+        "hello ou" for a header ("t\\r\\n" was all it showed).
+        """
+        _, transport, head = self.start(True, b'{"Detach": false, "Tty": false}')
+        self.assertIn(
+            b"Content-Type: application/vnd.docker.multiplexed-stream\r\n", head
+        )
+        self.runtime.execs[-1].emit(1, b"hello out\r\n")
+        self.assertEqual(transport.value(), frame(1, b"hello out\r\n"))
+
+    def test_tty_exec_started_with_tty(self) -> None:
+        """C{"Tty": true}: raw, named raw."""
+        _, transport, head = self.start(True, b'{"Detach": false, "Tty": true}')
+        self.assertIn(b"Content-Type: application/vnd.docker.raw-stream\r\n", head)
+        self.runtime.execs[0].emit(1, b"hello out\r\n")
+        self.assertEqual(transport.value(), b"hello out\r\n")
+
+    def test_no_tty_body(self) -> None:
+        """No C{Tty} in the body is Go's false: framed."""
+        _, transport, _ = self.start(True, b"{}")
+        self.runtime.execs[0].emit(1, b"x")
+        self.assertEqual(transport.value(), frame(1, b"x"))
+
+    def test_plain_exec_started_with_tty(self) -> None:
+        """
+        An exec without a TTY started with C{"Tty": true}: stdout raw, and
+        stderr dropped, as dockerd drops it.
+        """
+        _, transport, _ = self.start(False, b'{"Tty": true}')
+        proc = self.runtime.execs[0]
+        proc.emit(1, b"out\n")
+        proc.emit(2, b"err\n")
+        self.assertEqual(transport.value(), b"out\n")
+
+    def test_content_type_by_version(self) -> None:
+        """
+        Framed output is named multiplexed-stream from API 1.42, raw-stream
+        before, and always raw-stream without an upgrade.
+        """
+        _, _, head = self.start(False, b"{}", version="1.41")
+        self.assertIn(b"Content-Type: application/vnd.docker.raw-stream\r\n", head)
+        _, _, head = self.start(False, b"{}", version="1.42")
+        self.assertIn(
+            b"Content-Type: application/vnd.docker.multiplexed-stream\r\n", head
+        )
+        _, _, head = self.start(False, b"{}", upgrade=False)
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"), head)
+        self.assertIn(b"Content-Type: application/vnd.docker.raw-stream\r\n", head)
+
+    def test_bad_tty(self) -> None:
+        """A C{Tty} that is not a boolean is 400, as Go's decoder has it."""
+        _, _, head = self.start(True, b'{"Tty": "yes"}')
+        self.assertTrue(head.startswith(b"HTTP/1.1 400 "), head)
+        self.assertIn(b"ExecStartOptions.Tty of type bool", head)
+
+
 class LogsFollowTests(_HijackCase):
     """C{GET /containers/{id}/logs?follow=1} as the SDK's stream reads it."""
 
@@ -255,6 +347,20 @@ class LogsFollowTests(_HijackCase):
             _chunks(body)[-1],
             frame(1, b"hello\n") + frame(1, b"world\n") + frame(2, b"oops\n"),
         )
+
+    def test_content_type(self) -> None:
+        """Framed logs are named multiplexed-stream from API 1.42, raw before."""
+        self.follow()
+        for version, named in (
+            (b"1.41", streams.RAW_STREAM),
+            (b"1.42", streams.MULTIPLEXED_STREAM),
+        ):
+            _, transport = self.connect(
+                b"GET /v" + version + b"/containers/web/logs?stdout=1 HTTP/1.1\r\n"
+                b"Host: docker\r\n\r\n"
+            )
+            self.clock.advance(0)
+            self.assertIn(b"Content-Type: " + named + b"\r\n", transport.value())
 
     def test_client_goes_away(self) -> None:
         """

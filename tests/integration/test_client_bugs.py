@@ -261,3 +261,71 @@ class LogStreamTests(_DaemonCase):
             return now == watches and not any(container.id in f for f in files)
 
         self.until(released, "the daemon to let the log go", timeout=5)
+
+
+#: What C{echo hello out} gives through a TTY: dockerd's, or runc exec -t's
+#: known CR CR LF (docs/architecture.md: ONLCR cleared late by runc).
+_HELLO = (b"hello out\r\n", b"hello out\r\r\n")
+
+
+class ExecTtyTests(_DaemonCase):
+    """
+    TTY execs through the SDK: output framed as the start body's C{Tty}
+    says, as dockerd does ("t\\r\\n" was all that was left of "hello out").
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.client = self.sdk()
+        self.container = self.client.containers.run(
+            "busybox", ["sleep", "300"], detach=True
+        )
+        self.addCleanup(self.container.remove, force=True)
+
+    def test_exec_run(self) -> None:
+        """C{exec_run(tty=True)}, with and without demux."""
+        result = self.container.exec_run("echo hello out", tty=True)
+        self.assertEqual(result.exit_code, 0)
+        self.assertIn(result.output, _HELLO)
+        result = self.container.exec_run("echo hello out", tty=True, demux=True)
+        stdout, stderr = result.output
+        self.assertIn(stdout, _HELLO)
+        self.assertIsNone(stderr)
+
+    def test_low_level(self) -> None:
+        """
+        C{exec_create(tty=True)} then C{exec_start} with C{tty=True} (raw,
+        also as a stream) or without (framed: the SDK demultiplexes it).
+        """
+        api = self.client.api
+        for start in ({"tty": True}, {"tty": True, "stream": True}, {}):
+            created = api.exec_create(self.container.id, "echo hello out", tty=True)
+            output = api.exec_start(created["Id"], **start)
+            if start.get("stream"):
+                output = b"".join(output)
+            self.assertIn(output, _HELLO, start)
+
+    def test_plain_exec_started_with_tty(self) -> None:
+        """A plain exec started with C{tty=True}: its stdout raw, no stderr."""
+        api = self.client.api
+        created = api.exec_create(
+            self.container.id, ["sh", "-c", "echo out; echo err >&2"]
+        )
+        self.assertEqual(api.exec_start(created["Id"], tty=True), b"out\n")
+        created = api.exec_create(
+            self.container.id, ["sh", "-c", "echo out; echo err >&2"]
+        )
+        self.assertEqual(
+            api.exec_start(created["Id"], demux=True), (b"out\n", b"err\n")
+        )
+
+    def test_cli(self) -> None:
+        """The CLI's C{exec -t} and plain C{exec} are as they were."""
+        self.assertIn(
+            self.docker("exec", "-t", self.container.id, "echo", "hello", "out").stdout,
+            _HELLO,
+        )
+        result = self.docker(
+            "exec", self.container.id, "sh", "-c", "echo out; echo err >&2"
+        )
+        self.assertEqual((result.stdout, result.stderr), (b"out\n", b"err\n"))
