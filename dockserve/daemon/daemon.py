@@ -104,6 +104,7 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
         )
     )
     containers: Any = ContainerService.for_config(config, images, reactor)
+    containers.set_events(bus.publish)
     volumes = VolumeService(
         Path(config.data_root) / "volumes",
         users=containers.volume_users,

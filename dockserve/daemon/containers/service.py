@@ -55,6 +55,7 @@ from dockserve.daemon.containers.execs import ExecInstance, build_process
 from dockserve.daemon.containers.logstream import LogReader
 from dockserve.daemon.containers.record import ContainerRecord, rfc3339
 from dockserve.daemon.containers.signals import parse_signal
+from dockserve.daemon.containers.transitions import Transitions
 from dockserve.daemon.contracts import (
     ExitStatus,
     ImageSource,
@@ -236,6 +237,12 @@ class ContainerService:
         self._reaping: dict[str, Deferred[None]] = {}
         self._image_sizes: dict[str, int] = {}
         self._volumes: Any = None
+        #: Where every state change is saved and published (set_events).
+        self.transitions = Transitions()
+
+    def set_events(self, publish: Any) -> None:
+        """Send container events to C{publish} (the daemon's event bus)."""
+        self.transitions.set_publish(publish)
 
     def set_volumes(self, volumes: Any) -> None:
         """
@@ -295,9 +302,19 @@ class ContainerService:
         found = names.lookup(reference, self._containers, self._names)
         return self._containers[found]
 
-    def _save(self, c: _Container, rec: ContainerRecord) -> None:
-        c.record = rec
-        record.save(c.directory, rec)
+    def _save(
+        self,
+        c: _Container,
+        rec: ContainerRecord,
+        action: str | None = None,
+        **extra: str,
+    ) -> None:
+        """The one transition point: the record on disk, then its event."""
+        self.transitions.record(c, rec, action, **extra)
+
+    def _announce(self, c: _Container, action: str, **extra: str) -> None:
+        """An event of the container that changes nothing on disk."""
+        self.transitions.announce(c, action, **extra)
 
     def _in_thread(self, work: Callable[[], None]) -> Deferred[None]:
         if self._threadpool is None:
@@ -402,7 +419,7 @@ class ContainerService:
         directory = self._root / container_id
         directory.mkdir(parents=True, exist_ok=False)
         c = _Container(rec, directory)
-        self._save(c, rec)
+        self._save(c, rec, "create")
         self._containers[container_id] = c
         self._names[full_name] = container_id
         warnings: list[str] = []
@@ -532,6 +549,7 @@ class ContainerService:
                 ),
                 has_been_started=True,
             ),
+            "start",
         )
         self._watch(c)
         # Clients that attached while it was starting join the running
@@ -665,13 +683,17 @@ class ContainerService:
                 restart_count=rec.restart_count + 1,
             )
         auto_remove = not will_restart and bool(rec.host_config.get("AutoRemove"))
+        if status.oom_killed:
+            self._announce(c, "oom")
+        died = {"exitCode": str(status.code), "execDuration": str(int(max(ran_for, 0)))}
         if auto_remove:
             # Removed next: the record goes, so saving the exit first would
             # only cost two fsyncs (a crash before the removal finds the
             # container stopped and removes it then).
             c.record = rec
+            self._announce(c, "die", **died)
         else:
-            self._save(c, rec)
+            self._save(c, rec, "die", **died)
         c.cleanup = self._release(c)
         waiters, c.exit_waiters = c.exit_waiters, []
         for waiter in waiters:
@@ -768,10 +790,16 @@ class ContainerService:
             attachment.drain()
 
     async def _stop(self, c: _Container, number: int, grace: int) -> None:
+        """StopSignal, SIGKILL after C{grace}: dockerd's kill, kill, die, stop."""
+        await self._stop_running(c, number, grace)
+        self._announce(c, "stop")
+
+    async def _stop_running(self, c: _Container, number: int, grace: int) -> None:
         self._drain_attachments(c)
         exited = self._next_exit(c)
         paused = c.record.state.status == "paused"
         try:
+            self._announce(c, "kill", signal=str(number))
             await self._runtime.kill(c.id, number)
             if paused:
                 await self._runtime.resume(c.id)
@@ -791,6 +819,7 @@ class ContainerService:
                     timer.cancel()
             exited = self._next_exit(c)
             try:
+                self._announce(c, "kill", signal="9")
                 await self._runtime.kill(c.id, 9)
             except DockerError:
                 if not c.record.state.running:
@@ -823,6 +852,7 @@ class ContainerService:
             if number == 9:
                 self._drain_attachments(c)
             exited = self._next_exit(c) if number == 9 else None
+            self._announce(c, "kill", signal=str(number))
             await self._runtime.kill(c.id, number)
             if exited is None:
                 return
@@ -851,6 +881,7 @@ class ContainerService:
                 self._cancel_restart(c)
             await c.cleanup
             await self.start(c.id)
+            self._announce(c, "restart")
 
         return Deferred.fromCoroutine(restart_it())
 
@@ -962,6 +993,7 @@ class ContainerService:
             self._containers.pop(c.id, None)
             if self._names.get(c.record.name) == c.id:
                 del self._names[c.record.name]
+            self._announce(c, "destroy")
             waiters, c.removal_waiters = c.removal_waiters, []
             for waiter in waiters:
                 waiter.callback(c.record.state.exit_code)
@@ -1055,7 +1087,7 @@ class ContainerService:
 
         async def pause_it() -> None:
             await self._runtime.pause(c.id)
-            self._save(c, c.record.with_state(status="paused"))
+            self._save(c, c.record.with_state(status="paused"), "pause")
 
         return Deferred.fromCoroutine(pause_it())
 
@@ -1067,7 +1099,7 @@ class ContainerService:
 
         async def unpause_it() -> None:
             await self._runtime.resume(c.id)
-            self._save(c, c.record.with_state(status="running"))
+            self._save(c, c.record.with_state(status="running"), "unpause")
 
         return Deferred.fromCoroutine(unpause_it())
 
@@ -1097,7 +1129,7 @@ class ContainerService:
             conflict = names.name_conflict(full, owner)
             raise Conflict(allocating + conflict.message)
         old = c.record.name
-        self._save(c, evolve(c.record, name=full))
+        self._save(c, evolve(c.record, name=full), "rename", oldName=old)
         del self._names[old]
         self._names[full] = c.id
 
@@ -1122,7 +1154,7 @@ class ContainerService:
                 "for the container"
             )
         previous = c.record
-        self._save(c, evolve(c.record, host_config=merged))
+        self._save(c, evolve(c.record, host_config=merged), "update")
         warnings: list[str] = []
         apply = getattr(self._runtime, "update", None)
         live = c.record.state.running and any(
@@ -1183,6 +1215,7 @@ class ContainerService:
             stderr=stderr,
             stdin_once=bool(c.record.config.get("StdinOnce")),
         )
+        self._announce(c, "attach")
         replay: Deferred[None] = succeed(None)
         if logs:
             reader = LogReader(
@@ -1213,6 +1246,7 @@ class ContainerService:
         c = self._get(reference)
         if not c.record.state.running:
             raise Conflict(f"Container {c.id} is not running")
+        self._announce(c, "resize", height=str(height), width=str(width))
         if c.live:
             # The attached client's connection carries the resize.
             c.live[0].resize(height, width)
@@ -1246,6 +1280,7 @@ class ContainerService:
         )
         self._execs[instance.id] = instance
         c.exec_ids.append(instance.id)
+        self._announce(c, f"exec_create: {_exec_command(instance)}", execID=instance.id)
         return {"Id": instance.id}
 
     def _check_exec_target(self, c: _Container, reference: str | None = None) -> None:
@@ -1289,6 +1324,15 @@ class ContainerService:
         process = build_process(
             c.directory / "config.json", self._bundles.rootfs(c.directory), instance
         )
+
+        self._announce(c, f"exec_start: {_exec_command(instance)}", execID=exec_id)
+
+        def died(code: int) -> int:
+            if self._containers.get(c.id) is c:
+                self._announce(c, "exec_die", execID=exec_id, exitCode=str(code))
+            return code
+
+        instance.exited.addCallback(died)
 
         async def run() -> ExecInstance:
             try:
@@ -1637,6 +1681,7 @@ class ContainerService:
             raise Conflict(f"Container {c.id} is not running")
         args = (ps_args or "-ef").split()
         init = c.record.state.pid
+        self._announce(c, "top")
         from twisted.internet.utils import getProcessOutputAndValue  # noqa: PLC0415
 
         running: Deferred[tuple[bytes, bytes, int]]
@@ -1780,6 +1825,7 @@ class ContainerService:
             except FileNotFoundError:
                 raise self._not_found(reference, path) from None
 
+        self._announce(c, "archive-path")
         return self._with_root(c, stat, mounts_too=True)
 
     def archive_get(
@@ -1797,6 +1843,7 @@ class ContainerService:
                 raise self._not_found(reference, path) from None
             return info
 
+        self._announce(c, "archive-path")
         return self._with_root(c, tar, mounts_too=True)
 
     def archive_put(
@@ -1840,12 +1887,14 @@ class ContainerService:
             except FileNotFoundError:
                 raise self._not_found(reference, path) from None
 
+        self._announce(c, "extract-to-dir")
         return self._with_root(c, untar, mounts_too=True)
 
     def export(self, reference: str, out: Any) -> Deferred[None]:
         """C{GET /containers/{id}/export}: the tar of the root filesystem."""
         c = self._get(reference)
         archive = self._archive()
+        self._announce(c, "export")
         return self._with_root(c, lambda view: archive.export(view.root, out.write))
 
     def changes(self, reference: str) -> Deferred[list[dict[str, Any]]]:
@@ -1994,6 +2043,12 @@ _INIT_PATHS = frozenset({
     "/.dockerenv", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf",
     "/etc/mtab", "/dev/console", "/dev/pts", "/dev/shm", "/proc", "/sys",
 })  # fmt: skip
+
+
+def _exec_command(instance: ExecInstance) -> str:
+    """An exec's command as dockerd's exec events name it (C{true }, with the space)."""
+    cmd = [str(a) for a in instance.config["Cmd"]]
+    return f"{cmd[0]} {' '.join(cmd[1:])}"
 
 
 def _unless_cancelled(failure: Failure) -> None:
