@@ -231,6 +231,29 @@ class Hijack:
         self.flow = _OutputFlow()
         self._transport = transport
         self._closed = False
+        self._closing = False
+        #: Output held while the response head goes out on its own.
+        self._held: list[bytes] | None = None
+
+    def hold_after_head(self, reactor: Any) -> None:
+        """
+        Let the response head reach the client alone: output waits
+        L{HEAD_START} seconds. The Docker SDK for Python reads the head
+        through a buffered reader and then the stream from the raw socket,
+        so whatever came in the same read as the head was lost (the whole
+        replay of C{attach?logs=1&stream=0} of an exited container);
+        dockerd's separate writes give the client the head first.
+        """
+        self._held = []
+        reactor.callLater(HEAD_START, self._release)
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held and not self._closed:
+            self._transport.write(b"".join(held))
+        if self._closing:
+            self._closing = False
+            self.close()
 
     def set_output_source(self, source: OutputSource) -> None:
         """Pause C{source} whenever the client is behind (now, if it is)."""
@@ -242,11 +265,18 @@ class Hijack:
         """Send one piece of the process's output."""
         if self._closed or not data:
             return
-        self._transport.write(data if self.tty else frame(stream, data))
+        out = data if self.tty else frame(stream, data)
+        if self._held is not None:
+            self._held.append(out)
+            return
+        self._transport.write(out)
 
     def close(self) -> None:
         """The stream ended: close the connection."""
         if self._closed:
+            return
+        if self._held is not None:
+            self._closing = True  # after the held output
             return
         self._closed = True
         # A transport with a registered producer does not close until it is
@@ -308,6 +338,10 @@ def content_type(request: Request, *, tty: bool) -> bytes:
     return MULTIPLEXED_STREAM if framed_name and not tty else RAW_STREAM
 
 
+#: How long a hijacked stream's first output waits for its head to be read.
+HEAD_START = 0.01
+
+
 def hijack(request: Request, *, tty: bool) -> Hijack:
     """
     Take the connection over from C{request}: answer C{101 UPGRADED} (or
@@ -351,6 +385,9 @@ def hijack(request: Request, *, tty: bool) -> Hijack:
     transport.registerProducer(stream.flow, True)
     _install_half_close(transport, stream.read_closed)
     transport.write(head)
+    reactor = getattr(transport, "reactor", None)
+    if reactor is not None:
+        stream.hold_after_head(reactor)
     # HTTPChannel may have paused reading while it held pipelined bytes.
     resume = getattr(transport, "resumeProducing", None)
     if resume is not None:

@@ -410,7 +410,3 @@ class NetworkStatsTests(_DaemonCase):
         networks = self.stats(name).get("networks")
         assert isinstance(networks, dict)
         self.assertEqual(sorted(networks), ["v0", "v1"])
-
-    test_stats_body.todo = (  # type: ignore[attr-defined]
-        "ContainerService.stats (service.py) to add network_stats(pid)"
-    )

@@ -52,3 +52,19 @@ class SdkTests(_DaemonCase):
         with tarfile.open(fileobj=io.BytesIO(got)) as tar:
             member = tar.getmember("f")
         self.assertEqual((member.uid, member.gid), (42, 43))
+
+    def test_attach_logs_of_exited(self) -> None:
+        """
+        attach(stream=False, logs=True) of an exited container returns its
+        output, as dockerd's (it returned b'': the replay came in the same
+        read as the response head, which the SDK reads through a buffer).
+        """
+        client = self.sdk()
+        container = client.containers.run(
+            "busybox", ["sh", "-c", "echo hello; echo err >&2"], detach=True
+        )
+        self.addCleanup(container.remove, force=True)
+        container.wait()
+        for _ in range(3):
+            got = container.attach(stdout=True, stderr=True, stream=False, logs=True)
+            self.assertEqual(got, b"hello\nerr\n")

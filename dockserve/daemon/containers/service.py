@@ -15,15 +15,13 @@ start (L{ContainerService.restore}).
 
 import contextlib
 import importlib
-import os
-import re
 import shutil
 import socket
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from attrs import evolve
 
@@ -31,19 +29,16 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
     DeferredList,
-    DeferredLock,
     succeed,
 )
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from dockserve.daemon import network, store
+from dockserve.daemon import store
 from dockserve.daemon.containers import (
     configs,
-    fileview,
     mounts,
     names,
     record,
@@ -51,15 +46,28 @@ from dockserve.daemon.containers import (
 )
 from dockserve.daemon.containers.attachment import Attachment
 from dockserve.daemon.containers.bundles import Bundles
-from dockserve.daemon.containers.execs import ExecInstance, build_process
-from dockserve.daemon.containers.logstream import LogReader
+from dockserve.daemon.containers.exec_control import ExecControl
+from dockserve.daemon.containers.files import ContainerFiles
+from dockserve.daemon.containers.metrics import ContainerMetrics, _measure
 from dockserve.daemon.containers.record import ContainerRecord, rfc3339
 from dockserve.daemon.containers.signals import parse_signal
+from dockserve.daemon.containers.stdio import ContainerStdio
+from dockserve.daemon.containers.table import (
+    LOG_DRIVER,
+    LOG_FILE,
+    Container,
+    _start_error,
+)
 from dockserve.daemon.containers.transitions import Transitions
+from dockserve.daemon.containers.views import (
+    ContainerViews,
+    _before_until,
+    _check_until,
+    _labels_match,
+)
 from dockserve.daemon.contracts import (
     ExitStatus,
     ImageSource,
-    OutputCallback,
     ResolvedImage,
     Runtime,
     RuntimeState,
@@ -69,68 +77,19 @@ from dockserve.errors import (
     DockerError,
     InvalidParameter,
     NotFound,
-    NotImplementedByDaemon,
     NotModified,
     SystemError_,
     Unavailable,
 )
 
+if TYPE_CHECKING:
+    from dockserve.daemon.containers.execs import ExecInstance
+
 #: The seconds C{docker stop} waits before SIGKILL when nothing says otherwise.
 DEFAULT_STOP_TIMEOUT = 10
 
-#: The log driver a container has unless it names another; see create().
-LOG_DRIVER = "json-file"
-
-#: The log file of a container, in its directory (conmon's k8s-file format).
-LOG_FILE = "container.log"
 
 _log = Logger()
-
-_T = TypeVar("_T")
-
-
-class _Container:
-    """
-    A container's record and the live things that go with it.
-
-    @ivar record: The last saved record.
-    @ivar directory: C{<root>/<id>}.
-    @ivar pending: Attachments waiting for the next start.
-    @ivar exit_waiters: Fired with the exit code at the next exit.
-    @ivar removal_waiters: Fired when the container is removed.
-    @ivar generation: Counts starts, so a stale exit is ignored.
-    @ivar busy: A start, stop or remove in progress.
-    @ivar cleanup: Fires when the last run's runtime state and mounts are
-        released.
-    @ivar released: The last run's runtime state and mounts were released
-        without error since its start, so removing needs neither again.
-    @ivar draining: Being stopped or killed: attached clients, even those
-        that attach now, no longer hold the output back (see
-        L{Attachment.drain}); cleared when the run ends.
-    """
-
-    def __init__(self, rec: ContainerRecord, directory: Path) -> None:
-        self.record = rec
-        self.directory = directory
-        self.pending: list[Attachment] = []
-        self.exit_waiters: list[Deferred[int]] = []
-        self.removal_waiters: list[Deferred[int]] = []
-        self.generation = 0
-        self.busy: Deferred[None] | None = None
-        self.cleanup: Deferred[None] = succeed(None)
-        self.released = False
-        self.root_lock = DeferredLock()
-        self.backoff = restart.Backoff()
-        self.restart_call: IDelayedCall | None = None
-        self.started_at = 0.0
-        self.exec_ids: list[str] = []
-        self.last_stats: dict[str, Any] = {}
-        self.live: list[Attachment] = []
-        self.draining = False
-
-    @property
-    def id(self) -> str:
-        return self.record.id
 
 
 class _AbsentRuntime:
@@ -147,34 +106,6 @@ class _AbsentRuntime:
         return unavailable
 
 
-def _human_duration(seconds: float) -> str:
-    """Docker's C{units.HumanDuration}, for C{Up 3 seconds}."""
-    whole = int(seconds)
-    if whole < 1:
-        return "Less than a second"
-    if whole == 1:
-        return "1 second"
-    if whole < 60:
-        return f"{whole} seconds"
-    minutes = whole // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(seconds / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
-
-
 def _accepts(function: Callable[..., Any], keyword: str) -> bool:
     """Whether C{function} takes the keyword argument C{keyword}."""
     import inspect  # noqa: PLC0415
@@ -185,20 +116,9 @@ def _accepts(function: Callable[..., Any], keyword: str) -> bool:
         return False
 
 
-def _start_error(message: str) -> tuple[int, DockerError]:
-    """
-    The exit code and error dockerd gives when the runtime cannot start
-    the process (moby's C{translateContainerdStartErr}).
-    """
-    lowered = message.lower()
-    if "executable file not found" in lowered or "no such file or directory" in lowered:
-        return 127, InvalidParameter(message)
-    if "permission denied" in lowered:
-        return 126, InvalidParameter(message)
-    return 128, SystemError_(message)
-
-
-class ContainerService:
+class ContainerService(
+    ContainerStdio, ContainerViews, ContainerFiles, ContainerMetrics, ExecControl
+):
     """
     Containers, their exec instances and their networks, as the API sees
     them.
@@ -231,7 +151,7 @@ class ContainerService:
         self._reactor = reactor
         self._threadpool = threadpool
         self._threadpool_reactor = threadpool_reactor
-        self._containers: dict[str, _Container] = {}
+        self._containers: dict[str, Container] = {}
         self._names: dict[str, str] = {}
         self._execs: dict[str, ExecInstance] = {}
         self._reaping: dict[str, Deferred[None]] = {}
@@ -294,33 +214,6 @@ class ContainerService:
         return service
 
     # --- helpers -----------------------------------------------------------
-
-    def _now(self) -> str:
-        return rfc3339(int(self._reactor.seconds() * 1_000_000_000))
-
-    def _get(self, reference: str) -> _Container:
-        found = names.lookup(reference, self._containers, self._names)
-        return self._containers[found]
-
-    def _save(
-        self,
-        c: _Container,
-        rec: ContainerRecord,
-        action: str | None = None,
-        **extra: str,
-    ) -> None:
-        """The one transition point: the record on disk, then its event."""
-        self.transitions.record(c, rec, action, **extra)
-
-    def _announce(self, c: _Container, action: str, **extra: str) -> None:
-        """An event of the container that changes nothing on disk."""
-        self.transitions.announce(c, action, **extra)
-
-    def _in_thread(self, work: Callable[[], None]) -> Deferred[None]:
-        if self._threadpool is None:
-            work()
-            return succeed(None)
-        return deferToThreadPool(self._threadpool_reactor, self._threadpool, work)
 
     def log_path(self, reference: str) -> Path:
         """The conmon log file of a container."""
@@ -418,7 +311,7 @@ class ContainerService:
                     self._volumes.ensure(point.name, anonymous=point.anonymous)
         directory = self._root / container_id
         directory.mkdir(parents=True, exist_ok=False)
-        c = _Container(rec, directory)
+        c = Container(rec, directory)
         self._save(c, rec, "create")
         self._containers[container_id] = c
         self._names[full_name] = container_id
@@ -452,7 +345,7 @@ class ContainerService:
             self._save(c, fresh)
         return self._guarded(c, self._start(c))
 
-    def _guarded(self, c: _Container, work: Deferred[None]) -> Deferred[None]:
+    def _guarded(self, c: Container, work: Deferred[None]) -> Deferred[None]:
         done: Deferred[None] = Deferred()
         c.busy = done
 
@@ -464,10 +357,10 @@ class ContainerService:
         work.addBoth(release)
         return work
 
-    def _start(self, c: _Container) -> Deferred[None]:
+    def _start(self, c: Container) -> Deferred[None]:
         return Deferred.fromCoroutine(self._start_async(c))
 
-    async def _start_async(self, c: _Container) -> None:
+    async def _start_async(self, c: Container) -> None:
         await c.cleanup
         image = self._images.resolve(c.record.image_id)
         tty = bool(c.record.config.get("Tty"))
@@ -573,13 +466,13 @@ class ContainerService:
             text = f"{text}: {name}"
         return text
 
-    def _connect(self, c: _Container, attachment: Attachment) -> None:
+    def _connect(self, c: Container, attachment: Attachment) -> None:
         """Connect a client to a running container's stdio."""
         connecting = self._runtime.attach(c.id, attachment.output)
         connecting.addCallbacks(attachment.connect, lambda _: attachment.finish())
 
     async def _run(
-        self, c: _Container, image: ResolvedImage, monitor: dict[str, Any]
+        self, c: Container, image: ResolvedImage, monitor: dict[str, Any]
     ) -> RuntimeState:
         """
         Create and start C{c} in one runtime process (L{Runtime.run}). The
@@ -612,14 +505,14 @@ class ContainerService:
             # before anything releases it.
             await made
 
-    async def _attach_pending(self, c: _Container) -> None:
+    async def _attach_pending(self, c: Container) -> None:
         """Connect the clients that attached before the start."""
         pending, c.pending = c.pending, []
         for attachment in pending:
             stdio = await self._runtime.attach(c.id, attachment.output)
             attachment.connect(stdio)
 
-    async def _abandon_start(self, c: _Container, message: str) -> None:
+    async def _abandon_start(self, c: Container, message: str) -> None:
         for attachment in c.pending:
             attachment.finish()
         c.pending = []
@@ -630,21 +523,21 @@ class ContainerService:
         await self._bundles.release(c.directory, c.id)
         await self._release_volumes(c)
 
-    def _volume_points(self, c: _Container) -> list[mounts.MountPoint]:
+    def _volume_points(self, c: Container) -> list[mounts.MountPoint]:
         return [
             p
             for p in self._mount_points(c.record)
             if p.type == "volume" and p.name and self._volumes is not None
         ]
 
-    async def _acquire_volumes(self, c: _Container) -> None:
+    async def _acquire_volumes(self, c: Container) -> None:
         """A start takes its volumes: made if missing, devices mounted."""
         for point in self._volume_points(c):
             await self._volumes.acquire(
                 point.name, c.id, point.destination, rw=point.rw
             )
 
-    async def _release_volumes(self, c: _Container) -> None:
+    async def _release_volumes(self, c: Container) -> None:
         """The run is over: its volumes are let go (devices unmounted last)."""
         for point in self._volume_points(c):
             try:
@@ -652,7 +545,7 @@ class ContainerService:
             except DockerError as e:
                 _log.warn("release volume {name}: {e}", name=point.name, e=e.message)
 
-    def _watch(self, c: _Container) -> None:
+    def _watch(self, c: Container) -> None:
         generation = c.generation
         watching = self._runtime.wait_exit(c.id)
         watching.addCallback(self._exited, c, generation)
@@ -660,7 +553,7 @@ class ContainerService:
             lambda f: _log.failure("watching container {id}", f, id=c.id)
         )
 
-    def _exited(self, status: ExitStatus, c: _Container, generation: int) -> None:
+    def _exited(self, status: ExitStatus, c: Container, generation: int) -> None:
         if generation != c.generation or self._containers.get(c.id) is not c:
             return
         c.draining = False
@@ -712,7 +605,7 @@ class ContainerService:
             return started
         return finished
 
-    def _release(self, c: _Container) -> Deferred[None]:
+    def _release(self, c: Container) -> Deferred[None]:
         async def release() -> None:
             # A failure here must not wedge the container: the next start or
             # remove waits for this, so log it and carry on.
@@ -731,7 +624,7 @@ class ContainerService:
 
         return Deferred.fromCoroutine(release())
 
-    def _restart_now(self, c: _Container) -> None:
+    def _restart_now(self, c: Container) -> None:
         c.restart_call = None
         if self._containers.get(c.id) is not c or c.record.state.status != "restarting":
             return
@@ -743,7 +636,7 @@ class ContainerService:
 
     # --- stop, kill, restart ----------------------------------------------
 
-    def _next_exit(self, c: _Container) -> Deferred[int]:
+    def _next_exit(self, c: Container) -> Deferred[int]:
         waiter: Deferred[int] = Deferred()
         c.exit_waiters.append(waiter)
         return waiter
@@ -771,7 +664,7 @@ class ContainerService:
         self._save(c, evolve(c.record, manually_stopped=True))
         return Deferred.fromCoroutine(self._stop(c, number, timeout))
 
-    def _cancel_restart(self, c: _Container) -> None:
+    def _cancel_restart(self, c: Container) -> None:
         if c.restart_call is not None and c.restart_call.active():
             c.restart_call.cancel()
         c.restart_call = None
@@ -780,7 +673,7 @@ class ContainerService:
             evolve(c.record.with_state(status="exited"), manually_stopped=True),
         )
 
-    def _drain_attachments(self, c: _Container) -> None:
+    def _drain_attachments(self, c: Container) -> None:
         """
         Before a stop, a SIGKILL or a forced removal: no attached client
         may hold conmon back, nor one that attaches before the exit.
@@ -789,12 +682,12 @@ class ContainerService:
         for attachment in c.live:
             attachment.drain()
 
-    async def _stop(self, c: _Container, number: int, grace: int) -> None:
+    async def _stop(self, c: Container, number: int, grace: int) -> None:
         """StopSignal, SIGKILL after C{grace}: dockerd's kill, kill, die, stop."""
         await self._stop_running(c, number, grace)
         self._announce(c, "stop")
 
-    async def _stop_running(self, c: _Container, number: int, grace: int) -> None:
+    async def _stop_running(self, c: Container, number: int, grace: int) -> None:
         self._drain_attachments(c)
         exited = self._next_exit(c)
         paused = c.record.state.status == "paused"
@@ -970,7 +863,7 @@ class ContainerService:
 
         return Deferred.fromCoroutine(remove_it())
 
-    def _remove(self, c: _Container, *, volumes: bool) -> Deferred[None]:
+    def _remove(self, c: Container, *, volumes: bool) -> Deferred[None]:
         """
         Remove C{c}: once its record is durably gone it is removed for
         every client (C{wait?condition=removed} answers, the name is free);
@@ -1190,414 +1083,9 @@ class ContainerService:
 
     # --- attach -------------------------------------------------------------
 
-    def attach(
-        self,
-        reference: str,
-        on_output: OutputCallback,
-        *,
-        stdin: bool,
-        stdout: bool,
-        stderr: bool,
-        stream: bool,
-        logs: bool = False,
-    ) -> Attachment:
-        """
-        C{POST /containers/{id}/attach}: connect now if running, at the next
-        start otherwise (C{docker run} and C{docker start -a} attach first);
-        with C{logs}, what the container wrote so far comes first.
-        """
-        c = self._get(reference)
-        attachment = Attachment(
-            on_output,
-            tty=bool(c.record.config.get("Tty")),
-            stdin=stdin and bool(c.record.config.get("OpenStdin")),
-            stdout=stdout,
-            stderr=stderr,
-            stdin_once=bool(c.record.config.get("StdinOnce")),
-        )
-        self._announce(c, "attach")
-        replay: Deferred[None] = succeed(None)
-        if logs:
-            reader = LogReader(
-                c.directory / LOG_FILE, attachment.output, reactor=self._reactor
-            ).start()
-            attachment.replaying(reader)
-            # Cancelled when the attach ends first: not an error.
-            replay = reader.done.addErrback(_unless_cancelled)
-        if not stream:
-            replay.addBoth(lambda _: attachment.finish())
-            return attachment
-        c.live.append(attachment)
-        attachment.closed.addBoth(lambda _: c.live.remove(attachment))
-        if c.draining:
-            attachment.drain()
-        if c.record.state.running and c.busy is None:
-            self._connect(c, attachment)
-        else:
-            c.pending.append(attachment)
-        return attachment
-
-    def resize(self, reference: str, height: int, width: int) -> None:
-        """
-        C{POST /containers/{id}/resize}: the TTY size of the container.
-
-        @raise Conflict: Not running.
-        """
-        c = self._get(reference)
-        if not c.record.state.running:
-            raise Conflict(f"Container {c.id} is not running")
-        self._announce(c, "resize", height=str(height), width=str(width))
-        if c.live:
-            # The attached client's connection carries the resize.
-            c.live[0].resize(height, width)
-            return
-
-        def resize(stdio: Any) -> None:
-            stdio.resize(height, width)
-            stdio.detach()
-
-        self._runtime.attach(c.id, lambda _s, _d: None).addCallbacks(
-            resize, lambda f: _log.failure("resize {id}", f, id=c.id)
-        )
-
     # --- exec ----------------------------------------------------------------
 
-    def exec_create(self, reference: str, body: dict[str, Any]) -> dict[str, Any]:
-        """
-        C{POST /containers/{id}/exec}.
-
-        @raise Conflict: Not running, or paused.
-        """
-        c = self._get(reference)
-        self._check_exec_target(c, reference)
-        cmd = body.get("Cmd")
-        if isinstance(cmd, str):
-            cmd = [cmd]
-        if not cmd:
-            raise InvalidParameter("No exec command specified")
-        instance = ExecInstance.from_request(
-            names.new_id(lambda i: i in self._execs), c.id, body, cmd
-        )
-        self._execs[instance.id] = instance
-        c.exec_ids.append(instance.id)
-        self._announce(c, f"exec_create: {_exec_command(instance)}", execID=instance.id)
-        return {"Id": instance.id}
-
-    def _check_exec_target(self, c: _Container, reference: str | None = None) -> None:
-        """As dockerd's C{getActiveContainer}: running, not paused, not restarting."""
-        status = c.record.state.status
-        if status == "restarting":
-            raise Conflict(
-                f"Container {c.id} is restarting, wait until the container is running"
-            )
-        if not c.record.state.running:
-            raise Conflict(f"Container {c.id} is not running")
-        if status == "paused":
-            raise Conflict(
-                f"Container {reference or c.id} is paused, unpause the container "
-                "before exec"
-            )
-
-    def _exec(self, exec_id: str) -> ExecInstance:
-        instance = self._execs.get(exec_id)
-        if instance is None:
-            raise NotFound(f"No such exec instance: {exec_id}")
-        return instance
-
-    def exec_start(
-        self,
-        exec_id: str,
-        on_output: OutputCallback | None,
-    ) -> Deferred[ExecInstance]:
-        """
-        C{POST /exec/{id}/start}: run the process; C{on_output=None} detaches.
-        Fires once the process runs; C{instance.exited} fires at its end.
-        """
-        instance = self._exec(exec_id)
-        if instance.running or instance.started:
-            raise Conflict(f"Error: Exec command {exec_id} is already running")
-        c = self._containers.get(instance.container_id)
-        if c is None:
-            raise NotFound(f"No such container: {instance.container_id}")
-        self._check_exec_target(c)
-        instance.started = True
-        process = build_process(
-            c.directory / "config.json", self._bundles.rootfs(c.directory), instance
-        )
-
-        self._announce(c, f"exec_start: {_exec_command(instance)}", execID=exec_id)
-
-        def died(code: int) -> int:
-            if self._containers.get(c.id) is c:
-                self._announce(c, "exec_die", execID=exec_id, exitCode=str(code))
-            return code
-
-        instance.exited.addCallback(died)
-
-        async def run() -> ExecInstance:
-            try:
-                proc = await self._runtime.exec(
-                    c.id,
-                    process,
-                    on_output=on_output,
-                    stdin=bool(instance.config["AttachStdin"]),
-                )
-            except DockerError as e:
-                code, error = _start_error(e.message)
-                instance.finished(code)
-                raise error from None
-            instance.attach_process(proc)
-            return instance
-
-        return Deferred.fromCoroutine(run())
-
-    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
-        """C{GET /exec/{id}/json}."""
-        instance = self._exec(exec_id)
-        c = self._containers.get(instance.container_id)
-        return instance.describe(c.record.state.pid if c else 0)
-
-    def exec_resize(self, exec_id: str, height: int, width: int) -> None:
-        """C{POST /exec/{id}/resize}."""
-        instance = self._exec(exec_id)
-        if instance.exit_code is not None:
-            raise Conflict(f"Exec {exec_id} is not running")
-        instance.resize(height, width)
-
     # --- looking inside -----------------------------------------------------
-
-    def inspect(self, reference: str, *, size: bool = False) -> dict[str, Any]:
-        """C{GET /containers/{id}/json}."""
-        c = self._get(reference)
-        rec = c.record
-        state = rec.state
-        value: dict[str, Any] = {
-            "Id": rec.id,
-            "Created": rec.created,
-            "Path": rec.path,
-            "Args": list(rec.args),
-            "State": {
-                "Status": state.status,
-                "Running": state.running,
-                "Paused": state.status == "paused",
-                "Restarting": state.status == "restarting",
-                "OOMKilled": state.oom_killed,
-                "Dead": state.status == "dead",
-                "Pid": state.pid,
-                "ExitCode": state.exit_code,
-                "Error": state.error,
-                "StartedAt": state.started_at,
-                "FinishedAt": state.finished_at,
-            },
-            "Image": rec.image_id,
-            "ResolvConfPath": str(c.directory / "resolv.conf"),
-            "HostnamePath": str(c.directory / "hostname"),
-            "HostsPath": str(c.directory / "hosts"),
-            "LogPath": str(c.directory / LOG_FILE),
-            "Name": rec.name,
-            "RestartCount": rec.restart_count,
-            "Driver": "overlay2",
-            "Platform": "linux",
-            "MountLabel": "",
-            "ProcessLabel": "",
-            "AppArmorProfile": "",
-            "ExecIDs": list(c.exec_ids) or None,
-            "HostConfig": _host_config_view(rec.host_config),
-            "GraphDriver": {
-                "Name": "overlay2",
-                "Data": {
-                    "MergedDir": str(self._bundles.rootfs(c.directory)),
-                    "UpperDir": str(self._bundles.upper(c.directory)),
-                },
-            },
-            "Mounts": mounts.view(self._mount_points(rec)),
-            "Config": {
-                **rec.config,
-                "Volumes": rec.config.get("Volumes") or None,
-            },
-            "NetworkSettings": network.container_settings(
-                rec.host_config.get("NetworkMode"), rec.id
-            ),
-        }
-        if size:
-            value["SizeRw"], value["SizeRootFs"] = self._sizes(c)
-        return value
-
-    def _sizes(self, c: _Container) -> tuple[int, int]:
-        """
-        C{SizeRw} (the container's own files, without the init layer's)
-        and C{SizeRootFs} (those and the image's), as C{ps -s} shows them.
-        """
-        own, image = _measure(*self._size_plan(c))
-        self._image_sizes[c.record.image_id] = image
-        return own, own + image
-
-    def _size_plan(self, c: _Container) -> tuple[Path, int | tuple[str, ...]]:
-        """
-        What measuring C{c} needs, read on the reactor: its upper
-        directory, and its image's size if known, else the image's layers.
-        """
-        image: int | tuple[str, ...] | None = self._image_sizes.get(c.record.image_id)
-        if image is None:
-            try:
-                image = self._images.resolve(c.record.image_id).layer_dirs
-            except DockerError:
-                image = ()
-        return self._bundles.upper(c.directory), image
-
-    def container_usage(self) -> Deferred[list[dict[str, Any]]]:
-        """
-        C{GET /system/df}'s containers: every one with C{SizeRw} and
-        C{SizeRootFs}, measured in the thread pool (a walk of every
-        container's files would stall every client on the reactor).
-        """
-        listed = self.list_containers(all=True)
-        plans = [self._size_plan(self._containers[item["Id"]]) for item in listed]
-
-        def fill(sizes: list[tuple[int, int]]) -> list[dict[str, Any]]:
-            for item, (own, image) in zip(listed, sizes, strict=True):
-                self._image_sizes[item["ImageID"]] = image
-                item["SizeRw"], item["SizeRootFs"] = own, own + image
-            return listed
-
-        measuring = self._blocking(lambda: [_measure(*plan) for plan in plans])
-        return measuring.addCallback(fill)
-
-    def _status_text(self, rec: ContainerRecord) -> str:
-        state = rec.state
-        now = self._reactor.seconds()
-        if state.status in {"running", "paused"}:
-            since = record.parse_rfc3339(state.started_at)
-            text = f"Up {_human_duration(now - since)}"
-            return text + " (Paused)" if state.status == "paused" else text
-        if state.status == "restarting":
-            since = record.parse_rfc3339(state.finished_at)
-            return f"Restarting ({state.exit_code}) {_human_duration(now - since)} ago"
-        if state.status == "removing":
-            return "Removal In Progress"
-        if state.status == "dead":
-            return "Dead"
-        if state.status == "created" or not rec.has_been_started:
-            return "Created"
-        since = record.parse_rfc3339(state.finished_at)
-        return f"Exited ({state.exit_code}) {_human_duration(now - since)} ago"
-
-    def list_containers(
-        self,
-        *,
-        all: bool = False,  # noqa: A002 - the API's own parameter name.
-        limit: int | None = None,
-        size: bool = False,
-        filters: dict[str, list[str]] | None = None,
-    ) -> list[dict[str, Any]]:
-        """C{GET /containers/json}: newest first, as dockerd lists them."""
-        filters = filters or {}
-        records = sorted(
-            (c.record for c in self._containers.values()),
-            key=lambda r: r.created,
-            reverse=True,
-        )
-        records = _filter(
-            records,
-            filters,
-            self._names,
-            all_=all or (limit is not None and limit > 0),
-            mount_points=self._mount_points,
-        )
-        if limit is not None and limit > 0:
-            records = records[:limit]
-        result = []
-        for rec in records:
-            # As dockerd lists it: an argument with a space in single quotes.
-            command = " ".join(
-                [rec.path, *(f"'{a}'" if " " in a else a for a in rec.args)]
-            )
-            item: dict[str, Any] = {
-                "Id": rec.id,
-                "Names": [rec.name],
-                "Image": self._image_shown(rec),
-                "ImageID": rec.image_id,
-                "Command": command,
-                "Created": int(record.parse_rfc3339(rec.created)),
-                "Ports": [],
-                "Labels": rec.config.get("Labels") or {},
-                "State": rec.state.status,
-                "Status": self._status_text(rec),
-                "HostConfig": {
-                    "NetworkMode": rec.host_config.get("NetworkMode", "bridge")
-                },
-                "NetworkSettings": {
-                    "Networks": network.container_settings(
-                        rec.host_config.get("NetworkMode"), rec.id
-                    )["Networks"]
-                },
-                "Mounts": mounts.view(self._mount_points(rec)),
-            }
-            if size:
-                sizes = self._sizes(self._containers[rec.id])
-                item["SizeRw"], item["SizeRootFs"] = sizes
-            result.append(item)
-        return result
-
-    def _image_shown(self, rec: ContainerRecord) -> str:
-        """
-        The image as dockerd lists it: the name it was created from while
-        that name still means the same image (not after an rmi -f or a pull
-        that moved the tag), else the image's ID.
-        """
-        try:
-            same = self._images.resolve(rec.image).id == rec.image_id
-        except DockerError:
-            same = False
-        return rec.image if same else rec.image_id
-
-    def volume_users(self, name: str) -> list[str]:
-        """The IDs of the containers that name volume C{name}, any state."""
-        return [
-            c.id
-            for c in self._containers.values()
-            if name in mounts.volume_names(self._mount_points(c.record))
-        ]
-
-    def volume_usage(self) -> Deferred[list[dict[str, Any]]]:
-        """
-        C{GET /system/df}'s volumes: the named volumes under
-        C{<data-root>/volumes}, with what each takes on disk (measured in
-        the thread pool) and how many containers mount it.
-        """
-        if self._volumes is not None:
-            usage: Deferred[list[dict[str, Any]]] = self._volumes.usage()
-            return usage
-        users: dict[str, int] = {}
-        for c in self._containers.values():
-            for name in mounts.volume_names(self._mount_points(c.record)):
-                users[name] = users.get(name, 0) + 1
-        root = self._volumes_root
-        return self._blocking(lambda: _volumes(root, users))
-
-    @property
-    def _volumes_root(self) -> Path:
-        return self._root.parent / "volumes"
-
-    def _mount_points(self, rec: ContainerRecord) -> list[mounts.MountPoint]:
-        """C{rec}'s mounts: its binds, mounts and anonymous volumes."""
-        return mounts.points(rec.host_config, rec.anonymous_volumes, self._volumes_root)
-
-    def network_members(self) -> dict[str, dict[str, Any]]:
-        """Network name -> C{Containers} map of its running members."""
-        members: dict[str, dict[str, Any]] = {}
-        for c in self._containers.values():
-            if not c.record.state.running:
-                continue
-            net = network.mode_network(c.record.host_config.get("NetworkMode"))
-            members.setdefault(net, {})[c.id] = {
-                "Name": c.record.name.lstrip("/"),
-                "EndpointID": "",
-                "MacAddress": "",
-                "IPv4Address": "",
-                "IPv6Address": "",
-            }
-        return members
 
     def prune(self, filters: dict[str, list[str]]) -> Deferred[dict[str, Any]]:
         """C{POST /containers/prune}: remove every stopped container."""
@@ -1633,284 +1121,7 @@ class ContainerService:
 
     # --- logs, top, stats, networks ---------------------------------------------
 
-    def logs(
-        self,
-        reference: str,
-        on_output: OutputCallback,
-        *,
-        stdout: bool,
-        stderr: bool,
-        since: float = 0.0,
-        until: float = 0.0,
-        tail: int | None = None,
-        timestamps: bool = False,
-        follow: bool = False,
-    ) -> tuple[bool, LogReader]:
-        """
-        C{GET /containers/{id}/logs}: C{(tty, reader)}; the entries go to
-        C{on_output} as C{(stream, bytes)} until C{reader.done} fires.
-        """
-        c = self._get(reference)
-        reader = LogReader(
-            c.directory / LOG_FILE,
-            on_output,
-            reactor=self._reactor,
-            stdout=stdout,
-            stderr=stderr,
-            since=since,
-            until=until,
-            tail=tail,
-            timestamps=timestamps,
-            follow=follow,
-            running=lambda: (
-                c.record.state.running or c.record.state.status == "restarting"
-            ),
-        )
-        return bool(c.record.config.get("Tty")), reader.start()
-
-    def top(self, reference: str, ps_args: str | None) -> Deferred[dict[str, Any]]:
-        """
-        C{GET /containers/{id}/top}: the host's C{ps}, narrowed to the
-        container's processes (those in its init's PID namespace), as
-        moby's C{ContainerTop} does.
-
-        @raise Conflict: Not running.
-        """
-        c = self._get(reference)
-        if not c.record.state.running:
-            raise Conflict(f"Container {c.id} is not running")
-        args = (ps_args or "-ef").split()
-        init = c.record.state.pid
-        self._announce(c, "top")
-        from twisted.internet.utils import getProcessOutputAndValue  # noqa: PLC0415
-
-        running: Deferred[tuple[bytes, bytes, int]]
-        running = getProcessOutputAndValue(  # type: ignore[no-untyped-call]
-            "/usr/bin/ps", args, env={"LC_ALL": "C"}, reactor=self._reactor
-        )
-
-        def parse(result: tuple[bytes, bytes, int]) -> dict[str, Any]:
-            out, err, code = result
-            if code != 0:
-                # As dockerd: the first line of ps's complaint, as a 500.
-                lines = err.decode(errors="replace").strip().splitlines()
-                first = lines[0] if lines else f"exited with {code}"
-                raise SystemError_(first if first.startswith("ps:") else f"ps: {first}")
-            return _parse_ps(out.decode(errors="replace"), _namespace_pids(init))
-
-        return running.addCallback(parse)
-
-    def stats(self, reference: str) -> Deferred[dict[str, Any]]:
-        """One sample of C{GET /containers/{id}/stats}, with the previous one."""
-        c = self._get(reference)
-        now = self._now()
-        sample: dict[str, Any] = {
-            "read": now,
-            "preread": c.last_stats.get("read", record.ZERO_TIME),
-            "id": c.id,
-            "name": c.record.name,
-            "num_procs": 0,
-            "pids_stats": {},
-            "blkio_stats": {},
-            "cpu_stats": {"cpu_usage": {"total_usage": 0}, "throttling_data": {}},
-            "memory_stats": {},
-            "storage_stats": {},
-        }
-        if c.record.state.running:
-            sample.update(self._runtime.stats(c.id))
-        cpu = sample.setdefault("cpu_stats", {})
-        cpu.setdefault("system_cpu_usage", _system_cpu_ns())
-        cpu.setdefault("online_cpus", os.cpu_count() or 1)
-        sample["precpu_stats"] = c.last_stats.get(
-            "cpu_stats", {"cpu_usage": {"total_usage": 0}, "throttling_data": {}}
-        )
-        c.last_stats = sample
-        return succeed(sample)
-
-    def list_networks(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
-        """C{GET /networks}."""
-        return network.list_networks(filters, self.network_members())
-
-    def inspect_network(self, reference: str) -> dict[str, Any]:
-        """C{GET /networks/{id}}."""
-        return network.inspect_network(reference, self.network_members())
-
     # --- files: docker cp, export, changes ---------------------------------------
-
-    def _archive(self) -> Any:
-        """The archive module (safe tar in/out of a container's root)."""
-        try:
-            return importlib.import_module("dockserve.daemon.archive")
-        except ImportError:
-            raise NotImplementedByDaemon(
-                "copying files, export and changes are not available in this build yet"
-            ) from None
-
-    def _blocking(self, work: Callable[[], _T]) -> Deferred[_T]:
-        if self._threadpool is None:
-            try:
-                return succeed(work())
-            except Exception as e:
-                from twisted.internet.defer import fail  # noqa: PLC0415
-
-                return fail(e)
-        return deferToThreadPool(self._threadpool_reactor, self._threadpool, work)
-
-    def _with_root(
-        self,
-        c: _Container,
-        work: Callable[[fileview.View], _T],
-        *,
-        mounts_too: bool = False,
-    ) -> Deferred[_T]:
-        """
-        Run C{work(view)} in a thread with the container's files at hand:
-        its root filesystem (mounted for the while if it is not running),
-        or with C{mounts_too} its files as it sees them, volumes, binds and
-        the C{/etc} files included (L{fileview}), as C{docker cp} does.
-        """
-
-        async def run() -> _T:
-            # One at a time per container, and after the last run's own
-            # release: otherwise that release (or another copy's) could
-            # unmount the root under this one ("Could not find the file").
-            await c.cleanup
-            await c.root_lock.acquire()
-            try:
-                if mounts_too and c.record.state.running:
-                    pid, cid = c.record.state.pid, c.id
-
-                    def in_running() -> _T:
-                        with fileview.running(pid, cid) as view:
-                            return work(view)
-
-                    try:
-                        return await self._blocking(in_running)
-                    except fileview.ContainerGone:
-                        raise Conflict(f"Container {cid} is not running") from None
-                mounted_here = False
-                if not c.record.state.running:
-                    image = self._images.resolve(c.record.image_id)
-                    await self._bundles.prepare(c.directory, c.record, image)
-                    mounted_here = True
-                root = self._bundles.rootfs(c.directory)
-                config = c.directory / "config.json"
-
-                def in_stopped() -> _T:
-                    binds = fileview.bundle_binds(config) if mounts_too else []
-                    with fileview.stopped(root, binds) as view:
-                        return work(view)
-
-                try:
-                    return await self._blocking(in_stopped)
-                finally:
-                    if mounted_here and not c.record.state.running and c.busy is None:
-                        await self._bundles.release(c.directory, c.id)
-            finally:
-                c.root_lock.release()
-
-        return Deferred.fromCoroutine(run())
-
-    def _not_found(self, reference: str, path: str) -> NotFound:
-        return NotFound(f"Could not find the file {path} in container {reference}")
-
-    def archive_stat(self, reference: str, path: str) -> Deferred[dict[str, Any]]:
-        """The C{X-Docker-Container-Path-Stat} of C{path} in the container."""
-        c = self._get(reference)
-        archive = self._archive()
-
-        def stat(view: fileview.View) -> dict[str, Any]:
-            try:
-                return dict(archive.stat_path(view.root, path))
-            except FileNotFoundError:
-                raise self._not_found(reference, path) from None
-
-        self._announce(c, "archive-path")
-        return self._with_root(c, stat, mounts_too=True)
-
-    def archive_get(
-        self, reference: str, path: str, out: Any
-    ) -> Deferred[dict[str, Any]]:
-        """Write the tar of C{path} to C{out} (from a thread)."""
-        c = self._get(reference)
-        archive = self._archive()
-
-        def tar(view: fileview.View) -> dict[str, Any]:
-            try:
-                info = dict(archive.stat_path(view.root, path))
-                archive.tar_out(view.root, path, out.write, opaque=view.opaque)
-            except FileNotFoundError:
-                raise self._not_found(reference, path) from None
-            return info
-
-        self._announce(c, "archive-path")
-        return self._with_root(c, tar, mounts_too=True)
-
-    def archive_put(
-        self,
-        reference: str,
-        path: str,
-        source: Any,
-        *,
-        no_overwrite_dir_non_dir: bool,
-        copy_uid_gid: bool,
-    ) -> Deferred[None]:
-        """
-        Extract the tar C{source} into directory C{path} (from a thread),
-        through the container's mounts: into a volume of a read-only
-        container, never into a read-only volume, as dockerd decides it
-        (by the path as written).
-        """
-        c = self._get(reference)
-        mount = mounts.covering(self._mount_points(c.record), path)
-        if mount is not None and not mount.rw:
-            raise InvalidParameter("mounted volume is marked read-only")
-        if mount is None and c.record.host_config.get("ReadonlyRootfs"):
-            from dockserve.errors import Forbidden  # noqa: PLC0415
-
-            raise Forbidden("container rootfs is marked read-only")
-        archive = self._archive()
-        # docker cp -a: the files become the container's user's, as dockerd
-        # makes them (root when it names none).
-        user = str(c.record.config.get("User") or "0:0")
-
-        def untar(view: fileview.View) -> None:
-            try:
-                archive.tar_in(
-                    view.root,
-                    path,
-                    source.read,
-                    no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
-                    copy_uidgid=copy_uid_gid,
-                    user=user,
-                )
-            except FileNotFoundError:
-                raise self._not_found(reference, path) from None
-
-        self._announce(c, "extract-to-dir")
-        return self._with_root(c, untar, mounts_too=True)
-
-    def export(self, reference: str, out: Any) -> Deferred[None]:
-        """C{GET /containers/{id}/export}: the tar of the root filesystem."""
-        c = self._get(reference)
-        archive = self._archive()
-        self._announce(c, "export")
-        return self._with_root(c, lambda view: archive.export(view.root, out.write))
-
-    def changes(self, reference: str) -> Deferred[list[dict[str, Any]]]:
-        """C{GET /containers/{id}/changes}: from the overlayfs upper directory."""
-        c = self._get(reference)
-        archive = self._archive()
-        image = self._images.resolve(c.record.image_id)
-        upper = self._bundles.upper(c.directory)
-
-        def changes() -> list[dict[str, Any]]:
-            if not upper.exists():
-                return []
-            lowers = [Path(d) for d in image.layer_dirs]
-            return _without_init_paths(list(archive.changes(upper, lowers)))
-
-        return self._blocking(changes)
 
     # --- images ---------------------------------------------------------------
 
@@ -1946,7 +1157,7 @@ class ContainerService:
             except (OSError, ValueError, TypeError) as e:
                 _log.error("unreadable container record {dir}: {e}", dir=directory, e=e)
                 continue
-            c = _Container(rec, directory)
+            c = Container(rec, directory)
             self._containers[rec.id] = c
             self._names[rec.name] = rec.id
         work = [
@@ -1961,7 +1172,7 @@ class ContainerService:
             except DockerError as e:
                 _log.warn("unmounting unused volumes: {e}", e=e.message)
 
-    async def _reconcile(self, c: _Container) -> None:
+    async def _reconcile(self, c: Container) -> None:
         rec = c.record
         if rec.state.status == "removing":
             await self._remove(c, volumes=False)
@@ -2013,7 +1224,7 @@ class ContainerService:
         ):
             self._boot_start(c, attempts=30)
 
-    def _boot_start(self, c: _Container, attempts: int) -> None:
+    def _boot_start(self, c: Container, attempts: int) -> None:
         """
         Start a container whose policy restarts it with the daemon; the
         image store restores beside us, so an image not found yet is
@@ -2037,170 +1248,6 @@ _MONITOR_LOST = (
 )
 
 
-#: What dockerd keeps in a container's init layer (below its own changes):
-#: the mount points of the files it makes, which docker diff never shows.
-_INIT_PATHS = frozenset({
-    "/.dockerenv", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf",
-    "/etc/mtab", "/dev/console", "/dev/pts", "/dev/shm", "/proc", "/sys",
-})  # fmt: skip
-
-
-def _exec_command(instance: ExecInstance) -> str:
-    """An exec's command as dockerd's exec events name it (C{true }, with the space)."""
-    cmd = [str(a) for a in instance.config["Cmd"]]
-    return f"{cmd[0]} {' '.join(cmd[1:])}"
-
-
-def _unless_cancelled(failure: Failure) -> None:
-    """An errback that lets a cancellation go and passes anything else on."""
-    if not isinstance(failure.value, CancelledError):
-        failure.raiseException()
-
-
-def _without_init_paths(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """
-    C{docker diff} as dockerd shows it: without the init layer's paths, nor
-    a directory that changed only because they were made in it.
-    """
-    kept = [c for c in found if c["Path"] not in _INIT_PATHS]
-    parents = {p.rsplit("/", 1)[0] or "/" for p in _INIT_PATHS}
-    made_in = {
-        parent
-        for parent in parents
-        if any(c["Path"].startswith(parent.rstrip("/") + "/") for c in found)
-    }
-
-    def only_init(change: dict[str, Any]) -> bool:
-        path = change["Path"]
-        if change["Kind"] != 0 or path not in made_in:
-            return False
-        prefix = path.rstrip("/") + "/"
-        return not any(c["Path"].startswith(prefix) for c in kept)
-
-    return [c for c in kept if not only_init(c)]
-
-
-def _measure(upper: Path, image: int | tuple[str, ...]) -> tuple[int, int]:
-    """
-    Blocking: the size of a container's own files (without the init
-    layer's) and of its image (C{image} itself when known, else a walk of
-    its layer directories).
-    """
-    own = sum(
-        size for path, size in _file_sizes(upper) if "/" + path not in _INIT_PATHS
-    )
-    if not isinstance(image, int):
-        image = sum(size for layer in image for _, size in _file_sizes(Path(layer)))
-    return own, image
-
-
-def _volumes(root: Path, users: dict[str, int]) -> list[dict[str, Any]]:
-    """Blocking: the volumes under C{root} as C{system df} lists them."""
-    try:
-        entries = sorted(p for p in root.iterdir() if p.is_dir())
-    except FileNotFoundError:
-        return []
-    volumes = []
-    for entry in entries:
-        data = entry / "_data"
-        created = time.gmtime(entry.stat().st_mtime)
-        volumes.append(
-            {
-                "Name": entry.name,
-                "Driver": "local",
-                "Mountpoint": str(data),
-                "CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", created),
-                "Labels": {},
-                "Scope": "local",
-                "Options": {},
-                "UsageData": {
-                    "Size": sum(size for _, size in _file_sizes(data)),
-                    "RefCount": users.get(entry.name, 0),
-                },
-            }
-        )
-    return volumes
-
-
-def _file_sizes(top: Path) -> list[tuple[str, int]]:
-    """
-    C{(relative path, size)} of every file and link under C{top}, each
-    inode counted once (moby's C{directory.Size}); nothing if it is absent.
-    """
-    found: list[tuple[str, int]] = []
-    seen: set[tuple[int, int]] = set()
-    for base, dirs, files in os.walk(top):
-        for name in files + [d for d in dirs if Path(base, d).is_symlink()]:
-            path = Path(base, name)
-            try:
-                info = path.lstat()
-            except OSError:
-                continue
-            key = (info.st_dev, info.st_ino)
-            if info.st_nlink > 1:
-                if key in seen:
-                    continue
-                seen.add(key)
-            found.append((str(path.relative_to(top)), info.st_size))
-    return found
-
-
-def _system_cpu_ns() -> int:
-    """
-    The host's total CPU time in nanoseconds (C{/proc/stat}), which the
-    docker CLI divides by to get a container's CPU percentage.
-    """
-    try:
-        with Path("/proc/stat").open() as stat:
-            fields = stat.readline().split()[1:8]
-    except OSError:
-        return 0
-    ticks = os.sysconf("SC_CLK_TCK") or 100
-    return sum(int(f) for f in fields) * 1_000_000_000 // ticks
-
-
-def _namespace_pids(init: int) -> set[int]:
-    """The host PIDs of the processes in C{init}'s PID namespace."""
-    try:
-        namespace = Path(f"/proc/{init}/ns/pid").readlink()
-    except OSError:
-        return set()
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "ns" / "pid").readlink() == namespace:
-                pids.add(int(entry.name))
-        except OSError:
-            continue
-    return pids
-
-
-def _parse_ps(output: str, pids: set[int]) -> dict[str, Any]:
-    """C{ps} output as C{{"Titles": [...], "Processes": [[...]]}}, rows of C{pids}."""
-    lines = output.splitlines()
-    if not lines:
-        return {"Titles": [], "Processes": []}
-    titles = lines[0].split()
-    try:
-        column = titles.index("PID")
-    except ValueError:
-        raise InvalidParameter("Couldn't find PID field in ps output") from None
-    processes = []
-    for line in lines[1:]:
-        fields = line.split(None, len(titles) - 1)
-        if len(fields) <= column:
-            continue
-        try:
-            pid = int(fields[column])
-        except ValueError:
-            continue
-        if pid in pids:
-            processes.append(fields)
-    return {"Titles": titles, "Processes": processes}
-
-
 def _remove_tree(directory: Path) -> None:
     """Remove a container's directory (its record is already gone)."""
     for child in directory.iterdir() if directory.exists() else ():
@@ -2209,218 +1256,3 @@ def _remove_tree(directory: Path) -> None:
             _log.error("not removing {path}: still mounted", path=child)
             return
     shutil.rmtree(directory, ignore_errors=True)
-
-
-def _host_config_view(host_config: dict[str, Any]) -> dict[str, Any]:
-    """C{HostConfig} as inspect shows it: Docker's defaults filled in."""
-    defaults: dict[str, Any] = {
-        "Binds": None,
-        "ContainerIDFile": "",
-        "LogConfig": {"Type": LOG_DRIVER, "Config": {}},
-        "NetworkMode": "bridge",
-        "PortBindings": {},
-        "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
-        "AutoRemove": False,
-        "VolumeDriver": "",
-        "VolumesFrom": None,
-        "CapAdd": None,
-        "CapDrop": None,
-        "Dns": [],
-        "DnsOptions": [],
-        "DnsSearch": [],
-        "ExtraHosts": None,
-        "IpcMode": "private",
-        "Privileged": False,
-        "PublishAllPorts": False,
-        "ReadonlyRootfs": False,
-        "SecurityOpt": None,
-        "Tmpfs": None,
-        "UTSMode": "",
-        "ShmSize": 67108864,
-        "Runtime": "runc",
-        "Memory": 0,
-        "MemorySwap": 0,
-        "MemoryReservation": 0,
-        "NanoCpus": 0,
-        "CpuShares": 0,
-        "CpuPeriod": 0,
-        "CpuQuota": 0,
-        "CpusetCpus": "",
-        "PidsLimit": None,
-        "Ulimits": None,
-        "Init": None,
-        "Mounts": None,
-        "ConsoleSize": [0, 0],
-    }
-    defaults.update({
-        "GroupAdd": None, "Links": None, "DeviceCgroupRules": None,
-        "DeviceRequests": None, "KernelMemory": 0, "KernelMemoryTCP": 0,
-        "MemorySwappiness": None, "CgroupnsMode": _CGROUPNS_DEFAULT,
-    })  # fmt: skip
-    if not host_config.get("Privileged"):
-        from dockserve.daemon.containers.spec import (  # noqa: PLC0415
-            MASKED_PATHS,
-            READONLY_PATHS,
-        )
-
-        defaults["MaskedPaths"] = list(MASKED_PATHS)
-        defaults["ReadonlyPaths"] = list(READONLY_PATHS)
-    # What the client left at its zero value shows dockerd's default.
-    unset = {"ShmSize": 0, "IpcMode": "", "CgroupnsMode": "", "NetworkMode": ""}
-    for key, value in host_config.items():
-        if value is None or unset.get(key, object()) == value:
-            continue
-        if key == "PidsLimit" and isinstance(value, int) and value <= 0:
-            continue
-        if key == "MemorySwappiness" and value == -1:
-            continue
-        defaults[key] = value
-    return defaults
-
-
-#: dockerd's default cgroup namespace mode: private on cgroup v2, host on v1.
-_CGROUPNS_DEFAULT = (
-    "private" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "host"
-)
-
-
-def _labels_match(rec: ContainerRecord, filters: dict[str, list[str]]) -> bool:
-    labels = rec.config.get("Labels") or {}
-
-    def has(spec: str) -> bool:
-        key, eq, value = spec.partition("=")
-        return key in labels and (not eq or labels[key] == value)
-
-    if not all(has(spec) for spec in filters.get("label", [])):
-        return False
-    return not any(has(spec) for spec in filters.get("label!", []))
-
-
-_GO_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-
-
-def until_seconds(value: str, now: float) -> float:
-    """
-    An C{until} (or C{since}) filter value as Unix seconds, as moby's
-    C{timetypes.GetTimestamp} reads it: a Go duration before C{now}
-    (C{90s}, C{1h30m}), a Unix timestamp, or an RFC 3339 time or date.
-
-    @raise InvalidParameter: dockerd's C{failed to parse value as time or
-        duration} for anything else.
-    """
-    if _GO_DURATION.match(value):
-        return now - sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value))
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    import datetime as dt  # noqa: PLC0415
-
-    text = value.replace("Z", "+00:00")
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidParameter(
-            f'failed to parse value as time or duration: "{value}"'
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.timestamp()
-
-
-def _check_until(filters: dict[str, list[str]], now: float) -> list[float]:
-    return [until_seconds(u, now) for u in filters.get("until", [])]
-
-
-def _before_until(rec: ContainerRecord, limits: list[float]) -> bool:
-    created = record.parse_rfc3339(rec.created)
-    return all(created <= limit for limit in limits)
-
-
-_LIST_FILTERS = {
-    "id", "name", "label", "status", "exited", "ancestor", "before", "since",
-    "volume", "network", "health", "isolation", "is-task", "publish", "expose",
-}  # fmt: skip
-
-_STATUSES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
-
-
-def _filter(
-    records: list[ContainerRecord],
-    filters: dict[str, list[str]],
-    names_: dict[str, str],
-    *,
-    all_: bool,
-    mount_points: Callable[[ContainerRecord], list[mounts.MountPoint]],
-) -> list[ContainerRecord]:
-    """C{GET /containers/json} filters, as moby's C{daemon/list.go}."""
-    for key in filters:
-        if key not in _LIST_FILTERS:
-            raise InvalidParameter(f"invalid filter '{key}'")
-    for status in filters.get("status", []):
-        if status not in _STATUSES:
-            raise InvalidParameter(f"invalid filter 'status={status}'")
-    exited: list[int] = []
-    for value in filters.get("exited", []):
-        try:
-            exited.append(int(value))
-        except ValueError:
-            raise InvalidParameter(f"invalid filter 'exited={value}'") from None
-
-    def position(reference: str) -> str:
-        try:
-            found = names.lookup(reference, [r.id for r in records], names_)
-        except NotFound:
-            raise InvalidParameter(f"No such container: {reference}") from None
-        return found
-
-    before = [position(r) for r in filters.get("before", [])]
-    since = [position(r) for r in filters.get("since", [])]
-    if filters.get("status") or exited or before or since:
-        all_ = True
-    result = []
-    ids = [r.id for r in records]
-    for rec in records:
-        if not all_ and not rec.state.running and rec.state.status != "restarting":
-            continue
-        if filters.get("id") and not any(rec.id.startswith(i) for i in filters["id"]):
-            continue
-        if filters.get("name") and not any(
-            n.lstrip("/") in rec.name for n in filters["name"]
-        ):
-            continue
-        if not _labels_match(rec, filters):
-            continue
-        if filters.get("status") and rec.state.status not in filters["status"]:
-            continue
-        if exited and (
-            rec.state.status != "exited" or rec.state.exit_code not in exited
-        ):
-            continue
-        if filters.get("ancestor") and not any(
-            a in {rec.image, rec.image_id}
-            or rec.image_id.removeprefix("sha256:").startswith(a)
-            for a in filters["ancestor"]
-        ):
-            continue
-        if before and ids.index(rec.id) <= max(ids.index(b) for b in before):
-            continue
-        if since and ids.index(rec.id) >= min(ids.index(s) for s in since):
-            continue
-        if filters.get("volume") and not any(
-            any(
-                m["Source"] == v or m["Destination"] == v
-                for m in mounts.view(mount_points(rec))
-            )
-            for v in filters["volume"]
-        ):
-            continue
-        if filters.get("network") and not any(
-            network.mode_network(rec.host_config.get("NetworkMode")) == n
-            for n in filters["network"]
-        ):
-            continue
-        result.append(rec)
-    return result

@@ -824,7 +824,7 @@ class DiffTests(SynchronousTestCase):
         docker diff leaves out what dockerd keeps in the init layer, and a
         directory changed only by them; other changes stay.
         """
-        from dockserve.daemon.containers.service import (  # noqa: PLC0415
+        from dockserve.daemon.containers.files import (  # noqa: PLC0415
             _without_init_paths,
         )
 
