@@ -25,7 +25,7 @@ class EventsTests(SynchronousTestCase):
         self.clock.advance(T0)
         self.bus = EventBus(now_ns=lambda: int(self.clock.seconds() * 1e9))
         resource = make_resource(MemoryBackend(events=self.bus), reactor=self.clock)
-        self.site = Site(resource)
+        self.site = Site(resource, reactor=self.clock)  # type: ignore[no-untyped-call]
 
     def get(self, query: str = "") -> tuple[Any, StringTransport]:
         channel = self.site.buildProtocol(None)

@@ -39,6 +39,9 @@ class _HijackCase(SynchronousTestCase):
         self.root = root
         self.service, self.runtime, self.clock = make_service(root)
         self.site = Site(make_resource(MemoryBackend(containers=self.service)))
+        # No idle timer on the global reactor: connections the tests leave
+        # open would leave it unclean for whichever test runs next.
+        self.site.timeOut = None
 
     def connect(self, request: bytes) -> tuple[object, _Socket]:
         protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
