@@ -7,8 +7,6 @@ plumbing, the firewall, the port reservations and the embedded DNS all
 speak these and nothing of each other.
 """
 
-from __future__ import annotations
-
 from ipaddress import IPv4Address, IPv4Network
 
 from attrs import frozen
