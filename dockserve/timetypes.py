@@ -82,6 +82,10 @@ def _rfc3339_or_date(value: str) -> float:
             clock, zone = clock[: match.start()], match.group()
         if clock.count(":") == 0:
             clock += ":00"
+        whole, dot, fraction = clock.partition(".")
+        if dot:
+            # Go writes nanoseconds; Python reads at most microseconds.
+            clock = f"{whole}.{fraction[:6]}"
         text = f"{date}T{clock}{zone}"
     try:
         parsed = dt.datetime.fromisoformat(text)
