@@ -159,6 +159,16 @@ class Options(usage.Options):
         ],
         ["runtime", None, "runc", "OCI runtime binary for containers."],
         [
+            "bridge",
+            "b",
+            "",
+            (
+                "The default bridge network: empty for dockserve0 (172.17.0.0/16 "
+                "unless taken), none for none (containers get loopback only and "
+                "the host's network is left alone, as dockerd's --bridge none)."
+            ),
+        ],
+        [
             "activation-timeout",
             None,
             str(DEFAULT_TIMEOUT),
@@ -245,6 +255,12 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         """Validate every flag; raise L{usage.UsageError} naming the bad one."""
+        if self["bridge"] not in {"", "none"}:
+            msg = (
+                f"--bridge {self['bridge']}: only none is supported (the default "
+                "bridge is dockserve0)"
+            )
+            raise usage.UsageError(msg)
         default_unix = default_unix_socket(self.environ)
         try:
             parsed = [hosts.parse(h, default_unix=default_unix) for h in self["hosts"]]
@@ -529,6 +545,7 @@ def config_from(options: Options) -> DaemonConfig:
         data_root=options["data-root"],
         exec_root=options["exec-root"],
         runtime=options["runtime"],
+        bridge=options["bridge"],
         insecure_registries=tuple(options["insecure-registries"]),
         registry_mirrors=tuple(options["registry-mirrors"]),
         debug=bool(options["debug"]),

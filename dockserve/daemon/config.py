@@ -14,6 +14,8 @@ class DaemonConfig:
     @ivar exec_root: What need not: sockets, pid and exit files
         (C{/run/dockserve}).
     @ivar runtime: The OCI runtime binary (C{runc}, or C{crun}).
+    @ivar bridge: C{--bridge}: C{""} for the default bridge network,
+        C{none} for none (loopback only; the host's network untouched).
     @ivar insecure_registries: Registries reached over plain HTTP or with
         unverified TLS (C{host:port} or CIDR).
     @ivar registry_mirrors: Mirrors tried before Docker Hub.
@@ -24,6 +26,7 @@ class DaemonConfig:
     data_root: str
     exec_root: str
     runtime: str = "runc"
+    bridge: str = ""
     insecure_registries: tuple[str, ...] = field(default=())
     registry_mirrors: tuple[str, ...] = field(default=())
     debug: bool = False

@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -80,7 +81,12 @@ class RunningDaemon:
     @ivar log_path: Its stdout and stderr.
     """
 
-    def __init__(self, directory: Path, extra_args: Sequence[str]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        extra_args: Sequence[str],
+        lab: "NetworkLab | None" = None,
+    ) -> None:
         self.directory = directory
         self.socket_path = str(directory / "d.sock")
         self.docker_host = f"unix://{self.socket_path}"
@@ -89,6 +95,10 @@ class RunningDaemon:
         self.exec_root = str(directory / "exec")
         self.log_path = str(directory / "daemon.log")
         self.extra_args = tuple(extra_args)
+        #: The network namespace it runs in (None: the machine's, with
+        #: --bridge none, so that it changes nothing of the machine's
+        #: network).
+        self.lab = lab
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -99,7 +109,14 @@ class RunningDaemon:
 
     def argv(self) -> list[str]:
         """The command line that starts it."""
+        inside = (
+            ["nsenter", f"--net=/run/netns/{self.lab.host}", "--"]
+            if self.lab is not None
+            else []
+        )
+        bridge = [] if self.lab is not None else ["--bridge", "none"]
         return [
+            *inside,
             TWISTD,
             "-n",
             "--pidfile=",
@@ -110,6 +127,7 @@ class RunningDaemon:
             self.data_root,
             "--exec-root",
             self.exec_root,
+            *bridge,
             *self.extra_args,
         ]
 
@@ -176,17 +194,76 @@ class RunningDaemon:
         self.start()
 
 
+class NetworkLab:
+    """
+    Network namespaces a test makes for itself, so that networking is
+    tested without touching the machine's own: C{host}, where the daemon
+    runs (its bridges, rules and published ports), and C{world} behind a
+    veth (198.51.100.1, TEST-NET-2), standing for everything outside;
+    C{host}'s uplink is 198.51.100.2 and its default route goes there.
+    Both are deleted when the test ends.
+    """
+
+    HOST_IP = "198.51.100.2"
+    WORLD_IP = "198.51.100.1"
+
+    def __init__(self, test_case: SynchronousTestCase) -> None:
+        tag = os.urandom(4).hex()
+        self.host = f"dsh-{tag}"
+        self.world = f"dsw-{tag}"
+        for name in (self.host, self.world):
+            _ip("netns", "add", name)
+            test_case.addCleanup(_ip, "netns", "del", name, check=False)
+            _ip("-n", name, "link", "set", "lo", "up")
+        _ip("link", "add", "up0", "netns", self.host, "type", "veth",
+            "peer", "name", "w0", "netns", self.world)  # fmt: skip
+        _ip("-n", self.host, "addr", "add", f"{self.HOST_IP}/24", "dev", "up0")
+        _ip("-n", self.world, "addr", "add", f"{self.WORLD_IP}/24", "dev", "w0")
+        _ip("-n", self.host, "link", "set", "up0", "up")
+        _ip("-n", self.world, "link", "set", "w0", "up")
+        _ip("-n", self.host, "route", "add", "default", "via", self.WORLD_IP)
+
+    def run(
+        self, argv: Sequence[str], *, where: str = "host", timeout: float = 30
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run C{argv} in the host (or world) namespace."""
+        name = self.host if where == "host" else self.world
+        return subprocess.run(
+            ["ip", "netns", "exec", name, *argv],
+            capture_output=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def spawn(self, argv: Sequence[str], *, where: str = "world") -> Any:
+        """Start C{argv} in a namespace, in the background: its Popen."""
+        name = self.host if where == "host" else self.world
+        return subprocess.Popen(
+            ["ip", "netns", "exec", name, *argv],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+
+
+def _ip(*args: str, check: bool = True) -> None:
+    result = subprocess.run(["ip", *args], capture_output=True, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.decode()}")
+
+
 def start_daemon(
-    test_case: SynchronousTestCase, extra_args: Sequence[str] = ()
+    test_case: SynchronousTestCase,
+    extra_args: Sequence[str] = (),
+    lab: NetworkLab | None = None,
 ) -> RunningDaemon:
     """
     Start a daemon for C{test_case}, ready to answer; stopped and cleaned up
     when the test ends.
 
     @param extra_args: More options after C{dockserve}.
+    @param lab: Run it in this lab's C{host} namespace, with the default
+        bridge; without one it runs in the machine's namespace with
+        C{--bridge none}, so it changes nothing of the machine's network.
     """
     directory = Path(tempfile.mkdtemp(prefix="dockserve-it-"))
-    daemon = RunningDaemon(directory, extra_args)
+    daemon = RunningDaemon(directory, extra_args, lab)
     test_case.addCleanup(shutil.rmtree, str(directory), True)
     test_case.addCleanup(daemon.stop)
     daemon.start()
