@@ -14,6 +14,7 @@ from typing import Protocol
 from dockserve.api.containers import ContainerBackend
 from dockserve.api.events import EventsBackend
 from dockserve.api.images import ImageBackend
+from dockserve.api.networks import NetworkBackend
 from dockserve.api.system import SystemBackend
 from dockserve.api.volumes import VolumeBackend
 
@@ -32,6 +33,10 @@ class Backend(Protocol):
     @property
     def containers(self) -> ContainerBackend:
         """Containers, exec instances and networks."""
+
+    @property
+    def networks(self) -> NetworkBackend:
+        """Networks: the predefined ones and the users'."""
 
     @property
     def volumes(self) -> VolumeBackend:

@@ -245,11 +245,13 @@ class ContainerBackend(Protocol):
     def exec_resize(self, exec_id: str, height: int, width: int) -> None:
         """The exec's TTY size."""
 
-    def list_networks(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
-        """C{GET /networks}."""
+    async def connect(
+        self, network: str, container: str, config: dict[str, Any] | None
+    ) -> None:
+        """C{POST /networks/{id}/connect}."""
 
-    def inspect_network(self, reference: str) -> dict[str, Any]:
-        """C{GET /networks/{id}}."""
+    async def disconnect(self, network: str, container: str, force: bool) -> None:
+        """C{POST /networks/{id}/disconnect}."""
 
 
 def _json(request: Request, value: Any) -> bytes:

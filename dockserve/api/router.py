@@ -40,7 +40,7 @@ AREAS: list[tuple[list[Route], Callable[[Backend, Any], object]]] = [
     (images.ROUTES, lambda b, _: images.ImagesAPI(b.images)),
     (containers.ROUTES, lambda b, _: containers.ContainersAPI(b.containers)),
     (exec.ROUTES, lambda b, _: exec.ExecAPI(b.containers)),
-    (networks.ROUTES, lambda b, _: networks.NetworksAPI(b.containers)),
+    (networks.ROUTES, lambda b, _: networks.NetworksAPI(b.networks, b.containers)),
     (build.ROUTES, lambda _, __: build.BuildAPI()),
     (events.ROUTES, lambda b, r: events.EventsAPI(b.events, r)),
     (volumes.ROUTES, lambda b, _: volumes.VolumesAPI(b.volumes)),

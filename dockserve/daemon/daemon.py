@@ -19,6 +19,7 @@ from dockserve.daemon.config import DaemonConfig
 from dockserve.daemon.containers.service import ContainerService
 from dockserve.daemon.events import EventBus
 from dockserve.daemon.images.service import ImageService
+from dockserve.daemon.network.service import NetworkService
 from dockserve.daemon.system import SystemService, area_counts, disk_usage
 from dockserve.daemon.volumes.service import VolumeService
 
@@ -41,12 +42,14 @@ class Daemon:
         *,
         events: EventBus | None = None,
         volumes: Any = None,
+        networks: Any = None,
     ) -> None:
         self.system = system
         self.images = images
         self.containers = containers
         self.events = events if events is not None else EventBus()
         self.volumes = volumes
+        self.networks = networks
         self._reactor = reactor
 
     def restore(self) -> Deferred[None]:
@@ -54,6 +57,8 @@ class Daemon:
         if self.volumes is not None:
             # Small records, read before the containers that name them.
             self.volumes.restore()
+        if self.networks is not None:
+            self.networks.restore()
         restoring = [
             area.restore()
             for area in (self.images, self.containers)
@@ -113,6 +118,13 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
         blocking=_blocking(reactor),
     )
     containers.set_volumes(volumes)
+    networks = NetworkService(
+        Path(config.data_root) / "network",
+        bridge_enabled=config.bridge != "none",
+        publish=bus.publish,
+    )
+    networks.in_use = containers.network_in_use
+    containers.set_networking(networks, None)
     system = SystemService(
         config,
         lambda: area_counts(images, containers),
@@ -120,7 +132,15 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
             disk_usage(images, containers, types)
         ),
     )
-    return Daemon(system, images, containers, reactor, events=bus, volumes=volumes)
+    return Daemon(
+        system,
+        images,
+        containers,
+        reactor,
+        events=bus,
+        volumes=volumes,
+        networks=networks,
+    )
 
 
 def _blocking(reactor: Any) -> Any:

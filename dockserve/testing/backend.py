@@ -26,18 +26,21 @@ class MemoryBackend:
     @ivar containers: Containers, exec and networks.
     @ivar events: The event bus (a real one: it is in memory anyway).
     @ivar volumes: The volume area.
+    @ivar networks: The network area.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - an area each, as the Backend has them
         self,
         system: Any = None,
         images: Any = None,
         containers: Any = None,
         events: Any = None,
         volumes: Any = None,
+        networks: Any = None,
     ) -> None:
         self.system: Any = system if system is not None else _Blank()
         self.images: Any = images if images is not None else _Blank()
         self.containers: Any = containers if containers is not None else _Blank()
         self.events: Any = events if events is not None else _Blank()
         self.volumes: Any = volumes if volumes is not None else _Blank()
+        self.networks: Any = networks if networks is not None else _Blank()

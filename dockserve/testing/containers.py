@@ -74,12 +74,19 @@ class FakeBundles:
 
     def __init__(self) -> None:
         self.mounted: set[str] = set()
+        #: The network plan each container's last bundle was made with.
+        self.networks: dict[str, Any] = {}
 
     def prepare(
-        self, directory: Path, record: ContainerRecord, image: ResolvedImage
+        self,
+        directory: Path,
+        record: ContainerRecord,
+        image: ResolvedImage,
+        network: Any = None,
     ) -> Deferred[str]:
         """Write a minimal OCI config."""
         del image
+        self.networks[record.id] = network
         self.rootfs(directory).mkdir(parents=True, exist_ok=True)
         process = {
             "args": [record.path, *record.args],

@@ -160,13 +160,6 @@ class ContainerSuccessTests(_APITestCase):
         code, listed = self.request("GET", "/containers/json?all=1")
         self.assertEqual([c["Id"] for c in listed], [running])
 
-    def test_networks(self) -> None:
-        """GET /networks lists bridge, host and none."""
-        stub = StubTreq(make_resource(MemoryBackend(containers=self.service)))
-        response = self.successResultOf(stub.get(f"{URL}/networks"))
-        listed = json.loads(self.successResultOf(response.content()))
-        self.assertEqual(sorted(n["Name"] for n in listed), ["bridge", "host", "none"])
-
 
 class ContainerErrorTests(_APITestCase):
     skip = NO_MIDDLEWARE

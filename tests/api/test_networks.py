@@ -9,6 +9,7 @@ from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from dockserve.api.router import make_resource
+from dockserve.daemon.network.service import NetworkService
 from dockserve.testing.backend import MemoryBackend
 from dockserve.testing.containers import make_service
 from tests.api.test_containers import NO_MIDDLEWARE
@@ -19,7 +20,12 @@ class NetworksTests(SynchronousTestCase):
         root = Path(self.mktemp())
         root.mkdir()
         self.service, _, _ = make_service(root)
-        self.stub = StubTreq(make_resource(MemoryBackend(containers=self.service)))
+        self.networks = NetworkService(root / "network", routes=list)
+        self.networks.restore()
+        self.service.set_networking(self.networks, None)
+        self.networks.in_use = self.service.network_in_use
+        backend = MemoryBackend(containers=self.service, networks=self.networks)
+        self.stub = StubTreq(make_resource(backend))
 
     def get(self, method: str, path: str) -> tuple[int, Any]:
         response = self.successResultOf(
@@ -32,13 +38,20 @@ class NetworksTests(SynchronousTestCase):
         code, listed = self.get("GET", '/networks?filters={"name":["host"]}')
         self.assertEqual((code, [n["Name"] for n in listed]), (200, ["host"]))
 
-    def test_inspect_members(self) -> None:
-        """A running container shows among the bridge's containers."""
-        cid = self.service.create("web", {"Image": "busybox"})["Id"]
-        self.successResultOf(self.service.start(cid))
-        code, bridge = self.get("GET", "/networks/bridge")
-        self.assertEqual((code, list(bridge["Containers"])), (200, [cid]))
-        self.assertEqual(bridge["Driver"], "bridge")
+    def test_create_inspect(self) -> None:
+        """POST /networks/create is 201 with the ID; inspect finds it by name."""
+        response = self.successResultOf(
+            self.stub.post(
+                "http://localhost/v1.50/networks/create",
+                json={"Name": "appnet", "Labels": {"a": "b"}},
+            )
+        )
+        made = json.loads(self.successResultOf(response.content()))
+        self.assertEqual(response.code, 201)
+        code, net = self.get("GET", "/networks/appnet")
+        self.assertEqual(
+            (code, net["Id"], net["Labels"]), (200, made["Id"], {"a": "b"})
+        )
 
 
 class NetworkErrorTests(NetworksTests):

@@ -17,17 +17,23 @@ from twisted.internet.defer import Deferred
 
 from dockserve.daemon.containers.record import ContainerRecord
 from dockserve.daemon.contracts import ResolvedImage
+from dockserve.daemon.network.model import NetPlan
 
 
 class Bundles(Protocol):
     """Makes and unmakes the OCI bundle of a container."""
 
     def prepare(
-        self, directory: Path, record: ContainerRecord, image: ResolvedImage
+        self,
+        directory: Path,
+        record: ContainerRecord,
+        image: ResolvedImage,
+        network: NetPlan | None = None,
     ) -> Deferred[str]:
         """
         Mount the root filesystem and write C{config.json} for C{record}
-        under its container C{directory}.
+        under its container C{directory}, in the network C{network} plumbed
+        (C{None}: loopback only, or the host's).
 
         @return: The bundle directory for L{dockserve.daemon.contracts.Runtime.create}:
             C{directory} itself (L{dockserve.daemon.contracts.Runtime.run}

@@ -160,11 +160,18 @@ def merge(config: dict[str, Any], image_config: dict[str, Any]) -> dict[str, Any
     labels = dict(image.get("Labels") or {})
     labels.update(merged.get("Labels") or {})
     merged["Labels"] = labels
+    # The healthcheck merges field by field (moby's commit.go merge): a
+    # --health-interval keeps the image's test.
+    image_check = image.get("Healthcheck") or {}
+    own_check = merged.get("Healthcheck") or {}
+    if image_check and own_check.get("Test") != ["NONE"]:
+        combined = dict(image_check)
+        combined.update({k: v for k, v in own_check.items() if v})
+        merged["Healthcheck"] = combined
     for key in (
         "WorkingDir",
         "User",
         "StopSignal",
-        "Healthcheck",
         "ExposedPorts",
         "Volumes",
         "OnBuild",

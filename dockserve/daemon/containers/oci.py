@@ -25,6 +25,7 @@ from dockserve.daemon import store
 from dockserve.daemon.containers import mounts
 from dockserve.daemon.containers.record import ContainerRecord
 from dockserve.daemon.contracts import ResolvedImage
+from dockserve.daemon.network.model import NetPlan
 from dockserve.errors import DockerError, SystemError_
 
 _T = TypeVar("_T")
@@ -94,13 +95,21 @@ class OverlayBundles:
         return directory / "upper"
 
     def prepare(
-        self, directory: Path, record: ContainerRecord, image: ResolvedImage
+        self,
+        directory: Path,
+        record: ContainerRecord,
+        image: ResolvedImage,
+        network: NetPlan | None = None,
     ) -> Deferred[str]:
         """Mount the root (if not mounted) and write C{config.json}."""
-        return self._in_thread(lambda: self._prepare(directory, record, image))
+        return self._in_thread(lambda: self._prepare(directory, record, image, network))
 
     def _prepare(
-        self, directory: Path, record: ContainerRecord, image: ResolvedImage
+        self,
+        directory: Path,
+        record: ContainerRecord,
+        image: ResolvedImage,
+        network: NetPlan | None,
     ) -> str:
         rootfs_module: Any = importlib.import_module("dockserve.daemon.rootfs")
         spec_module: Any = importlib.import_module("dockserve.daemon.containers.spec")
@@ -128,6 +137,7 @@ class OverlayBundles:
                 host_config=host_config,
                 rootfs=rootfs,
                 container_dir=directory,
+                network=network,
             )
         except DockerError:
             self._unmount(rootfs, rootfs_module)

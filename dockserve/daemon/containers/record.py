@@ -61,6 +61,8 @@ class State:
     @ivar started_at: RFC 3339 time of the last start.
     @ivar finished_at: RFC 3339 time of the last exit.
     @ivar oom_killed: The kernel's OOM killer ended the last run.
+    @ivar health: C{State.Health} while a healthcheck runs (C{None}
+        without one).
     """
 
     status: str = "created"
@@ -70,6 +72,7 @@ class State:
     started_at: str = ZERO_TIME
     finished_at: str = ZERO_TIME
     oom_killed: bool = False
+    health: dict[str, Any] | None = None
 
     @property
     def running(self) -> bool:

@@ -48,7 +48,10 @@ from dockserve.daemon.containers.attachment import Attachment
 from dockserve.daemon.containers.bundles import Bundles
 from dockserve.daemon.containers.exec_control import ExecControl
 from dockserve.daemon.containers.files import ContainerFiles
+from dockserve.daemon.containers.health import Health, Settings
+from dockserve.daemon.containers.health_control import ContainerHealth
 from dockserve.daemon.containers.metrics import ContainerMetrics, _measure
+from dockserve.daemon.containers.networking import ContainerNetworking
 from dockserve.daemon.containers.record import ContainerRecord, rfc3339
 from dockserve.daemon.containers.signals import parse_signal
 from dockserve.daemon.containers.stdio import ContainerStdio
@@ -72,6 +75,7 @@ from dockserve.daemon.contracts import (
     Runtime,
     RuntimeState,
 )
+from dockserve.daemon.network.model import NetPlan
 from dockserve.errors import (
     Conflict,
     DockerError,
@@ -117,7 +121,13 @@ def _accepts(function: Callable[..., Any], keyword: str) -> bool:
 
 
 class ContainerService(
-    ContainerStdio, ContainerViews, ContainerFiles, ContainerMetrics, ExecControl
+    ContainerStdio,
+    ContainerViews,
+    ContainerFiles,
+    ContainerMetrics,
+    ExecControl,
+    ContainerNetworking,
+    ContainerHealth,
 ):
     """
     Containers, their exec instances and their networks, as the API sees
@@ -157,6 +167,8 @@ class ContainerService(
         self._reaping: dict[str, Deferred[None]] = {}
         self._image_sizes: dict[str, int] = {}
         self._volumes: Any = None
+        self._networks: Any = None
+        self._attachments: Any = None
         #: Where every state change is saved and published (set_events).
         self.transitions = Transitions()
 
@@ -377,6 +389,7 @@ class ContainerService(
             # (docker run --rm waits for the removal).
             c.released = False
             await self._acquire_volumes(c)
+            plan = await self._plumb(c)
             monitor: dict[str, Any] = {
                 "log_path": str(c.directory / LOG_FILE),
                 "tty": tty,
@@ -384,7 +397,7 @@ class ContainerService(
                 **options,
             }
             if tty:
-                bundle = await self._bundles.prepare(c.directory, c.record, image)
+                bundle = await self._bundles.prepare(c.directory, c.record, image, plan)
                 state = await self._runtime.create(c.id, bundle, **monitor)
                 await self._attach_pending(c)
                 # The time the process is let go: one that exits at once
@@ -393,7 +406,7 @@ class ContainerService(
                 await self._runtime.start(c.id)
             else:
                 started_at = self._now()
-                state = await self._run(c, image, monitor)
+                state = await self._run(c, image, monitor, plan)
         except Exception as failed:
             # Anything that fails a start (a runtime's error, or a bug here)
             # must reach the waiters: docker run --rm waits for the removal.
@@ -439,12 +452,18 @@ class ContainerService(
                     error="",
                     oom_killed=False,
                     started_at=started_at,
+                    health=(
+                        Health().view()
+                        if Settings.of(c.record.config) is not None
+                        else None
+                    ),
                 ),
                 has_been_started=True,
             ),
             "start",
         )
         self._watch(c)
+        self._start_health(c)
         # Clients that attached while it was starting join the running
         # process now.
         late, c.pending = c.pending, []
@@ -472,7 +491,11 @@ class ContainerService(
         connecting.addCallbacks(attachment.connect, lambda _: attachment.finish())
 
     async def _run(
-        self, c: Container, image: ResolvedImage, monitor: dict[str, Any]
+        self,
+        c: Container,
+        image: ResolvedImage,
+        monitor: dict[str, Any],
+        plan: NetPlan | None = None,
     ) -> RuntimeState:
         """
         Create and start C{c} in one runtime process (L{Runtime.run}). The
@@ -483,7 +506,7 @@ class ContainerService(
         outcome: list[object] = []
         # Fires (with None) once the bundle is made or has failed; the
         # failure itself is kept in outcome for before_start to raise.
-        made = self._bundles.prepare(c.directory, c.record, image).addBoth(
+        made = self._bundles.prepare(c.directory, c.record, image, plan).addBoth(
             outcome.append
         )
 
@@ -522,6 +545,7 @@ class ContainerService(
             _log.warn("runtime delete after failed start: {message}", message=message)
         await self._bundles.release(c.directory, c.id)
         await self._release_volumes(c)
+        await self._unplumb(c)
 
     def _volume_points(self, c: Container) -> list[mounts.MountPoint]:
         return [
@@ -556,6 +580,7 @@ class ContainerService(
     def _exited(self, status: ExitStatus, c: Container, generation: int) -> None:
         if generation != c.generation or self._containers.get(c.id) is not c:
             return
+        self._stop_health(c)
         c.draining = False
         ran_for = self._reactor.seconds() - c.started_at
         rec = c.record.with_state(
@@ -620,6 +645,7 @@ class ContainerService(
                 _log.failure("release bundle {id}", id=c.id)
                 return
             await self._release_volumes(c)
+            await self._unplumb(c)
             c.released = True
 
         return Deferred.fromCoroutine(release())
@@ -980,6 +1006,7 @@ class ContainerService(
 
         async def pause_it() -> None:
             await self._runtime.pause(c.id)
+            self._stop_health(c)
             self._save(c, c.record.with_state(status="paused"), "pause")
 
         return Deferred.fromCoroutine(pause_it())
@@ -993,6 +1020,7 @@ class ContainerService(
         async def unpause_it() -> None:
             await self._runtime.resume(c.id)
             self._save(c, c.record.with_state(status="running"), "unpause")
+            self._start_health(c, Health.from_view(c.record.state.health))
 
         return Deferred.fromCoroutine(unpause_it())
 
@@ -1165,6 +1193,16 @@ class ContainerService(
             for c in list(self._containers.values())
         ]
         await DeferredList(work, consumeErrors=True)
+        if self._attachments is not None:
+            running = {
+                c.id: c.record.name.lstrip("/")
+                for c in self._containers.values()
+                if c.record.state.running
+            }
+            try:
+                await self._attachments.restore(running)
+            except DockerError as e:
+                _log.warn("restoring networking: {e}", e=e.message)
         if self._volumes is not None:
             # Devices a crash left mounted with no running container on them.
             try:
@@ -1194,6 +1232,8 @@ class ContainerService(
                 ),
             )
             self._watch(c)
+            if state.status == "running":
+                self._start_health(c, Health.from_view(rec.state.health))
             return
         if rec.state.running or rec.state.status == "restarting":
             status = self._runtime.exit_status(c.id)

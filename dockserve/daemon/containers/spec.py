@@ -24,6 +24,7 @@ from dockserve.daemon.containers.execs import (
     grantable_capabilities,
     resolve_user,
 )
+from dockserve.daemon.network.model import NetPlan
 from dockserve.errors import InvalidParameter, SystemError_
 
 #: Docker's default capability set (moby oci/caps/defaults.go).
@@ -311,14 +312,18 @@ def write_etc_files(
     dns_search: list[str] | None = None,
     dns_options: list[str] | None = None,
     host_network: bool = False,
+    plan: NetPlan | None = None,
 ) -> list[dict[str, Any]]:
     """
     Write the container's C{hosts}, C{hostname} and C{resolv.conf} into
     C{container_dir} and return the OCI bind mounts that put them at
     C{/etc/...} inside. Nameservers on the host's loopback mean nothing in
     a container of its own network, so they give way to Google's, as in
-    dockerd.
+    dockerd. On a user-defined network the resolver is the embedded one at
+    127.0.0.11 (with C{ndots:0}, as dockerd's), and C{/etc/hosts} names
+    the container's own address (C{plan}).
     """
+    plan = plan or NetPlan()
     fqdn = f"{hostname}.{domainname}" if domainname else hostname
     hosts = [
         "127.0.0.1\tlocalhost",
@@ -336,12 +341,13 @@ def write_etc_files(
             msg = f"invalid IP address in add-host: {address!r}"
             raise InvalidParameter(msg)
         if address == "host-gateway":
-            address = "127.0.0.1"
+            address = plan.host_gateway or "127.0.0.1"
         hosts.append(f"{address}\t{name}")
+    for address, names in plan.links:
+        hosts.append(f"{address}\t{names}")
     if not host_network:
-        hosts.append(
-            f"127.0.1.1\t{fqdn}" + (f" {hostname}" if fqdn != hostname else "")
-        )
+        own = plan.ip or "127.0.1.1"
+        hosts.append(f"{own}\t{fqdn}" + (f" {hostname}" if fqdn != hostname else ""))
     host_lines = _host_resolv()
     servers = list(dns or [])
     if not servers:
@@ -358,6 +364,10 @@ def write_etc_files(
             if line.startswith(("search", "domain")):
                 search = line.split()[1:]
     options = list(dns_options or [])
+    if plan.internal_dns:
+        # The embedded server forwards to the --dns servers or the host's.
+        servers = ["127.0.0.11"]
+        options = [*options, "ndots:0"] if "ndots" not in " ".join(options) else options
     resolv = [f"nameserver {s}" for s in servers]
     if search:
         resolv.append("search " + " ".join(search))
@@ -368,15 +378,18 @@ def write_etc_files(
         "hostname": hostname + "\n",
         "resolv.conf": "\n".join(resolv) + "\n",
     }
-    mounts = []
     for name, text in files.items():
-        path = container_dir / name
-        path.write_text(text)
-        mounts.append(
-            {"destination": f"/etc/{name}", "type": "bind", "source": str(path),
-             "options": ["rbind", "rprivate"]}
-        )  # fmt: skip
-    return mounts
+        (container_dir / name).write_text(text)
+    return _etc_mounts(container_dir)
+
+
+def _etc_mounts(directory: Path) -> list[dict[str, Any]]:
+    """The binds that put C{directory}'s hosts, hostname and resolv.conf in /etc."""
+    return [
+        {"destination": f"/etc/{name}", "type": "bind",
+         "source": str(directory / name), "options": ["rbind", "rprivate"]}
+        for name in ("hosts", "hostname", "resolv.conf")
+    ]  # fmt: skip
 
 
 #: Devices runc makes itself, or that belong to the container's own terminal.
@@ -464,10 +477,15 @@ def build_spec(
     host_config: dict[str, Any],
     rootfs: Path,
     container_dir: Path,
+    network: NetPlan | None = None,
 ) -> dict[str, Any]:
     """
     The OCI runtime spec of a container; also writes its C{/etc} files
     into C{container_dir}.
+
+    @param network: Its plumbed networking (L{NetPlan}): the namespace to
+        join, its address and resolver; C{None} is a namespace of its own
+        with loopback only (or the host's for C{--network host}).
 
     @param image_config: The image config JSON (its C{config} member is used).
     @param config: The container's Docker C{Config}.
@@ -481,10 +499,13 @@ def build_spec(
     container_dir = Path(container_dir)
     privileged = bool(host_config.get("Privileged"))
     network_mode = host_config.get("NetworkMode") or "default"
-    host_network = network_mode == "host"
+    plan = network or NetPlan(kind="host" if network_mode == "host" else "none")
+    host_network = plan.kind == "host"
     hostname = config.get("Hostname") or (
         socket.gethostname() if host_network else container_id[:12]
     )
+    if plan.kind == "container" and plan.hostname:
+        hostname = plan.hostname
     domainname = config.get("Domainname") or ""
     tty = bool(config.get("Tty"))
 
@@ -501,16 +522,21 @@ def build_spec(
         host_config.get("IpcMode") == "host",
         privileged,
     )
-    mounts += write_etc_files(
-        container_dir,
-        hostname=hostname,
-        domainname=domainname,
-        extra_hosts=list(host_config.get("ExtraHosts") or []),
-        dns=list(host_config.get("Dns") or []),
-        dns_search=list(host_config.get("DnsSearch") or []),
-        dns_options=list(host_config.get("DnsOptions") or []),
-        host_network=host_network,
-    )
+    if plan.kind == "container" and plan.share_from:
+        # --network container:X: X's hostname, hosts and resolv.conf, as dockerd.
+        mounts += _etc_mounts(Path(plan.share_from))
+    else:
+        mounts += write_etc_files(
+            container_dir,
+            hostname=hostname,
+            domainname=domainname,
+            extra_hosts=list(host_config.get("ExtraHosts") or []),
+            dns=list(host_config.get("Dns") or []),
+            dns_search=list(host_config.get("DnsSearch") or []),
+            dns_options=list(host_config.get("DnsOptions") or []),
+            host_network=host_network,
+            plan=plan,
+        )
     if host_config.get("Init"):
         mounts.append(
             {"destination": INIT_PATH, "type": "bind", "source": INIT_BINARY,
@@ -557,7 +583,9 @@ def build_spec(
     for kind, mode_key in (("pid", "PidMode"), ("ipc", "IpcMode"), ("uts", "UTSMode")):
         if host_config.get(mode_key) != "host":
             namespaces.append({"type": kind})
-    if not host_network:
+    if plan.kind in {"netns", "container"}:
+        namespaces.append({"type": "network", "path": plan.netns})
+    elif not host_network:
         namespaces.append({"type": "network"})
     uts_host = host_config.get("UTSMode") == "host"
 

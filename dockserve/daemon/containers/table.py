@@ -98,6 +98,8 @@ class Container:
         self.last_stats: dict[str, Any] = {}
         self.live: list[Attachment] = []
         self.draining = False
+        #: The running healthcheck's monitor, if any (health_control).
+        self.health_monitor: Any = None
 
     @property
     def id(self) -> str:
@@ -230,6 +232,18 @@ class ContainerParts:
         """C{GET /containers/json} (views)."""
         raise NotImplementedError
 
-    def network_members(self) -> dict[str, dict[str, Any]]:
-        """Network name -> its running members (views)."""
+    def network_settings(self, rec: ContainerRecord) -> dict[str, Any]:
+        """Inspect's C{NetworkSettings} (networking)."""
+        raise NotImplementedError
+
+    def ports_list(self, rec: ContainerRecord) -> list[dict[str, Any]]:
+        """C{docker ps}'s C{Ports} (networking)."""
+        raise NotImplementedError
+
+    def _start_health(self, c: Container, health: Any = None) -> None:
+        """Probe C{c} if it has a healthcheck (health_control)."""
+        raise NotImplementedError
+
+    def _stop_health(self, c: Container) -> None:
+        """Stop C{c}'s probes (health_control)."""
         raise NotImplementedError

@@ -176,6 +176,9 @@ def _filter(
     for status in filters.get("status", []):
         if status not in _STATUSES:
             raise InvalidParameter(f"invalid filter 'status={status}'")
+    for health in filters.get("health", []):
+        if health not in {"starting", "healthy", "unhealthy", "none"}:
+            raise InvalidParameter(f"Unrecognised filter value for health: {health}")
     exited: list[int] = []
     for value in filters.get("exited", []):
         try:
@@ -231,6 +234,10 @@ def _filter(
             for v in filters["volume"]
         ):
             continue
+        if filters.get("health"):
+            health = (rec.state.health or {}).get("Status") or "none"
+            if health not in filters["health"]:
+                continue
         if filters.get("network") and not any(
             network.mode_network(rec.host_config.get("NetworkMode")) == n
             for n in filters["network"]
@@ -265,6 +272,7 @@ class ContainerViews(ContainerParts):
                 "Error": state.error,
                 "StartedAt": state.started_at,
                 "FinishedAt": state.finished_at,
+                **({"Health": state.health} if state.health else {}),
             },
             "Image": rec.image_id,
             "ResolvConfPath": str(c.directory / "resolv.conf"),
@@ -292,9 +300,7 @@ class ContainerViews(ContainerParts):
                 **rec.config,
                 "Volumes": rec.config.get("Volumes") or None,
             },
-            "NetworkSettings": network.container_settings(
-                rec.host_config.get("NetworkMode"), rec.id
-            ),
+            "NetworkSettings": self.network_settings(rec),
         }
         if size:
             value["SizeRw"], value["SizeRootFs"] = self._sizes(c)
@@ -306,7 +312,12 @@ class ContainerViews(ContainerParts):
         if state.status in {"running", "paused"}:
             since = record.parse_rfc3339(state.started_at)
             text = f"Up {_human_duration(now - since)}"
-            return text + " (Paused)" if state.status == "paused" else text
+            if state.status == "paused":
+                return text + " (Paused)"
+            health = (state.health or {}).get("Status")
+            if health == "starting":
+                return text + " (health: starting)"
+            return f"{text} ({health})" if health else text
         if state.status == "restarting":
             since = record.parse_rfc3339(state.finished_at)
             return f"Restarting ({state.exit_code}) {_human_duration(now - since)} ago"
@@ -356,18 +367,14 @@ class ContainerViews(ContainerParts):
                 "ImageID": rec.image_id,
                 "Command": command,
                 "Created": int(record.parse_rfc3339(rec.created)),
-                "Ports": [],
+                "Ports": self.ports_list(rec),
                 "Labels": rec.config.get("Labels") or {},
                 "State": rec.state.status,
                 "Status": self._status_text(rec),
                 "HostConfig": {
                     "NetworkMode": rec.host_config.get("NetworkMode", "bridge")
                 },
-                "NetworkSettings": {
-                    "Networks": network.container_settings(
-                        rec.host_config.get("NetworkMode"), rec.id
-                    )["Networks"]
-                },
+                "NetworkSettings": {"Networks": self.network_settings(rec)["Networks"]},
                 "Mounts": mounts.view(self._mount_points(rec)),
             }
             if size:
@@ -387,27 +394,3 @@ class ContainerViews(ContainerParts):
         except DockerError:
             same = False
         return rec.image if same else rec.image_id
-
-    def network_members(self) -> dict[str, dict[str, Any]]:
-        """Network name -> C{Containers} map of its running members."""
-        members: dict[str, dict[str, Any]] = {}
-        for c in self._containers.values():
-            if not c.record.state.running:
-                continue
-            net = network.mode_network(c.record.host_config.get("NetworkMode"))
-            members.setdefault(net, {})[c.id] = {
-                "Name": c.record.name.lstrip("/"),
-                "EndpointID": "",
-                "MacAddress": "",
-                "IPv4Address": "",
-                "IPv6Address": "",
-            }
-        return members
-
-    def list_networks(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
-        """C{GET /networks}."""
-        return network.list_networks(filters, self.network_members())
-
-    def inspect_network(self, reference: str) -> dict[str, Any]:
-        """C{GET /networks/{id}}."""
-        return network.inspect_network(reference, self.network_members())

@@ -85,3 +85,34 @@ class PortBinding:
     container_ip: str
     container_port: int
     container_id: str = ""
+
+
+@frozen
+class NetPlan:
+    """
+    What a container's bundle needs of its networking, once it is plumbed.
+
+    @ivar kind: C{none} (a namespace of its own, loopback only, made by
+        runc), C{host} (the host's), C{netns} (the namespace at C{netns},
+        plumbed by the daemon) or C{container} (another container's).
+    @ivar netns: The namespace's path for C{netns} and C{container}.
+    @ivar ip: The container's address on its first network (its
+        C{/etc/hosts} line), C{""} when it has none.
+    @ivar internal_dns: Its C{resolv.conf} names the embedded server at
+        127.0.0.11 (on a user-defined network), not the host's servers.
+    @ivar host_gateway: What C{--add-host x:host-gateway} means (the
+        default bridge's gateway, as dockerd's C{--host-gateway-ip}).
+    @ivar links: C{(ip, names)} lines for C{/etc/hosts} (legacy C{--link}).
+    @ivar share_from: For C{container}: the directory whose C{hosts},
+        C{hostname} and C{resolv.conf} the container shares.
+    @ivar hostname: For C{container}: the other container's hostname.
+    """
+
+    kind: str = "none"
+    netns: str = ""
+    ip: str = ""
+    internal_dns: bool = False
+    host_gateway: str = ""
+    links: tuple[tuple[str, str], ...] = ()
+    share_from: str = ""
+    hostname: str = ""

@@ -1,0 +1,414 @@
+# -*- test-case-name: tests.integration.test_networking -*-
+"""
+A container's networks: which ones a start joins (C{NetworkMode} and
+C{NetworkingConfig}, as dockerd reads them), its published ports, what
+inspect and C{docker ps} show of them, and C{docker network
+connect/disconnect}. The plumbing itself is the network area's
+(L{dockserve.daemon.network.attach}).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from attrs import evolve
+
+from dockserve.daemon.containers.table import Container, ContainerParts
+from dockserve.daemon.network import mode_network
+from dockserve.daemon.network.attach import Request, endpoint_id, names_of
+from dockserve.daemon.network.model import NetPlan
+from dockserve.errors import Conflict, DockerError, Forbidden, InvalidParameter
+
+if TYPE_CHECKING:
+    from dockserve.daemon.containers.record import ContainerRecord
+    from dockserve.daemon.network.records import NetworkRecord
+
+
+def _empty_endpoint(network_id: str = "") -> dict[str, Any]:
+    return {
+        "IPAMConfig": None,
+        "Links": None,
+        "Aliases": None,
+        "MacAddress": "",
+        "DriverOpts": None,
+        "GwPriority": 0,
+        "NetworkID": network_id,
+        "EndpointID": "",
+        "Gateway": "",
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "DNSNames": None,
+    }
+
+
+def port_requests(rec: ContainerRecord) -> list[tuple[str, str, str, int]]:
+    """
+    C{(proto, host_ip, host_port, container_port)} of C{PortBindings} and,
+    with C{-P}, every exposed port not bound (host port C{""}: any); a
+    host port may be a range (C{8000-8010}).
+    """
+    found: list[tuple[str, str, str, int]] = []
+    bound = rec.host_config.get("PortBindings") or {}
+    for key, entries in bound.items():
+        port, _, proto = str(key).partition("/")
+        for entry in entries or [{}]:
+            entry = entry or {}  # noqa: PLW2901 - null is Go's zero value
+            found.append(
+                (
+                    proto or "tcp",
+                    str(entry.get("HostIp") or ""),
+                    str(entry.get("HostPort") or ""),
+                    int(port),
+                )
+            )
+    if rec.host_config.get("PublishAllPorts"):
+        for key in rec.config.get("ExposedPorts") or {}:
+            if key in bound:
+                continue
+            port, _, proto = str(key).partition("/")
+            found.append((proto or "tcp", "", "", int(port)))
+    return found
+
+
+def _endpoints(rec: ContainerRecord) -> dict[str, Any]:
+    """A copy of C{rec}'s C{NetworkingConfig.EndpointsConfig}."""
+    return dict((rec.networking_config or {}).get("EndpointsConfig") or {})
+
+
+def _with_endpoints(rec: ContainerRecord, endpoints: dict[str, Any]) -> dict[str, Any]:
+    """C{rec}'s C{NetworkingConfig} with C{endpoints}."""
+    return {**(rec.networking_config or {}), "EndpointsConfig": endpoints}
+
+
+def _exposed(rec: ContainerRecord) -> list[str]:
+    keys = list(rec.config.get("ExposedPorts") or {})
+    for key in rec.host_config.get("PortBindings") or {}:
+        if key not in keys:
+            keys.append(key)
+    return [k if "/" in k else f"{k}/tcp" for k in keys]
+
+
+class ContainerNetworking(ContainerParts):
+    """The network side of the container service."""
+
+    _networks: Any
+    _attachments: Any
+
+    def set_networking(self, networks: Any, attachments: Any) -> None:
+        """The network records and the plumbing (a daemon with networking)."""
+        self._networks = networks
+        self._attachments = attachments
+
+    def _networks_of(
+        self, rec: ContainerRecord
+    ) -> list[tuple[NetworkRecord, dict[str, Any]]]:
+        """
+        The bridge networks C{rec} joins, in order: its C{NetworkMode}'s
+        first, then the other networks of C{NetworkingConfig}; empty for
+        C{none}, C{host}, C{container:} and a default without a bridge.
+        """
+        mode = rec.host_config.get("NetworkMode") or "default"
+        if mode in {"none", "host"} or mode.startswith("container:"):
+            return []
+        endpoints: dict[str, Any] = (rec.networking_config or {}).get(
+            "EndpointsConfig"
+        ) or {}
+        first_name = "bridge" if mode == "default" else mode
+        found = []
+        try:
+            first = self._networks.find(first_name)
+        except DockerError:
+            if mode in {"default", "bridge"}:
+                return []  # --bridge none: loopback only, as dockerd.
+            raise
+        found.append(
+            (first, endpoints.get(first_name) or endpoints.get(first.id) or {})
+        )
+        for name, config in endpoints.items():
+            if name in {first_name, first.id}:
+                continue
+            rec_net = self._networks.find(name)
+            if rec_net.id != first.id and rec_net.driver == "bridge":
+                found.append((rec_net, config or {}))
+        return found
+
+    async def _plumb(self, c: Container) -> NetPlan | None:
+        """
+        Make a starting container's networking: C{None} when runc alone
+        makes it (loopback only) or it shares the host's.
+
+        @raise Conflict: C{--network container:X} with X not running.
+        """
+        if self._attachments is None:
+            return None
+        rec = c.record
+        mode = rec.host_config.get("NetworkMode") or "default"
+        if mode.startswith("container:"):
+            return self._joined_plan(mode.removeprefix("container:"))
+        joins = self._networks_of(rec)
+        if not joins:
+            return None
+        networks = []
+        for index, (net, config) in enumerate(joins):
+            ipam = (config or {}).get("IPAMConfig") or {}
+            mac = str((config or {}).get("MacAddress") or "")
+            if index == 0 and not mac:
+                mac = str(rec.config.get("MacAddress") or "")
+            aliases = (
+                names_of([*((config or {}).get("Aliases") or [])])
+                if not net.predefined
+                else []
+            )
+            networks.append((net, aliases, str(ipam.get("IPv4Address") or ""), mac))
+        request = Request(
+            container_id=c.id,
+            name=rec.name.lstrip("/"),
+            hostname=str(rec.config.get("Hostname") or c.id[:12]),
+            networks=networks,
+            ports=self._ports_for(rec),
+            dns_servers=[str(s) for s in rec.host_config.get("Dns") or []],
+        )
+        plan: NetPlan = await self._attachments.attach(request)
+        links = self._links(rec)
+        if links:
+            plan = evolve(plan, links=tuple(links))
+        return plan
+
+    def _ports_for(self, rec: ContainerRecord) -> list[tuple[str, str, int, int]]:
+        """The reservations to ask for; a host port range is its first port."""
+        found = []
+        for proto, host_ip, host_port, cport in port_requests(rec):
+            start, _, _end = host_port.partition("-")
+            try:
+                port = int(start) if start else 0
+            except ValueError:
+                raise InvalidParameter(f"invalid hostPort: {host_port}") from None
+            found.append((proto, host_ip, port, cport))
+        return found
+
+    def _links(self, rec: ContainerRecord) -> list[tuple[str, str]]:
+        """Legacy C{--link name:alias}: /etc/hosts lines on the default bridge."""
+        lines = []
+        for link in rec.host_config.get("Links") or []:
+            target, _, alias = str(link).partition(":")
+            target = target.lstrip("/")
+            try:
+                other = self._get(target)
+            except DockerError:
+                continue
+            att = self._attachments.of(other.id)
+            if att is None or not att.joined:
+                continue
+            ip = str(next(iter(att.joined.values())).endpoint.ip)
+            alias = alias.rsplit("/", 1)[-1]
+            names = " ".join(names_of([alias, other.id[:12], target]))
+            lines.append((ip, names))
+        return lines
+
+    def _joined_plan(self, reference: str) -> NetPlan:
+        other = self._get(reference)
+        if not other.record.state.running:
+            raise Conflict(
+                f"cannot join network of a non running container: {other.id}"
+            )
+        att = self._attachments.of(other.id)
+        netns = (
+            att.netns
+            if att is not None and att.netns
+            else (f"/proc/{other.record.state.pid}/ns/net")
+        )
+        return NetPlan(
+            kind="container",
+            netns=netns,
+            share_from=str(other.directory),
+            hostname=str(other.record.config.get("Hostname") or other.id[:12]),
+        )
+
+    async def _unplumb(self, c: Container) -> None:
+        """Undo a container's networking (exit, failed start)."""
+        if self._attachments is not None:
+            await self._attachments.detach(c.id)
+
+    # --- views ----------------------------------------------------------------
+
+    def network_settings(self, rec: ContainerRecord) -> dict[str, Any]:
+        """Inspect's C{NetworkSettings}, as dockerd fills them."""
+        att = self._attachments.of(rec.id) if self._attachments else None
+        mode = rec.host_config.get("NetworkMode") or "default"
+        networks: dict[str, Any] = {}
+        top = {"EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+               "MacAddress": ""}  # fmt: skip
+        try:
+            joins = self._networks_of(rec) if self._networks is not None else []
+        except DockerError:
+            joins = []
+        for net, config in joins:
+            entry = _empty_endpoint(net.id)
+            aliases = (config or {}).get("Aliases")
+            entry["Aliases"] = aliases or None
+            entry["IPAMConfig"] = (config or {}).get("IPAMConfig")
+            joined = att.joined.get(net.id) if att is not None else None
+            if joined is not None:
+                ep = joined.endpoint
+                entry.update({
+                    "EndpointID": endpoint_id(rec.id, net.id),
+                    "Gateway": str(ep.gateway), "IPAddress": str(ep.ip),
+                    "IPPrefixLen": ep.prefix, "MacAddress": ep.mac,
+                })  # fmt: skip
+                if not net.predefined:
+                    entry["DNSNames"] = names_of(
+                        [rec.name.lstrip("/"), *(joined.aliases), rec.id[:12]]
+                    )
+                if net.name == "bridge":
+                    top = {k: entry[k] for k in top}
+            networks[net.name] = entry
+        if not networks:
+            name = mode_network(mode)
+            if name.startswith("container:"):
+                name = "container"
+            networks[name if name != "default" else "bridge"] = _empty_endpoint()
+            if name in {"none", "host"} and self._networks is not None:
+                with contextlib.suppress(DockerError):
+                    networks[name]["NetworkID"] = self._networks.find(name).id
+        return {
+            "Bridge": "",
+            "SandboxID": rec.id if att is not None else "",
+            "SandboxKey": att.netns if att is not None else "",
+            "HairpinMode": False,
+            "LinkLocalIPv6Address": "",
+            "LinkLocalIPv6PrefixLen": 0,
+            "Ports": self._ports_view(rec, att),
+            "SecondaryIPAddresses": None,
+            "SecondaryIPv6Addresses": None,
+            **top,
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "IPv6Gateway": "",
+            "Networks": networks,
+        }
+
+    def _ports_view(self, rec: ContainerRecord, att: Any) -> dict[str, Any]:
+        """C{{"80/tcp": [{"HostIp", "HostPort"}]}}, C{null} when not published."""
+        if att is None:
+            return {}
+        ports: dict[str, Any] = dict.fromkeys(_exposed(rec))
+        for binding in att.bindings:
+            key = f"{binding.container_port}/{binding.proto}"
+            ports.setdefault(key, None)
+            if ports[key] is None:
+                ports[key] = []
+            ports[key].append(
+                {
+                    "HostIp": binding.host_ip or "0.0.0.0",
+                    "HostPort": str(binding.host_port),
+                }
+            )
+        return ports
+
+    def ports_list(self, rec: ContainerRecord) -> list[dict[str, Any]]:
+        """C{docker ps}'s C{Ports}: published ones, then exposed ones."""
+        att = self._attachments.of(rec.id) if self._attachments else None
+        found: list[dict[str, Any]] = []
+        published = set()
+        for binding in att.bindings if att is not None else []:
+            published.add((binding.container_port, binding.proto))
+            found.append({
+                "IP": binding.host_ip or "0.0.0.0",
+                "PrivatePort": binding.container_port,
+                "PublicPort": binding.host_port,
+                "Type": binding.proto,
+            })  # fmt: skip
+        for key in _exposed(rec):
+            port, _, proto = key.partition("/")
+            if (int(port), proto) not in published:
+                found.append({"PrivatePort": int(port), "Type": proto})
+        return found
+
+    # --- connect and disconnect ----------------------------------------------
+
+    def network_in_use(self, network_id: str) -> list[str]:
+        """The running containers on a network (dockerd's active endpoints)."""
+        return self._attachments.users(network_id) if self._attachments else []
+
+    async def connect(
+        self, network: str, container: str, config: dict[str, Any] | None
+    ) -> None:
+        """
+        C{POST /networks/{id}/connect}: kept in the container's record (so
+        it joins at every start) and, if it runs, joined now.
+        """
+        net = self._networks.find(network)
+        c = self._get(container)
+        if net.driver != "bridge":
+            raise Forbidden(
+                "container cannot be disconnected from host network or connected "
+                "to host network"
+                if net.driver == "host"
+                else f"container cannot be connected to network {net.name}"
+            )
+        mode = c.record.host_config.get("NetworkMode") or "default"
+        if mode in {"none", "host"} or mode.startswith("container:"):
+            raise Forbidden(
+                "container sharing network namespace with another container or "
+                "host cannot be connected to any other network"
+                if mode != "none"
+                else "container cannot be connected to multiple networks with one "
+                "of the networks in private (none) mode"
+            )
+        endpoints = dict(
+            (c.record.networking_config or {}).get("EndpointsConfig") or {}
+        )
+        current = [n for n, _ in self._networks_of(c.record)]
+        if any(n.id == net.id for n in current):
+            raise Forbidden(
+                f"endpoint with name {c.record.name.lstrip('/')} already exists in "
+                f"network {net.name}"
+            )
+        endpoints[net.name] = dict(config or {})
+        networking = {
+            **(c.record.networking_config or {}),
+            "EndpointsConfig": endpoints,
+        }
+        if c.record.state.running and self._attachments.of(c.id) is not None:
+            ipam = (config or {}).get("IPAMConfig") or {}
+            await self._attachments.connect(
+                c.id, net, names_of((config or {}).get("Aliases") or []),
+                str(ipam.get("IPv4Address") or ""),
+            )  # fmt: skip
+        self._save(c, evolve(c.record, networking_config=networking))
+
+    async def disconnect(self, network: str, container: str, force: bool) -> None:
+        """C{POST /networks/{id}/disconnect}."""
+        del force
+        net = self._networks.find(network)
+        c = self._get(container)
+        current = [n for n, _ in self._networks_of(c.record)]
+        if not any(n.id == net.id for n in current):
+            raise Forbidden(f"container {c.id} is not connected to network {net.name}")
+        endpoints = dict(
+            (c.record.networking_config or {}).get("EndpointsConfig") or {}
+        )
+        for key in (net.name, net.id):
+            endpoints.pop(key, None)
+        host_config = c.record.host_config
+        mode = host_config.get("NetworkMode") or "default"
+        if mode in {net.name, net.id} or (
+            mode in {"default", "bridge"} and net.name == "bridge"
+        ):
+            # Off its first network: the next of the others becomes it.
+            following = next(iter(endpoints), "none")
+            host_config = {**host_config, "NetworkMode": following}
+        if c.record.state.running and self._attachments.of(c.id) is not None:
+            await self._attachments.disconnect(c.id, net)
+        networking = {
+            **(c.record.networking_config or {}),
+            "EndpointsConfig": endpoints,
+        }
+        self._save(
+            c,
+            evolve(c.record, networking_config=networking, host_config=host_config),
+        )

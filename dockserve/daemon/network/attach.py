@@ -1,0 +1,552 @@
+# -*- test-case-name: tests.integration.test_networking -*-
+"""
+Containers on networks: what a start plumbs and an exit undoes.
+
+A container on a bridge network gets a network namespace of its own made
+by the daemon before runc runs (C{<exec-root>/netns/<id>}, given to runc
+by path), loopback and one CNI interface per network (C{eth0},
+C{eth1}...), its published ports held by the daemon and forwarded by the
+one nftables table, and, on a user-defined network, the embedded DNS
+server at 127.0.0.11 that knows the names of its network's containers.
+An exit undoes it all in reverse; so does a failed start.
+
+What each running container has is kept under C{<exec-root>/network/}
+(it goes with a reboot, as the namespaces and the addresses do), so a
+daemon restart finds it again (L{Attachments.restore}).
+"""
+
+from __future__ import annotations
+
+import json
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from attrs import define, field
+
+from twisted.logger import Logger
+
+from dockserve.daemon import store
+from dockserve.daemon.network.model import Endpoint, NetPlan, PortBinding
+from dockserve.errors import (
+    Conflict,
+    DockerError,
+    InvalidParameter,
+    NotFound,
+    SystemError_,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    from dockserve.daemon.network.records import NetworkRecord
+    from dockserve.daemon.network.service import NetworkService
+
+_log = Logger()
+
+#: The resolver's address inside every container on a user network.
+EMBEDDED_DNS = "127.0.0.11"
+
+
+@define
+class Joined:
+    """
+    A container's place on one network.
+
+    @ivar aliases: Its names there besides its own (C{--network-alias},
+        compose's service name).
+    """
+
+    network_id: str
+    endpoint: Endpoint
+    aliases: list[str] = field(factory=list)
+
+
+@define
+class Attached:
+    """Everything a running container has of networking."""
+
+    container_id: str
+    name: str
+    hostname: str
+    netns: str = ""
+    joined: dict[str, Joined] = field(factory=dict)
+    bindings: list[PortBinding] = field(factory=list)
+    dns: bool = False
+    dns_servers: list[str] = field(factory=list)
+
+
+@define
+class Request:
+    """
+    What a container asks of networking at a start (from its record).
+
+    @ivar networks: C{(network, aliases, static ip, mac)} in order: the
+        first is C{eth0}, the one its published ports and C{/etc/hosts}
+        use.
+    @ivar ports: C{(proto, host_ip, host_port, container_port)}; a host
+        port of 0 is the kernel's choice.
+    """
+
+    container_id: str
+    name: str
+    hostname: str
+    networks: list[tuple[NetworkRecord, list[str], str, str]]
+    ports: list[tuple[str, str, int, int]] = field(factory=list)
+    dns_servers: list[str] = field(factory=list)
+
+
+def _endpoint_json(joined: Joined) -> dict[str, Any]:
+    ep = joined.endpoint
+    return {
+        "NetworkID": joined.network_id,
+        "IfName": ep.ifname,
+        "IP": str(ep.ip),
+        "Prefix": ep.prefix,
+        "Gateway": str(ep.gateway),
+        "Mac": ep.mac,
+        "Aliases": joined.aliases,
+    }
+
+
+def _endpoint_from(container_id: str, value: Mapping[str, Any]) -> Joined:
+    return Joined(
+        value["NetworkID"],
+        Endpoint(
+            network_id=value["NetworkID"],
+            container_id=container_id,
+            ifname=value["IfName"],
+            ip=IPv4Address(value["IP"]),
+            prefix=int(value["Prefix"]),
+            gateway=IPv4Address(value["Gateway"]),
+            mac=value["Mac"],
+        ),
+        list(value.get("Aliases") or []),
+    )
+
+
+class Attachments:
+    """
+    The plumbing of running containers on bridge networks.
+
+    @param netns: Makes and removes namespace files (C{create(path)},
+        C{remove(path)}, both Deferreds).
+    @param cni: Loopback and interfaces (L{dockserve.daemon.network.cni}).
+    @param firewall: The one nftables table (C{apply(networks, bindings)}).
+    @param ports: Port reservations (C{reserve}, C{release}, C{bindings}).
+    @param dns: The embedded resolver (C{attach(id, netns)}, C{detach(id)}).
+    """
+
+    def __init__(
+        self,
+        exec_root: Path,
+        networks: NetworkService,
+        *,
+        netns: Any,
+        cni: Any,
+        firewall: Any,
+        ports: Any,
+        dns: Any,
+        publish: Callable[..., Any] | None = None,
+    ) -> None:
+        self._netns_dir = exec_root / "netns"
+        self._state_dir = exec_root / "network"
+        self._networks = networks
+        self._netns = netns
+        self._cni = cni
+        self._firewall = firewall
+        self._ports = ports
+        self._dns = dns
+        self._publish = publish
+        self._attached: dict[str, Attached] = {}
+        self._bridges_ready: set[str] = set()
+
+    # --- state -----------------------------------------------------------------
+
+    def _save(self, att: Attached) -> None:
+        value = {
+            "Name": att.name,
+            "Hostname": att.hostname,
+            "Netns": att.netns,
+            "Joined": [_endpoint_json(j) for j in att.joined.values()],
+            "Ports": [
+                [b.proto, b.host_ip, b.host_port, b.container_ip, b.container_port]
+                for b in att.bindings
+            ],
+            "Dns": att.dns,
+            "DnsServers": att.dns_servers,
+        }
+        store.atomic_write(
+            self._state_dir / f"{att.container_id}.json",
+            json.dumps(value).encode(),
+            durable=False,
+        )
+
+    def _forget(self, container_id: str) -> None:
+        (self._state_dir / f"{container_id}.json").unlink(missing_ok=True)
+
+    def of(self, container_id: str) -> Attached | None:
+        """What a running container has, if it is on a network."""
+        return self._attached.get(container_id)
+
+    def members(self, network_id: str) -> dict[str, Any]:
+        """A network's running members, as inspect's C{Containers}."""
+        found = {}
+        for att in self._attached.values():
+            joined = att.joined.get(network_id)
+            if joined is None:
+                continue
+            ep = joined.endpoint
+            found[att.container_id] = {
+                "Name": att.name,
+                "EndpointID": _endpoint_id(att.container_id, network_id),
+                "MacAddress": ep.mac,
+                "IPv4Address": f"{ep.ip}/{ep.prefix}",
+                "IPv6Address": "",
+            }
+        return found
+
+    def users(self, network_id: str) -> list[str]:
+        """The running containers on a network."""
+        return [
+            a.container_id for a in self._attached.values() if network_id in a.joined
+        ]
+
+    def _specs(self) -> list[Any]:
+        """Every bridge network in use or defined, for the firewall."""
+        return [r.spec for r in self._networks.all() if r.driver == "bridge"]
+
+    async def _apply_firewall(self) -> None:
+        await self._firewall.apply(self._specs(), list(self._ports.bindings()))
+
+    # --- start and exit -------------------------------------------------------
+
+    async def attach(self, request: Request) -> NetPlan:
+        """
+        Plumb C{request}'s container before it runs: its namespace,
+        interfaces, ports, firewall and resolver; undone if any step fails.
+
+        @raise SystemError_: A step failed (the plugin's, nft's words).
+        @raise DockerError: A port is taken (dockerd's text).
+        """
+        cid = request.container_id
+        path = self._netns_dir / cid
+        att = Attached(cid, request.name, request.hostname, str(path))
+        att.dns_servers = list(request.dns_servers)
+        self._attached[cid] = att
+        try:
+            await self._netns.create(path)
+            await self._cni.loopback(path)
+            for index, (rec, aliases, ip, mac) in enumerate(request.networks):
+                await self._join(att, rec, f"eth{index}", aliases, ip=ip, mac=mac)
+            first = request.networks[0][0] if request.networks else None
+            if request.ports and first is not None and not first.internal:
+                ip = str(att.joined[first.id].endpoint.ip)
+                att.bindings = self._reserve(att, first, request.ports, ip)
+            if att.bindings or any(not r.predefined for r, *_ in request.networks):
+                await self._apply_firewall()
+            if any(not r.predefined for r, *_ in request.networks):
+                await self._dns.attach(cid, path)
+                att.dns = True
+        except BaseException:
+            await self.detach(cid)
+            raise
+        self._save(att)
+        return self.plan(att)
+
+    def _reserve(
+        self,
+        att: Attached,
+        rec: NetworkRecord,
+        ports: list[tuple[str, str, int, int]],
+        ip: str,
+    ) -> list[PortBinding]:
+        requests = [
+            (proto, host_ip, host_port, cport, ip)
+            for proto, host_ip, host_port, cport in ports
+        ]
+        try:
+            bound: list[PortBinding] = self._ports.reserve(att.container_id, requests)
+        except DockerError as e:
+            e.message = (
+                f"driver failed programming external connectivity on endpoint "
+                f"{att.name} ({_endpoint_id(att.container_id, rec.id)}): {e.message}"
+            )
+            e.args = (e.message,)
+            raise
+        return bound
+
+    async def _join(
+        self,
+        att: Attached,
+        rec: NetworkRecord,
+        ifname: str,
+        aliases: list[str],
+        *,
+        ip: str,
+        mac: str,
+    ) -> None:
+        endpoint: Endpoint = await self._cni.add(
+            Path(att.netns), att.container_id, ifname, rec.spec,
+            ip=ip or None, mac=mac or None,
+        )  # fmt: skip
+        att.joined[rec.id] = Joined(rec.id, endpoint, list(aliases))
+        if rec.bridge not in self._bridges_ready:
+            ready = getattr(self._firewall, "bridge_ready", None)
+            if ready is not None:
+                await ready(rec.bridge)
+            self._bridges_ready.add(rec.bridge)
+        self._event("connect", rec, att.container_id)
+
+    def _event(self, action: str, rec: NetworkRecord, container_id: str) -> None:
+        if self._publish is not None:
+            self._publish(
+                "network",
+                action,
+                rec.id,
+                {"container": container_id, "name": rec.name, "type": rec.driver},
+            )
+
+    async def detach(self, container_id: str) -> None:
+        """Undo a container's plumbing (exit, failed start); never raises."""
+        att = self._attached.pop(container_id, None)
+        if att is None:
+            return
+        if att.dns:
+            try:
+                self._dns.detach(container_id)
+            except Exception:
+                _log.failure("dns detach {id}", id=container_id)
+        self._ports.release(container_id)
+        path = Path(att.netns) if att.netns else None
+        for joined in reversed(list(att.joined.values())):
+            try:
+                rec = self._networks.find(joined.network_id)
+            except NotFound:
+                continue
+            try:
+                await self._cni.delete(
+                    path, container_id, joined.endpoint.ifname, rec.spec
+                )
+            except DockerError as e:
+                _log.warn("cni del {id}: {e}", id=container_id, e=e.message)
+            self._event("disconnect", rec, container_id)
+        if att.bindings:
+            try:
+                await self._apply_firewall()
+            except DockerError as e:
+                _log.warn("firewall: {e}", e=e.message)
+        if path is not None:
+            try:
+                await self._netns.remove(path)
+            except Exception:
+                _log.failure("removing netns {path}", path=path)
+        self._forget(container_id)
+
+    # --- connect and disconnect while running -----------------------------------
+
+    async def connect(
+        self, container_id: str, rec: NetworkRecord, aliases: list[str], ip: str
+    ) -> None:
+        """Join a running container to C{rec} (the next C{ethN})."""
+        att = self._attached.get(container_id)
+        if att is None or not att.netns:
+            raise SystemError_("container is not on a bridge network")
+        if rec.id in att.joined:
+            raise Conflict(
+                f"endpoint with name {att.name} already exists in network {rec.name}"
+            )
+        ifname = f"eth{_next_index(att)}"
+        await self._join(att, rec, ifname, aliases, ip=ip, mac="")
+        if not rec.predefined and not att.dns:
+            await self._apply_firewall()
+            await self._dns.attach(container_id, Path(att.netns))
+            att.dns = True
+        self._save(att)
+
+    async def disconnect(self, container_id: str, rec: NetworkRecord) -> None:
+        """Take a running container off C{rec}."""
+        att = self._attached.get(container_id)
+        if att is None or rec.id not in att.joined:
+            raise InvalidParameter(
+                f"container {container_id} is not connected to network {rec.name}"
+            )
+        joined = att.joined.pop(rec.id)
+        await self._cni.delete(
+            Path(att.netns), container_id, joined.endpoint.ifname, rec.spec
+        )
+        self._event("disconnect", rec, container_id)
+        self._save(att)
+
+    # --- what the container's bundle and views need -------------------------------
+
+    def plan(self, att: Attached) -> NetPlan:
+        """The bundle's part of C{att}."""
+        first = next(iter(att.joined.values()), None)
+        default = self._networks.default()
+        return NetPlan(
+            kind="netns",
+            netns=att.netns,
+            ip=str(first.endpoint.ip) if first else "",
+            internal_dns=att.dns,
+            host_gateway=str(default.gateway) if default and default.gateway else "",
+        )
+
+    def lookup(self, asker: str, name: str) -> list[str] | None:
+        """
+        The embedded DNS's question: the addresses C{name} has for the
+        container C{asker}, on the user networks they share; C{None} for
+        a name that is not a container's (forwarded).
+        """
+        att = self._attached.get(asker)
+        if att is None:
+            return None
+        wanted = name.rstrip(".").lower()
+        found: list[str] = []
+        for network_id in att.joined:
+            try:
+                rec = self._networks.find(network_id)
+            except NotFound:
+                continue
+            if rec.predefined:
+                continue
+            suffix = "." + rec.name.lower()
+            bare = wanted.removesuffix(suffix)
+            for other in self._attached.values():
+                joined = other.joined.get(network_id)
+                if joined is None:
+                    continue
+                names = {
+                    other.name.lower(),
+                    other.container_id[:12],
+                    other.hostname.lower(),
+                }
+                names |= {a.lower() for a in joined.aliases}
+                if wanted in names or bare in names:
+                    found.append(str(joined.endpoint.ip))
+        return found or None
+
+    def upstreams(self, container_id: str) -> list[str]:
+        """Where the embedded DNS forwards a container's other names."""
+        att = self._attached.get(container_id)
+        if att is None:
+            return []
+        internal_only = all(
+            self._networks.find(j.network_id).internal
+            for j in att.joined.values()
+            if _exists(self._networks, j.network_id)
+        )
+        if internal_only:
+            return []
+        return att.dns_servers or host_nameservers()
+
+    # --- restore -----------------------------------------------------------------
+
+    async def restore(self, running: Mapping[str, str]) -> None:
+        """
+        After a daemon restart: take back what running containers have
+        (C{running}: container ID -> name), reserve their ports, re-render
+        the firewall and reopen their resolvers; undo what dead ones left.
+        """
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        self._netns_dir.mkdir(parents=True, exist_ok=True)
+        for path in sorted(self._state_dir.glob("*.json")):
+            cid = path.stem
+            try:
+                value = json.loads(path.read_bytes())
+                att = Attached(cid, value["Name"], value["Hostname"], value["Netns"])
+                for item in value.get("Joined") or []:
+                    joined = _endpoint_from(cid, item)
+                    att.joined[joined.network_id] = joined
+                att.dns = bool(value.get("Dns"))
+                att.dns_servers = list(value.get("DnsServers") or [])
+                ports = [tuple(p) for p in value.get("Ports") or []]
+            except (OSError, ValueError, KeyError) as e:
+                _log.error("unreadable network state {p}: {e}", p=path, e=e)
+                continue
+            self._attached[cid] = att
+            if cid not in running:
+                await self.detach(cid)
+                continue
+            att.name = running[cid]
+            requests = [(p[0], p[1], p[2], p[4], p[3]) for p in ports]
+            if requests:
+                try:
+                    att.bindings = self._ports.reserve(cid, requests)
+                except DockerError as e:
+                    _log.error("ports of {id}: {e}", id=cid, e=e.message)
+            if att.dns:
+                try:
+                    await self._dns.attach(cid, Path(att.netns))
+                except DockerError as e:
+                    _log.error("dns of {id}: {e}", id=cid, e=e.message)
+        for leftover in sorted(self._netns_dir.iterdir()):
+            if leftover.name not in self._attached:
+                try:
+                    await self._netns.remove(leftover)
+                except Exception:
+                    _log.failure("removing netns {p}", p=leftover)
+        if any(a.bindings for a in self._attached.values()) or any(
+            not r.predefined for r in self._networks.all() if r.driver == "bridge"
+        ):
+            await self._apply_firewall()
+
+    async def forget_network(self, rec: NetworkRecord) -> None:
+        """A network is removed: its bridge goes, the firewall forgets it."""
+        self._bridges_ready.discard(rec.bridge)
+        await self._cni.remove_bridge(rec.spec)
+        await self._apply_firewall()
+
+    async def stop(self) -> None:
+        """A clean daemon stop: containers keep running, nothing else changes."""
+        del self
+
+
+def _next_index(att: Attached) -> int:
+    used = {int(j.endpoint.ifname.removeprefix("eth")) for j in att.joined.values()}
+    index = 0
+    while index in used:
+        index += 1
+    return index
+
+
+def _exists(networks: NetworkService, network_id: str) -> bool:
+    try:
+        networks.find(network_id)
+    except NotFound:
+        return False
+    return True
+
+
+def _endpoint_id(container_id: str, network_id: str) -> str:
+    """A stable 64-hex endpoint ID for a container on a network."""
+    import hashlib  # noqa: PLC0415
+
+    return hashlib.sha256(f"{container_id}/{network_id}".encode()).hexdigest()
+
+
+def endpoint_id(container_id: str, network_id: str) -> str:
+    """See L{_endpoint_id}: the ID inspect shows."""
+    return _endpoint_id(container_id, network_id)
+
+
+def host_nameservers(path: Path = Path("/etc/resolv.conf")) -> list[str]:
+    """The daemon's own resolvers: where container names' others go."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    return [
+        line.split()[1]
+        for line in lines
+        if line.startswith("nameserver") and len(line.split()) > 1
+    ]
+
+
+def names_of(values: Iterable[str]) -> list[str]:
+    """Aliases as given, without empties and repeats, in order."""
+    seen: list[str] = []
+    for value in values:
+        if value and value not in seen:
+            seen.append(value)
+    return seen
