@@ -13,15 +13,19 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorCore
+from twisted.logger import Logger
 
 from dockserve.daemon import roots
 from dockserve.daemon.config import DaemonConfig
 from dockserve.daemon.containers.service import ContainerService
 from dockserve.daemon.events import EventBus
 from dockserve.daemon.images.service import ImageService
+from dockserve.daemon.network.plumbing import attachments
 from dockserve.daemon.network.service import NetworkService
 from dockserve.daemon.system import SystemService, area_counts, disk_usage
 from dockserve.daemon.volumes.service import VolumeService
+
+_log = Logger()
 
 #: How long a stopping daemon waits for removed containers to be reaped.
 _STOP_GRACE = 5.0
@@ -73,14 +77,21 @@ class Daemon:
     def stop(self) -> Deferred[None]:
         """
         Let removed containers' leftovers go (a few seconds at most; the
-        next start reaps what is left). Containers keep running.
+        next start reaps what is left), then give the host back what
+        networking changed if no container still uses it. Containers keep
+        running.
         """
         settled = getattr(self.containers, "settled", None)
         if settled is None or self._reactor is None:
             return succeed(None)
         waiting: Deferred[None] = settled()
         waiting.addTimeout(_STOP_GRACE, self._reactor)
-        return waiting.addErrback(lambda _: None)
+        waiting.addErrback(lambda _: None)
+        attachments = getattr(self.containers, "_attachments", None)
+        if attachments is not None:
+            waiting.addCallback(lambda _: Deferred.fromCoroutine(attachments.stop()))
+            waiting.addErrback(lambda f: _log.failure("network stop", f))
+        return waiting
 
 
 #: The most threads the reactor's pool makes (see L{create}).
@@ -124,7 +135,12 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
         publish=bus.publish,
     )
     networks.in_use = containers.network_in_use
-    containers.set_networking(networks, None)
+    plumbing = attachments(
+        Path(config.exec_root), networks, reactor, publish=bus.publish
+    )
+    networks.members = plumbing.members
+    networks.forget = lambda rec: Deferred.fromCoroutine(plumbing.forget_network(rec))
+    containers.set_networking(networks, plumbing)
     system = SystemService(
         config,
         lambda: area_counts(images, containers),

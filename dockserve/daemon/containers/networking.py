@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import evolve
 
+from dockserve.daemon.containers import configs
 from dockserve.daemon.containers.table import Container, ContainerParts
 from dockserve.daemon.network import mode_network
 from dockserve.daemon.network.attach import Request, endpoint_id, names_of
@@ -125,16 +126,32 @@ class ContainerNetworking(ContainerParts):
             if mode in {"default", "bridge"}:
                 return []  # --bridge none: loopback only, as dockerd.
             raise
-        found.append(
-            (first, endpoints.get(first_name) or endpoints.get(first.id) or {})
-        )
+        own = {first_name, first.id, mode}
+        if first.name == "bridge":
+            own.add("default")  # the CLI names the default bridge so
+        first_config = next((endpoints[k] for k in own if endpoints.get(k)), None)
+        found.append((first, first_config or {}))
         for name, config in endpoints.items():
-            if name in {first_name, first.id}:
+            if name in own:
                 continue
             rec_net = self._networks.find(name)
             if rec_net.id != first.id and rec_net.driver == "bridge":
                 found.append((rec_net, config or {}))
         return found
+
+    def _check_networks(self, rec: ContainerRecord) -> None:
+        """
+        The networks a start joins exist (dockerd's 404 C{network X not
+        found}, at start: a 404 from create would make the CLI pull).
+        """
+        mode = rec.host_config.get("NetworkMode") or "default"
+        if self._networks is None:
+            configs.check_network(rec.host_config)
+            return
+        if mode.startswith("container:"):
+            self._get(mode.removeprefix("container:"))
+            return
+        self._networks_of(rec)
 
     async def _plumb(self, c: Container) -> NetPlan | None:
         """
@@ -178,16 +195,17 @@ class ContainerNetworking(ContainerParts):
             plan = evolve(plan, links=tuple(links))
         return plan
 
-    def _ports_for(self, rec: ContainerRecord) -> list[tuple[str, str, int, int]]:
-        """The reservations to ask for; a host port range is its first port."""
+    def _ports_for(self, rec: ContainerRecord) -> list[tuple[str, str, int, int, int]]:
+        """The reservations to ask for: a host port range is its two ends."""
         found = []
         for proto, host_ip, host_port, cport in port_requests(rec):
-            start, _, _end = host_port.partition("-")
+            start, _, end = host_port.partition("-")
             try:
-                port = int(start) if start else 0
+                first = int(start) if start else 0
+                last = int(end) if end else 0
             except ValueError:
                 raise InvalidParameter(f"invalid hostPort: {host_port}") from None
-            found.append((proto, host_ip, port, cport))
+            found.append((proto, host_ip, first, last, cport))
         return found
 
     def _links(self, rec: ContainerRecord) -> list[tuple[str, str]]:

@@ -350,7 +350,7 @@ class ContainerService(
         if c.restart_call is not None and c.restart_call.active():
             c.restart_call.cancel()
             c.restart_call = None
-        configs.check_network(c.record.host_config)
+        self._check_networks(c.record)
         c.backoff.reset()
         fresh = evolve(c.record, manually_stopped=False, restart_count=0)
         if fresh != c.record:

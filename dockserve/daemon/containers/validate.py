@@ -131,13 +131,9 @@ def _exposed_ports(config: Settings) -> None:
 def _network_mode(host: Settings) -> None:
     mode = host.get("NetworkMode") or ""
     kind, colon, name = mode.partition(":")
-    if kind == "container" and colon:
-        if not name:
-            raise InvalidParameter(
-                "Invalid network mode: invalid container format container:<name|id>"
-            )
+    if kind == "container" and colon and not name:
         raise InvalidParameter(
-            "container network mode is not supported by this daemon yet"
+            "Invalid network mode: invalid container format container:<name|id>"
         )
     # An unknown network is dockerd's 404 at start (configs.check_network),
     # not here: a 404 from create makes the docker CLI try to pull the image.
@@ -732,12 +728,9 @@ def _security_options(host: Settings) -> None:
 
 
 def _endpoints(networking: Settings) -> None:
+    # Several endpoints are fine: from API 1.44 clients (compose) send
+    # every network of a container at its create.
     endpoints = networking.get("EndpointsConfig") or {}
-    if len(endpoints) > 1:
-        raise InvalidParameter(
-            "Container cannot be connected to network endpoints: "
-            + ", ".join(sorted(endpoints))
-        )
     for endpoint in endpoints.values():
         ipam = (endpoint or {}).get("IPAMConfig") or {}
         for key, version in (("IPv4Address", 4), ("IPv6Address", 6)):

@@ -28,6 +28,7 @@ from twisted.logger import Logger
 
 from dockserve.daemon import store
 from dockserve.daemon.network.model import Endpoint, NetPlan, PortBinding
+from dockserve.daemon.network.ports import PortRequest, external_connectivity_error
 from dockserve.errors import (
     Conflict,
     DockerError,
@@ -84,15 +85,16 @@ class Request:
     @ivar networks: C{(network, aliases, static ip, mac)} in order: the
         first is C{eth0}, the one its published ports and C{/etc/hosts}
         use.
-    @ivar ports: C{(proto, host_ip, host_port, container_port)}; a host
-        port of 0 is the kernel's choice.
+    @ivar ports: C{(proto, host_ip, host_port, host_port_end,
+        container_port)}; a host port of 0 is the kernel's choice, an end
+        other than 0 a range to take the first free port of.
     """
 
     container_id: str
     name: str
     hostname: str
     networks: list[tuple[NetworkRecord, list[str], str, str]]
-    ports: list[tuple[str, str, int, int]] = field(factory=list)
+    ports: list[tuple[str, str, int, int, int]] = field(factory=list)
     dns_servers: list[str] = field(factory=list)
 
 
@@ -160,6 +162,7 @@ class Attachments:
         self._publish = publish
         self._attached: dict[str, Attached] = {}
         self._bridges_ready: set[str] = set()
+        self._forwarding = False
 
     # --- state -----------------------------------------------------------------
 
@@ -230,6 +233,11 @@ class Attachments:
         @raise DockerError: A port is taken (dockerd's text).
         """
         cid = request.container_id
+        if not self._forwarding:
+            # Before any CNI run: the bridge plugin turns it on too, and
+            # the value found must be the one a clean stop gives back.
+            self._firewall.enable_forwarding()
+            self._forwarding = True
         path = self._netns_dir / cid
         att = Attached(cid, request.name, request.hostname, str(path))
         att.dns_servers = list(request.dns_servers)
@@ -243,8 +251,9 @@ class Attachments:
             if request.ports and first is not None and not first.internal:
                 ip = str(att.joined[first.id].endpoint.ip)
                 att.bindings = self._reserve(att, first, request.ports, ip)
-            if att.bindings or any(not r.predefined for r, *_ in request.networks):
-                await self._apply_firewall()
+            # Unchanged text costs no nft run: the masquerade of a bridge's
+            # first container, ports, new networks all go through here.
+            await self._apply_firewall()
             if any(not r.predefined for r, *_ in request.networks):
                 await self._dns.attach(cid, path)
                 att.dns = True
@@ -258,22 +267,19 @@ class Attachments:
         self,
         att: Attached,
         rec: NetworkRecord,
-        ports: list[tuple[str, str, int, int]],
+        ports: list[tuple[str, str, int, int, int]],
         ip: str,
     ) -> list[PortBinding]:
         requests = [
-            (proto, host_ip, host_port, cport, ip)
-            for proto, host_ip, host_port, cport in ports
+            PortRequest(proto, host_ip, start, cport, ip, host_port_end=end)
+            for proto, host_ip, start, end, cport in ports
         ]
         try:
             bound: list[PortBinding] = self._ports.reserve(att.container_id, requests)
-        except DockerError as e:
-            e.message = (
-                f"driver failed programming external connectivity on endpoint "
-                f"{att.name} ({_endpoint_id(att.container_id, rec.id)}): {e.message}"
-            )
-            e.args = (e.message,)
-            raise
+        except SystemError_ as e:
+            raise external_connectivity_error(
+                att.name, _endpoint_id(att.container_id, rec.id), e
+            ) from None
         return bound
 
     async def _join(
@@ -292,9 +298,10 @@ class Attachments:
         )  # fmt: skip
         att.joined[rec.id] = Joined(rec.id, endpoint, list(aliases))
         if rec.bridge not in self._bridges_ready:
-            ready = getattr(self._firewall, "bridge_ready", None)
-            if ready is not None:
-                await ready(rec.bridge)
+            # The host state a bridge needs (the firewall's to undo).
+            self._firewall.enable_route_localnet(rec.bridge)
+            if not rec.spec.icc:
+                self._firewall.enable_bridge_netfilter()
             self._bridges_ready.add(rec.bridge)
         self._event("connect", rec, att.container_id)
 
@@ -314,7 +321,7 @@ class Attachments:
             return
         if att.dns:
             try:
-                self._dns.detach(container_id)
+                await self._dns.detach(container_id)
             except Exception:
                 _log.failure("dns detach {id}", id=container_id)
         self._ports.release(container_id)
@@ -331,7 +338,7 @@ class Attachments:
             except DockerError as e:
                 _log.warn("cni del {id}: {e}", id=container_id, e=e.message)
             self._event("disconnect", rec, container_id)
-        if att.bindings:
+        if att.joined:
             try:
                 await self._apply_firewall()
             except DockerError as e:
@@ -469,12 +476,13 @@ class Attachments:
                 await self.detach(cid)
                 continue
             att.name = running[cid]
-            requests = [(p[0], p[1], p[2], p[4], p[3]) for p in ports]
-            if requests:
-                try:
-                    att.bindings = self._ports.reserve(cid, requests)
-                except DockerError as e:
-                    _log.error("ports of {id}: {e}", id=cid, e=e.message)
+            bindings = [
+                PortBinding(str(p[0]), str(p[1]), int(p[2]), str(p[3]), int(p[4]), cid)
+                for p in ports
+            ]
+            if bindings:
+                lost = self._ports.adopt(cid, bindings)
+                att.bindings = [b for b in bindings if b not in lost]
             if att.dns:
                 try:
                     await self._dns.attach(cid, Path(att.netns))
@@ -498,8 +506,26 @@ class Attachments:
         await self._apply_firewall()
 
     async def stop(self) -> None:
-        """A clean daemon stop: containers keep running, nothing else changes."""
-        del self
+        """
+        A clean daemon stop: with no container on a bridge network left
+        running, the host is given back what networking changed (the
+        nftables table, the sysctls, the bridges); running containers keep
+        all of it, and the next daemon takes it over.
+        """
+        if self._attached:
+            return
+        for rec in self._networks.all():
+            if rec.driver == "bridge":
+                try:
+                    await self._cni.remove_bridge(rec.spec)
+                except DockerError as e:
+                    _log.warn("removing bridge {b}: {e}", b=rec.bridge, e=e.message)
+        self._bridges_ready.clear()
+        self._forwarding = False
+        try:
+            await self._firewall.remove()
+        except DockerError as e:
+            _log.warn("removing the firewall table: {e}", e=e.message)
 
 
 def _next_index(att: Attached) -> int:

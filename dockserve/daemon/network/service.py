@@ -12,6 +12,7 @@ L{dockserve.daemon.network.attach}).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from dockserve.daemon import store
 from dockserve.daemon.network import ipam, records
 from dockserve.daemon.network.records import (
     BRIDGE_NAME,
@@ -61,7 +63,8 @@ def _no_members(network_id: str) -> dict[str, Any]:
 def host_routes() -> list[IPv4Network]:
     """
     The IPv4 routes of the daemon's network namespace (C{/proc/net/route}):
-    a new network's subnet must not hide one.
+    a new network's subnet must not hide one. Routes through the daemon's
+    own bridges (C{dockserve0}, C{br-*}) are its networks', not the host's.
     """
     found = []
     try:
@@ -69,7 +72,9 @@ def host_routes() -> list[IPv4Network]:
             next(table, None)
             for line in table:
                 fields = line.split()
-                if len(fields) < 8:
+                if len(fields) < 8 or fields[0] == "dockserve0":
+                    continue
+                if fields[0].startswith("br-"):
                     continue
                 dest = int(fields[1], 16).to_bytes(4, "little")
                 mask = int(fields[7], 16).to_bytes(4, "little")
@@ -160,9 +165,7 @@ class NetworkService:
         for rec in users:
             self._networks[rec.id] = rec
         if self._bridge_enabled:
-            subnet = ipam.choose_subnet(
-                (r.subnet for r in users if r.subnet), self._routes()
-            )
+            subnet = self._default_subnet(users)
             bridge = NetworkRecord(
                 predefined_id("bridge"),
                 "bridge",
@@ -180,6 +183,23 @@ class NetworkService:
                 predefined=True,
             )
             self._networks[bridge.id] = bridge
+
+    def _default_subnet(self, users: list[NetworkRecord]) -> IPv4Network:
+        """
+        The default bridge's subnet: the one chosen the first time (kept in
+        C{bridge.subnet}, so a restart never moves running containers'
+        network), else the first free pool.
+        """
+        kept = self._root / "bridge.subnet"
+        with contextlib.suppress(OSError, ValueError):
+            net = ip_network(kept.read_text().strip())
+            if isinstance(net, IPv4Network):
+                return net
+        subnet = ipam.choose_subnet(
+            (r.subnet for r in users if r.subnet), self._routes()
+        )
+        store.atomic_write(kept, str(subnet).encode())
+        return subnet
 
     def all(self) -> list[NetworkRecord]:
         """Every network, predefined first."""

@@ -376,8 +376,6 @@ SETTING_CASES: list[tuple[dict[str, Any], str]] = [
      "conflicting options: hostname and the UTS mode"),
     ({"MacAddress": "02:42:ac:11:00:02", "HostConfig": {"NetworkMode": "host"}},
      "conflicting options: mac-address and the network mode"),
-    ({"NetworkingConfig": {"EndpointsConfig": {"a": {}, "b": {}}}},
-     "Container cannot be connected to network endpoints: a, b"),
     ({"NetworkingConfig": {"EndpointsConfig": {"bridge": {
         "IPAMConfig": {"IPv4Address": "bogus"}}}}},
      "invalid IPv4 address: bogus"),

@@ -56,10 +56,20 @@ class PredefinedTests(_Base):
         self.assertEqual(sorted(names), ["host", "none"])
 
     def test_avoids_host_routes(self) -> None:
-        """A host route in 172.17/16 moves the default bridge to 172.18/16."""
+        """A host route in 172.17/16 moves a new default bridge to 172.18/16."""
+        self.root = Path(self.mktemp())
         self.routes = [IPv4Network("172.17.5.0/24")]
         bridge = self.make().inspect("bridge")
         self.assertEqual(bridge["IPAM"]["Config"][0]["Subnet"], "172.18.0.0/16")
+
+    def test_kept_across_restarts(self) -> None:
+        """
+        The default bridge keeps its subnet at a restart, though its own
+        route is then the host's (running containers keep their network).
+        """
+        self.routes = [IPv4Network("172.17.0.0/16")]
+        bridge = self.make().inspect("bridge")
+        self.assertEqual(bridge["IPAM"]["Config"][0]["Subnet"], "172.17.0.0/16")
 
     def test_not_removable(self) -> None:
         for name in ("bridge", "host", "none"):
@@ -131,36 +141,36 @@ class CreateTests(_Base):
 
 class ListRemoveTests(_Base):
     def test_filters(self) -> None:
-        a = self.service.create({"Name": "aa", "Labels": {"tier": "db"}})["Id"]
-        self.service.create({"Name": "bb"})
+        a = self.service.create({"Name": "na", "Labels": {"tier": "db"}})["Id"]
+        self.service.create({"Name": "nb"})
         self.users[a] = ["c1"]
 
         def names(**filters: list[str]) -> list[str]:
             return [n["Name"] for n in self.service.list_networks(filters)]
 
-        self.assertEqual(names(type=["custom"]), ["aa", "bb"])
+        self.assertEqual(names(type=["custom"]), ["na", "nb"])
         self.assertEqual(names(type=["builtin"]), ["bridge", "host", "none"])
-        self.assertEqual(names(label=["tier=db"]), ["aa"])
-        self.assertEqual(names(dangling=["true"]), ["bb"])
+        self.assertEqual(names(label=["tier=db"]), ["na"])
+        self.assertEqual(names(dangling=["true"]), ["nb"])
         self.assertEqual(names(driver=["null"]), ["none"])
-        self.assertEqual(names(id=[a[:6]]), ["aa"])
+        self.assertEqual(names(id=[a[:6]]), ["na"])
         self.assertRaises(InvalidParameter, names, colour=["red"])
 
     def test_remove_and_prune(self) -> None:
         """In use is dockerd's 403 with the IDs; removal drops the bridge too."""
         from twisted.internet.defer import Deferred  # noqa: PLC0415
 
-        a = self.service.create({"Name": "aa"})["Id"]
-        self.service.create({"Name": "bb"})
-        self.service.create({"Name": "cc"})
+        a = self.service.create({"Name": "na"})["Id"]
+        self.service.create({"Name": "nb"})
+        self.service.create({"Name": "nc"})
         self.users[a] = ["c1"]
-        error = self.assertRaises(Forbidden, self.service.remove, "aa")
+        error = self.assertRaises(Forbidden, self.service.remove, "na")
         self.assertIn("has active endpoints (c1)", error.message)
-        self.successResultOf(self.service.remove("bb"))
+        self.successResultOf(self.service.remove("nb"))
         self.assertEqual(len(self.forgotten), 1)
-        self.assertRaises(NotFound, self.service.inspect, "bb")
+        self.assertRaises(NotFound, self.service.inspect, "nb")
         pruned = self.successResultOf(Deferred.fromCoroutine(self.service.prune({})))
-        self.assertEqual(pruned, {"NetworksDeleted": ["cc"]})
-        self.assertEqual(self.make().inspect("aa")["Name"], "aa")
+        self.assertEqual(pruned, {"NetworksDeleted": ["nc"]})
+        self.assertEqual(self.make().inspect("na")["Name"], "na")
         self.assertEqual([n["Name"] for n in self.make().list_networks({})],
-                         ["bridge", "host", "none", "aa"])  # fmt: skip
+                         ["bridge", "host", "none", "na"])  # fmt: skip
