@@ -244,7 +244,9 @@ class RestartTests(_LabCase):
             "the last veth to go",
         )
         exec_root = Path(self.daemon.exec_root)
-        self.assertEqual(list((exec_root / "netns").iterdir()), [])
+        self.until(
+            lambda: not list((exec_root / "netns").iterdir()), "the last netns to go"
+        )
         ipam = exec_root / "cni" / "ipam"
         leftovers = [p for p in ipam.rglob("*") if p.is_file() and p.name[0].isdigit()]
         self.assertEqual(leftovers, [])
