@@ -20,10 +20,12 @@ RUN_PROBES   := /usr/sbin/runc /usr/bin/conmon /usr/bin/catatonit /sbin/ip \
 # systemd-socket-activate and systemd-analyze, openssl, and docker.io for a
 # real dockerd that the interoperability tests exchange images with (and the
 # docker CLI, when the machine has none), and curl, a TLS client that offers
-# ALPN (the listener tests speak to the daemon with it).
-TEST_PACKAGES := docker-registry systemd openssl docker.io curl
+# ALPN (the listener tests speak to the daemon with it), and Debian's
+# docker-compose, the compose its users have (tests/integration/test_compose).
+TEST_PACKAGES := docker-registry systemd openssl docker.io curl docker-compose
 TEST_PROBES   := /usr/bin/docker-registry /usr/bin/systemd-socket-activate \
-                 /usr/bin/openssl /usr/sbin/dockerd /usr/bin/curl
+                 /usr/bin/openssl /usr/sbin/dockerd /usr/bin/curl \
+                 /usr/bin/docker-compose
 
 .PHONY: run test setup system-deps lint unit integration bench clean
 

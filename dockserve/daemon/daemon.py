@@ -135,6 +135,7 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
         publish=bus.publish,
     )
     networks.in_use = containers.network_in_use
+    networks.drained = containers.network_drained
     plumbing = attachments(
         Path(config.exec_root), networks, reactor, publish=bus.publish
     )

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import evolve
 
+from twisted.internet.defer import Deferred, DeferredList, succeed
+
 from dockserve.daemon.containers import configs
 from dockserve.daemon.containers.table import Container, ContainerParts
 from dockserve.daemon.network import mode_network
@@ -85,6 +87,24 @@ def _with_endpoints(rec: ContainerRecord, endpoints: dict[str, Any]) -> dict[str
     return {**(rec.networking_config or {}), "EndpointsConfig": endpoints}
 
 
+def normalize_endpoints(
+    host_config: dict[str, Any], networking: dict[str, Any]
+) -> dict[str, Any]:
+    """
+    C{networking} at create, with its C{NetworkMode}'s network first among
+    its C{EndpointsConfig} (named as the user named it; the CLI's
+    C{default} is the default bridge): from then on the set of networks
+    is the endpoints', as dockerd's.
+    """
+    mode = host_config.get("NetworkMode") or "default"
+    endpoints = dict((networking or {}).get("EndpointsConfig") or {})
+    if mode in {"none", "host"} or mode.startswith("container:"):
+        return {**(networking or {}), "EndpointsConfig": endpoints}
+    name = "bridge" if mode == "default" else mode
+    first = endpoints.pop(name, None) or endpoints.pop("default", None) or {}
+    return {**(networking or {}), "EndpointsConfig": {name: first, **endpoints}}
+
+
 def _exposed(rec: ContainerRecord) -> list[str]:
     keys = list(rec.config.get("ExposedPorts") or {})
     for key in rec.host_config.get("PortBindings") or {}:
@@ -108,35 +128,34 @@ class ContainerNetworking(ContainerParts):
         self, rec: ContainerRecord
     ) -> list[tuple[NetworkRecord, dict[str, Any]]]:
         """
-        The bridge networks C{rec} joins, in order: its C{NetworkMode}'s
-        first, then the other networks of C{NetworkingConfig}; empty for
-        C{none}, C{host}, C{container:} and a default without a bridge.
+        The bridge networks C{rec} is on, in order (the first is C{eth0}):
+        its C{NetworkingConfig.EndpointsConfig}, which create fills with its
+        C{NetworkMode}'s network and connect and disconnect change (as
+        dockerd's C{NetworkSettings.Networks}); empty for C{none}, C{host},
+        C{container:}, a default bridge that does not exist (C{--bridge
+        none}), or a container disconnected from all.
+
+        @raise NotFound: A network that is gone (dockerd's 404 at start).
         """
         mode = rec.host_config.get("NetworkMode") or "default"
         if mode in {"none", "host"} or mode.startswith("container:"):
             return []
-        endpoints: dict[str, Any] = (rec.networking_config or {}).get(
-            "EndpointsConfig"
-        ) or {}
-        first_name = "bridge" if mode == "default" else mode
-        found = []
-        try:
-            first = self._networks.find(first_name)
-        except DockerError:
-            if mode in {"default", "bridge"}:
-                return []  # --bridge none: loopback only, as dockerd.
-            raise
-        own = {first_name, first.id, mode}
-        if first.name == "bridge":
-            own.add("default")  # the CLI names the default bridge so
-        first_config = next((endpoints[k] for k in own if endpoints.get(k)), None)
-        found.append((first, first_config or {}))
+        networking = rec.networking_config or {}
+        endpoints = _endpoints(rec)
+        if not endpoints and not networking.get("Disconnected"):
+            # A record from before membership was kept: its mode alone.
+            endpoints = {mode: {}}
+        found: list[tuple[NetworkRecord, dict[str, Any]]] = []
         for name, config in endpoints.items():
-            if name in own:
-                continue
-            rec_net = self._networks.find(name)
-            if rec_net.id != first.id and rec_net.driver == "bridge":
-                found.append((rec_net, config or {}))
+            wanted = "bridge" if name in {"default", ""} else name
+            try:
+                net = self._networks.find(wanted)
+            except DockerError:
+                if wanted == "bridge":
+                    continue  # --bridge none: loopback only, as dockerd.
+                raise
+            if net.driver == "bridge" and all(net.id != n.id for n, _ in found):
+                found.append((net, config or {}))
         return found
 
     def _check_networks(self, rec: ContainerRecord) -> None:
@@ -349,8 +368,34 @@ class ContainerNetworking(ContainerParts):
     # --- connect and disconnect ----------------------------------------------
 
     def network_in_use(self, network_id: str) -> list[str]:
-        """The running containers on a network (dockerd's active endpoints)."""
-        return self._attachments.users(network_id) if self._attachments else []
+        """
+        The running containers on a network (dockerd's active endpoints):
+        a removed container no longer counts, though its detach may still
+        be under way (L{network_drained} waits for it).
+        """
+        if self._attachments is None:
+            return []
+        return [
+            cid
+            for cid in self._attachments.users(network_id)
+            if cid in self._containers
+        ]
+
+    def network_drained(self, network_id: str) -> Deferred[None]:
+        """
+        Fires once the removed containers still on a network have left it:
+        C{docker rm -f} answers before its container's cleanup, and the
+        network's removal must not pull the bridge from under that cleanup.
+        """
+        users = self._attachments.users(network_id) if self._attachments else []
+        pending = [
+            self._reaping[cid]
+            for cid in users
+            if cid not in self._containers and cid in self._reaping
+        ]
+        if not pending:
+            return succeed(None)
+        return DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
 
     async def connect(
         self, network: str, container: str, config: dict[str, Any] | None
@@ -377,20 +422,15 @@ class ContainerNetworking(ContainerParts):
                 else "container cannot be connected to multiple networks with one "
                 "of the networks in private (none) mode"
             )
-        endpoints = dict(
-            (c.record.networking_config or {}).get("EndpointsConfig") or {}
-        )
-        current = [n for n, _ in self._networks_of(c.record)]
-        if any(n.id == net.id for n in current):
+        if any(n.id == net.id for n, _ in self._networks_of(c.record)):
             raise Forbidden(
                 f"endpoint with name {c.record.name.lstrip('/')} already exists in "
                 f"network {net.name}"
             )
+        endpoints = _endpoints(c.record)
         endpoints[net.name] = dict(config or {})
-        networking = {
-            **(c.record.networking_config or {}),
-            "EndpointsConfig": endpoints,
-        }
+        networking = _with_endpoints(c.record, endpoints)
+        networking.pop("Disconnected", None)
         if c.record.state.running and self._attachments.of(c.id) is not None:
             ipam = (config or {}).get("IPAMConfig") or {}
             await self._attachments.connect(
@@ -400,33 +440,27 @@ class ContainerNetworking(ContainerParts):
         self._save(c, evolve(c.record, networking_config=networking))
 
     async def disconnect(self, network: str, container: str, force: bool) -> None:
-        """C{POST /networks/{id}/disconnect}."""
+        """
+        C{POST /networks/{id}/disconnect}: off the network now and at every
+        start; C{NetworkMode} stays as it was, as with dockerd.
+        """
         del force
         net = self._networks.find(network)
         c = self._get(container)
-        current = [n for n, _ in self._networks_of(c.record)]
-        if not any(n.id == net.id for n in current):
+        if not any(n.id == net.id for n, _ in self._networks_of(c.record)):
             raise Forbidden(f"container {c.id} is not connected to network {net.name}")
-        endpoints = dict(
-            (c.record.networking_config or {}).get("EndpointsConfig") or {}
-        )
-        for key in (net.name, net.id):
-            endpoints.pop(key, None)
-        host_config = c.record.host_config
-        mode = host_config.get("NetworkMode") or "default"
-        if mode in {net.name, net.id} or (
-            mode in {"default", "bridge"} and net.name == "bridge"
-        ):
-            # Off its first network: the next of the others becomes it.
-            following = next(iter(endpoints), "none")
-            host_config = {**host_config, "NetworkMode": following}
+        endpoints = _endpoints(c.record)
+        if not endpoints:
+            mode = c.record.host_config.get("NetworkMode") or "default"
+            endpoints = {mode: {}}
+        for key in list(endpoints):
+            if key in {net.name, net.id} or (
+                key in {"default", ""} and net.name == "bridge"
+            ):
+                del endpoints[key]
         if c.record.state.running and self._attachments.of(c.id) is not None:
             await self._attachments.disconnect(c.id, net)
-        networking = {
-            **(c.record.networking_config or {}),
-            "EndpointsConfig": endpoints,
-        }
-        self._save(
-            c,
-            evolve(c.record, networking_config=networking, host_config=host_config),
-        )
+        networking = _with_endpoints(c.record, endpoints)
+        if not endpoints:
+            networking["Disconnected"] = True  # on no network at all now
+        self._save(c, evolve(c.record, networking_config=networking))

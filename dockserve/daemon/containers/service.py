@@ -51,7 +51,10 @@ from dockserve.daemon.containers.files import ContainerFiles
 from dockserve.daemon.containers.health import Health, Settings
 from dockserve.daemon.containers.health_control import ContainerHealth
 from dockserve.daemon.containers.metrics import ContainerMetrics, _measure
-from dockserve.daemon.containers.networking import ContainerNetworking
+from dockserve.daemon.containers.networking import (
+    ContainerNetworking,
+    normalize_endpoints,
+)
 from dockserve.daemon.containers.record import ContainerRecord, rfc3339
 from dockserve.daemon.containers.signals import parse_signal
 from dockserve.daemon.containers.stdio import ContainerStdio
@@ -310,7 +313,7 @@ class ContainerService(
             image_id=image.id,
             config=merged,
             host_config=host_config,
-            networking_config=networking,
+            networking_config=normalize_endpoints(host_config, networking),
             path=command[0],
             args=tuple(command[1:]),
             anonymous_volumes=anonymous,

@@ -19,7 +19,7 @@ import time
 from ipaddress import IPv4Network, ip_network
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from dockserve.daemon import store
@@ -117,6 +117,7 @@ class NetworkService:
         C{--bridge none} turns it off: containers then get loopback only).
     @param members: A network's running members, as inspect's C{Containers}.
     @param in_use: The IDs of the containers attached to a network now.
+    @param drained: Fires once removed containers have left a network.
     @param routes: The host's routes (new subnets avoid them).
     """
 
@@ -137,6 +138,7 @@ class NetworkService:
         self._networks: dict[str, NetworkRecord] = {}
         self.members: Callable[[str], dict[str, Any]] = _no_members
         self.in_use: Callable[[str], list[str]] = lambda _: []
+        self.drained: Callable[[str], Deferred[None]] = lambda _: succeed(None)
         self.forget: Callable[[NetworkRecord], Deferred[None] | None] = lambda _: None
 
     def _event(self, action: str, rec: NetworkRecord, **extra: str) -> None:
@@ -367,6 +369,7 @@ class NetworkService:
     async def _drop(self, rec: NetworkRecord) -> None:
         del self._networks[rec.id]
         records.remove(self._root, rec)
+        await self.drained(rec.id)
         gone = self.forget(rec)
         if gone is not None:
             try:
