@@ -177,8 +177,15 @@ class UserNetworkTests(_LabCase):
         self.assertEqual(fetch(), b"hello\n")
         networks = self.inspect("client", "{{json .NetworkSettings.Networks}}")
         self.assertIn("backnet", json.loads(networks))
+
+        def on_backnet() -> list[str]:
+            return self.ok("ps", "--filter", "network=backnet",
+                           "--format", "{{.Names}}").split()  # fmt: skip
+
+        self.assertEqual(sorted(on_backnet()), ["client", "svc"])
         self.ok("network", "disconnect", "backnet", "client")
         self.assertEqual(fetch(), b"")
+        self.assertEqual(on_backnet(), ["svc"])
 
     def test_remove_in_use_and_prune(self) -> None:
         """rm while a container is on it: dockerd's 403; prune takes unused ones."""

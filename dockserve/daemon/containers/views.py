@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dockserve.daemon import network
 from dockserve.daemon.containers import (
     mounts,
     names,
@@ -161,6 +160,12 @@ _LIST_FILTERS = {
 _STATUSES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
 
 
+def _on_network(networks: dict[str, Any], value: str) -> bool:
+    return value in networks or any(
+        (n or {}).get("NetworkID", "").startswith(value) for n in networks.values()
+    )
+
+
 def _filter(
     records: list[ContainerRecord],
     filters: dict[str, list[str]],
@@ -168,8 +173,14 @@ def _filter(
     *,
     all_: bool,
     mount_points: Callable[[ContainerRecord], list[mounts.MountPoint]],
+    networks: Callable[[ContainerRecord], dict[str, Any]],
 ) -> list[ContainerRecord]:
-    """C{GET /containers/json} filters, as moby's C{daemon/list.go}."""
+    """
+    C{GET /containers/json} filters, as moby's C{daemon/list.go}.
+
+    @param networks: A container's inspect C{NetworkSettings.Networks}
+        (C{network=} matches a name there or a prefix of its C{NetworkID}).
+    """
     for key in filters:
         if key not in _LIST_FILTERS:
             raise InvalidParameter(f"invalid filter '{key}'")
@@ -239,8 +250,7 @@ def _filter(
             if health not in filters["health"]:
                 continue
         if filters.get("network") and not any(
-            network.mode_network(rec.host_config.get("NetworkMode")) == n
-            for n in filters["network"]
+            _on_network(networks(rec), n) for n in filters["network"]
         ):
             continue
         result.append(rec)
@@ -351,6 +361,7 @@ class ContainerViews(ContainerParts):
             self._names,
             all_=all or (limit is not None and limit > 0),
             mount_points=self._mount_points,
+            networks=lambda rec: self.network_settings(rec)["Networks"],
         )
         if limit is not None and limit > 0:
             records = records[:limit]
