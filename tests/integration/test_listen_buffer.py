@@ -6,6 +6,7 @@ C{--activation-timeout}; SIGTERM stops the daemon and removes its socket; a
 listener that cannot bind stops start-up with one line naming the host.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -207,14 +208,26 @@ class ListenBufferTests(_Case):
         daemon = self.daemon("--activation-delay", "30")
         wait_for_socket(daemon.socket_path)
         open_files = Path(f"/proc/{daemon.pid}/fd")
-        before = len(list(open_files.iterdir()))
+
+        def sockets() -> set[str]:
+            found = set()
+            for fd in open_files.iterdir():
+                with contextlib.suppress(OSError):
+                    target = str(fd.readlink())
+                    if target.startswith("socket:"):
+                        found.add(target)
+            return found
+
+        before = sockets()
         connection = _UNIXConnection(daemon.socket_path, timeout=30)
         self.addCleanup(connection.close)
         connection.request("GET", "/_ping")
-        # Signal only once the daemon has accepted (holds) the connection: one
-        # more open file. Before that, the stop would drop it unaccepted.
+        # Signal only once the daemon has accepted (holds) the connection: a
+        # socket it did not have. Before that, the stop would drop it
+        # unaccepted. (Counting all its files raced with files it opens and
+        # closes while restoring.)
         deadline = time.monotonic() + 10
-        while len(list(open_files.iterdir())) == before:
+        while not sockets() - before:
             self.assertLess(time.monotonic(), deadline, "never accepted")
             time.sleep(0.02)
         assert daemon.process is not None
