@@ -40,6 +40,8 @@ from dockserve.errors import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
+    from twisted.internet.defer import Deferred
+
     from dockserve.daemon.network.records import NetworkRecord
     from dockserve.daemon.network.service import NetworkService
 
@@ -137,6 +139,10 @@ class Attachments:
     @param firewall: The one nftables table (C{apply(networks, bindings)}).
     @param ports: Port reservations (C{reserve}, C{release}, C{bindings}).
     @param dns: The embedded resolver (C{attach(id, netns)}, C{detach(id)}).
+    @param flush_udp: Forgets the kernel's UDP flows to some bindings' host
+        ports (L{dockserve.daemon.network.ports.flush_udp_conntrack}): called
+        once the firewall publishes them and once it no longer does, so a
+        client that keeps sending is not held by a flow from before.
     """
 
     def __init__(
@@ -150,6 +156,7 @@ class Attachments:
         ports: Any,
         dns: Any,
         publish: Callable[..., Any] | None = None,
+        flush_udp: Callable[[list[PortBinding]], Deferred[None]] | None = None,
     ) -> None:
         self._netns_dir = exec_root / "netns"
         self._state_dir = exec_root / "network"
@@ -160,6 +167,7 @@ class Attachments:
         self._ports = ports
         self._dns = dns
         self._publish = publish
+        self._flush_udp = flush_udp
         self._attached: dict[str, Attached] = {}
         self._bridges_ready: set[str] = set()
         self._forwarding = False
@@ -254,6 +262,7 @@ class Attachments:
             # Unchanged text costs no nft run: the masquerade of a bridge's
             # first container, ports, new networks all go through here.
             await self._apply_firewall()
+            await self._flush(att.bindings)
             if any(not r.predefined for r, *_ in request.networks):
                 await self._dns.attach(cid, path)
                 att.dns = True
@@ -305,6 +314,11 @@ class Attachments:
             self._bridges_ready.add(rec.bridge)
         self._event("connect", rec, att.container_id)
 
+    async def _flush(self, bindings: list[PortBinding]) -> None:
+        """Forget UDP flows to C{bindings}' ports (it only logs failures)."""
+        if self._flush_udp is not None and any(b.proto == "udp" for b in bindings):
+            await self._flush_udp(bindings)
+
     def _event(self, action: str, rec: NetworkRecord, container_id: str) -> None:
         if self._publish is not None:
             self._publish(
@@ -325,6 +339,7 @@ class Attachments:
             except Exception:
                 _log.failure("dns detach {id}", id=container_id)
         self._ports.release(container_id)
+        released = list(att.bindings)
         path = Path(att.netns) if att.netns else None
         for joined in reversed(list(att.joined.values())):
             try:
@@ -343,6 +358,7 @@ class Attachments:
                 await self._apply_firewall()
             except DockerError as e:
                 _log.warn("firewall: {e}", e=e.message)
+            await self._flush(released)
         if path is not None:
             try:
                 await self._netns.remove(path)

@@ -7,12 +7,15 @@ thread, their output collected.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 
 if TYPE_CHECKING:
@@ -54,22 +57,47 @@ class _Collect(ProcessProtocol):
         self.done.callback(Result(int(code), bytes(self.out), bytes(self.err)))
 
 
+#: How long a networking tool may take before it is killed: a CNI plugin
+#: or C{nft} that hangs would otherwise hold the lock every start needs.
+TIMEOUT = 60.0
+
+
 def run(
     reactor: Any,
     argv: list[str],
     stdin: bytes | None = None,
     env: Mapping[str, str] | None = None,
+    *,
+    timeout: float = TIMEOUT,
 ) -> Deferred[Result]:
     """
     Run C{argv} with C{stdin}; fires with its L{Result} (a command that
-    cannot be run at all fails with the C{OSError}).
+    cannot be run at all fails with the C{OSError}). One still running
+    after C{timeout} seconds is killed (SIGKILL) and fires with code 137
+    and a standard error that says so, as any other failure would.
     """
     protocol = _Collect(stdin)
-    reactor.spawnProcess(
+    process = reactor.spawnProcess(
         protocol,
         argv[0],
         argv,
         env=dict(env) if env is not None else dict(os.environ),
         childFDs={0: "w", 1: "r", 2: "r"},
     )
-    return protocol.done
+
+    def expire() -> None:
+        protocol.err.extend(
+            f"{PurePath(argv[0]).name} did not finish within "
+            f"{timeout:g} seconds and was killed\n".encode()
+        )
+        with contextlib.suppress(ProcessExitedAlready):
+            process.signalProcess("KILL")
+
+    deadline = reactor.callLater(timeout, expire)
+
+    def cancel(result: Result) -> Result:
+        if deadline.active():
+            deadline.cancel()
+        return result
+
+    return protocol.done.addCallback(cancel)

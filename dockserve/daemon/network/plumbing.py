@@ -16,7 +16,7 @@ from dockserve.daemon.network.attach import Attachments
 from dockserve.daemon.network.cni import CNI
 from dockserve.daemon.network.dns import EmbeddedDNS
 from dockserve.daemon.network.firewall import Firewall
-from dockserve.daemon.network.ports import PortReservations
+from dockserve.daemon.network.ports import PortReservations, flush_udp_conntrack
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -68,6 +68,7 @@ def attachments(
         ports=PortReservations(),
         dns=dns,
         publish=publish,
+        flush_udp=lambda bindings: flush_udp_conntrack(reactor, bindings),
     )
     holder.append(made)
     return made
