@@ -187,6 +187,32 @@ class UserNetworkTests(_LabCase):
         self.assertEqual(fetch(), b"")
         self.assertEqual(on_backnet(), ["svc"])
 
+    def test_default_route_follows_disconnect(self) -> None:
+        """
+        Disconnected from the network of its default route, a container
+        gets one through its other network (as dockerd moves its gateway);
+        connected back, it still has exactly one.
+        """
+        self.network("routenet")
+        gateway = self.ok("network", "inspect", "routenet", "--format",
+                          "{{(index .IPAM.Config 0).Gateway}}").strip()  # fmt: skip
+        self.cleanup_container("roamer")
+        self.ok("run", "-d", "--name", "roamer", "busybox", "sleep", "300")
+        self.ok("network", "connect", "routenet", "roamer")
+
+        def defaults() -> list[str]:
+            routes = self.ok("exec", "roamer", "ip", "-4", "route")
+            return [r for r in routes.splitlines() if r.startswith("default")]
+
+        self.assertEqual(len(defaults()), 1)
+        self.ok("network", "disconnect", "bridge", "roamer")
+        self.assertEqual(
+            [r.split()[:5] for r in defaults()],
+            [["default", "via", gateway, "dev", "eth1"]],
+        )
+        self.ok("network", "connect", "bridge", "roamer")
+        self.assertEqual(len(defaults()), 1)
+
     def test_remove_in_use_and_prune(self) -> None:
         """rm while a container is on it: dockerd's 403; prune takes unused ones."""
         self.network("busy")

@@ -134,7 +134,7 @@ class Attachments:
     The plumbing of running containers on bridge networks.
 
     @param netns: Makes and removes namespace files (C{create(path)},
-        C{remove(path)}, both Deferreds).
+        C{remove(path)}, C{run(path, argv)} inside it, all Deferreds).
     @param cni: Loopback and interfaces (L{dockserve.daemon.network.cni}).
     @param firewall: The one nftables table (C{apply(networks, bindings)}).
     @param ports: Port reservations (C{reserve}, C{release}, C{bindings}).
@@ -300,10 +300,11 @@ class Attachments:
         *,
         ip: str,
         mac: str,
+        default_route: bool | None = None,
     ) -> None:
         endpoint: Endpoint = await self._cni.add(
             Path(att.netns), att.container_id, ifname, rec.spec,
-            ip=ip or None, mac=mac or None,
+            ip=ip or None, mac=mac or None, default_route=default_route,
         )  # fmt: skip
         att.joined[rec.id] = Joined(rec.id, endpoint, list(aliases))
         if rec.bridge not in self._bridges_ready:
@@ -380,7 +381,12 @@ class Attachments:
                 f"endpoint with name {att.name} already exists in network {rec.name}"
             )
         ifname = f"eth{_next_index(att)}"
-        await self._join(att, rec, ifname, aliases, ip=ip, mac="")
+        # The default route goes through the new network only if the
+        # container has none (a disconnect may have moved or dropped it).
+        routed = rec.internal or await self._has_default_route(att)
+        await self._join(
+            att, rec, ifname, aliases, ip=ip, mac="", default_route=not routed
+        )
         if not rec.predefined and not att.dns:
             await self._apply_firewall()
             await self._dns.attach(container_id, Path(att.netns))
@@ -400,6 +406,42 @@ class Attachments:
         )
         self._event("disconnect", rec, container_id)
         self._save(att)
+        await self._keep_default_route(att)
+
+    async def _has_default_route(self, att: Attached) -> bool:
+        result = await self._netns.run(
+            Path(att.netns), ["ip", "-4", "route", "show", "default"]
+        )
+        return result.code == 0 and bool(result.out.strip())
+
+    async def _keep_default_route(self, att: Attached) -> None:
+        """
+        After a disconnect took the container's default route with it, the
+        first of its other networks that leads out gives it one (as
+        dockerd moves its default gateway).
+        """
+        if await self._has_default_route(att):
+            return
+        for joined in att.joined.values():
+            try:
+                rec = self._networks.find(joined.network_id)
+            except NotFound:
+                continue
+            if rec.internal:
+                continue
+            ep = joined.endpoint
+            argv = ["ip", "-4", "route", "add", "default"]
+            result = await self._netns.run(
+                Path(att.netns), [*argv, "via", str(ep.gateway), "dev", ep.ifname]
+            )
+            if result.code != 0:
+                _log.warn(
+                    "default route of {id} through {dev}: {err}",
+                    id=att.container_id,
+                    dev=ep.ifname,
+                    err=result.err.decode("utf-8", "replace").strip(),
+                )
+            return
 
     # --- what the container's bundle and views need -------------------------------
 

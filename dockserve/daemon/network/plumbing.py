@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from dockserve.daemon.network.commands import Result
     from dockserve.daemon.network.service import NetworkService
 
 
@@ -39,6 +40,10 @@ class NamespaceFiles:
         """The namespace at C{path} gone (two system calls: done at once)."""
         netns.remove(path)
         return succeed(None)
+
+    def run(self, path: Path, argv: list[str]) -> Deferred[Result]:
+        """C{argv} run inside the namespace at C{path}."""
+        return netns.run_in(self._reactor, path, argv)
 
 
 def attachments(
