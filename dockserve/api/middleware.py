@@ -279,6 +279,9 @@ class RequestCounters:
     served: Counter[tuple[str, int]] = field(factory=Counter)
     in_flight: int = 0
     _channels: "weakref.WeakSet[Any]" = field(factory=weakref.WeakSet)
+    #: Called with each finished request, its route, status and seconds,
+    #: beside its log line (the metrics: C{--metrics-addr}).
+    observers: list[Callable[[Request, str, int, float], object]] = field(factory=list)
 
     def saw_channel(self, channel: object) -> None:
         """Remember C{channel} (an HTTP connection) while it lives."""
@@ -402,6 +405,9 @@ class Middleware:
             upgrade = request.requestHeaders.getRawHeaders(b"upgrade") or []
             status = 101 if any(u.lower() == b"tcp" for u in upgrade) else 200
         self.counters.served[(state.route, status)] += 1
+        duration = self._now() - state.started
+        for observe in self.counters.observers:
+            observe(request, state.route, status, duration)
         peer = request.getClientAddress()  # type: ignore[no-untyped-call]
         host = getattr(peer, "host", None)
         port = getattr(peer, "port", None)
@@ -416,7 +422,7 @@ class Middleware:
             path=request.uri.decode("utf-8", "replace"),
             status=status,
             bytes=request.sentLength,
-            duration=self._now() - state.started,
+            duration=duration,
             peer=peer_text or "-",
             route=state.route,
             disconnected=isinstance(result, Failure),
