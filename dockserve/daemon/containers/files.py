@@ -13,6 +13,7 @@ from twisted.internet.defer import (
     Deferred,
 )
 
+from dockserve.daemon import archive
 from dockserve.daemon.containers import (
     fileview,
     mounts,
@@ -118,7 +119,6 @@ class ContainerFiles(ContainerParts):
     def archive_stat(self, reference: str, path: str) -> Deferred[dict[str, Any]]:
         """The C{X-Docker-Container-Path-Stat} of C{path} in the container."""
         c = self._get(reference)
-        archive = self._archive()
 
         def stat(view: fileview.View) -> dict[str, Any]:
             try:
@@ -134,7 +134,6 @@ class ContainerFiles(ContainerParts):
     ) -> Deferred[dict[str, Any]]:
         """Write the tar of C{path} to C{out} (from a thread)."""
         c = self._get(reference)
-        archive = self._archive()
 
         def tar(view: fileview.View) -> dict[str, Any]:
             try:
@@ -170,7 +169,6 @@ class ContainerFiles(ContainerParts):
             from dockserve.errors import Forbidden  # noqa: PLC0415
 
             raise Forbidden("container rootfs is marked read-only")
-        archive = self._archive()
         # docker cp -a: the files become the container's user's, as dockerd
         # makes them (root when it names none).
         user = str(c.record.config.get("User") or "0:0")
@@ -194,14 +192,12 @@ class ContainerFiles(ContainerParts):
     def export(self, reference: str, out: Any) -> Deferred[None]:
         """C{GET /containers/{id}/export}: the tar of the root filesystem."""
         c = self._get(reference)
-        archive = self._archive()
         self._announce(c, "export")
         return self._with_root(c, lambda view: archive.export(view.root, out.write))
 
     def changes(self, reference: str) -> Deferred[list[dict[str, Any]]]:
         """C{GET /containers/{id}/changes}: from the overlayfs upper directory."""
         c = self._get(reference)
-        archive = self._archive()
         image = self._images.resolve(c.record.image_id)
         upper = self._bundles.upper(c.directory)
 

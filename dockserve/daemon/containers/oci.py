@@ -10,7 +10,6 @@ volumes in C{Binds} become directories under the volumes root, given to the
 spec as plain host paths. Mounting and writing happen in a thread.
 """
 
-import importlib
 import json
 import os
 from collections.abc import Callable
@@ -22,10 +21,11 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from dockserve.daemon import store
-from dockserve.daemon.containers import mounts
+from dockserve.daemon.containers import mounts, spec
 from dockserve.daemon.containers.record import ContainerRecord
 from dockserve.daemon.contracts import ResolvedImage
 from dockserve.daemon.network.model import NetPlan
+from dockserve.daemon.rootfs import mount_rootfs, unmount
 from dockserve.errors import DockerError, SystemError_
 
 _T = TypeVar("_T")
@@ -111,8 +111,6 @@ class OverlayBundles:
         image: ResolvedImage,
         network: NetPlan | None,
     ) -> str:
-        rootfs_module: Any = importlib.import_module("dockserve.daemon.rootfs")
-        spec_module: Any = importlib.import_module("dockserve.daemon.containers.spec")
         rootfs = self.rootfs(directory)
         upper = self.upper(directory)
         work = directory / "work"
@@ -120,7 +118,7 @@ class OverlayBundles:
             path.mkdir(exist_ok=True)
         if not os.path.ismount(rootfs):
             try:
-                rootfs_module.mount_rootfs(list(image.layer_dirs), upper, work, rootfs)
+                mount_rootfs(list(image.layer_dirs), upper, work, rootfs)
             except OSError as e:
                 # strerror names the call, not the data root's paths.
                 raise SystemError_(
@@ -130,7 +128,7 @@ class OverlayBundles:
             record.host_config, self._volumes_root, record.anonymous_volumes
         )
         try:
-            spec = spec_module.build_spec(
+            config = spec.build_spec(
                 container_id=record.id,
                 image_config=image.config,
                 config=record.config,
@@ -140,27 +138,26 @@ class OverlayBundles:
                 network=network,
             )
         except DockerError:
-            self._unmount(rootfs, rootfs_module)
+            self._unmount(rootfs)
             raise
         # Made again at every start: atomic, but no fsync on the start's path.
         store.atomic_write(
             directory / "config.json",
-            json.dumps(spec).encode(),
+            json.dumps(config).encode(),
             mode=0o600,
             durable=False,
         )
         return str(directory)
 
-    def _unmount(self, rootfs: Path, rootfs_module: Any) -> None:
+    def _unmount(self, rootfs: Path) -> None:
         if os.path.ismount(rootfs):
-            rootfs_module.unmount(rootfs)
+            unmount(rootfs)
 
     def release(self, directory: Path, container_id: str) -> Deferred[None]:
         """Unmount the root; the upper directory and the files stay."""
         del container_id
 
         def release() -> None:
-            rootfs_module: Any = importlib.import_module("dockserve.daemon.rootfs")
-            self._unmount(self.rootfs(directory), rootfs_module)
+            self._unmount(self.rootfs(directory))
 
         return self._in_thread(release)

@@ -14,7 +14,6 @@ start (L{ContainerService.restore}).
 """
 
 import contextlib
-import importlib
 import shutil
 import socket
 import time
@@ -55,6 +54,7 @@ from dockserve.daemon.containers.networking import (
     ContainerNetworking,
     normalize_endpoints,
 )
+from dockserve.daemon.containers.oci import OverlayBundles
 from dockserve.daemon.containers.record import ContainerRecord, rfc3339
 from dockserve.daemon.containers.signals import parse_signal
 from dockserve.daemon.containers.stdio import ContainerStdio
@@ -79,6 +79,7 @@ from dockserve.daemon.contracts import (
     RuntimeState,
 )
 from dockserve.daemon.network.model import NetPlan
+from dockserve.daemon.runtime import RuncRuntime
 from dockserve.errors import (
     Conflict,
     DockerError,
@@ -86,7 +87,6 @@ from dockserve.errors import (
     NotFound,
     NotModified,
     SystemError_,
-    Unavailable,
 )
 
 if TYPE_CHECKING:
@@ -97,20 +97,6 @@ DEFAULT_STOP_TIMEOUT = 10
 
 
 _log = Logger()
-
-
-class _AbsentRuntime:
-    """A runtime for a build without one: every operation says so."""
-
-    def __getattr__(self, name: str) -> Any:
-        def unavailable(*_: object, **__: object) -> Any:
-            if name == "exit_status":
-                return None
-            if name == "known":
-                return []
-            raise Unavailable("no container runtime is available in this build")
-
-        return unavailable
 
 
 def _accepts(function: Callable[..., Any], keyword: str) -> bool:
@@ -194,24 +180,15 @@ class ContainerService(
         reactor's thread pool for blocking work; and C{images} learns from
         it which images are in use.
         """
-        from dockserve.daemon.containers.oci import OverlayBundles  # noqa: PLC0415
-
         data_root = Path(config.data_root)
         exec_root = Path(config.exec_root)
         pool = reactor.getThreadPool()
-        runtime: Any
-        try:
-            module: Any = importlib.import_module("dockserve.daemon.runtime")
-        except ImportError:
-            _log.error("no container runtime: dockserve.daemon.runtime is missing")
-            runtime = _AbsentRuntime()
-        else:
-            runtime = module.RuncRuntime(
-                exec_root / "runtime",
-                reactor,
-                runtime_binary=config.runtime,
-                threadpool=pool,
-            )
+        runtime = RuncRuntime(
+            exec_root / "runtime",
+            reactor,
+            runtime_binary=config.runtime,
+            threadpool=pool,
+        )
         service = cls(
             root=data_root / "containers",
             exec_root=exec_root,

@@ -10,7 +10,6 @@ each module holds one job and names the others' methods only through the
 stubs declared here.
 """
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,7 +43,6 @@ from dockserve.daemon.contracts import (
 from dockserve.errors import (
     DockerError,
     InvalidParameter,
-    NotImplementedByDaemon,
     SystemError_,
 )
 
@@ -201,15 +199,6 @@ class ContainerParts:
     def _mount_points(self, rec: ContainerRecord) -> list[mounts.MountPoint]:
         """C{rec}'s mounts: its binds, mounts and anonymous volumes."""
         return mounts.points(rec.host_config, rec.anonymous_volumes, self._volumes_root)
-
-    def _archive(self) -> Any:
-        """The archive module (safe tar in/out of a container's root)."""
-        try:
-            return importlib.import_module("dockserve.daemon.archive")
-        except ImportError:
-            raise NotImplementedByDaemon(
-                "copying files, export and changes are not available in this build yet"
-            ) from None
 
     # --- what one part asks of another (each defined in its own part) ---
 
