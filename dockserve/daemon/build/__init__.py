@@ -1,0 +1,1 @@
+"""The classic builder: C{docker build} as dockerd does it without BuildKit."""
