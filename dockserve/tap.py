@@ -27,6 +27,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from dockserve.api.images import StreamingRequest
+from dockserve.api.middleware import Middleware
 from dockserve.api.router import make_resource
 from dockserve.daemon import daemon as daemon_module
 from dockserve.daemon.config import DaemonConfig
@@ -46,6 +47,7 @@ from dockserve.server.listenbuffer import (
     failure_message,
 )
 from dockserve.server.listeners import ListenerService, ListenFailed, endpoints_for
+from dockserve.server.metrics import DaemonMetrics, InvalidAddress, parse_address
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
@@ -142,6 +144,25 @@ class Options(usage.Options):
         ],
         ["tlscert", None, None, "Server TLS certificate (default ~/.docker/cert.pem)."],
         ["tlskey", None, None, "Server TLS private key (default ~/.docker/key.pem)."],
+        [
+            "tlscrl",
+            None,
+            None,
+            (
+                "Certificate revocation lists (PEM) of the --tlscacert CAs: client"
+                " certificates they list are refused (needs --tlsverify; not a"
+                " dockerd flag). Reloaded with the certificates on SIGHUP."
+            ),
+        ],
+        [
+            "metrics-addr",
+            None,
+            None,
+            (
+                "Serve Prometheus metrics at HOST:PORT (/metrics, plain HTTP), as"
+                " dockerd: 127.0.0.1:9323 for this machine only."
+            ),
+        ],
         ["api-cors-header", None, None, "Set CORS headers in the API for this origin."],
         ["log-level", "l", "info", "Log level: debug, info, warn, error or fatal."],
         ["log-format", None, "text", "Log format: text or json (one object per line)."],
@@ -292,6 +313,12 @@ class Options(usage.Options):
             ) from e
 
         self._tls_options()
+        self["metrics-address"] = None
+        if self["metrics-addr"] is not None:
+            try:
+                self["metrics-address"] = parse_address(self["metrics-addr"])
+            except InvalidAddress as e:
+                raise usage.UsageError(f"--metrics-addr: {e}") from e
         try:
             exposure.check(
                 self["parsed-hosts"],
@@ -323,12 +350,18 @@ class Options(usage.Options):
             self["tls"] = True
         self["tls-verify"] = bool(self["tls"]) and not self["tlsverify-off"]
         self["tls-creator"] = None
+        if self["tlscrl"] is not None and not self["tls-verify"]:
+            raise usage.UsageError(
+                "--tlscrl: revocation applies to client certificates, which are"
+                " verified only with --tlsverify"
+            )
         if self["tls"]:
             settings = tls.TLSSettings(
                 verify=self["tls-verify"],
                 ca=self["tlscacert"] or tls.default_path("ca"),
                 cert=self["tlscert"] or tls.default_path("cert"),
                 key=self["tlskey"] or tls.default_path("key"),
+                crl=self["tlscrl"],
             )
             try:
                 self["tls-creator"] = tls.server_creator(settings)
@@ -425,6 +458,8 @@ class DaemonService(MultiService):
 
     @ivar activation: Fires when requests are served; fails if restoring
         failed.
+    @ivar tls: The TLS material of the TCP listeners (C{--tls}), reloaded
+        by L{reload}.
     """
 
     def __init__(
@@ -436,6 +471,7 @@ class DaemonService(MultiService):
         delay: float,
         stderr: IO[str],
         exit_process: Callable[[int], NoReturn],
+        tls: tls.ServerTLS | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.daemon = daemon
@@ -446,6 +482,7 @@ class DaemonService(MultiService):
         self._stderr = stderr
         self._exit = exit_process
         self._bound = False
+        self.tls = tls
 
     def privilegedStartService(self) -> None:
         """Bind every listener while twistd still has its privileges."""
@@ -500,6 +537,25 @@ class DaemonService(MultiService):
                 "after", "shutdown", _exit_after_shutdown, 1
             )
             self._reactor.stop()
+
+    def reload(self) -> None:
+        """
+        SIGHUP: read the TLS material again (L{tls.ServerTLS.reload}: new
+        handshakes get it, open connections keep theirs, a bad file keeps
+        the old material), between C{RELOADING=1} and C{READY=1}, so that
+        C{systemctl reload} waits for it.  Before the daemon is ready,
+        systemd is told nothing: its C{READY=1} is still to come.
+        """
+        ready = self.activation.called
+        if ready:
+            self._notifier.reloading()
+        if self.tls is None:
+            _log.info("Received SIGHUP: nothing to reload (no --tls)")
+        else:
+            _log.info("Received SIGHUP: reloading the TLS certificate, key, CA and CRL")
+            self.tls.reload()
+        if ready:
+            self._notifier.notify("READY=1")
 
     def stopService(self) -> Deferred[None]:
         """Tell systemd, close the listeners, then stop the daemon."""
@@ -584,14 +640,12 @@ def _make_service(
             after=open_files[1],
         )
     backend = create_daemon(config_from(options), reactor)
-    site = make_site(
-        make_resource(
-            backend,
-            debug=bool(options["debug"]),
-            cors_origin=options["api-cors-header"],
-        ),
-        head_timeout=options["head-timeout"],
+    api = make_resource(
+        backend,
+        debug=bool(options["debug"]),
+        cors_origin=options["api-cors-header"],
     )
+    site = make_site(api, head_timeout=options["head-timeout"])
     service = DaemonService(
         backend,
         reactor,
@@ -599,18 +653,50 @@ def _make_service(
         delay=options["activation-delay"],
         stderr=options.stderr,
         exit_process=exit_process,
+        tls=options["tls-creator"],
     )
+    metrics = None
+    if options["metrics-address"] is not None:
+        metrics = _add_metrics(service, options, reactor, backend, api)
     warning = exposure.warning_for(
         options["parsed-hosts"], verify=options["tls-verify"], clock=reactor
     )
     if warning is not None:
         warning.setServiceParent(service)  # type: ignore[no-untyped-call]
-    _add_listeners(service, options, reactor, site, open_files[1])
+    _add_listeners(service, options, reactor, site, open_files[1], metrics=metrics)
     return service
 
 
+def _add_metrics(
+    service: DaemonService, options: Options, reactor: Any, backend: Any, api: Any
+) -> DaemonMetrics:
+    """
+    C{--metrics-addr}: its listener (bound with the API's), fed by the
+    middleware's hook and read from the daemon at each scrape.
+    """
+    metrics = DaemonMetrics()
+    metrics.watch_daemon(backend)
+    if isinstance(api, Middleware):
+        api.counters.observers.append(metrics.observe_request)
+    address = options["metrics-address"]
+    if not address.loopback:
+        _log.info(
+            "metrics API on {address} is reachable from the network: it tells"
+            " what runs here, never a secret",
+            address=address.text,
+        )
+    metrics.listener(address, reactor).setServiceParent(service)  # type: ignore[no-untyped-call]
+    return metrics
+
+
 def _add_listeners(
-    service: DaemonService, options: Options, reactor: Any, site: Site, files: int
+    service: DaemonService,
+    options: Options,
+    reactor: Any,
+    site: Site,
+    files: int,
+    *,
+    metrics: DaemonMetrics | None = None,
 ) -> None:
     """
     One listening service per host and socket, each behind the listen
@@ -629,8 +715,9 @@ def _add_listeners(
             fds=options["listen-fds"].get(host.text, []),
             limit=limit,
         ):
+            buffer = None
             if not options["no-buffer"]:
-                endpoint = ListenBufferEndpoint(  # noqa: PLW2901
+                endpoint = buffer = ListenBufferEndpoint(  # noqa: PLW2901
                     endpoint,
                     service.activation,
                     reactor,
@@ -638,6 +725,8 @@ def _add_listeners(
                 )
             listener = ListenerService(host.text, endpoint, site)
             listener.setServiceParent(service)  # type: ignore[no-untyped-call]
+            if metrics is not None:
+                metrics.watch_listener(listener, limit, buffer)
 
 
 def stop_on_sigint() -> None:
@@ -654,21 +743,19 @@ def stop_on_sigint() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def survive_sighup(reactor: Any) -> None:
+def reload_on_sighup(reactor: Any, reload: Callable[[], object]) -> None:
     """
-    Keep running on SIGHUP, with a log line saying nothing was reloaded.
+    Call C{reload} on the reactor thread at each SIGHUP (C{systemctl
+    reload}: the unit's C{ExecReload} sends it), as dockerd reloads on it.
 
-    Its default action ends the process at once, without stopping the
-    services (socket files stay behind); dockerd reloads its configuration
-    on SIGHUP, which dockserve does not do yet, so a C{systemctl reload} or
-    a closed terminal must at least not kill it.
+    Its default action would end the process at once, without stopping
+    the services (socket files stay behind); a closed terminal must not
+    kill the daemon either.
     """
 
     def hangup(signum: int, frame: object) -> None:
         del signum, frame
-        reactor.callFromThread(
-            _log.info, "Received SIGHUP: configuration reload is not supported"
-        )
+        reactor.callFromThread(reload)
 
     signal.signal(signal.SIGHUP, hangup)
 
@@ -678,5 +765,6 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor  # noqa: PLC0415
 
     stop_on_sigint()
-    survive_sighup(reactor)
-    return _make_service(options, reactor, open_files=limits.raise_open_file_limit())
+    service = _make_service(options, reactor, open_files=limits.raise_open_file_limit())
+    reload_on_sighup(reactor, service.reload)
+    return service

@@ -214,6 +214,7 @@ class Subscription:
         if not self.active or not self._wanted(event):
             return
         if not self._paused:
+            self._bus.delivered += 1
             self._deliver(event)
             return
         if len(self._queue) >= self._bus.queue_limit:
@@ -221,6 +222,8 @@ class Subscription:
                 "events: a subscriber fell {n} events behind; it is dropped",
                 n=len(self._queue),
             )
+            # What it had queued, and this one, never reach its client.
+            self._bus.lost += len(self._queue) + 1
             self.cancel()
             self._on_dropped()
             return
@@ -234,6 +237,7 @@ class Subscription:
         """The reader caught up: what was queued first, then live."""
         self._paused = False
         while self._queue and not self._paused and self.active:
+            self._bus.delivered += 1
             self._deliver(self._queue.popleft())
 
     def stopProducing(self) -> None:
@@ -267,6 +271,11 @@ class EventBus:
         self.queue_limit = queue_limit
         #: How many subscribers were dropped for falling behind.
         self.dropped = 0
+        #: Events published, handed to subscribers, and lost with the
+        #: subscribers dropped (for the metrics, read at scrape time).
+        self.published = 0
+        self.delivered = 0
+        self.lost = 0
 
     def publish(
         self,
@@ -278,6 +287,7 @@ class EventBus:
         """Stamp, keep and deliver one event; the event is returned."""
         event = Event(type_, action, actor_id, dict(attributes or {}), self._now_ns())
         self._ring.append(event)
+        self.published += 1
         for subscriber in list(self._subscribers):
             subscriber.offer(event)
         return event

@@ -11,7 +11,8 @@ not touch the real environment.
 import contextlib
 import os
 import socket
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -201,6 +202,24 @@ class Notifier:
         finally:
             sock.close()
         return True
+
+    def reloading(self, monotonic_ns: Callable[[], int] | None = None) -> bool:
+        """
+        Send C{RELOADING=1} with C{MONOTONIC_USEC}, before a reload; send
+        C{READY=1} when it is done.
+
+        systemd 253 and later want the time (its C{CLOCK_MONOTONIC}) with
+        C{RELOADING=1}, so that a C{systemctl reload} waits for this reload
+        and not for an older one; earlier versions ignore it.
+
+        @param monotonic_ns: C{CLOCK_MONOTONIC} in nanoseconds (tests).
+        """
+        now = (
+            monotonic_ns()
+            if monotonic_ns is not None
+            else time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        )
+        return self.notify(f"RELOADING=1\nMONOTONIC_USEC={now // 1000}")
 
 
 def passed_at_exec(proc_environ: str = "/proc/self/environ") -> list[int]:

@@ -344,6 +344,11 @@ class ListenBufferEndpoint:
         activation.addBoth(self._gate.activated)
         self._drain_registered = False
 
+    @property
+    def held(self) -> int:
+        """How many connections are held now, waiting for activation."""
+        return len(self._gate.held)
+
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """
         Listen on the wrapped endpoint with a buffering factory.

@@ -139,12 +139,20 @@ class ListenerService(Service):
     Listening happens in C{privilegedStartService}, so that twistd binds
     before it drops privileges, and synchronous bind failures surface as
     L{ListenFailed} there.
+
+    @param kind: What the log says listens: C{API}, C{metrics API}.
     """
 
     def __init__(
-        self, host: str, endpoint: IStreamServerEndpoint, factory: IProtocolFactory
+        self,
+        host: str,
+        endpoint: IStreamServerEndpoint,
+        factory: IProtocolFactory,
+        *,
+        kind: str = "API",
     ) -> None:
         self.host = host
+        self.kind = kind
         self._endpoint = endpoint
         self._factory = factory
         self._port: IListeningPort | None = None
@@ -176,7 +184,12 @@ class ListenerService(Service):
 
     def _listened(self, port: IListeningPort) -> IListeningPort:
         self._port = port
-        _log.info("API listen on {host}", host=self.host, address=str(port.getHost()))
+        _log.info(
+            "{kind} listen on {host}",
+            kind=self.kind,
+            host=self.host,
+            address=str(port.getHost()),
+        )
         return port
 
     def stopService(self) -> Deferred[None] | None:

@@ -9,12 +9,21 @@ C{400 Client sent an HTTP request to an HTTPS server.} rather than closed
 without a word.  Which flags turn client verification on is decided by the
 command line (L{dockserve.tap}); here C{TLSSettings.verify} says whether it
 is on.  The files default to C{~/.docker/{ca,cert,key}.pem}.
+
+The material (certificate, key, CA and the CRL of C{--tlscrl}) can be
+read again while the daemon runs (L{ServerTLS.reload}, on SIGHUP): new
+handshakes use the new material, connections already open keep the TLS
+state they were made with, and a new set that does not load leaves the
+old one in use.
 """
 
+import datetime as dt
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from attrs import frozen
+from cryptography import x509
 
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
@@ -25,8 +34,11 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamServerEndpoint,
 )
+from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
+
+_log = Logger()
 
 #: TLS 1.2 suites, as go-connections' server defaults (dockerd): ECDHE key
 #: exchange (forward secrecy) with an AEAD cipher, for ECDSA and RSA keys.
@@ -59,12 +71,16 @@ class TLSSettings:
     @ivar ca: The CA certificate file (used only with C{verify}).
     @ivar cert: The server certificate file (PEM, may hold a chain).
     @ivar key: The server's private key file (PEM).
+    @ivar crl: C{--tlscrl}: certificate revocation lists (PEM) of the CAs
+        in C{ca}; a client certificate they list is refused.  C{None}: no
+        revocation check.
     """
 
     verify: bool
     ca: str
     cert: str
     key: str
+    crl: str | None = None
 
 
 def _read(flag: str, path: str) -> bytes:
@@ -74,12 +90,26 @@ def _read(flag: str, path: str) -> bytes:
         raise TLSFileError(f"{flag}: cannot read {path}: {e.strerror or e}") from e
 
 
-def server_creator(settings: TLSSettings) -> IOpenSSLServerConnectionCreator:
+def server_creator(
+    settings: TLSSettings, now: Callable[[], dt.datetime] | None = None
+) -> "ServerTLS":
     """
     Load the files in C{settings} into a server TLS connection creator.
 
+    @param now: The time a CRL must not have expired by (tests).
     @raise TLSFileError: Naming the flag and file when one is missing,
-        unreadable, or not a certificate or key.
+        unreadable, or not a certificate, key or CRL.
+    """
+    return ServerTLS(settings, now)
+
+
+def _options(
+    settings: TLSSettings, now: Callable[[], dt.datetime]
+) -> tuple[ssl.CertificateOptions, str]:
+    """
+    The TLS options for C{settings}, and one line that says what they hold.
+
+    @raise TLSFileError: As L{server_creator}.
     """
     cert_pem = _read("--tlscert", settings.cert)
     key_pem = _read("--tlskey", settings.key)
@@ -97,6 +127,7 @@ def server_creator(settings: TLSSettings) -> IOpenSSLServerConnectionCreator:
         ) from e
     chain = _chain(cert_pem)[1:]
     trust = None
+    revocations: list[x509.CertificateRevocationList] = []
     if settings.verify:
         ca_pem = _read("--tlscacert", settings.ca)
         try:
@@ -108,6 +139,10 @@ def server_creator(settings: TLSSettings) -> IOpenSSLServerConnectionCreator:
         if not authorities:
             raise TLSFileError(f"--tlscacert: {settings.ca} holds no PEM certificate")
         trust = ssl.trustRootFromCertificates(authorities)  # type: ignore[no-untyped-call]
+        if settings.crl is not None:
+            revocations = _revocations(
+                settings.crl, [a.original.to_cryptography() for a in authorities], now()
+            )
     try:
         options = ssl.CertificateOptions(
             privateKey=key.original,
@@ -118,12 +153,146 @@ def server_creator(settings: TLSSettings) -> IOpenSSLServerConnectionCreator:
             acceptableCiphers=_acceptable_ciphers(),
         )
         # Fail now, with the flag's name, rather than at the first handshake.
-        options.getContext().check_privatekey()
+        context = options.getContext()
+        context.check_privatekey()
     except (SSL.Error, ValueError) as e:
         raise TLSFileError(
             f"--tlskey: {settings.key} does not match --tlscert {settings.cert}: {e}"
         ) from e
-    return options
+    if revocations:
+        # The context is made once and shared by every connection this
+        # options object makes: the lists go into its store.  CRL_CHECK
+        # looks up the leaf's issuer's list (a client's certificate), and
+        # fails the handshake when that CA has none in the file.
+        store = context.get_cert_store()
+        if store is None:  # pragma: no cover - OpenSSL always gives one
+            raise TLSFileError("--tlscrl: this OpenSSL has no certificate store")
+        for crl in revocations:
+            store.add_crl(crl)
+        store.set_flags(crypto.X509StoreFlags.CRL_CHECK)
+    return options, _describe(certificate, settings, revocations)
+
+
+def _revocations(
+    path: str, authorities: list[x509.Certificate], now: dt.datetime
+) -> list[x509.CertificateRevocationList]:
+    """
+    The CRLs in the file at C{path}: each signed by one of C{authorities}
+    and not expired, since OpenSSL would otherwise refuse every client of
+    that CA at the handshake, with no word in our log.
+
+    @raise TLSFileError: Naming C{--tlscrl} and C{path}.
+    """
+    pem = _read("--tlscrl", path)
+    blocks = _blocks(pem, b"X509 CRL")
+    if not blocks:
+        raise TLSFileError(f"--tlscrl: {path} holds no PEM CRL (X509 CRL)")
+    result = []
+    for block in blocks:
+        try:
+            crl = x509.load_pem_x509_crl(block)
+        except ValueError as e:
+            raise TLSFileError(f"--tlscrl: {path} is not a PEM CRL: {e}") from e
+        issuer = crl.issuer.rfc4514_string()
+        if not any(_signed_by(crl, ca) for ca in authorities):
+            raise TLSFileError(
+                f"--tlscrl: {path}: the CRL of {issuer!r} is not signed by a CA"
+                " in --tlscacert"
+            )
+        expires = crl.next_update_utc
+        if expires is not None and expires <= now:
+            raise TLSFileError(
+                f"--tlscrl: {path}: the CRL of {issuer!r} expired at"
+                f" {expires.isoformat()} (its next update): publish a new one"
+            )
+        result.append(crl)
+    return result
+
+
+def _signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    """Whether C{ca} issued C{crl}: its subject, and the signature checks."""
+    if ca.subject != crl.issuer:
+        return False
+    key = ca.public_key()
+    try:
+        return crl.is_signature_valid(key)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        # A CA key of a kind that cannot sign (X25519, DH).
+        return False
+
+
+def _describe(
+    certificate: ssl.Certificate,
+    settings: TLSSettings,
+    revocations: list[x509.CertificateRevocationList],
+) -> str:
+    """What the log says a set of material is: the certificate, and the CRLs."""
+    cert = certificate.original.to_cryptography()
+    text = (
+        f"certificate {cert.subject.rfc4514_string()!r} serial {cert.serial_number:x}"
+        f" valid until {cert.not_valid_after_utc.isoformat()}"
+    )
+    if not settings.verify:
+        return text + ", clients not verified"
+    revoked = sum(len(crl) for crl in revocations)
+    crls = f"{len(revocations)} CRL(s), {revoked} revoked" if revocations else "no CRL"
+    return f"{text}, clients verified against {settings.ca} ({crls})"
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """
+    The server's TLS state, made from L{TLSSettings}, whose material can be
+    replaced while connections are open.
+
+    Each handshake takes the options in use at that moment; an OpenSSL
+    connection keeps a reference to the context it was made from, so a
+    connection already open goes on with the old certificate and CA until
+    it closes, while every new one gets the new material.
+
+    @ivar settings: The files to read (again, on L{reload}).
+    @ivar description: What the material in use is, for the log.
+    """
+
+    def __init__(
+        self, settings: TLSSettings, now: Callable[[], dt.datetime] | None = None
+    ) -> None:
+        self.settings = settings
+        self._now = now or (lambda: dt.datetime.now(dt.UTC))
+        self._options, self.description = _options(settings, self._now)
+
+    def serverConnectionForTLS(
+        self, tlsProtocol: TLSMemoryBIOProtocol
+    ) -> SSL.Connection:
+        """A connection for one handshake, with the material in use now."""
+        return self._options.serverConnectionForTLS(tlsProtocol)
+
+    def getContext(self) -> SSL.Context:
+        """The context of the material in use (what the handshakes share)."""
+        return self._options.getContext()
+
+    def reload(self) -> bool:
+        """
+        Read the files again; use them for new handshakes if they load.
+
+        A file that is missing, half-written or does not fit the others (a
+        key that is not the certificate's, a CRL of another CA) leaves the
+        material in use as it was, with one log line saying why.
+
+        @return: Whether the new material is in use.
+        """
+        try:
+            options, description = _options(self.settings, self._now)
+        except TLSFileError as e:
+            _log.error(
+                "TLS reload failed, still using the previous certificate, key,"
+                " CA and CRL: {why}",
+                why=str(e),
+            )
+            return False
+        self._options, self.description = options, description
+        _log.info("TLS reloaded: {description}", description=description)
+        return True
 
 
 def _acceptable_ciphers() -> ssl.AcceptableCiphers:
@@ -136,8 +305,13 @@ def _acceptable_ciphers() -> ssl.AcceptableCiphers:
 
 def _chain(pem: bytes) -> list[bytes]:
     """Each PEM certificate block in C{pem}, in order."""
-    marker = b"-----BEGIN CERTIFICATE-----"
-    end = b"-----END CERTIFICATE-----"
+    return _blocks(pem, b"CERTIFICATE")
+
+
+def _blocks(pem: bytes, label: bytes) -> list[bytes]:
+    """Each PEM block of C{label} (C{CERTIFICATE}, C{X509 CRL}) in C{pem}."""
+    marker = b"-----BEGIN " + label + b"-----"
+    end = b"-----END " + label + b"-----"
     blocks = []
     for part in pem.split(marker)[1:]:
         body, found, _ = part.partition(end)

@@ -1,0 +1,165 @@
+# -*- test-case-name: tests.server.test_metrics -*-
+"""
+What is counted as it happens: each request once, when the middleware
+writes its log line (L{RequestMetrics.observe_request}), and each policy
+decision (L{RequestMetrics.count_decision}).
+
+Both are called on the reactor thread, once per request: a label lookup
+in a dictionary and two increments.  Labels are bounded: a route is one of
+the route table's names, a status one of the few the API answers, a
+principal one of the listeners (or of the principals a policy names).
+"""
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+#: Request durations, from a C{/_ping} (under a millisecond) to a pull or
+#: a C{wait} (minutes); hijacked streams (attach, exec) land in the top.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, float("inf"),
+)  # fmt: skip
+
+#: Who made a request, when nothing better is known (no policy engine):
+#: C{None} lets the listener name it.
+PrincipalOf = Callable[[Any], str | None]
+
+
+def _no_principal(request: Any) -> None:
+    del request
+
+
+def address_key(address: object) -> tuple[object, ...] | None:
+    """
+    What identifies a listener in an address Twisted gives: a unix
+    socket's path, or a TCP host and port.
+    """
+    name = getattr(address, "name", None)
+    if name is not None:
+        return ("unix", os.fsdecode(name))
+    port = getattr(address, "port", None)
+    if port is not None:
+        return ("tcp", getattr(address, "host", None), port)
+    return None
+
+
+def address_text(address: object) -> str:
+    """An address as a C{-H} value would give it (C{tcp://h:p}, C{unix://p})."""
+    key = address_key(address)
+    if key is None:
+        return "-"
+    if key[0] == "unix":
+        return f"unix://{key[1]}"
+    host = str(key[1])
+    return f"tcp://[{host}]:{key[2]}" if ":" in host else f"tcp://{host}:{key[2]}"
+
+
+class RequestMetrics:
+    """
+    Requests by route, status and principal; their latency by route; and
+    policy decisions.
+
+    @ivar principal_of: Who made a request (the policy engine's name for
+        its principal), or C{None}: the listener it came in on, as its
+        C{-H} names it, is used instead.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry, principal_of: PrincipalOf | None = None
+    ) -> None:
+        self.principal_of: PrincipalOf = principal_of or _no_principal
+        self._requests = Counter(
+            "dockserve_http_requests",
+            "API requests answered, by route, status and principal",
+            ["route", "status", "principal"],
+            registry=registry,
+        )
+        self._latency = Histogram(
+            "dockserve_http_request_duration_seconds",
+            "Seconds from a request's arrival to the end of its answer, by route",
+            ["route"],
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        self._decisions = Counter(
+            "dockserve_policy_decisions",
+            "Policy decisions, by decision, rule and principal",
+            ["decision", "rule", "principal"],
+            registry=registry,
+        )
+        self._children: dict[tuple[str, int, str], Any] = {}
+        self._histograms: dict[str, Any] = {}
+        #: Listener names by the address their sockets have.
+        self._listeners: dict[tuple[object, ...], str] = {}
+        self._ports: list[tuple[str, Callable[[], object]]] = []
+
+    def name_listener(self, name: str, address: Callable[[], object]) -> None:
+        """
+        Requests that arrive at C{address()} (a listening port's address,
+        read once it listens) come from listener C{name} (its C{-H}).
+        """
+        self._ports.append((name, address))
+
+    def listener_of(self, request: Any) -> str:
+        """The listener C{request} came in on, as its C{-H} names it."""
+        address = request.getHost()
+        key = address_key(address)
+        if key is None:
+            return "-"
+        name = self._listeners.get(key) or self._listeners.get(key[:1] + key[2:])
+        if name is None:
+            self._learn_listeners()
+            name = self._listeners.get(key) or self._listeners.get(key[:1] + key[2:])
+        if name is None:
+            # Not a port we were told of: its address names it from now on.
+            name = self._listeners[key] = address_text(address)
+        return name
+
+    def _learn_listeners(self) -> None:
+        for name, address in self._ports:
+            key = address_key(address())
+            if key is None:
+                continue
+            self._listeners.setdefault(key, name)
+            if key[0] == "tcp":
+                # A listener on 0.0.0.0 or :: sees the address the client
+                # reached it at: its port alone names it.
+                self._listeners.setdefault(key[:1] + key[2:], name)
+
+    def observe_request(
+        self, request: Any, route: str, status: int, seconds: float
+    ) -> None:
+        """
+        One request answered (the middleware's hook, with its log line).
+
+        @param route: The route's name (C{-} for a path no route has).
+        @param status: The status the client got (101 for a hijack).
+        @param seconds: From its arrival to the end of its answer.
+        """
+        principal = self.principal_of(request) or self.listener_of(request)
+        key = (route, status, principal)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._requests.labels(
+                route, str(status), principal
+            )
+        child.inc()
+        histogram = self._histograms.get(route)
+        if histogram is None:
+            histogram = self._histograms[route] = self._latency.labels(route)
+        histogram.observe(seconds)
+
+    def count_decision(self, decision: str, rule: str, principal: str) -> None:
+        """
+        One policy decision: what the policy engine calls for each.
+
+        @param decision: C{allow}, C{deny}, or what learning mode says
+            (C{would-deny}): a short word from a fixed set.
+        @param rule: The rule that decided (its name or number in the
+            policy file), or C{default}.
+        @param principal: Who asked, as the policy names it.
+        """
+        self._decisions.labels(decision, rule, principal).inc()
