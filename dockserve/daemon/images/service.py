@@ -24,7 +24,13 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from dockserve.daemon.contracts import ImageUsers, NoImageUsers, ResolvedImage
-from dockserve.daemon.images import archive_load, archive_save, changes, reference
+from dockserve.daemon.images import (
+    archive_load,
+    archive_save,
+    changes,
+    commit,
+    reference,
+)
 from dockserve.daemon.images.store import (
     ImageRecord,
     ImageStore,
@@ -115,6 +121,8 @@ class ImageService:
         registry_mirrors: tuple[str, ...] | list[str] = (),
     ) -> None:
         self.store = ImageStore(root)
+        #: Which image each committed image was made on.
+        self.parents = commit.Parents(root / "parents.json")
         self._reactor = reactor
         self._threadpool = threadpool
         self._users: ImageUsers = NoImageUsers()
@@ -312,7 +320,7 @@ class ImageService:
         config = record.config
         return {
             "Id": record.id,
-            "ParentId": "",
+            "ParentId": self.parent_of(record.id),
             "RepoTags": self._repo_tags(record.id),
             "RepoDigests": self._repo_digests(record),
             "Created": int(_parse_time(config.get("created"))),
@@ -451,7 +459,7 @@ class ImageService:
             "Id": record.id,
             "RepoTags": self._repo_tags(record.id),
             "RepoDigests": self._repo_digests(record),
-            "Parent": "",
+            "Parent": self.parent_of(record.id),
             "Comment": _comment(config),
             "Created": go_time(config.get("created") or _ZERO_TIME),
             "DockerVersion": config.get("docker_version", ""),
@@ -504,9 +512,100 @@ class ImageService:
                 }
             )
         rows.reverse()
-        rows[0]["Id"] = record.id
-        rows[0]["Tags"] = self._repo_tags(record.id) or None
+        # As dockerd: the newest rows are the image's, then its parent's,
+        # and so on while the parent is here; the rest stay <missing>.
+        image_id = record.id
+        for row in rows:
+            row["Id"] = image_id
+            row["Tags"] = self._repo_tags(image_id) or None
+            image_id = self.parent_of(image_id)
+            if not image_id:
+                break
         return rows
+
+    def parent_of(self, image_id: str) -> str:
+        """The image C{image_id} was committed on, while it is here; or C{""}."""
+        parent = self.parents.get(image_id)
+        return parent if parent in self.store.images else ""
+
+    # --- commit -------------------------------------------------------------
+
+    def commit_reference(self, repo: str | None, tag: str | None) -> str | None:
+        """
+        The reference C{POST /commit?repo=&tag=} names, checked before any
+        work as dockerd's C{RepoTagReference}: C{latest} when neither
+        C{repo} nor C{tag} has a tag; C{None} without C{repo}.
+
+        @return: Its familiar form (C{img:latest}).
+        @raise InvalidParameter: With dockerd's message.
+        """
+        if not repo:
+            return None
+        ref = reference.parse(repo, default_tag=False)
+        if ref.digest:
+            raise InvalidParameter("cannot import digest reference")
+        if tag:
+            try:
+                reference.validate_tag(tag)
+            except InvalidParameter:
+                raise InvalidParameter("invalid tag format") from None
+            ref = ref.with_tag(tag)
+        elif ref.tag is None:
+            ref = ref.with_tag("latest")
+        return ref.familiar()
+
+    def apply_changes(
+        self, config: dict[str, Any], instructions: list[str]
+    ) -> dict[str, Any]:
+        """
+        C{config} with the Dockerfile C{instructions} of C{commit --change}
+        applied (L{changes.apply}).
+
+        @raise InvalidParameter: With dockerd's message.
+        """
+        return changes.apply(config, instructions)
+
+    def commit_image(
+        self,
+        *,
+        parent: str | None,
+        upper: Path | None,
+        config: dict[str, Any],
+        history: dict[str, Any],
+        empty_layer: bool = False,
+        container: str = "",
+        container_config: dict[str, Any] | None = None,
+        exclude: frozenset[str] = frozenset(),
+        repo_tag: str | None = None,
+    ) -> "Deferred[str]":
+        """
+        The commit step (L{dockserve.daemon.images.commit}): a new image
+        on C{parent} with the changes in C{upper}, durably stored, tagged
+        C{repo_tag} (a familiar name, from L{commit_reference}) with the
+        C{tag} event dockerd sends.
+        """
+        full = None
+        if repo_tag is not None:
+            full = reference.parse(repo_tag).tagged()
+        committer = commit.Committer(self.store, self.parents, self.in_thread)
+        d = committer.commit(
+            parent=parent,
+            upper=upper,
+            config=config,
+            history=history,
+            empty_layer=empty_layer,
+            container=container,
+            container_config=container_config,
+            exclude=exclude,
+            reference=full,
+        )
+
+        def tagged(image_id: str) -> str:
+            if repo_tag is not None:
+                self._image_event("tag", image_id, repo_tag)
+            return image_id
+
+        return d.addCallback(tagged)
 
     # --- tags and removal -------------------------------------------------
 
