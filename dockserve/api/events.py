@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 
+from dockserve.api.middleware import visible
 from dockserve.api.params import query, query_filters
 from dockserve.api.route import Route
 from dockserve.errors import InvalidParameter
@@ -114,7 +115,13 @@ class EventsAPI:
             else []
         )
 
+        # A caller that sees only its own objects (a policy's scope) gets
+        # only their events.
+        shows = visible(request)
+
         def send(message: dict[str, Any]) -> None:
+            if shows is not None and not shows(message):
+                return
             request.write(json.dumps(message).encode() + b"\n")  # type: ignore[no-untyped-call]
 
         clock = self._clock()

@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.api.test_middleware -*-
 """
 What every request goes through, whatever its route: the API-version check,
-the standard headers, CORS, the one mapping of errors to statuses, and one
-log line.
+the standard headers, CORS, the checks (L{Check}: the policy) every routed
+request passes before its handler, the one mapping of errors to statuses,
+and one log line.
 
 moby spreads this over C{makeHttpHandler} and its middlewares (version,
 experimental, CORS) plus C{httpstatus.FromError}; here L{Middleware} wraps
@@ -17,8 +18,8 @@ import re
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable
-from typing import Any, Final, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, Protocol, cast
 
 from attrs import define, field
 
@@ -59,8 +60,17 @@ CORS_METHODS: Final = b"HEAD, GET, POST, DELETE, PUT, OPTIONS"
 #: The path prefix dockerd's router accepts: C{/v{version:[0-9.]+}}.
 _VERSIONED: Final = re.compile(r"^/v([0-9.]+)(/.*)$")
 
+
+class TooManyRequests(DockerError):
+    """
+    A caller over its rate or stream limit (a policy's C{limits}): 429.
+    dockerd has no such limits, so no kind in L{dockserve.errors} either.
+    """
+
+
 #: Statuses for each kind of L{DockerError}; anything else is a 500.
 _STATUS: Final[tuple[tuple[type[DockerError], int], ...]] = (
+    (TooManyRequests, 429),
     (InvalidParameter, 400),
     (Unauthorized, 401),
     (Forbidden, 403),
@@ -117,6 +127,41 @@ def check_version(version: str) -> None:
 
 
 @define
+class Call:
+    """
+    A routed request as the checks see it, before its handler runs.
+
+    @ivar request: The request.
+    @ivar handler: The route's handler name (the route table's).
+    @ivar arguments: The path's arguments (C{name}, C{exec_id}).
+    @ivar shows: Set by a check: which objects the response may show (a
+        stream such as C{/events} asks L{visible}); C{None}: all.
+    @ivar result_filters: Applied in order to what the handler returns
+        (a C{dict}, C{list} or C{bytes}) before it is written.
+    @ivar on_finish: Called with the status and seconds once the response
+        is done, however it ended (C{101} for a hijacked stream).
+    """
+
+    request: Request
+    handler: str = "-"
+    arguments: dict[str, Any] = field(factory=dict)
+    shows: Callable[[Mapping[str, Any]], bool] | None = None
+    result_filters: list[Callable[[Any], Any]] = field(factory=list)
+    on_finish: list[Callable[[int, float], object]] = field(factory=list)
+
+
+class Check(Protocol):
+    """
+    What every routed request passes before its handler (the policy's
+    front door): it may refuse by raising a L{DockerError}, or shape the
+    request and its response through the L{Call}.
+    """
+
+    def __call__(self, call: Call) -> None:
+        """Look at C{call}; raise to refuse it."""
+
+
+@define
 class _State:
     """What the middleware remembers about one request."""
 
@@ -124,6 +169,8 @@ class _State:
     started: float
     hijacked: bool = False
     route: str = "-"
+    checks: Sequence[Check] = ()
+    call: Call | None = None
 
 
 _STATES: "weakref.WeakKeyDictionary[Request, _State]" = weakref.WeakKeyDictionary()
@@ -141,6 +188,16 @@ def api_version(request: Request) -> str:
         return state.version
     match = _VERSIONED.match(request.path.decode("utf-8", "replace"))
     return match.group(1) if match else API_VERSION
+
+
+def visible(request: Request) -> Callable[[Mapping[str, Any]], bool] | None:
+    """
+    Which objects a response to C{request} may show, as a check decided
+    (L{Call.shows}); C{None} when it may show all. A handler that writes
+    its own stream (C{/events}) asks this of each object it writes.
+    """
+    state = _STATES.get(request)
+    return state.call.shows if state is not None and state.call is not None else None
 
 
 def _sized(request: Request, body: bytes) -> bytes:
@@ -226,6 +283,11 @@ def endpoint(handler: Callable[..., Any], name: str) -> Callable[..., Any]:
         try:
             if version is not None:
                 check_version(version)
+            if state is not None and state.call is not None:
+                state.call.handler = name
+                state.call.arguments = kwargs
+                for check in state.checks:
+                    check(state.call)
             result = handler(request, **kwargs)
         except Exception:
             return _render_failure(request, Failure())  # type: ignore[no-untyped-call]
@@ -245,11 +307,14 @@ def endpoint(handler: Callable[..., Any], name: str) -> Callable[..., Any]:
 
 
 def _render_result(request: Request, result: object) -> bytes | None:
+    state = _STATES.get(request)
     if result is HIJACKED:
-        state = _STATES.get(request)
         if state is not None:
             state.hijacked = True
         return None
+    if state is not None and state.call is not None:
+        for transform in state.call.result_filters:
+            result = transform(result)
     if isinstance(result, dict | list):
         return _json(request, result)
     if isinstance(result, bytes):
@@ -334,6 +399,14 @@ class Middleware:
         self._cors = cors_origin.encode() if cors_origin else None
         self._now = now
         self.counters = counters if counters is not None else RequestCounters()
+        self._checks: list[Check] = []
+
+    def add_check(self, check: Check) -> None:
+        """
+        Have every routed request pass C{check} before its handler, after
+        those added before it (the policy's front door).
+        """
+        self._checks.append(check)
 
     def getChildWithDefault(self, name: bytes, request: Request) -> IResource:
         """A leaf: never asked for children."""
@@ -352,6 +425,9 @@ class Middleware:
         state = _State(
             version=match.group(1) if match else API_VERSION, started=self._now()
         )
+        if self._checks:
+            state.checks = tuple(self._checks)
+            state.call = Call(request)
         _STATES[request] = state
         self.counters.saw_channel(request.channel)
         self.counters.in_flight += 1
@@ -408,6 +484,12 @@ class Middleware:
         duration = self._now() - state.started
         for observe in self.counters.observers:
             observe(request, state.route, status, duration)
+        if state.call is not None:
+            for hook in state.call.on_finish:
+                try:
+                    hook(status, duration)
+                except Exception:
+                    _log.failure("A request's finish hook failed")
         peer = request.getClientAddress()  # type: ignore[no-untyped-call]
         host = getattr(peer, "host", None)
         port = getattr(peer, "port", None)
@@ -431,12 +513,16 @@ class Middleware:
 
 __all__ = [
     "NOT_DONE_YET",
+    "Call",
+    "Check",
     "Middleware",
     "RequestCounters",
+    "TooManyRequests",
     "api_version",
     "check_version",
     "endpoint",
     "error_body",
     "not_found",
     "status_for",
+    "visible",
 ]

@@ -9,6 +9,7 @@ C{?all=true} and C{?all=True} mean the same everywhere, and a bad value is a
 
 import json
 import re
+import weakref
 from typing import Any, Self
 
 from twisted.web.server import Request
@@ -171,26 +172,58 @@ def _constant(name: str) -> Any:
     raise ValueError(_CONSTANTS[name])
 
 
+#: Each request's body as decoded, or the message of why it is not JSON:
+#: the body is read once, for the policy (which may add a label to it) and
+#: the handler alike.
+_DECODED: "weakref.WeakKeyDictionary[Request, tuple[Any, str | None]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _decode(request: Request) -> tuple[Any, str | None]:
+    content = request.content.read() if request.content is not None else b""
+    if not content.strip():
+        return None, None
+    try:
+        _check_depth(content)
+        return json.loads(
+            content, parse_float=JSONNumber, parse_constant=_constant
+        ), None
+    except InvalidParameter as e:
+        return None, e.message
+    except RecursionError:
+        return None, "invalid JSON: exceeded max depth"
+    except ValueError as e:
+        return None, f"invalid JSON: {e}"
+
+
 def json_body(request: Request, *, required: bool = False) -> Any:
     """
     The request body decoded as JSON; C{None} for an empty body. Numbers
-    with a fraction are L{JSONNumber}s.
+    with a fraction are L{JSONNumber}s. The body is read at the first call;
+    later calls for the same request get the same object.
 
     @raise InvalidParameter: For a body that is not JSON (dockerd: 400),
         nested deeper than L{MAX_DEPTH}, or an empty body when C{required}.
     """
-    content = request.content.read() if request.content is not None else b""
-    if not content.strip():
-        if required:
-            raise InvalidParameter("bad parameter: request body is empty")
-        return None
-    _check_depth(content)
-    try:
-        return json.loads(content, parse_float=JSONNumber, parse_constant=_constant)
-    except RecursionError:
-        raise InvalidParameter("invalid JSON: exceeded max depth") from None
-    except ValueError as e:
-        raise InvalidParameter(f"invalid JSON: {e}") from None
+    decoded = _DECODED.get(request)
+    if decoded is None:
+        decoded = _decode(request)
+        _DECODED[request] = decoded
+    body, error = decoded
+    if error is not None:
+        raise InvalidParameter(error)
+    if body is None and required:
+        raise InvalidParameter("bad parameter: request body is empty")
+    return body
+
+
+def set_json_body(request: Request, body: Any) -> None:
+    """
+    What L{json_body} gives for C{request} from now on: a policy that adds
+    its owner label to a create whose body was empty.
+    """
+    _DECODED[request] = (body, None)
 
 
 def json_kind(value: Any) -> str:
