@@ -225,7 +225,13 @@ class FrontDoor:
             self._shape(call, route, principal, decision, narrow=False)
             return
         self._notify(principal.name, route, "allow", decision.rule)
-        self._shape(call, route, principal, decision, narrow=policy.own_scope)
+        self._shape(
+            call,
+            route,
+            principal,
+            decision,
+            narrow=policy.own_scope and not policy.learn,
+        )
 
     def _notify(
         self, principal: str, route: str, verdict: str, rule: str | None
@@ -296,6 +302,11 @@ class FrontDoor:
             if scoped or route == "containers.start":
                 found = owners.container(reference)
             if scoped and found is not None and not found.visible_to(owner):
+                raise _Refusal(rule, NotFound(f"No such container: {reference}"))
+        elif route == "images.commit" and scoped:
+            reference = query(call.request, "container") or ""
+            found = owners.container(reference) if reference else None
+            if found is not None and not found.visible_to(owner):
                 raise _Refusal(rule, NotFound(f"No such container: {reference}"))
         elif route in _EXEC_ROUTES and scoped:
             exec_id = arguments.get("exec_id", "")

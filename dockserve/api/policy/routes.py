@@ -69,6 +69,7 @@ ROUTES: Final[dict[str, tuple[str, str]]] = {
     "images.push": ("POST", "push_image"),
     "images.delete": ("DELETE", "remove_image"),
     "images.build": ("POST", "build"),
+    "images.commit": ("POST", "image_commit"),
     "build.prune": ("POST", "build_prune"),
     "networks.list": ("GET", "network_list_networks"),
     "networks.create": ("POST", "network_create"),
