@@ -23,9 +23,10 @@ import json
 import queue
 import re
 import shutil
+import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import treq
@@ -41,7 +42,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from dockserve.daemon.images import layers, reference
-from dockserve.daemon.images.store import LayerSource, hex_of
+from dockserve.daemon.images.store import ImageStore, LayerSource, hex_of
 from dockserve.errors import (
     DockerError,
     InvalidParameter,
@@ -49,9 +50,6 @@ from dockserve.errors import (
     SystemError_,
     Unauthorized,
 )
-
-if TYPE_CHECKING:
-    from dockserve.daemon.images.service import ImageService
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -172,10 +170,35 @@ class _NoVerification:
         return CertificateOptions(verify=False)
 
 
-class Distribution:
-    """Pull, push and search for an L{ImageService}."""
+_T = TypeVar("_T")
 
-    def __init__(self, service: "ImageService") -> None:
+
+class RegistryHost(typing.Protocol):
+    """
+    What the registry client asks of the image service it works for
+    (L{dockserve.daemon.images.service.ImageService}): its store, its
+    reactor, the registry settings and its thread pool. Named here rather
+    than imported, so that the service imports this module and this module
+    never imports the service: no cycle between the two.
+    """
+
+    store: ImageStore
+    _reactor: Any
+    insecure_registries: tuple[str, ...]
+    registry_mirrors: tuple[str, ...]
+
+    @property
+    def synchronous(self) -> bool:
+        """Whether thread work runs at once on the caller's thread (tests)."""
+
+    def in_thread(self, f: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        """Run blocking C{f} in the thread pool."""
+
+
+class Distribution:
+    """Pull, push and search for the image service (a L{RegistryHost})."""
+
+    def __init__(self, service: RegistryHost) -> None:
         self._service = service
         self._store = service.store
         self._reactor = service._reactor
