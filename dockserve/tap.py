@@ -28,6 +28,10 @@ from twisted.web.server import Site
 
 from dockserve.api.images import StreamingRequest
 from dockserve.api.middleware import Middleware
+from dockserve.api.policy.audit import AuditLog
+from dockserve.api.policy.door import FrontDoor
+from dockserve.api.policy.file import PolicyFileError
+from dockserve.api.policy.file import load as load_policy
 from dockserve.api.router import make_resource
 from dockserve.daemon import daemon as daemon_module
 from dockserve.daemon.config import DaemonConfig
@@ -164,6 +168,21 @@ class Options(usage.Options):
             ),
         ],
         ["api-cors-header", None, None, "Set CORS headers in the API for this origin."],
+        [
+            "policy",
+            None,
+            None,
+            (
+                "A TOML policy file: who may call which routes with which bodies,"
+                " per listener, TLS client certificate or unix uid (docs/policy.md)."
+            ),
+        ],
+        [
+            "audit-log",
+            None,
+            None,
+            "Append one JSON line per API request to this file (who, what, verdict).",
+        ],
         ["log-level", "l", "info", "Log level: debug, info, warn, error or fatal."],
         ["log-format", None, "text", "Log format: text or json (one object per line)."],
         [
@@ -335,10 +354,49 @@ class Options(usage.Options):
                 )
         if self["data-root"] is None:
             self["data-root"] = default_data_root(self.environ)
+        self._policy_options(default_unix)
 
         self["listen-fds"] = self._activated_fds()
         self["notifier"] = activation.Notifier(self.environ)
         self._quiet_twistd_logger()
+
+    def _policy_options(self, default_unix: str) -> None:
+        """
+        C{--policy}: the file, read and checked whole now (a mistake is exit
+        2 with its line); C{--audit-log}: opened now, so that a path that
+        cannot be written is a usage error rather than a lost record.
+        """
+        self["policy-file"] = None
+        self["audit"] = None
+        listeners = [h.text for h in self["parsed-hosts"]]
+
+        def canonical(text: str) -> str:
+            try:
+                named = hosts.parse(text, default_unix=default_unix).text
+            except hosts.InvalidHost as e:
+                raise ValueError(str(e)) from e
+            if named not in listeners:
+                raise ValueError(
+                    f"{named} is not one of this daemon's listeners"
+                    f" (-H {', -H '.join(listeners)})"
+                )
+            return named
+
+        if self["policy"] is not None:
+            try:
+                self["policy-file"] = load_policy(self["policy"], canonical=canonical)
+            except PolicyFileError as e:
+                raise usage.UsageError(f"--policy: {e}") from e
+        path = self["audit-log"]
+        if path is not None:
+            if not Path(path).is_absolute():
+                raise usage.UsageError(f"--audit-log: {path!r} is not an absolute path")
+            try:
+                self["audit"] = AuditLog.open(path)
+            except OSError as e:
+                raise usage.UsageError(
+                    f"--audit-log: cannot open {path}: {e.strerror or e}"
+                ) from e
 
     def _tls_options(self) -> None:
         """
@@ -432,7 +490,14 @@ class Options(usage.Options):
 
 
 class _QuietSite(Site):
-    """A L{Site} without twisted.web's access log: the API logs each request."""
+    """
+    A L{Site} without twisted.web's access log: the API logs each request.
+
+    @ivar listener: The C{-H} listener it serves (the policy's principals
+        are per listener).
+    """
+
+    listener: str | None = None
 
     def log(self, request: http.Request) -> None:
         del request
@@ -483,6 +548,9 @@ class DaemonService(MultiService):
         self._exit = exit_process
         self._bound = False
         self.tls = tls
+        #: The policy's check and audit log (C{--policy}, C{--audit-log});
+        #: its C{add_observer} hears every decision.
+        self.front_door: FrontDoor | None = None
 
     def privilegedStartService(self) -> None:
         """Bind every listener while twistd still has its privileges."""
@@ -580,14 +648,21 @@ def _exit(code: int) -> NoReturn:
     raise SystemExit(code)
 
 
-def make_site(resource: IResource, head_timeout: float = limits.HEAD_TIMEOUT) -> Site:
+def make_site(
+    resource: IResource,
+    head_timeout: float = limits.HEAD_TIMEOUT,
+    listener: str | None = None,
+) -> Site:
     """
-    The one L{Site} every listener serves, without tracebacks to clients.
+    A L{Site} over the one API resource, without tracebacks to clients.
 
     @param head_timeout: Seconds a connection has to send a complete
         request head (L{limits.HeadDeadlineChannel}).
+    @param listener: The C{-H} listener it serves (each has its own site,
+        so a request's listener is C{request.channel.site.listener}).
     """
     site = _QuietSite(resource)  # type: ignore[no-untyped-call]
+    site.listener = listener
     site.protocol = limits.channel_factory(head_timeout)  # type: ignore[assignment]
     site.displayTracebacks = False
     # Image uploads (load, import) reach their handler as the body arrives.
@@ -655,6 +730,12 @@ def _make_service(
         exit_process=exit_process,
         tls=options["tls-creator"],
     )
+    if options["policy-file"] is not None or options["audit"] is not None:
+        service.front_door = FrontDoor(
+            options["policy-file"], backend, audit=options["audit"]
+        )
+        if isinstance(api, Middleware):
+            api.add_check(service.front_door)
     metrics = None
     if options["metrics-address"] is not None:
         metrics = _add_metrics(service, options, reactor, backend, api)
@@ -723,7 +804,11 @@ def _add_listeners(
                     reactor,
                     options["activation-timeout"],
                 )
-            listener = ListenerService(host.text, endpoint, site)
+            listener = ListenerService(
+                host.text,
+                endpoint,
+                make_site(site.resource, options["head-timeout"], listener=host.text),
+            )
             listener.setServiceParent(service)  # type: ignore[no-untyped-call]
             if metrics is not None:
                 metrics.watch_listener(listener, limit, buffer)

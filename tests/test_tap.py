@@ -225,7 +225,11 @@ class GoodOptionTests(SynchronousTestCase):
                          ["tcp://localhost:2375"])  # fmt: skip
 
     def test_service_per_host(self) -> None:
-        """One listening service per host, all serving one site."""
+        """
+        One listening service per host, all serving one resource, each
+        through a site of its own that names its listener (a policy's
+        principals are per listener).
+        """
         directory = str(temp_dir(self))
         options = self.parse(
             "-H", f"unix://{directory}/a.sock", "-H", "tcp://127.0.0.1:2999",
@@ -241,8 +245,12 @@ class GoodOptionTests(SynchronousTestCase):
                 "tcp:2998:interface=127.0.0.1",
             ],
         )
-        factories = {id(listener._factory) for listener in listeners}
-        self.assertEqual(len(factories), 1)
+        resources = {id(listener._factory.resource) for listener in listeners}
+        self.assertEqual(len(resources), 1)
+        self.assertEqual(
+            [listener._factory.listener for listener in listeners],
+            [listener.host for listener in listeners],
+        )
 
     def test_connections_limited_per_listener(self) -> None:
         """
