@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.server import Request
 
 from dockserve.api import streams
+from dockserve.api.commit import CommitBackend
 from dockserve.api.params import (
     check_path,
     json_body,
@@ -113,7 +114,7 @@ class LogStream(Protocol):
         """The connection is gone."""
 
 
-class ContainerBackend(Protocol):
+class ContainerBackend(CommitBackend, Protocol):
     """What the /containers, /exec and /networks handlers ask of the daemon."""
 
     def create(self, name: str | None, body: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from twisted.web.resource import IResource
 
 from dockserve.api import (
     build,
+    commit,
     containers,
     events,
     exec,  # noqa: A004
@@ -40,6 +41,7 @@ AREAS: list[tuple[list[Route], Callable[[Backend, Any], object]]] = [
     (images.ROUTES, lambda b, _: images.ImagesAPI(b.images)),
     (containers.ROUTES, lambda b, _: containers.ContainersAPI(b.containers)),
     (exec.ROUTES, lambda b, _: exec.ExecAPI(b.containers)),
+    (commit.ROUTES, lambda b, _: commit.CommitAPI(b.containers)),
     (networks.ROUTES, lambda b, _: networks.NetworksAPI(b.networks, b.containers)),
     (build.ROUTES, lambda _, __: build.BuildAPI()),
     (events.ROUTES, lambda b, r: events.EventsAPI(b.events, r)),

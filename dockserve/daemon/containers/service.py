@@ -45,6 +45,7 @@ from dockserve.daemon.containers import (
 )
 from dockserve.daemon.containers.attachment import Attachment
 from dockserve.daemon.containers.bundles import Bundles
+from dockserve.daemon.containers.committing import ContainerCommitting
 from dockserve.daemon.containers.exec_control import ExecControl
 from dockserve.daemon.containers.files import ContainerFiles
 from dockserve.daemon.containers.health import Health, Settings
@@ -117,6 +118,7 @@ class ContainerService(
     ExecControl,
     ContainerNetworking,
     ContainerHealth,
+    ContainerCommitting,
 ):
     """
     Containers, their exec instances and their networks, as the API sees

@@ -236,3 +236,11 @@ class ContainerParts:
     def _stop_health(self, c: Container) -> None:
         """Stop C{c}'s probes (health_control)."""
         raise NotImplementedError
+
+    def pause(self, reference: str) -> Deferred[None]:
+        """C{POST /containers/{id}/pause} (life cycle)."""
+        raise NotImplementedError
+
+    def unpause(self, reference: str) -> Deferred[None]:
+        """C{POST /containers/{id}/unpause} (life cycle)."""
+        raise NotImplementedError

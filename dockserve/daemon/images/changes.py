@@ -195,6 +195,30 @@ def _first_word(text: str) -> tuple[str, str]:
     return parts[0], (parts[1].strip() if len(parts) > 1 else "")
 
 
+def _instructions(changes: list[str]) -> list[str]:
+    """
+    The instructions of C{changes} read as one Dockerfile, as dockerd
+    joins them: a change may hold several lines, a line ending in a
+    backslash goes on on the next, blank lines and comments are skipped.
+    """
+    found: list[str] = []
+    pending = ""
+    for line in "\n".join(changes).splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            # As BuildKit's parser: the backslash goes, the next line's
+            # own spacing stays.
+            pending += line.rstrip()[:-1]
+            continue
+        found.append((pending + line).strip())
+        pending = ""
+    if pending.strip():
+        found.append(pending.strip())
+    return found
+
+
 def apply(config: dict[str, Any], changes: list[str]) -> dict[str, Any]:
     """
     Apply each change line to a copy of C{config} (the image config's
@@ -205,10 +229,7 @@ def apply(config: dict[str, Any], changes: list[str]) -> dict[str, Any]:
     """
     result = dict(config)
     cmd_set = False
-    for line in changes:
-        text = line.strip()
-        if not text:
-            continue
+    for text in _instructions(changes):
         instruction, _, argument = text.partition(" ")
         upper = instruction.upper()
         if upper not in ALLOWED:

@@ -102,3 +102,16 @@ class ApplyTests(SynchronousTestCase):
         ]:
             error = self.assertRaises(InvalidParameter, apply, {}, [change])
             self.assertIn(message, error.message)
+
+    def test_lines(self) -> None:
+        """
+        The changes read as one Dockerfile: a change may hold several
+        lines, a backslash goes on, comments and blank lines are skipped.
+        """
+        changed = apply(
+            {},
+            ["ENV A=1\n\n# note\nLABEL x=1", "CMD echo \\\n  two"],
+        )
+        self.assertEqual(changed["Env"], ["A=1"])
+        self.assertEqual(changed["Labels"], {"x": "1"})
+        self.assertEqual(changed["Cmd"], ["/bin/sh", "-c", "echo   two"])
