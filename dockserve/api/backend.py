@@ -11,6 +11,7 @@ forwarder.
 
 from typing import Protocol
 
+from dockserve.api.build import BuildBackend
 from dockserve.api.containers import ContainerBackend
 from dockserve.api.events import EventsBackend
 from dockserve.api.images import ImageBackend
@@ -45,3 +46,7 @@ class Backend(Protocol):
     @property
     def events(self) -> EventsBackend:
         """The event bus every change is published on."""
+
+    @property
+    def build(self) -> BuildBackend:
+        """The classic builder and its cache."""

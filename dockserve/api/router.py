@@ -43,7 +43,7 @@ AREAS: list[tuple[list[Route], Callable[[Backend, Any], object]]] = [
     (exec.ROUTES, lambda b, _: exec.ExecAPI(b.containers)),
     (commit.ROUTES, lambda b, _: commit.CommitAPI(b.containers)),
     (networks.ROUTES, lambda b, _: networks.NetworksAPI(b.networks, b.containers)),
-    (build.ROUTES, lambda _, __: build.BuildAPI()),
+    (build.ROUTES, lambda b, _: build.BuildAPI(getattr(b, "build", None))),
     (events.ROUTES, lambda b, r: events.EventsAPI(b.events, r)),
     (volumes.ROUTES, lambda b, _: volumes.VolumesAPI(b.volumes)),
 ]

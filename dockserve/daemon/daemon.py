@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
 from dockserve.daemon import roots
+from dockserve.daemon.build.service import BuildService
 from dockserve.daemon.config import DaemonConfig
 from dockserve.daemon.containers.service import ContainerService
 from dockserve.daemon.events import EventBus
@@ -47,6 +48,7 @@ class Daemon:
         events: EventBus | None = None,
         volumes: Any = None,
         networks: Any = None,
+        build: Any = None,
     ) -> None:
         self.system = system
         self.images = images
@@ -54,6 +56,7 @@ class Daemon:
         self.events = events if events is not None else EventBus()
         self.volumes = volumes
         self.networks = networks
+        self.build = build
         self._reactor = reactor
 
     def restore(self) -> Deferred[None]:
@@ -63,6 +66,8 @@ class Daemon:
             self.volumes.restore()
         if self.networks is not None:
             self.networks.restore()
+        if self.build is not None:
+            self.build.restore()
         restoring = [
             area.restore()
             for area in (self.images, self.containers)
@@ -142,11 +147,12 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
     networks.members = plumbing.members
     networks.forget = lambda rec: Deferred.fromCoroutine(plumbing.forget_network(rec))
     containers.set_networking(networks, plumbing)
+    build = BuildService(Path(config.data_root) / "build", images, containers, reactor)
     system = SystemService(
         config,
         lambda: area_counts(images, containers),
         usage=lambda types: Deferred.fromCoroutine(
-            disk_usage(images, containers, types)
+            disk_usage(images, containers, types, build=build)
         ),
     )
     return Daemon(
@@ -157,6 +163,7 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
         events=bus,
         volumes=volumes,
         networks=networks,
+        build=build,
     )
 
 

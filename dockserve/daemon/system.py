@@ -82,13 +82,13 @@ DF_TYPES = ("container", "image", "volume", "build-cache")
 
 
 async def disk_usage(
-    images: Any, containers: Any, types: Sequence[str]
+    images: Any, containers: Any, types: Sequence[str], build: Any = None
 ) -> dict[str, Any]:
     """
-    C{GET /system/df}: what images, containers and volumes take (and the
-    build cache, which is empty: there is no builder yet), only the parts in
-    C{types} when it names any. The walks of containers' and volumes' files
-    run in the thread pool.
+    C{GET /system/df}: what images, containers, volumes and the build cache
+    (the images the classic builder made, C{build.cache_usage()}) take,
+    only the parts in C{types} when it names any. The walks of containers'
+    and volumes' files run in the thread pool.
     """
     wanted = set(types) or set(DF_TYPES)
     usage: dict[str, Any] = {}
@@ -106,7 +106,7 @@ async def disk_usage(
     if "volume" in wanted:
         usage["Volumes"] = await containers.volume_usage()
     if "build-cache" in wanted:
-        usage["BuildCache"] = []
+        usage["BuildCache"] = build.cache_usage() if build is not None else []
     return usage
 
 

@@ -54,10 +54,8 @@ _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 _MAX_BARE_DOCKERFILE = 16 << 20
 
 
-class ContextError(DockerError):
+class ContextError(SystemError_):
     """The context could not be received (a 500 with dockerd's text)."""
-
-    status = 500
 
 
 @frozen
