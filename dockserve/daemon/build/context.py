@@ -205,7 +205,18 @@ class _Unpacker:
         self._check_space(0)
         root_fd = os.open(self._context.root, _DIR_FLAGS)
         try:
-            for member, data in layers.iter_tar(stream):
+            members = layers.iter_tar(stream)
+            while True:
+                try:
+                    member, data = next(members)
+                except StopIteration:
+                    break
+                except EOFError:
+                    # The docker CLI's "-f -" context ends right after its
+                    # last member's data, without padding or end blocks;
+                    # Go's reader takes it, so does this one (a member cut
+                    # inside its data still fails, in _regular).
+                    break
                 name = clean_name(member.name)
                 if name is None:
                     continue
