@@ -173,10 +173,10 @@ class BuildAPI:
         C{POST /build}: the classic builder's JSON stream; errors before it
         (bad parameters, no Dockerfile, a bad Dockerfile) are plain statuses.
         """
+        self._check_refusals(request)
         backend = self._backend
         if backend is None:
             raise NotImplementedByDaemon("this daemon has no builder")
-        self._check_refusals(request)
         values: dict[str, Any] = {
             "dockerfile": query(request, "dockerfile") or "Dockerfile",
             "tags": query_all(request, "t"),
