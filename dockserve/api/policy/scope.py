@@ -11,6 +11,7 @@ is gone. The predefined networks (C{bridge}, C{host}, C{none}) belong to
 no one and are everyone's to use.
 """
 
+import functools
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -170,9 +171,18 @@ def add_label_filter(request: Any, label: str, owner: str) -> None:
     @raise dockserve.errors.InvalidParameter: For filters that are not
         JSON, as the handler would.
     """
+    if not request.args.get(b"filters"):
+        request.args[b"filters"] = [_owner_filter(label, owner)]
+        return
     filters = query_filters(request)
     filters.setdefault("label", []).append(f"{label}={owner}")
     request.args[b"filters"] = [json.dumps(filters).encode()]
+
+
+@functools.lru_cache(maxsize=256)
+def _owner_filter(label: str, owner: str) -> bytes:
+    """The filters of a list that had none, made once per owner."""
+    return json.dumps({"label": [f"{label}={owner}"]}).encode()
 
 
 def inject_label(body: dict[str, Any], label: str, owner: str) -> None:
