@@ -341,3 +341,22 @@ class KeyLinesTests(SynchronousTestCase):
         """Dotted keys with quotes and spaces; not a key."""
         self.assertEqual(split_key(" a . \"b.c\" . 'd' "), ("a", "b.c", "d"))
         self.assertIsNone(split_key("a b"))
+
+
+class DocsExampleTests(SynchronousTestCase):
+    def test_example_reads(self) -> None:
+        """The example of docs/policy.md is a good file (its group aside)."""
+        docs = Path(__file__).resolve().parents[3] / "docs" / "policy.md"
+        text = docs.read_text()
+        example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+        example = example.replace('group = "developers"', "gid = 4000")
+        loaded = parse(example, canonical=lambda listener: listener)
+        self.assertEqual(
+            [p.name for p in loaded.principals], ["root", "alice", "ci", "dev-team"]
+        )
+        self.assertEqual(
+            loaded.policies["developer"].decide("containers.export"),
+            (False, "developer.rule.no-secrets-out"),
+        )
+        self.assertFalse(loaded.policies["ci"].body.privileged)
+        self.assertTrue(loaded.policies["ci"].body.devices)
