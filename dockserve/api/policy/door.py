@@ -288,8 +288,8 @@ class FrontDoor:
     ) -> Owned | None:
         """
         The object the path names, refused as absent when a scoped principal
-        does not own it; for a container route, the container (whatever
-        the scope: a start checks its binds again).
+        does not own it; for a start, the container whatever the scope, when
+        binds are restricted: its bind sources are checked again.
         """
         owners = self.owners
         scoped = principal.policy.own_scope
@@ -299,7 +299,11 @@ class FrontDoor:
         found: Owned | None = None
         if route in _CONTAINER_ROUTES and "name" in arguments:
             reference = arguments["name"]
-            if scoped or route == "containers.start":
+            recheck = (
+                route == "containers.start"
+                and principal.policy.body.bind_sources != ("/",)
+            )
+            if scoped or recheck:
                 found = owners.container(reference)
             if scoped and found is not None and not found.visible_to(owner):
                 raise _Refusal(rule, NotFound(f"No such container: {reference}"))

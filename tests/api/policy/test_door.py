@@ -508,3 +508,33 @@ class AuditTests(SynchronousTestCase):
             (1000, None, "allow"),
         )
         self.assertEqual(rig.decisions, [("-", "containers.create", "allow", None)])
+
+
+class BindRecheckTests(SynchronousTestCase):
+    def test_start_resolves_again(self) -> None:
+        """
+        A bind source under an allowed prefix whose symlink is pointed
+        elsewhere after the create is refused at the start.
+        """
+        allowed = Path(self.mktemp()).absolute()
+        (allowed / "data").mkdir(parents=True)
+        link = allowed / "link"
+        link.symlink_to(allowed / "data")
+        rig = Rig(
+            self,
+            POLICY + f'bind_sources = ["{allowed}"]\n',
+        )
+        made = rig.create("mine", ALICE, HostConfig={"Binds": [f"{link}:/d"]})
+        link.unlink()
+        link.symlink_to("/etc")
+        self.assertEqual(
+            rig.request("POST", f"/containers/{made}/start", as_peer=ALICE),
+            (
+                403,
+                {
+                    "message": "authorization denied by policy rule developer.body."
+                    f"bind_sources: bind mount of {link} (which is /etc) is outside"
+                    f" the allowed sources ({allowed})"
+                },
+            ),
+        )
