@@ -193,11 +193,17 @@ class Runtime(Protocol):
         log_path: str,
         tty: bool,
         open_stdin: bool,
+        leave_stdin_open: bool = False,
     ) -> Deferred[RuntimeState]:
         """
         Start a monitor that creates (not starts) the container from
         C{bundle_dir}/config.json, logging its output to C{log_path}
         (conmon's k8s-file format). Fires once the container is created.
+
+        @param leave_stdin_open: The container's stdin stays open when an
+            attached client goes (a TTY, or C{-i} without C{StdinOnce}),
+            so the next C{docker attach} can type into it; otherwise the
+            first client's end of input is the container's.
 
         @raise dockserve.errors.SystemError_: with the runtime's own message
             (for example C{exec: "nosuch": executable file not found in $PATH}).
@@ -211,6 +217,7 @@ class Runtime(Protocol):
         log_path: str,
         tty: bool,
         open_stdin: bool,
+        leave_stdin_open: bool = False,
         before_start: Callable[[], Deferred[None]] | None = None,
     ) -> Deferred[RuntimeState]:
         """
@@ -222,6 +229,12 @@ class Runtime(Protocol):
 
     def start(self, container_id: str) -> Deferred[None]:
         """Start a created container's process."""
+
+    def update(self, container_id: str, resources: dict[str, Any]) -> Deferred[None]:
+        """
+        New limits for a running container at once: C{resources} is an OCI
+        runtime-spec C{linux.resources} object (C{runc update --resources}).
+        """
 
     def kill(self, container_id: str, signal: int) -> Deferred[None]:
         """Send C{signal} to the container's init process."""

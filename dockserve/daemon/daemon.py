@@ -40,15 +40,15 @@ class Daemon:
 
     def __init__(
         self,
-        system: Any,
-        images: Any,
-        containers: Any,
+        system: SystemService,
+        images: ImageService,
+        containers: ContainerService,
         reactor: Any = None,
         *,
         events: EventBus | None = None,
-        volumes: Any = None,
-        networks: Any = None,
-        build: Any = None,
+        volumes: VolumeService | None = None,
+        networks: NetworkService | None = None,
+        build: BuildService | None = None,
     ) -> None:
         self.system = system
         self.images = images
@@ -118,13 +118,14 @@ def create(config: DaemonConfig, reactor: IReactorCore) -> Daemon:
         suggest(THREAD_POOL_SIZE)
     roots.secure(Path(config.data_root), Path(config.exec_root))
     bus = EventBus()
-    images: Any = ImageService.for_config(config, reactor)
-    images.set_events(
-        lambda m: bus.publish(
-            m["Type"], m["Action"], m["Actor"]["ID"], m["Actor"]["Attributes"]
-        )
-    )
-    containers: Any = ContainerService.for_config(config, images, reactor)
+    images = ImageService.for_config(config, reactor)
+
+    def publish_image_event(m: dict[str, Any]) -> None:
+        bus.publish(m["Type"], m["Action"], m["Actor"]["ID"], m["Actor"]["Attributes"])
+
+    images.set_events(publish_image_event)
+    containers = ContainerService.for_config(config, images, reactor)
+    images.set_users(containers)
     containers.set_events(bus.publish)
     volumes = VolumeService(
         Path(config.data_root) / "volumes",

@@ -20,11 +20,15 @@ from twisted.internet.task import Clock
 from dockserve.daemon.containers.record import ContainerRecord
 from dockserve.daemon.containers.service import ContainerService
 from dockserve.daemon.contracts import (
+    ExecProcess,
     ExitStatus,
+    ImageSource,
     OutputCallback,
     PushProducer,
     ResolvedImage,
+    Runtime,
     RuntimeState,
+    Stdio,
 )
 from dockserve.errors import NotFound, SystemError_
 
@@ -220,6 +224,8 @@ class ScriptedRuntime:
         self.runs = 0
         self.on_start: Callable[[str], None] = lambda _: None
         self.hold: Deferred[None] | None = None
+        #: Every C{update} asked for: C{(container ID, resources)}.
+        self.updates: list[tuple[str, dict[str, Any]]] = []
 
     def create(
         self,
@@ -229,9 +235,10 @@ class ScriptedRuntime:
         log_path: str,
         tty: bool,
         open_stdin: bool,
+        leave_stdin_open: bool = False,
     ) -> Deferred[RuntimeState]:
         """See L{dockserve.daemon.contracts}: C{create}."""
-        del bundle_dir, log_path, open_stdin
+        del bundle_dir, log_path, open_stdin, leave_stdin_open
         if self.fail_create is not None:
             message, self.fail_create = self.fail_create, None
             raise SystemError_(message)
@@ -255,6 +262,7 @@ class ScriptedRuntime:
         log_path: str,
         tty: bool,
         open_stdin: bool,
+        leave_stdin_open: bool = False,
         before_start: Callable[[], Deferred[None]] | None = None,
     ) -> Deferred[RuntimeState]:
         """See L{dockserve.daemon.contracts}: C{run}."""
@@ -265,6 +273,7 @@ class ScriptedRuntime:
             log_path=log_path,
             tty=tty,
             open_stdin=open_stdin,
+            leave_stdin_open=leave_stdin_open,
         )
 
         async def run() -> RuntimeState:
@@ -287,6 +296,12 @@ class ScriptedRuntime:
         """See L{dockserve.daemon.contracts}: C{start}."""
         self._fake(container_id).status = "running"
         self.on_start(container_id)
+        return succeed(None)
+
+    def update(self, container_id: str, resources: dict[str, Any]) -> Deferred[None]:
+        """See L{dockserve.daemon.contracts}: C{update}."""
+        self._fake(container_id)
+        self.updates.append((container_id, resources))
         return succeed(None)
 
     def kill(self, container_id: str, signal: int) -> Deferred[None]:
@@ -344,7 +359,7 @@ class ScriptedRuntime:
         fake.waiters.append(waiter)
         return waiter
 
-    def attach(self, container_id: str, on_output: OutputCallback) -> Deferred[Any]:
+    def attach(self, container_id: str, on_output: OutputCallback) -> Deferred[Stdio]:
         """See L{dockserve.daemon.contracts}: C{attach}."""
         fake = self._fake(container_id)
         stdio = FakeStdio(on_output)
@@ -358,7 +373,7 @@ class ScriptedRuntime:
         *,
         on_output: OutputCallback | None,
         stdin: bool = False,
-    ) -> Deferred[Any]:
+    ) -> Deferred[ExecProcess]:
         """See L{dockserve.daemon.contracts}: C{exec}."""
         del stdin
         fake = self._fake(container_id)
@@ -425,25 +440,28 @@ def make_service(
     root: Path,
     *,
     clock: Clock | None = None,
-    runtime: Any = None,
-    images: Any = None,
+    runtime: Runtime | None = None,
+    images: ImageSource | None = None,
 ) -> tuple[ContainerService, Any, Clock]:
     """
-    A L{ContainerService} on fakes: C{(service, runtime, clock)}.
+    A L{ContainerService} on fakes: C{(service, runtime, clock)}. mypy
+    checks here that the fakes satisfy the Protocols the real parts do
+    (L{ScriptedRuntime} and L{dockserve.daemon.runtime.RuncRuntime} the same
+    L{Runtime}).
 
     @param root: An empty directory for the records.
     """
     clock = clock or Clock()
-    runtime = runtime if runtime is not None else ScriptedRuntime(clock)
+    fake: Runtime = runtime if runtime is not None else ScriptedRuntime(clock)
     service = ContainerService(
         root=root / "containers",
         exec_root=root / "exec",
         images=images if images is not None else FakeImages(),
-        runtime=runtime,
+        runtime=fake,
         bundles=FakeBundles(),
         reactor=clock,
     )
-    return service, runtime, clock
+    return service, fake, clock
 
 
 def as_backend(service: ContainerService) -> "ContainerBackend":

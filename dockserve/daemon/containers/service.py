@@ -30,12 +30,13 @@ from twisted.internet.defer import (
     DeferredList,
     succeed,
 )
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from dockserve.daemon import store
+from dockserve.daemon.config import DaemonConfig
 from dockserve.daemon.containers import (
     configs,
     mounts,
@@ -65,7 +66,7 @@ from dockserve.daemon.containers.table import (
     Container,
     _start_error,
 )
-from dockserve.daemon.containers.transitions import Transitions
+from dockserve.daemon.containers.transitions import Publish, Transitions
 from dockserve.daemon.containers.views import (
     ContainerViews,
     _before_until,
@@ -81,6 +82,7 @@ from dockserve.daemon.contracts import (
 )
 from dockserve.daemon.network.model import NetPlan
 from dockserve.daemon.runtime import RuncRuntime
+from dockserve.daemon.volumes.service import VolumeService
 from dockserve.errors import (
     Conflict,
     DockerError,
@@ -98,16 +100,6 @@ DEFAULT_STOP_TIMEOUT = 10
 
 
 _log = Logger()
-
-
-def _accepts(function: Callable[..., Any], keyword: str) -> bool:
-    """Whether C{function} takes the keyword argument C{keyword}."""
-    import inspect  # noqa: PLC0415
-
-    try:
-        return keyword in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 class ContainerService(
@@ -135,7 +127,7 @@ class ContainerService(
         bundles: Bundles,
         reactor: IReactorTime,
         threadpool: ThreadPool | None = None,
-        threadpool_reactor: Any = None,
+        threadpool_reactor: IReactorFromThreads | None = None,
     ) -> None:
         """
         @param root: Where container directories live (records, logs,
@@ -157,17 +149,17 @@ class ContainerService(
         self._execs: dict[str, ExecInstance] = {}
         self._reaping: dict[str, Deferred[None]] = {}
         self._image_sizes: dict[str, int] = {}
-        self._volumes: Any = None
+        self._volumes: VolumeService | None = None
         self._networks: Any = None
         self._attachments: Any = None
         #: Where every state change is saved and published (set_events).
         self.transitions = Transitions()
 
-    def set_events(self, publish: Any) -> None:
+    def set_events(self, publish: Publish) -> None:
         """Send container events to C{publish} (the daemon's event bus)."""
         self.transitions.set_publish(publish)
 
-    def set_volumes(self, volumes: Any) -> None:
+    def set_volumes(self, volumes: VolumeService) -> None:
         """
         The volume service (L{dockserve.daemon.volumes.service}): volumes a
         container names are made at its create, and asked who uses them.
@@ -175,12 +167,13 @@ class ContainerService(
         self._volumes = volumes
 
     @classmethod
-    def for_config(cls, config: Any, images: Any, reactor: Any) -> "ContainerService":
+    def for_config(
+        cls, config: DaemonConfig, images: ImageSource, reactor: Any
+    ) -> "ContainerService":
         """
         The service for a daemon's L{dockserve.daemon.config.DaemonConfig}:
         runc (or C{--runtime}) under conmon, overlayfs bundles, the
-        reactor's thread pool for blocking work; and C{images} learns from
-        it which images are in use.
+        reactor's thread pool for blocking work.
         """
         data_root = Path(config.data_root)
         exec_root = Path(config.exec_root)
@@ -191,7 +184,7 @@ class ContainerService(
             runtime_binary=config.runtime,
             threadpool=pool,
         )
-        service = cls(
+        return cls(
             root=data_root / "containers",
             exec_root=exec_root,
             images=images,
@@ -203,9 +196,6 @@ class ContainerService(
             threadpool=pool,
             threadpool_reactor=reactor,
         )
-        if images is not None and hasattr(images, "set_users"):
-            images.set_users(service)
-        return service
 
     # --- helpers -----------------------------------------------------------
 
@@ -358,12 +348,10 @@ class ContainerService(
         await c.cleanup
         image = self._images.resolve(c.record.image_id)
         tty = bool(c.record.config.get("Tty"))
-        options: dict[str, Any] = {}
-        if _accepts(self._runtime.create, "leave_stdin_open"):
-            # Without StdinOnce, or with a TTY, a client's going away leaves
-            # the container's stdin open for the next one, as dockerd does
-            # (conmon's --leave-stdin-open): docker run -it, ctrl-p ctrl-q.
-            options["leave_stdin_open"] = tty or not c.record.config.get("StdinOnce")
+        # Without StdinOnce, or with a TTY, a client's going away leaves the
+        # container's stdin open for the next one, as dockerd does (conmon's
+        # --leave-stdin-open): docker run -it, ctrl-p ctrl-q.
+        leave_stdin_open = tty or not c.record.config.get("StdinOnce")
         try:
             # Inside the try: a bundle that cannot be made (no such user in
             # the image's /etc/passwd, a bad mount) fails the start as a
@@ -376,7 +364,7 @@ class ContainerService(
                 "log_path": str(c.directory / LOG_FILE),
                 "tty": tty,
                 "open_stdin": bool(c.record.config.get("OpenStdin")),
-                **options,
+                "leave_stdin_open": leave_stdin_open,
             }
             if tty:
                 bundle = await self._bundles.prepare(c.directory, c.record, image, plan)
@@ -538,6 +526,8 @@ class ContainerService(
 
     async def _acquire_volumes(self, c: Container) -> None:
         """A start takes its volumes: made if missing, devices mounted."""
+        if self._volumes is None:
+            return
         for point in self._volume_points(c):
             await self._volumes.acquire(
                 point.name, c.id, point.destination, rw=point.rw
@@ -545,6 +535,8 @@ class ContainerService(
 
     async def _release_volumes(self, c: Container) -> None:
         """The run is over: its volumes are let go (devices unmounted last)."""
+        if self._volumes is None:
+            return
         for point in self._volume_points(c):
             try:
                 await self._volumes.release(point.name, c.id)
@@ -1059,17 +1051,10 @@ class ContainerService(
         previous = c.record
         self._save(c, evolve(c.record, host_config=merged), "update")
         warnings: list[str] = []
-        apply = getattr(self._runtime, "update", None)
         live = c.record.state.running and any(
             k in body for k in allowed - {"RestartPolicy"}
         )
         if not live:
-            return succeed({"Warnings": warnings})
-        if apply is None:
-            warnings.append(
-                "the runtime cannot change a running container's resources: "
-                "they apply from its next start"
-            )
             return succeed({"Warnings": warnings})
         from dockserve.daemon.containers.spec import (  # noqa: PLC0415
             _resources as oci_resources,
@@ -1080,7 +1065,7 @@ class ContainerService(
 
         async def update_it() -> dict[str, Any]:
             try:
-                await apply(c.id, resources)
+                await self._runtime.update(c.id, resources)
             except DockerError as e:
                 # As dockerd: the old settings stay, the error is a 500.
                 self._save(c, evolve(c.record, host_config=previous.host_config))
@@ -1205,8 +1190,9 @@ class ContainerService(
                 # runtime knows when.
                 started_at = state.created or self._now()
             c.started_at = record.parse_rfc3339(started_at) or time.time()
-            for point in self._volume_points(c):
-                self._volumes.adopt(point.name, c.id)
+            if self._volumes is not None:
+                for point in self._volume_points(c):
+                    self._volumes.adopt(point.name, c.id)
             self._save(
                 c,
                 rec.with_state(

@@ -20,7 +20,11 @@ from twisted.internet.defer import (
     DeferredLock,
     succeed,
 )
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorFromThreads,
+    IReactorTime,
+)
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -40,6 +44,7 @@ from dockserve.daemon.contracts import (
     ImageSource,
     Runtime,
 )
+from dockserve.daemon.volumes.service import VolumeService
 from dockserve.errors import (
     DockerError,
     InvalidParameter,
@@ -146,13 +151,13 @@ class ContainerParts:
     _bundles: Bundles
     _reactor: IReactorTime
     _threadpool: ThreadPool | None
-    _threadpool_reactor: Any
+    _threadpool_reactor: IReactorFromThreads | None
     _containers: dict[str, Container]
     _names: dict[str, str]
     _execs: dict[str, ExecInstance]
     _reaping: dict[str, Deferred[None]]
     _image_sizes: dict[str, int]
-    _volumes: Any
+    _volumes: VolumeService | None
     transitions: Transitions
 
     def _now(self) -> str:
@@ -177,13 +182,13 @@ class ContainerParts:
         self.transitions.announce(c, action, **extra)
 
     def _in_thread(self, work: Callable[[], None]) -> Deferred[None]:
-        if self._threadpool is None:
+        if self._threadpool is None or self._threadpool_reactor is None:
             work()
             return succeed(None)
         return deferToThreadPool(self._threadpool_reactor, self._threadpool, work)
 
     def _blocking(self, work: Callable[[], _T]) -> Deferred[_T]:
-        if self._threadpool is None:
+        if self._threadpool is None or self._threadpool_reactor is None:
             try:
                 return succeed(work())
             except Exception as e:
