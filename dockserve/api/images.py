@@ -210,9 +210,9 @@ class MessageStream:
         self({"errorDetail": {"message": error.message}, "error": error.message})
 
 
-#: The upload paths whose body a handler reads as it arrives: C{/images/load}
-#: and C{/images/create}, bare or under C{/v<version>}.
-_UPLOAD_PATH = re.compile(rb"(?:/v[0-9.]+)?/images/(load|create)\Z")
+#: The upload paths whose body a handler reads as it arrives: C{/images/load},
+#: C{/images/create} and C{/build} (its context), bare or under C{/v<version>}.
+_UPLOAD_PATH = re.compile(rb"(?:/v[0-9.]+)?/(?:images/(load|create)|build)\Z")
 
 
 def streamed_upload(method: bytes, uri: bytes) -> bool:
@@ -227,7 +227,7 @@ def streamed_upload(method: bytes, uri: bytes) -> bool:
     match = _UPLOAD_PATH.match(path)
     if match is None:
         return False
-    if match.group(1) == b"load":
+    if match.group(1) in {b"load", None}:
         return True
     return parse_qs(query_string).get(b"fromSrc", [b""])[-1] == b"-"
 

@@ -345,7 +345,10 @@ class BuildService:
         finally:
             with contextlib.suppress(Exception):
                 self._save()
-            await self.images.in_thread(shutil.rmtree, prepared.context.root, True)
+            # After the answer: the client need not wait for the context's
+            # files to go (tmp/ is emptied at the next start anyway).
+            removing = self.images.in_thread(shutil.rmtree, prepared.context.root, True)
+            removing.addErrback(lambda f: _log.failure("removing a context", f))
         return image_id
 
     async def _clean(self, build: Build, *, force: bool) -> None:
