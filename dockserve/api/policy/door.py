@@ -185,6 +185,18 @@ class FrontDoor:
         """Tell C{observer} of every decision from now on."""
         self._observers.append(observer)
 
+    def principal_of(self, request: Any) -> str | None:
+        """
+        The name of the principal C{request}'s connection is, once a routed
+        request on it was checked (the metrics label requests with it);
+        C{-} without a policy file, C{None} when not known yet.
+        """
+        known = self._callers.peek(request)
+        if known is None:
+            return None
+        principal = known[1]
+        return principal.name if principal is not None else "-"
+
     def _caller(self, request: Any) -> tuple[Peer, Principal | None]:
         peer = self._identify(request)
         if self.policy is None:

@@ -227,6 +227,13 @@ class ConnectionCache:
             weakref.WeakKeyDictionary()
         )
 
+    def peek(self, request: Any) -> Any:
+        """What this connection's first request made, or C{None} yet."""
+        try:
+            return self._values.get(getattr(request, "channel", None))
+        except TypeError:
+            return None
+
     def get(self, request: Any, make: Callable[[Any], Any]) -> Any:
         """What C{make(request)} gave at this connection's first request."""
         channel = request.channel

@@ -441,7 +441,7 @@ class LimitTests(SynchronousTestCase):
 
 
 class _FakeRequest:
-    channel = None
+    channel: object = None
     args: dict[bytes, list[bytes]] = {}  # noqa: RUF012
     method = b"POST"
     path = b"/x"
@@ -538,3 +538,19 @@ class BindRecheckTests(SynchronousTestCase):
                 },
             ),
         )
+
+
+class PrincipalOfTests(SynchronousTestCase):
+    def test_principal_of(self) -> None:
+        """A checked request's connection names its principal; others none."""
+        rig = Rig(self, POLICY)
+        request = _FakeRequest()
+        request.channel = _Channel()
+        self.assertIsNone(rig.door.principal_of(request))
+        rig.peer = BOB
+        rig.door(Call(request, "container_list_containers", {}))
+        self.assertEqual(rig.door.principal_of(request), "bob")
+
+
+class _Channel:
+    """A connection: the cache keeps its principal."""
