@@ -15,6 +15,7 @@ thread, never from the reactor.
 import ctypes
 import ctypes.util
 import os
+from errno import EINVAL
 from pathlib import Path
 
 #: The mount(2) data is one page; stay well under it.
@@ -62,7 +63,14 @@ def overlay_options(layer_dirs: list[str], upper: str | Path, work: str | Path) 
     C{upper}: the top layer leads C{lowerdir}, as overlayfs wants.
     """
     lower = ":".join(reversed(layer_dirs))
-    return f"lowerdir={lower},upperdir={upper},workdir={work}"
+    return f"lowerdir={lower},upperdir={upper},workdir={work}{_PLAIN_UPPER}"
+
+
+#: An upper directory whose every change is a whole file or a whiteout, as
+#: docker commit and the builder read it (images/upperdir.py): no renamed
+#: directories recorded as redirects, no metadata-only copies. Off by
+#: default in the kernel, but a module parameter can turn them on.
+_PLAIN_UPPER = ",redirect_dir=off,metacopy=off"
 
 
 def mount_rootfs(
@@ -82,17 +90,15 @@ def mount_rootfs(
     options = overlay_options(layer_dirs, upper, work)
     if len(options) > _MAX_OPTIONS:
         options = overlay_options(_short_links(layer_dirs, work), upper, work)
-    _check(
-        _libc.mount(
-            b"overlay",
-            os.fsencode(str(target)),
-            b"overlay",
-            0,
-            options.encode(),
-        ),
-        "mount overlay",
-        target,
+    result = _libc.mount(
+        b"overlay", os.fsencode(str(target)), b"overlay", 0, options.encode()
     )
+    if result != 0 and ctypes.get_errno() == EINVAL:
+        # A kernel older than 4.19 knows neither option (then neither
+        # feature can be on).
+        plain = options.removesuffix(_PLAIN_UPPER).encode()
+        result = _libc.mount(b"overlay", os.fsencode(str(target)), b"overlay", 0, plain)
+    _check(result, "mount overlay", target)
 
 
 def unmount(target: str | Path) -> None:
