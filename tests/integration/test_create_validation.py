@@ -72,8 +72,7 @@ BAD_BODIES: list[tuple[dict[str, Any], str]] = [
      "invalid ulimit type: bogus"),
     ({"HostConfig": {"Sysctls": {"kernel.bogus": "1"}}},
      'sysctl "kernel.bogus" is not in a separate kernel namespace'),
-    ({"HostConfig": {"VolumesFrom": ["errc"]}},
-     "VolumesFrom (--volumes-from) are not supported by this daemon yet"),
+    ({"HostConfig": {"VolumesFrom": ["errc:nocopy"]}}, "invalid mode: nocopy"),
     ({"HostConfig": {"StorageOpt": {"size": "1G"}}},
      ("--storage-opt is supported only for overlay over xfs with 'pquota' "
       "mount option")),

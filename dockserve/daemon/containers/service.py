@@ -40,9 +40,11 @@ from dockserve.daemon.config import DaemonConfig
 from dockserve.daemon.containers import (
     configs,
     mounts,
+    mountsetup,
     names,
     record,
     restart,
+    validate,
 )
 from dockserve.daemon.containers.attachment import Attachment
 from dockserve.daemon.containers.bundles import Bundles
@@ -140,7 +142,8 @@ class ContainerService(
         self._exec_root = exec_root
         self._images = images
         self._runtime = runtime
-        self._bundles = bundles
+        # Every bundle (a start's, a docker cp's) sees all of a record's mounts.
+        self._bundles = mountsetup.BundlesWithMounts(bundles, self._bundle_record)
         self._reactor = reactor
         self._threadpool = threadpool
         self._threadpool_reactor = threadpool_reactor
@@ -270,9 +273,10 @@ class ContainerService(
         log_config["Type"] = log_config.get("Type") or LOG_DRIVER
         log_config["Config"] = log_config.get("Config") or {}
         host_config["LogConfig"] = log_config
+        inherited = self._volumes_from(host_config)
         anonymous = {
             target: mounts.new_volume_name()
-            for target in mounts.anonymous_targets(merged, host_config)
+            for target in mounts.anonymous_targets(merged, host_config, inherited)
         }
         rec = ContainerRecord(
             id=container_id,
@@ -290,17 +294,55 @@ class ContainerService(
         if self._volumes is not None:
             # dockerd makes the volumes a container names at its create:
             # docker volume ls shows them from then on.
-            for point in self._mount_points(rec):
-                if point.type == "volume" and point.name:
-                    self._volumes.ensure(point.name, anonymous=point.anonymous)
+            points = mounts.points(
+                host_config, anonymous, self._volumes_root, inherited
+            )
+            for point in points:
+                if point.type == "volume" and point.name and not point.inherited:
+                    self._volumes.ensure(
+                        point.name,
+                        anonymous=point.anonymous,
+                        driver=point.driver,
+                        driver_opts=point.options,
+                        labels=point.labels,
+                    )
         directory = self._root / container_id
         directory.mkdir(parents=True, exist_ok=False)
         c = Container(rec, directory)
+        if inherited:
+            # Kept beside the record: they stay when the other container goes.
+            store.write_json(
+                directory / mounts.INHERITED_FILE, {"Mounts": mounts.to_json(inherited)}
+            )
+        c.inherited = inherited
         self._save(c, rec, "create")
         self._containers[container_id] = c
         self._names[full_name] = container_id
         warnings: list[str] = []
         return {"Id": container_id, "Warnings": warnings}
+
+    def _volumes_from(self, host_config: dict[str, Any]) -> list[mounts.MountPoint]:
+        """
+        What C{--volumes-from} brings a new container, resolved now as
+        dockerd resolves it at create: each named container's volumes and
+        binds at the same destinations (a later one winning a destination).
+
+        @raise InvalidParameter: A container that is not there, with
+            dockerd's text and its 400 (a 404 would have the CLI go and
+            pull the image).
+        """
+        found: dict[str, mounts.MountPoint] = {}
+        for spec in host_config.get("VolumesFrom") or []:
+            reference, mode = validate.parse_volumes_from(spec)
+            if not reference:
+                raise InvalidParameter('invalid name or ID supplied: ""')
+            try:
+                other = self._get(reference)
+            except NotFound as e:
+                raise InvalidParameter(e.message) from None
+            for point in mounts.inherit(self._mount_points(other.record), mode):
+                found[point.destination] = point
+        return list(found.values())
 
     # --- start -------------------------------------------------------------
 
@@ -368,6 +410,7 @@ class ContainerService(
             }
             if tty:
                 bundle = await self._bundles.prepare(c.directory, c.record, image, plan)
+                await self._ready_volumes(c)
                 state = await self._runtime.create(c.id, bundle, **monitor)
                 await self._attach_pending(c)
                 # The time the process is let go: one that exits at once
@@ -484,6 +527,7 @@ class ContainerService(
             await made
             if isinstance(outcome[0], Failure):
                 outcome[0].raiseException()
+            await self._ready_volumes(c)
             await self._attach_pending(c)
 
         try:
@@ -532,6 +576,21 @@ class ContainerService(
             await self._volumes.acquire(
                 point.name, c.id, point.destination, rw=point.rw
             )
+
+    async def _ready_volumes(self, c: Container) -> None:
+        """
+        With the root mounted and before the process runs: binds'
+        propagation checked, and at the first start the empty volumes
+        filled from the image (in a thread: a copy can be long).
+        """
+        points = self._mount_points(c.record)
+        if not any(p.type in {"volume", "bind"} for p in points):
+            return
+        first_run = not c.record.has_been_started and self._volumes is not None
+        rootfs = self._bundles.rootfs(c.directory)
+        await self._blocking(
+            partial(mountsetup.ready, rootfs, points, first_run=first_run)
+        )
 
     async def _release_volumes(self, c: Container) -> None:
         """The run is over: its volumes are let go (devices unmounted last)."""

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from attrs import evolve
+
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -30,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from dockserve.daemon import store
 from dockserve.daemon.containers import (
     mounts,
     names,
@@ -103,6 +106,9 @@ class Container:
         self.draining = False
         #: The running healthcheck's monitor, if any (health_control).
         self.health_monitor: Any = None
+        #: What C{--volumes-from} brought it (read from its directory when
+        #: first asked: None until then).
+        self.inherited: list[mounts.MountPoint] | None = None
 
     @property
     def id(self) -> str:
@@ -202,8 +208,39 @@ class ContainerParts:
         return self._root.parent / "volumes"
 
     def _mount_points(self, rec: ContainerRecord) -> list[mounts.MountPoint]:
-        """C{rec}'s mounts: its binds, mounts and anonymous volumes."""
-        return mounts.points(rec.host_config, rec.anonymous_volumes, self._volumes_root)
+        """
+        C{rec}'s mounts: its binds, mounts, anonymous volumes and what
+        C{--volumes-from} brought it.
+        """
+        return mounts.points(
+            rec.host_config,
+            rec.anonymous_volumes,
+            self._volumes_root,
+            self._inherited(rec),
+        )
+
+    def _inherited(self, rec: ContainerRecord) -> list[mounts.MountPoint]:
+        """The C{--volumes-from} mounts of C{rec}'s container, kept at create."""
+        c = self._containers.get(rec.id)
+        if c is None or not rec.host_config.get("VolumesFrom"):
+            return []
+        if c.inherited is None:
+            try:
+                kept = store.read_json(c.directory / mounts.INHERITED_FILE)
+            except FileNotFoundError:
+                kept = {}
+            except (OSError, ValueError) as e:
+                _log.error("unreadable volumes-from of {id}: {e}", id=rec.id, e=e)
+                kept = {}
+            c.inherited = mounts.from_json(kept.get("Mounts") or [])
+        return c.inherited
+
+    def _bundle_record(self, rec: ContainerRecord) -> ContainerRecord:
+        """C{rec} as the bundle builder reads it: every mount in its C{HostConfig}."""
+        view = mounts.bundle_view(
+            rec.host_config, rec.anonymous_volumes, self._inherited(rec)
+        )
+        return evolve(rec, host_config=view)
 
     # --- what one part asks of another (each defined in its own part) ---
 

@@ -10,9 +10,9 @@ C{verifyContainerSettings}, the volumes' C{registerMountPoints}, the log
 driver's options), so a body with two faults gets dockerd's first message.
 
 Beyond dockerd, settings that would be stored here and then fail at start,
-or be silently dropped, are refused at create too: a C{Devices} or
-C{VolumesFrom} this daemon cannot give, a sysctl runc would refuse, a
-negative C{CpuShares}. Their messages say so in dockerd's style.
+or be silently dropped, are refused at create too: C{Devices} this daemon
+cannot give, a volume subpath, a sysctl runc would refuse, a negative
+C{CpuShares}. Their messages say so in dockerd's style.
 """
 
 import os
@@ -508,7 +508,6 @@ def _not_here(host: Settings) -> None:
     """Settings dockerd has and this daemon cannot give: refused, not dropped."""
     for key, what in (
         ("Devices", "devices (--device)"),
-        ("VolumesFrom", "VolumesFrom (--volumes-from)"),
         ("Links", "links (--link)"),
     ):
         if host.get(key):
@@ -582,7 +581,8 @@ def _bind_mount(mount: Settings, source: str, extra: list[str], exist: bool) -> 
         raise _mount_error(
             "bind", f"invalid mount path: '{source}' mount path must be absolute"
         )
-    if exist and not os.path.lexists(source):
+    create = bool((mount.get("BindOptions") or {}).get("CreateMountpoint"))
+    if exist and not create and not os.path.lexists(source):
         raise _mount_error("bind", f"bind source path does not exist: {source}")
 
 
@@ -603,16 +603,33 @@ def _volume_mount(mount: Settings, source: str, extra: list[str], _: bool) -> No
         raise _mount_error(
             "volume", "must not set ReadOnly mode when using anonymous volumes"
         )
+    if subpath:
+        # dockerd mounts the subpath through a descriptor held inside the
+        # volume; a path handed to runc could be swapped for a link by a
+        # container that shares the volume. Refused, not dropped.
+        raise InvalidParameter(
+            "volume subpaths (--mount volume-subpath) are not supported by "
+            "this daemon yet"
+        )
     if source:
         check_volume_name(source)
 
 
-def _tmpfs_mount(_mount: Settings, source: str, extra: list[str], _: bool) -> None:
+#: The C{TmpfsOptions.Options} dockerd takes (its C{validTmpfsOptions}).
+_TMPFS_OPTIONS = frozenset({"exec", "noexec"})
+
+
+def _tmpfs_mount(mount: Settings, source: str, extra: list[str], _: bool) -> None:
     for name in ("BindOptions", "ImageOptions"):
         if name in extra:
             raise _mount_error("tmpfs", f"field {name} must not be specified")
     if source:
         raise _mount_error("tmpfs", "field Source must not be specified")
+    for option in (mount.get("TmpfsOptions") or {}).get("Options") or []:
+        if not 1 <= len(option or []) <= 2:  # a name, and maybe a value
+            raise _mount_error("tmpfs", "invalid option array length")
+        if option[0] not in _TMPFS_OPTIONS:
+            raise _mount_error("tmpfs", f"invalid option: {option[0]}")
 
 
 def _bind_spec_error(bind: str, problem: str = "") -> InvalidParameter:
@@ -673,6 +690,32 @@ def check_bind(bind: str) -> str:
     return target
 
 
+def parse_volumes_from(spec: str) -> tuple[str, str]:
+    """
+    One C{HostConfig.VolumesFrom} entry (C{CONTAINER[:MODE]}), as dockerd's
+    C{ParseVolumesFrom}: the container and the mode (C{rw} unless given);
+    the mode takes C{ro}/C{rw}, a label and a consistency, but no
+    propagation and no C{nocopy} (the other container's mounts keep
+    theirs).
+
+    @raise InvalidParameter: With dockerd's message.
+    """
+    if not spec:
+        raise InvalidParameter("volumes-from specification cannot be an empty string")
+    container, _, mode = spec.partition(":")
+    if not mode:
+        return container, "rw"
+    options = set(mode.split(","))
+    if not _bind_mode_valid(mode) or options & (_PROPAGATIONS | {"nocopy"}):
+        raise InvalidParameter(f"invalid mode: {mode}")
+    return container, mode
+
+
+def _volumes_from(host: Settings) -> None:
+    for spec in host.get("VolumesFrom") or []:
+        parse_volumes_from(spec)
+
+
 def _mount_points(host: Settings) -> None:
     """
     C{Binds}, then C{Mounts}: one mount per destination; a C{Tmpfs} may not
@@ -681,17 +724,19 @@ def _mount_points(host: Settings) -> None:
     """
     seen: set[str] = set()
 
-    def claim(destination: str, *, keep: bool = True) -> None:
+    def claim(destination: str, *, keep: bool = True, shown: str = "") -> None:
         clean = posixpath.normpath(destination)
         if clean in seen:
-            raise InvalidParameter(f"Duplicate mount point: {clean}")
+            raise InvalidParameter(f"Duplicate mount point: {shown or clean}")
         if keep:
             seen.add(clean)
 
     for bind in host.get("Binds") or []:
         claim(check_bind(bind))
     for mount in host.get("Mounts") or []:
-        claim((mount or {}).get("Target") or "")
+        # dockerd names a mount's Target as it was written (a bind's cleaned).
+        target = (mount or {}).get("Target") or ""
+        claim(target, shown=target)
     for destination in host.get("Tmpfs") or {}:
         claim(destination, keep=False)
 
@@ -808,6 +853,7 @@ CREATE_CHECKS: tuple[BodyCheck, ...] = (
     _host(_sysctls),
     _host(_not_here),
     lambda body: _endpoints(body.networking),
+    _host(_volumes_from),
     _host(_mount_points),
     _host(_log_config),
     _host(_security_options),

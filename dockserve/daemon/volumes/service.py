@@ -336,16 +336,32 @@ class VolumeService:
 
     # --- what containers ask -------------------------------------------------
 
-    def ensure(self, name: str, *, anonymous: bool = False) -> Path:
+    def ensure(
+        self,
+        name: str,
+        *,
+        anonymous: bool = False,
+        driver: str | None = None,
+        driver_opts: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> Path:
         """
         The volume C{name}, made now if it does not exist (a container
-        that names one makes it, as with dockerd); its mount point.
+        that names one makes it, as with dockerd, with the driver, options
+        and labels its C{--mount} gives); its mount point.
 
-        @raise InvalidParameter: A name that is not one.
+        @raise InvalidParameter: A name or option that is not one.
+        @raise NotFound: A driver other than C{local}, as dockerd's
+            C{plugin "x" not found}.
         """
-        if name not in self._volumes:
-            labels = {ANONYMOUS_LABEL: ""} if anonymous else {}
-            self.create(name, labels=labels)
+        if name not in self._volumes or (driver and driver != _DRIVER):
+            made = {ANONYMOUS_LABEL: ""} if anonymous else {}
+            self.create(
+                name,
+                driver=driver,
+                driver_opts=driver_opts,
+                labels={**made, **(labels or {})},
+            )
         return self.mountpoint(name)
 
     def acquire(

@@ -1,0 +1,159 @@
+# -*- test-case-name: tests.daemon.containers.test_mountsetup -*-
+"""
+A container's mounts made ready for a start, beyond what the bundle
+builder does with a C{HostConfig}.
+
+L{BundlesWithMounts} is the container service's L{Bundles}: it hands the
+builder (L{dockserve.daemon.containers.oci}, which reads C{Binds},
+C{Mounts}, C{Tmpfs} and the anonymous volumes) each record with its
+mounts said in those terms (L{dockserve.daemon.containers.mounts.bundle_view}):
+C{--volumes-from} mounts, anonymous C{--mount} volumes, the options of a
+C{--mount type=tmpfs}. Every bundle is made through it, a start's and a
+C{docker cp}'s alike, so both see the same mounts.
+
+L{ready} runs before the container's process does (in a thread): a bind
+asking for shared or slave propagation needs a host mount that has it,
+or dockerd's error; and at a container's first start each empty volume
+the image has content for is filled with it
+(L{dockserve.daemon.volumes.copyup}), as dockerd fills it when it
+creates the container.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dockserve.daemon.volumes import copyup
+from dockserve.errors import InvalidParameter
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from twisted.internet.defer import Deferred
+
+    from dockserve.daemon.containers.bundles import Bundles
+    from dockserve.daemon.containers.mounts import MountPoint
+    from dockserve.daemon.containers.record import ContainerRecord
+    from dockserve.daemon.contracts import ResolvedImage
+    from dockserve.daemon.network.model import NetPlan
+
+_SHARED = frozenset({"shared", "rshared"})
+_SLAVE = frozenset({"slave", "rslave"})
+
+
+class BundlesWithMounts:
+    """
+    A L{Bundles} that gives C{inner} each record as C{view} has it: the
+    same record, its C{HostConfig} saying every mount the container has.
+    Anything else is C{inner}'s (tests reach their fake through it).
+    """
+
+    def __init__(
+        self, inner: Bundles, view: Callable[[ContainerRecord], ContainerRecord]
+    ) -> None:
+        self._inner = inner
+        self._view = view
+
+    def prepare(
+        self,
+        directory: Path,
+        record: ContainerRecord,
+        image: ResolvedImage,
+        network: NetPlan | None = None,
+    ) -> Deferred[str]:
+        """L{Bundles.prepare} of the record with all its mounts."""
+        return self._inner.prepare(directory, self._view(record), image, network)
+
+    def release(self, directory: Path, container_id: str) -> Deferred[None]:
+        """L{Bundles.release}."""
+        return self._inner.release(directory, container_id)
+
+    def rootfs(self, directory: Path) -> Path:
+        """L{Bundles.rootfs}."""
+        return self._inner.rootfs(directory)
+
+    def upper(self, directory: Path) -> Path:
+        """L{Bundles.upper}."""
+        return self._inner.upper(directory)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def ready(rootfs: Path, points: Iterable[MountPoint], *, first_run: bool) -> list[str]:
+    """
+    Make C{points} (a container's mounts) ready for its process, its root
+    mounted at C{rootfs}: binds' propagation checked; at the C{first_run},
+    empty volumes filled from the image. Blocks.
+
+    @return: The destinations of the volumes filled.
+    @raise InvalidParameter: A shared or slave bind of a host path whose
+        mount is not one, in dockerd's words.
+    @raise dockserve.errors.SystemError_: A volume could not be filled.
+    """
+    points = list(points)
+    for point in points:
+        if point.type == "bind" and point.propagation in _SHARED | _SLAVE:
+            check_propagation(point.source, point.propagation)
+    filled = []
+    if first_run:
+        for point in points:
+            wanted = point.type == "volume" and point.copy and point.source
+            if wanted and copyup.populate(
+                rootfs, point.destination, Path(point.source)
+            ):
+                filled.append(point.destination)
+    return filled
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path field, whose blanks and backslashes are octal escapes."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def _source_mount(path: str, mountinfo: str) -> tuple[str, set[str]]:
+    """The mount point C{path} lies on, and that mount's optional fields."""
+    best, tags = "/", set()
+    for line in mountinfo.splitlines():
+        head, sep, _ = line.partition(" - ")
+        fields = head.split()
+        if not sep or len(fields) < 6:  # mountinfo's six fixed fields
+            continue
+        point = _unescape(fields[4])
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        # Later lines are mounted on top: the last of a place wins.
+        if inside and len(point) >= len(best):
+            best, tags = point, {f.split(":")[0] for f in fields[6:]}
+    return best, tags
+
+
+def check_propagation(
+    source: str, propagation: str, mountinfo: str | None = None
+) -> None:
+    """
+    A bind of C{source} may be C{[r]shared} only from a shared mount, and
+    C{[r]slave} only from a shared or slave one, as dockerd requires.
+
+    @raise InvalidParameter: C{path X is mounted on Y but it is not a
+        shared mount} (or C{shared or slave}).
+    """
+    if mountinfo is None:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+    path = os.path.realpath(source)
+    on, tags = _source_mount(path, mountinfo)
+    if propagation in _SHARED and "shared" not in tags:
+        msg = f"path {source} is mounted on {on} but it is not a shared mount"
+        raise InvalidParameter(msg)
+    if propagation in _SLAVE and not tags & {"shared", "master"}:
+        msg = f"path {source} is mounted on {on} but it is not a shared or slave mount"
+        raise InvalidParameter(msg)
