@@ -230,6 +230,10 @@ class ContainerMetrics(ContainerParts):
         @raise Conflict: Not running.
         """
         c = self._get(reference)
+        if c.record.state.status == "restarting":
+            raise Conflict(
+                f"Container {c.id} is restarting, wait until the container is running"
+            )
         if not c.record.state.running:
             raise Conflict(f"Container {c.id} is not running")
         args = (ps_args or "-ef").split()

@@ -357,7 +357,9 @@ class ContainerService(
         status = c.record.state.status
         if status == "paused":
             raise Conflict("cannot start a paused container, try unpause instead")
-        if status == "running" or c.busy is not None:
+        if status in {"running", "restarting"} or c.busy is not None:
+            # dockerd counts a restarting container as running: a start
+            # changes nothing (its restart comes when its back-off ends).
             raise NotModified("container already started")
         if status in {"removing", "dead"}:
             raise Conflict("container is marked for removal and cannot be started")
@@ -449,6 +451,13 @@ class ContainerService(
             raise error from None
         c.generation += 1
         c.started_at = self._reactor.seconds()
+        # Health starts again at each start (starting, no failing streak);
+        # its last results stay, as dockerd keeps them.
+        health = (
+            Health(log=Health.from_view(c.record.state.health).log)
+            if Settings.of(c.record.config) is not None
+            else None
+        )
         pid = state.pid
         if not pid:
             # conmon reports the pid when the container is created; ask
@@ -465,18 +474,14 @@ class ContainerService(
                     error="",
                     oom_killed=False,
                     started_at=started_at,
-                    health=(
-                        Health().view()
-                        if Settings.of(c.record.config) is not None
-                        else None
-                    ),
+                    health=health.view() if health is not None else None,
                 ),
                 has_been_started=True,
             ),
             "start",
         )
         self._watch(c)
-        self._start_health(c)
+        self._start_health(c, health)
         # Clients that attached while it was starting join the running
         # process now.
         late, c.pending = c.pending, []
@@ -579,17 +584,24 @@ class ContainerService(
 
     async def _ready_volumes(self, c: Container) -> None:
         """
-        With the root mounted and before the process runs: binds'
-        propagation checked, and at the first start the empty volumes
-        filled from the image (in a thread: a copy can be long).
+        With the root mounted and the bundle written, before the process
+        runs: binds' propagation checked, non-recursive binds made so, and
+        at the first start the empty volumes filled from the image (in a
+        thread: a copy can be long).
         """
         points = self._mount_points(c.record)
-        if not any(p.type in {"volume", "bind"} for p in points):
-            return
         first_run = not c.record.has_been_started and self._volumes is not None
+        if not mountsetup.needed(points, first_run=first_run):
+            return
         rootfs = self._bundles.rootfs(c.directory)
         await self._blocking(
-            partial(mountsetup.ready, rootfs, points, first_run=first_run)
+            partial(
+                mountsetup.ready,
+                rootfs,
+                points,
+                first_run=first_run,
+                config=c.directory / "config.json",
+            )
         )
 
     async def _release_volumes(self, c: Container) -> None:
@@ -625,7 +637,7 @@ class ContainerService(
             error=_MONITOR_LOST if status.monitor_lost else "",
         )
         policy = restart.parse(rec.host_config)
-        will_restart = policy.should_restart(
+        will_restart = not c.backoff.canceled and policy.should_restart(
             status.code, rec.restart_count, rec.manually_stopped
         )
         if will_restart:
@@ -711,10 +723,13 @@ class ContainerService(
         """
         c = self._get(reference)
         if c.record.state.status == "restarting":
+            # As dockerd: no signal (nothing runs), but a stop all the same.
             self._cancel_restart(c)
+            self._announce(c, "stop")
             return succeed(None)
         if not c.record.state.running:
             raise NotModified("container already stopped")
+        c.backoff.cancel()
         number = parse_signal(signal or c.record.config.get("StopSignal") or "SIGTERM")
         if timeout is None:
             timeout = c.record.config.get("StopTimeout")
@@ -724,6 +739,7 @@ class ContainerService(
         return Deferred.fromCoroutine(self._stop(c, number, timeout))
 
     def _cancel_restart(self, c: Container) -> None:
+        c.backoff.cancel()
         if c.restart_call is not None and c.restart_call.active():
             c.restart_call.cancel()
         c.restart_call = None
@@ -793,12 +809,21 @@ class ContainerService(
             e.args = (e.message,)
             raise
         number = parse_signal(signal or "SIGKILL")
+        if c.record.state.status == "restarting":
+            # dockerd: nothing to signal; its restart is cancelled, silently.
+            self._cancel_restart(c)
+            return succeed(None)
         if not c.record.state.running:
             raise Conflict(
                 f"Cannot kill container: {reference}: Container {c.id} is not running"
             )
-        if number == 9:
-            self._save(c, evolve(c.record, manually_stopped=True))
+        # Every kill counts as a stop by hand (unless-stopped heeds it);
+        # one that stops the container cancels its restarts (moby's kill).
+        stop_signal = c.record.config.get("StopSignal")
+        own = parse_signal(stop_signal) if stop_signal else None
+        if restart.kill_cancels(number, own):
+            c.backoff.cancel()
+        self._save(c, evolve(c.record, manually_stopped=True))
 
         async def kill() -> None:
             if number == 9:
@@ -827,10 +852,8 @@ class ContainerService(
         c = self._get(reference)
 
         async def restart_it() -> None:
-            if c.record.state.running:
+            if c.record.state.running or c.record.state.status == "restarting":
                 await self.stop(reference, signal, timeout)
-            elif c.record.state.status == "restarting":
-                self._cancel_restart(c)
             await c.cleanup
             await self.start(c.id)
             self._announce(c, "restart")
@@ -904,6 +927,7 @@ class ContainerService(
             )
 
         async def remove_it() -> None:
+            c.backoff.cancel()
             if c.restart_call is not None and c.restart_call.active():
                 c.restart_call.cancel()
             if c.record.state.running:
@@ -1034,6 +1058,10 @@ class ContainerService(
         c = self._get(reference)
         if c.record.state.status == "paused":
             raise Conflict(f"Container {c.id} is already paused")
+        if c.record.state.status == "restarting":
+            raise Conflict(
+                f"Container {c.id} is restarting, wait until the container is running"
+            )
         if c.record.state.status != "running":
             raise Conflict(f"Container {c.id} is not running")
 
@@ -1262,7 +1290,7 @@ class ContainerService(
             if state.status == "running":
                 self._start_health(c, Health.from_view(rec.state.health))
             return
-        if rec.state.running or rec.state.status == "restarting":
+        if rec.state.running:
             status = self._runtime.exit_status(c.id)
             if status is None:
                 status = ExitStatus(code=255, finished_at=0)
@@ -1279,6 +1307,10 @@ class ContainerService(
                 await self._bundles.release(c.directory, c.id)
             except Exception:
                 _log.failure("unmounting the root of {id}", id=c.id)
+            if rec.state.status == "restarting":
+                # Its die was told when it died; its policy decides again
+                # below, as at any daemon start.
+                self._save(c, rec.with_state(status="exited"))
         policy = restart.parse(c.record.host_config)
         if (
             policy.restarts_at_boot(
@@ -1299,6 +1331,11 @@ class ContainerService(
         """
         if self._containers.get(c.id) is not c or c.busy is not None:
             return
+        # dockerd starts it as a start does: its restarts counted anew.
+        c.backoff.reset()
+        fresh = evolve(c.record, manually_stopped=False, restart_count=0)
+        if fresh != c.record:
+            self._save(c, fresh)
 
         def failed(failure: Any) -> None:
             if failure.check(NotFound) and attempts > 1:

@@ -272,7 +272,8 @@ class ContainerViews(ContainerParts):
             "Args": list(rec.args),
             "State": {
                 "Status": state.status,
-                "Running": state.running,
+                # dockerd counts a restarting container as running.
+                "Running": state.running or state.status == "restarting",
                 "Paused": state.status == "paused",
                 "Restarting": state.status == "restarting",
                 "OOMKilled": state.oom_killed,

@@ -584,7 +584,7 @@ class MergeTests(SynchronousTestCase):
 
 class RestartPolicyTests(SynchronousTestCase):
     def test_should_restart(self) -> None:
-        """Each policy's decision, and never after a manual stop."""
+        """Each policy's decision; only unless-stopped heeds a manual stop."""
         on_failure = restart.RestartPolicy("on-failure", 2)
         self.assertTrue(on_failure.should_restart(1, 0, False))
         self.assertTrue(on_failure.should_restart(1, 1, False))
@@ -592,7 +592,9 @@ class RestartPolicyTests(SynchronousTestCase):
         self.assertFalse(on_failure.should_restart(0, 0, False))
         always = restart.RestartPolicy("always")
         self.assertTrue(always.should_restart(0, 100, False))
-        self.assertFalse(always.should_restart(0, 0, True))
+        self.assertTrue(always.should_restart(0, 0, True))
+        unless = restart.RestartPolicy("unless-stopped")
+        self.assertFalse(unless.should_restart(0, 0, True))
         self.assertFalse(restart.RestartPolicy("no").should_restart(1, 0, False))
 
     def test_backoff(self) -> None:
