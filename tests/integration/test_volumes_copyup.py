@@ -354,6 +354,29 @@ class MountOptionTests(_VolumeCase):
             )
         self.assertIn('plugin "nfsx" not found', str(caught.exception))
 
+    def test_bind_nonrecursive(self) -> None:
+        """
+        bind-nonrecursive leaves out the mounts under the source (an
+        empty directory where one was); a bind takes them along otherwise.
+        """
+        import subprocess  # noqa: PLC0415
+
+        host = Path(tempfile.mkdtemp(prefix="vf-rec-"))
+        self.addCleanup(_rmtree, host)
+        (host / "sub").mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(host / "sub")], check=True)
+        self.addCleanup(
+            subprocess.run, ["umount", "-l", str(host / "sub")], check=False
+        )
+        (host / "sub" / "on-the-submount").write_text("x")
+        recursive = f"type=bind,src={host},dst=/b"
+        self.assertEqual(
+            self.run_rm("--mount", recursive, "busybox", "ls", "/b/sub"),
+            "on-the-submount\n",
+        )
+        flat = recursive + ",bind-nonrecursive"
+        self.assertEqual(self.run_rm("--mount", flat, "busybox", "ls", "/b/sub"), "")
+
     def test_propagation(self) -> None:
         """rshared of a host path on a private mount: dockerd's words at start."""
         host = Path(tempfile.mkdtemp(prefix="vf-prop-"))

@@ -51,6 +51,8 @@ class MountPoint:
         C{z}...), as dockerd reports it.
     @ivar anonymous: A volume made for this container alone.
     @ivar propagation: A bind's propagation (C{rprivate} unless told).
+    @ivar recursive: A bind takes the mounts under its source along
+        (C{rbind}), unless C{--mount bind-nonrecursive} says not to.
     @ivar copy: A volume the image's content at C{destination} fills
         when it is empty at the container's first start (not for
         C{nocopy}, binds, or what C{--volumes-from} brought).
@@ -70,6 +72,7 @@ class MountPoint:
     mode: str = ""
     anonymous: bool = False
     propagation: str = ""
+    recursive: bool = True
     copy: bool = False
     inherited: bool = False
     driver: str = "local"
@@ -204,13 +207,15 @@ def points(
                     anonymous=not source,
                 )
         elif kind == "bind":
-            asked = (mount.get("BindOptions") or {}).get("Propagation")
+            bind_options = mount.get("BindOptions") or {}
+            asked = bind_options.get("Propagation")
             found[destination] = MountPoint(
                 "bind",
                 destination,
                 source,
                 rw=rw,
                 propagation=str(asked or DEFAULT_PROPAGATION),
+                recursive=not bind_options.get("NonRecursive"),
             )
         elif kind == "tmpfs":
             found[destination] = MountPoint("tmpfs", destination, "", rw=rw)
@@ -286,6 +291,7 @@ def to_json(inherited: Iterable[MountPoint]) -> list[dict[str, Any]]:
             "Destination": p.destination,
             "RW": p.rw,
             "Propagation": p.propagation,
+            "Recursive": p.recursive,
         }
         for p in inherited
     ]
@@ -301,6 +307,7 @@ def from_json(kept: Iterable[Mapping[str, Any]]) -> list[MountPoint]:
             str(k.get("Name") or ""),
             rw=bool(k.get("RW")),
             propagation=str(k.get("Propagation") or ""),
+            recursive=k.get("Recursive", True) is not False,
             inherited=True,
         )
         for k in kept

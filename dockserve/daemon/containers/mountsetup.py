@@ -11,20 +11,25 @@ C{--volumes-from} mounts, anonymous C{--mount} volumes, the options of a
 C{--mount type=tmpfs}. Every bundle is made through it, a start's and a
 C{docker cp}'s alike, so both see the same mounts.
 
-L{ready} runs before the container's process does (in a thread): a bind
-asking for shared or slave propagation needs a host mount that has it,
-or dockerd's error; and at a container's first start each empty volume
-the image has content for is filled with it
+L{ready} runs before the container's process does (in a thread), when
+L{needed} says there is something to do: a bind asking for shared or
+slave propagation needs a host mount that has it, or dockerd's error; a
+non-recursive bind is made a plain C{bind} in the bundle's C{config.json}
+(the builder writes every bind as C{rbind}); and at a container's first
+start each empty volume the image has content for is filled with it
 (L{dockserve.daemon.volumes.copyup}), as dockerd fills it when it
 creates the container.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dockserve.daemon import store
 from dockserve.daemon.volumes import copyup
 from dockserve.errors import InvalidParameter
 
@@ -82,11 +87,33 @@ class BundlesWithMounts:
         return getattr(self._inner, name)
 
 
-def ready(rootfs: Path, points: Iterable[MountPoint], *, first_run: bool) -> list[str]:
+def needed(points: Iterable[MountPoint], *, first_run: bool) -> bool:
+    """
+    Whether L{ready} has anything to do for C{points}: most starts (binds
+    as they come, a container's later runs) need no trip to a thread.
+    """
+    for point in points:
+        if point.type == "bind" and (
+            point.propagation in _SHARED | _SLAVE or not point.recursive
+        ):
+            return True
+        if first_run and point.type == "volume" and point.copy:
+            return True
+    return False
+
+
+def ready(
+    rootfs: Path,
+    points: Iterable[MountPoint],
+    *,
+    first_run: bool,
+    config: Path | None = None,
+) -> list[str]:
     """
     Make C{points} (a container's mounts) ready for its process, its root
-    mounted at C{rootfs}: binds' propagation checked; at the C{first_run},
-    empty volumes filled from the image. Blocks.
+    mounted at C{rootfs} and its bundle's C{config} written: binds'
+    propagation checked, non-recursive binds made so; at the
+    C{first_run}, empty volumes filled from the image. Blocks.
 
     @return: The destinations of the volumes filled.
     @raise InvalidParameter: A shared or slave bind of a host path whose
@@ -97,6 +124,9 @@ def ready(rootfs: Path, points: Iterable[MountPoint], *, first_run: bool) -> lis
     for point in points:
         if point.type == "bind" and point.propagation in _SHARED | _SLAVE:
             check_propagation(point.source, point.propagation)
+    flat = {p.destination for p in points if p.type == "bind" and not p.recursive}
+    if flat and config is not None:
+        non_recursive(config, flat)
     filled = []
     if first_run:
         for point in points:
@@ -106,6 +136,23 @@ def ready(rootfs: Path, points: Iterable[MountPoint], *, first_run: bool) -> lis
             ):
                 filled.append(point.destination)
     return filled
+
+
+def non_recursive(config: Path, destinations: set[str]) -> None:
+    """
+    In the bundle's C{config}, the binds at C{destinations} without the
+    mounts under their sources: C{bind}, not C{rbind}.
+    """
+    spec = json.loads(config.read_bytes())
+    for mount in spec.get("mounts") or []:
+        where = posixpath.normpath(str(mount.get("destination") or "/"))
+        if mount.get("type") == "bind" and where in destinations:
+            mount["options"] = [
+                "bind" if option == "rbind" else option
+                for option in mount.get("options") or []
+            ]
+    # As the builder writes it: made again at every start, so no fsync.
+    store.atomic_write(config, json.dumps(spec).encode(), mode=0o600, durable=False)
 
 
 def _unescape(field: str) -> str:

@@ -1,5 +1,6 @@
 """Tests for L{dockserve.daemon.containers.mountsetup}."""
 
+import json
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -100,3 +101,67 @@ class ReadyTests(SynchronousTestCase):
         point = self.point(copy=False)
         self.assertEqual(mountsetup.ready(self.rootfs, [point], first_run=True), [])
         self.assertEqual(list(self.volume.iterdir()), [])
+
+
+class NonRecursiveTests(SynchronousTestCase):
+    def test_config_rewritten(self) -> None:
+        """Only the binds named lose their r: rbind becomes bind."""
+        config = Path(self.mktemp())
+        spec = {
+            "mounts": [
+                {
+                    "destination": "/b/",
+                    "type": "bind",
+                    "source": "/x",
+                    "options": ["rbind", "rw", "rprivate"],
+                },
+                {
+                    "destination": "/c",
+                    "type": "bind",
+                    "source": "/y",
+                    "options": ["rbind", "ro", "rprivate"],
+                },
+                {
+                    "destination": "/b",
+                    "type": "tmpfs",
+                    "source": "tmpfs",
+                    "options": ["nosuid"],
+                },
+            ]
+        }
+        config.write_text(json.dumps(spec))
+        mountsetup.non_recursive(config, {"/b"})
+        options = [m["options"] for m in json.loads(config.read_text())["mounts"]]
+        self.assertEqual(
+            options,
+            [["bind", "rw", "rprivate"], ["rbind", "ro", "rprivate"], ["nosuid"]],
+        )
+
+    def test_needed(self) -> None:
+        """A thread is asked for only when there is something to do."""
+        plain = mounts.MountPoint("bind", "/b", "/x", propagation="rprivate")
+        volume = mounts.MountPoint("volume", "/v", "/v/_data", "v", copy=True)
+        self.assertFalse(mountsetup.needed([plain, volume], first_run=False))
+        self.assertTrue(mountsetup.needed([plain, volume], first_run=True))
+        for point in (
+            mounts.MountPoint("bind", "/b", "/x", propagation="rslave"),
+            mounts.MountPoint("bind", "/b", "/x", recursive=False),
+        ):
+            self.assertTrue(mountsetup.needed([point], first_run=False))
+
+    def test_points(self) -> None:
+        """--mount bind-nonrecursive is kept, through volumes-from too."""
+        host_config = {
+            "Mounts": [
+                {
+                    "Type": "bind",
+                    "Source": "/x",
+                    "Target": "/b",
+                    "BindOptions": {"NonRecursive": True},
+                }
+            ]
+        }
+        [point] = mounts.points(host_config, {}, Path("/v"))
+        self.assertFalse(point.recursive)
+        kept = mounts.from_json(mounts.to_json(mounts.inherit([point], "rw")))
+        self.assertFalse(kept[0].recursive)
