@@ -135,6 +135,37 @@ class CLIBuildTests(_BuildCase):
         fresh = self.built("--no-cache", ".")
         self.assertNotIn("Using cache", fresh)
 
+    def test_context_links_and_add(self) -> None:
+        """
+        ADD of a local tar.gz unpacks it; a COPY through a symlink of the
+        context follows it inside the context; a link that points out of
+        the context leads nowhere (the context is never unpacked: its files
+        are read from the tar the CLI sent).
+        """
+        inner = self.ctx / "inner"
+        (inner / "in").mkdir(parents=True)
+        (inner / "in" / "x.txt").write_text("from the tar\n")
+        subprocess.run(["tar", "-czf", str(self.ctx / "pkg.tar.gz"), "-C",
+                        str(inner), "in"], check=True)  # fmt: skip
+        self.write("real/f.txt", "through the link\n")
+        (self.ctx / "via").symlink_to("real")
+        (self.ctx / "out").symlink_to("/etc")
+        self.write(".dockerignore", "inner\n")
+        self.write("Dockerfile", "FROM busybox\nADD pkg.tar.gz /add/\n"
+                   "COPY via/f.txt /f.txt\nCOPY real /real/\n")  # fmt: skip
+        self.built("-t", "ctxfiles", ".")
+        self.assertEqual(
+            self.ok("run", "--rm", "ctxfiles", "cat", "/add/in/x.txt", "/f.txt",
+                    "/real/f.txt"),
+            "from the tar\nthrough the link\nthrough the link\n",
+        )  # fmt: skip
+        self.write("Dockerfile", "FROM busybox\nCOPY out/hostname /h\n")
+        result = self.build(".")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(
+            "COPY failed: file not found in build context", result.stderr.decode()
+        )
+
     def test_dockerfile_forms(self) -> None:
         """-f of a nested file, -f - with a context, and a Dockerfile on stdin."""
         self.write("sub/Dockerfile.dev", "FROM busybox\nCOPY a.txt /a\nCMD cat /a\n")

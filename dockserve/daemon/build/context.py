@@ -1,40 +1,47 @@
 # -*- test-case-name: tests.daemon.build.test_context -*-
 """
-The build context: the tar a client sends with C{POST /build}, written to
-disk as it arrives.
+The build context: the tar a client sends with C{POST /build}, kept on
+disk as the one tar it arrives as, with an index of what it holds.
 
 The body may be a tar (plain, gzip, bzip2, xz or zstd: sniffed, as
 dockerd's C{DecompressStream}) or, for a client that sends a Dockerfile
 alone, the Dockerfile's text (it becomes a context holding just that
-file). It is unpacked member by member while it is read, never held
-whole, into a fresh directory of the daemon's, with the stance of
-L{dockserve.daemon.images.layers}: nothing is ever followed through a
-symlink. Each parent directory is reached by an fd walk with
-C{O_NOFOLLOW} at every step; a member whose path goes through a symlink
-(or a file), or that names C{..}, is skipped; a symlink is made as a
-symlink and never resolved; hard links only join two regular files of
-the context; devices, FIFOs and ownership are dropped (C{COPY} gives
-files to root unless C{--chown}). The content of every regular file is
-hashed as it is written, so C{COPY}'s cache key costs no second read.
+file). It is read member by member as it arrives, never held whole: the
+plain tar goes to C{context.tar} in a fresh directory of the daemon's,
+and the index (L{Context.entries}) records for each member its kind,
+mode, time, size, where its data starts in that file, and its content's
+digest (hashed as it streams past, so C{COPY}'s cache key costs no second
+read). Nothing is unpacked: a rebuild whose steps all hit the cache
+writes one file, not one per member of the context. A C{COPY} or C{ADD}
+that misses reads its sources from the tar by offset
+(L{dockserve.daemon.build.contextview}).
 
-The disk is watched as the context grows: when the free space left goes
-under L{RESERVE} (or a write fails with C{ENOSPC}), the receive stops
-with dockerd's C{no space left on device} and the caller removes what
-was written.
+The index keeps the stance of L{dockserve.daemon.images.layers}: names
+are made relative and normal, and one naming C{..} is skipped; a member
+whose path goes through a symlink (or a file) of the context is skipped;
+a symlink is recorded as a symlink and only ever resolved inside the
+context; hard links only join two regular files of the context (they
+share the data); devices, FIFOs and ownership are dropped (C{COPY} gives
+files to root unless C{--chown}). The last member of a name wins, as when
+a tar is unpacked.
+
+The disk is watched as the tar grows: when the free space left goes under
+L{RESERVE} (or a write fails with C{ENOSPC}), the receive stops with
+dockerd's C{no space left on device} and the caller removes what was
+written.
 
 Everything here blocks; it runs in a thread.
 """
 
-import contextlib
 import errno
 import hashlib
 import os
 import shutil
-import stat
 import tarfile
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Self, cast
 
 from attrs import define, field, frozen
 
@@ -48,10 +55,11 @@ RESERVE = 64 << 20
 #: How often (bytes written) the free space is looked at.
 _CHECK_EVERY = 8 << 20
 _CHUNK = 1 << 20
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: A Dockerfile sent alone (not in a tar) is read up to this size.
 _MAX_BARE_DOCKERFILE = 16 << 20
+#: The file in a context's directory that holds its data.
+ARCHIVE = "context.tar"
+_MAX_LINKS = 40
 
 
 class ContextError(SystemError_):
@@ -68,12 +76,18 @@ class Entry:
     @ivar digest: A regular file's content C{sha256:<hex>}; a symlink's
         target; C{""} for a directory.
     @ivar size: A regular file's size.
+    @ivar offset: Where a regular file's data starts in the context's
+        archive.
+    @ivar mtime: Its modification time (seconds); a directory no member
+        named has the time the context was received.
     """
 
     kind: str
     mode: int
     digest: str = ""
     size: int = 0
+    offset: int = 0
+    mtime: float = 0.0
 
 
 @define
@@ -81,16 +95,103 @@ class Context:
     """
     A received context on disk.
 
-    @ivar root: Its directory.
+    @ivar root: Its directory (holding L{ARCHIVE}).
     @ivar entries: What it holds, by C{/}-separated relative path.
+    @ivar received: When it was received (the time of the directories no
+        member named, and of its root).
     """
 
     root: Path
     entries: dict[str, Entry] = field(factory=dict)
+    received: float = field(factory=time.time)
+
+    @property
+    def archive(self) -> Path:
+        """The file holding the members' data."""
+        return self.root / ARCHIVE
+
+    def open(self, entry: Entry) -> IO[bytes]:
+        """Blocking: a reader of a regular file's data."""
+        raw = self.archive.open("rb")
+        raw.seek(entry.offset)
+        return cast("IO[bytes]", Slice(raw, entry.size))
+
+    def read(self, entry: Entry) -> bytes:
+        """Blocking: a regular file's data."""
+        with self.archive.open("rb") as raw:
+            raw.seek(entry.offset)
+            return raw.read(entry.size)
+
+    def resolve(self, relative: str, *, follow: bool = True) -> str | None:
+        """
+        C{relative} resolved in the context as in a chroot there: symlinks
+        followed (the last one only with C{follow}), never out of it
+        (C{..} stops at its root, an absolute target starts there); the
+        path of what it names (C{""}: the root), or C{None} if nothing.
+        """
+        pending = _parts(relative)
+        resolved: list[str] = []
+        links = 0
+        while pending:
+            part = pending.pop(0)
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            name = "/".join([*resolved, part])
+            entry = self.entries.get(name)
+            if entry is None:
+                return None
+            if entry.kind == "symlink" and (pending or follow):
+                links += 1
+                if links > _MAX_LINKS:
+                    return None
+                if entry.digest.startswith("/"):
+                    resolved = []
+                pending = _parts(entry.digest) + pending
+                continue
+            if pending and entry.kind != "dir":
+                return None
+            resolved.append(part)
+        return "/".join(resolved)
 
     def remove(self) -> None:
         """Blocking: delete it."""
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Slice:
+    """At most C{size} bytes of C{raw} from where it stands; closes it."""
+
+    def __init__(self, raw: IO[bytes], size: int) -> None:
+        self._raw = raw
+        self._left = size
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to C{size} bytes (all that is left when negative)."""
+        if size < 0 or size > self._left:
+            size = self._left
+        data = self._raw.read(size) if size else b""
+        self._left -= len(data)
+        return data
+
+    def readable(self) -> bool:
+        """It is."""
+        return True
+
+    def close(self) -> None:
+        """Close the file under it."""
+        self._raw.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
 
 
 FreeSpace = Callable[[Path], int]
@@ -141,18 +242,19 @@ def receive(
     @raise ContextError: When the disk is (nearly) full, or the client went
         away before the end of the body.
     """
-    target.mkdir(mode=0o755)
+    target.mkdir(mode=0o700)
     context = Context(target)
     head = _read_up_to(src, tarfile.BLOCKSIZE)
     stream: IO[bytes] = layers._Prefixed(head, src)  # type: ignore[assignment]
     kind = layers.sniff(head)
     try:
-        if kind != "none":
-            stream = layers.decompressed(stream)
-        elif head and not _is_tar_header(head):
-            _bare_dockerfile(stream, context)
-            return context
-        _Unpacker(context, space, reserve).run(stream)
+        with context.archive.open("xb", buffering=_CHUNK) as out:
+            if kind != "none":
+                stream = layers.decompressed(stream)
+            elif head and not _is_tar_header(head):
+                _bare_dockerfile(stream, out, context)
+                return context
+            _Indexer(context, out, space, reserve).run(stream)
     except DockerError:
         raise
     except OSError as e:
@@ -171,14 +273,18 @@ def receive(
     return context
 
 
-def _bare_dockerfile(stream: IO[bytes], context: Context) -> None:
+def _bare_dockerfile(stream: IO[bytes], out: IO[bytes], context: Context) -> None:
     data = _read_up_to(stream, _MAX_BARE_DOCKERFILE + 1)
     if len(data) > _MAX_BARE_DOCKERFILE or b"\0" in data:
         raise InvalidParameter("failed to read the build context: not a tar archive")
-    path = context.root / "Dockerfile"
-    path.write_bytes(data)
+    out.write(data)
     context.entries["Dockerfile"] = Entry(
-        "file", 0o644, "sha256:" + hashlib.sha256(data).hexdigest(), len(data)
+        "file",
+        0o644,
+        "sha256:" + hashlib.sha256(data).hexdigest(),
+        len(data),
+        0,
+        context.received,
     )
 
 
@@ -190,42 +296,74 @@ def clean_name(name: str) -> str | None:
     return "/".join(parts)
 
 
-class _Unpacker:
-    """Unpacks one context stream; see the module's docstring."""
+class _Tee:
+    """
+    Reads C{src} in large pieces (few waits on an upload's pipe), writing
+    each to C{out} as it comes, and serves the tar reader's small reads
+    from it; C{position} counts what was served.
+    """
 
-    def __init__(self, context: Context, space: FreeSpace, reserve: int) -> None:
+    def __init__(
+        self, src: IO[bytes], out: IO[bytes], wrote: Callable[[int], None]
+    ) -> None:
+        self._src = src
+        self._out = out
+        self._wrote = wrote
+        self._piece = memoryview(b"")
+        self._at = 0
+        #: Bytes served so far: where the next read starts in C{out}.
+        self.position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self._at >= len(self._piece):
+            piece = self._src.read(_CHUNK)
+            if not piece:
+                return b""
+            self._out.write(piece)
+            self._wrote(len(piece))
+            self._piece, self._at = memoryview(piece), 0
+        end = len(self._piece) if size < 0 else self._at + size
+        # A view, not a copy: the data of a member is only hashed.
+        data = self._piece[self._at : end]
+        self._at += len(data)
+        self.position += len(data)
+        return data  # type: ignore[return-value]
+
+    def readable(self) -> bool:
+        return True
+
+
+class _Indexer:
+    """Keeps one context stream and indexes it; see the module's docstring."""
+
+    def __init__(
+        self, context: Context, out: IO[bytes], space: FreeSpace, reserve: int
+    ) -> None:
         self._context = context
+        self._out = out
         self._space = space
         self._reserve = reserve
         self._written = 0
         self._next_check = 0
-        self._dirs: list[tuple[str, tarfile.TarInfo]] = []
 
     def run(self, stream: IO[bytes]) -> None:
         self._check_space(0)
-        root_fd = os.open(self._context.root, _DIR_FLAGS)
-        try:
-            members = layers.iter_tar(stream)
-            while True:
-                try:
-                    member, data = next(members)
-                except StopIteration:
-                    break
-                except EOFError:
-                    # The docker CLI's "-f -" context ends right after its
-                    # last member's data, without padding or end blocks;
-                    # Go's reader takes it, so does this one (a member cut
-                    # inside its data still fails, in _regular).
-                    break
-                name = clean_name(member.name)
-                if name is None:
-                    continue
-                self._add(root_fd, name, member, data)
-            # Directory times last: adding their files changed them.
-            for name, member in reversed(self._dirs):
-                self._dir_attrs(root_fd, name, member)
-        finally:
-            os.close(root_fd)
+        tee = _Tee(stream, self._out, self._check_space)
+        members = layers.iter_tar(cast("IO[bytes]", tee))
+        while True:
+            try:
+                member, data = next(members)
+            except StopIteration:
+                break
+            except EOFError:
+                # The docker CLI's "-f -" context ends right after its
+                # last member's data, without padding or end blocks;
+                # Go's reader takes it, so does this one (a member cut
+                # inside its data still fails, in _regular).
+                break
+            name = clean_name(member.name)
+            if name is not None and self._parents(name):
+                self._add(name, member, data, tee.position)
 
     def _check_space(self, more: int) -> None:
         self._written += more
@@ -235,191 +373,68 @@ class _Unpacker:
         if self._space(self._context.root) < self._reserve:
             raise ContextError("no space left on device")
 
-    def _parent(self, root_fd: int, name: str) -> int | None:
+    def _parents(self, name: str) -> bool:
         """
-        An fd of C{name}'s parent directory, made along the way where
-        missing; C{None} when a step is not a directory (a symlink is never
-        followed).
+        Whether every parent of C{name} is a directory of the context (those
+        no member named yet become ones); C{False} when one is a symlink or
+        a file (the member is then skipped: nothing goes through a link).
         """
-        fd = os.dup(root_fd)
-        parts = name.split("/")
-        for depth, part in enumerate(parts[:-1], 1):
-            try:
-                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                os.mkdir(part, 0o755, dir_fd=fd)
-                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                self._context.entries["/".join(parts[:depth])] = Entry("dir", 0o755)
-            except OSError as e:
-                os.close(fd)
-                if e.errno in {errno.ELOOP, errno.ENOTDIR}:
-                    return None
-                raise
-            os.close(fd)
-            fd = child
-        return fd
+        entries = self._context.entries
+        parts = name.split("/")[:-1]
+        missing = []
+        for depth in range(1, len(parts) + 1):
+            parent = "/".join(parts[:depth])
+            entry = entries.get(parent)
+            if entry is None:
+                missing.append(parent)
+            elif entry.kind != "dir":
+                return False
+        for parent in missing:
+            entries[parent] = Entry("dir", 0o755, mtime=self._context.received)
+        return True
 
-    def _clear(self, parent: int, base: str, *, keep_dir: bool) -> None:
-        """Make room for a new member named C{base} (the last one wins)."""
-        try:
-            st = os.stat(base, dir_fd=parent, follow_symlinks=False)
-        except FileNotFoundError:
+    def _clear(self, name: str, *, keep_dir: bool) -> None:
+        """Make room for a new member named C{name} (the last one wins)."""
+        entries = self._context.entries
+        old = entries.get(name)
+        if old is None or (old.kind == "dir" and keep_dir):
             return
-        if stat.S_ISDIR(st.st_mode):
-            if keep_dir:
-                return
-            fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
-            try:
-                _remove_tree_at(fd)
-            finally:
-                os.close(fd)
-            os.rmdir(base, dir_fd=parent)
-        else:
-            os.unlink(base, dir_fd=parent)
+        del entries[name]
+        if old.kind == "dir":
+            prefix = name + "/"
+            for inner in [n for n in entries if n.startswith(prefix)]:
+                del entries[inner]
 
     def _add(
-        self, root_fd: int, name: str, member: tarfile.TarInfo, data: IO[bytes] | None
+        self, name: str, member: tarfile.TarInfo, data: IO[bytes] | None, offset: int
     ) -> None:
-        parent = self._parent(root_fd, name)
-        if parent is None:
-            return
-        base = name.rsplit("/", 1)[-1]
         entries = self._context.entries
-        try:
-            if member.isdir():
-                self._clear(parent, base, keep_dir=True)
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(base, 0o755, dir_fd=parent)
-                self._dirs.append((name, member))
-                entries[name] = Entry("dir", member.mode & 0o7777)
-            elif member.isreg() and data is not None:
-                self._clear(parent, base, keep_dir=False)
-                entries[name] = self._regular(parent, base, member, data)
-            elif member.issym():
-                self._clear(parent, base, keep_dir=False)
-                os.symlink(member.linkname, base, dir_fd=parent)
-                with contextlib.suppress(OSError):
-                    os.utime(
-                        base,
-                        (member.mtime, member.mtime),
-                        dir_fd=parent,
-                        follow_symlinks=False,
-                    )
-                entries[name] = Entry("symlink", 0o777, member.linkname)
-            elif member.islnk():
-                self._hard_link(root_fd, parent, base, name, member)
-        finally:
-            os.close(parent)
-
-    def _regular(
-        self, parent: int, base: str, member: tarfile.TarInfo, data: IO[bytes]
-    ) -> Entry:
-        digest = hashlib.sha256()
-        size = 0
-        fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent)
-        try:
-            with os.fdopen(fd, "wb", closefd=False) as out:
-                while chunk := data.read(_CHUNK):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-                    self._check_space(len(chunk))
-            os.fchmod(fd, member.mode & 0o7777)
-            os.utime(fd, (member.mtime, member.mtime))
-        finally:
-            os.close(fd)
-        return Entry("file", member.mode & 0o7777, "sha256:" + digest.hexdigest(), size)
-
-    def _hard_link(
-        self,
-        root_fd: int,
-        parent: int,
-        base: str,
-        name: str,
-        member: tarfile.TarInfo,
-    ) -> None:
-        source = clean_name(member.linkname)
-        entry = self._context.entries.get(source or "")
-        if source is None or entry is None or entry.kind != "file":
-            return
-        source_parent = self._parent(root_fd, source)
-        if source_parent is None:
-            return
-        try:
-            self._clear(parent, base, keep_dir=False)
-            os.link(
-                source.rsplit("/", 1)[-1],
-                base,
-                src_dir_fd=source_parent,
-                dst_dir_fd=parent,
-                follow_symlinks=False,
+        mode = member.mode & 0o7777
+        if member.isdir():
+            self._clear(name, keep_dir=True)
+            entries[name] = Entry("dir", mode, mtime=member.mtime)
+        elif member.isreg() and data is not None:
+            digest = hashlib.sha256()
+            size = 0
+            while chunk := data.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+            self._clear(name, keep_dir=False)
+            entries[name] = Entry(
+                "file", mode, "sha256:" + digest.hexdigest(), size, offset, member.mtime
             )
-        finally:
-            os.close(source_parent)
-        self._context.entries[name] = entry
-
-    def _dir_attrs(self, root_fd: int, name: str, member: tarfile.TarInfo) -> None:
-        parent = self._parent(root_fd, name)
-        if parent is None:
-            return
-        base = name.rsplit("/", 1)[-1]
-        try:
-            fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
-        except OSError:
-            return
-        finally:
-            os.close(parent)
-        try:
-            os.fchmod(fd, member.mode & 0o7777)
-            os.utime(fd, (member.mtime, member.mtime))
-        finally:
-            os.close(fd)
-
-
-def _remove_tree_at(fd: int) -> None:
-    """Empty the directory open at C{fd}, never following a link."""
-    for name in os.listdir(fd):
-        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode):
-            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            try:
-                _remove_tree_at(child)
-            finally:
-                os.close(child)
-            os.rmdir(name, dir_fd=fd)
-        else:
-            os.unlink(name, dir_fd=fd)
+        elif member.issym():
+            self._clear(name, keep_dir=False)
+            entries[name] = Entry("symlink", 0o777, member.linkname, mtime=member.mtime)
+        elif member.islnk():
+            source = entries.get(clean_name(member.linkname) or "")
+            if source is None or source.kind != "file":
+                return
+            self._clear(name, keep_dir=False)
+            entries[name] = source
 
 
 # --- the Dockerfile and .dockerignore -------------------------------------
-
-
-def _open_inside(root: Path, relative: str) -> Path | None:
-    """
-    C{relative} resolved inside C{root} as in a chroot there (symlinks
-    followed, but never out of C{root}); C{None} if it leads nowhere.
-    """
-    parts = [p for p in relative.replace("\\", "/").split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root.joinpath(*resolved, part)
-        if candidate.is_symlink():
-            hops += 1
-            if hops > 40:
-                return None
-            link = str(candidate.readlink())
-            if link.startswith("/"):
-                resolved = []
-            parts = [p for p in link.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return root.joinpath(*resolved)
 
 
 def read_dockerfile(context: Context, name: str) -> tuple[str, bytes]:
@@ -434,9 +449,10 @@ def read_dockerfile(context: Context, name: str) -> tuple[str, bytes]:
     if wanted == "Dockerfile":
         candidates.append("dockerfile")
     for candidate in candidates:
-        path = _open_inside(context.root, candidate)
-        if path is not None and path.is_file():
-            return candidate, path.read_bytes()
+        path = context.resolve(candidate)
+        entry = context.entries.get(path) if path else None
+        if entry is not None and entry.kind == "file":
+            return candidate, context.read(entry)
     raise ContextError(f"Cannot locate specified Dockerfile: {wanted}")
 
 
@@ -444,39 +460,36 @@ def apply_dockerignore(context: Context, dockerfile: str) -> None:
     """
     Leave out of the context what its C{.dockerignore} names (see
     L{dockerignore}); the Dockerfile and C{.dockerignore} themselves go
-    only when it names them (they were read before).
+    only when it names them (they were read before). Only the index
+    changes: what it no longer names is never read.
     """
-    path = context.root / ".dockerignore"
-    if path.is_symlink() or not path.is_file():
+    entries = context.entries
+    ignore = entries.get(".dockerignore")
+    if ignore is None or ignore.kind != "file":
         return
-    matcher = dockerignore.Matcher(dockerignore.read(path.read_text(errors="replace")))
+    text = context.read(ignore).decode(errors="replace")
+    matcher = dockerignore.Matcher(dockerignore.read(text))
     if matcher.empty:
         return
     keep = {".dockerignore", clean_name(dockerfile) or "Dockerfile"}
     doomed = [
-        name
-        for name in sorted(context.entries)
-        if name not in keep and matcher.excluded(name)
+        name for name in sorted(entries) if name not in keep and matcher.excluded(name)
     ]
     for name in reversed(doomed):
-        entry = context.entries.pop(name)
-        target = context.root / name
-        if entry.kind == "dir":
-            if not matcher.has_exceptions:
-                shutil.rmtree(target, ignore_errors=True)
-                for inner in [n for n in context.entries if n.startswith(name + "/")]:
-                    del context.entries[inner]
-            elif not any(n.startswith(name + "/") for n in context.entries):
-                with contextlib.suppress(OSError):
-                    target.rmdir()
-            else:
-                # Excluded itself, but it holds files taken back in.
-                context.entries[name] = entry
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                target.unlink()
+        if name not in entries:
+            continue
+        if entries[name].kind != "dir":
+            del entries[name]
+            continue
+        prefix = name + "/"
+        inner = [n for n in entries if n.startswith(prefix)]
+        if not matcher.has_exceptions:
+            for n in inner:
+                del entries[n]
+            del entries[name]
+        elif not inner:
+            del entries[name]
+        # Otherwise excluded itself, but it holds files taken back in.
     for name in keep:
-        if name in context.entries and matcher.excluded(name):
-            del context.entries[name]
-            with contextlib.suppress(FileNotFoundError):
-                (context.root / name).unlink()
+        if name in entries and matcher.excluded(name):
+            del entries[name]

@@ -4,8 +4,10 @@ C{COPY} and C{ADD}: the files of a step's layer, written into a fresh
 upper directory that the commit step turns into the layer.
 
 Sources come from the context or, with C{--from}, from a stage's or an
-image's layers, both read through a L{RootView} (so a symlink is followed
-only inside its own tree, never on the host). The rules are the classic
+image's layers: the context through a L{ContextView} (its files read from
+the tar it came as, by offset: only what a step copies is ever written
+out), an image through a L{RootView}; in both a symlink is followed only
+inside its own tree, never on the host. The rules are the classic
 builder's:
 
   - a relative destination is under the C{WORKDIR};
@@ -41,11 +43,13 @@ import shutil
 import stat
 import tarfile
 from pathlib import Path
+from typing import IO, cast
 
 from attrs import define, field, frozen
 
-from dockserve.daemon.build.context import Context
-from dockserve.daemon.build.rootview import Found, RootView
+from dockserve.daemon.build.context import Context, Slice, receive
+from dockserve.daemon.build.contextview import ContextView
+from dockserve.daemon.build.rootview import Found, RootView, Tree
 from dockserve.daemon.images import layers
 from dockserve.errors import InvalidParameter
 
@@ -158,7 +162,7 @@ def _has_wildcard(path: str) -> bool:
     return any(c in _WILDCARDS for c in path)
 
 
-def resolve_sources(request: Request, tree: RootView, *, context: bool) -> list[Item]:
+def resolve_sources(request: Request, tree: Tree, *, context: bool) -> list[Item]:
     """
     The items C{request}'s sources name in C{tree} (wildcards matched).
 
@@ -193,7 +197,7 @@ def resolve_sources(request: Request, tree: RootView, *, context: bool) -> list[
     return items
 
 
-def _wildcard(tree: RootView, pattern: str) -> list[Item]:
+def _wildcard(tree: Tree, pattern: str) -> list[Item]:
     """The paths of C{tree} that C{pattern} matches, element by element."""
     parts = pattern.split("/")
     found: list[tuple[str, Found]] = []
@@ -234,7 +238,7 @@ def _wildcard(tree: RootView, pattern: str) -> list[Item]:
 
 def checksum(
     items: list[Item],
-    tree: RootView,
+    tree: Tree,
     inline: list[tuple[str, str]],
     context: Context | None,
 ) -> str:
@@ -254,7 +258,7 @@ def checksum(
     return "multi:" + hashlib.sha256(",".join(parts).encode()).hexdigest()
 
 
-def _digest(found: Found, tree: RootView, context: Context | None) -> str:
+def _digest(found: Found, tree: Tree, context: Context | None) -> str:
     h = hashlib.sha256()
     _feed(h, found, tree, context, "")
     return h.hexdigest()
@@ -263,7 +267,7 @@ def _digest(found: Found, tree: RootView, context: Context | None) -> str:
 def _feed(
     h: "hashlib._Hash",
     found: Found,
-    tree: RootView,
+    tree: Tree,
     context: Context | None,
     relative: str,
 ) -> None:
@@ -274,14 +278,18 @@ def _feed(
             _feed(h, child, tree, context, f"{relative}/{name}")
         return
     if found.is_symlink:
-        h.update(f"l {relative} {found.real.readlink()!s}\n".encode())
+        h.update(f"l {relative} {found.readlink()}\n".encode())
         return
     entry = None
     if context is not None:
         entry = context.entries.get(found.path.lstrip("/"))
     content = entry.digest if entry is not None and entry.kind == "file" else ""
     if not content:
-        content = layers.hash_file(found.real)[0]
+        digest = hashlib.sha256()
+        with _open_data(found) as data:
+            while chunk := data.read(layers.CHUNK):
+                digest.update(chunk)
+        content = "sha256:" + digest.hexdigest()
     h.update(f"f {relative} {mode:o} {content}\n".encode())
 
 
@@ -389,7 +397,7 @@ class Writer:
     def _mode(self, st: os.stat_result) -> int:
         return self._chmod if self._chmod is not None else stat.S_IMODE(st.st_mode)
 
-    def copy(self, tree: RootView, found: Found, target: str) -> None:
+    def copy(self, tree: Tree, found: Found, target: str) -> None:
         """Copy C{found} (and, for a directory, all it holds) to C{target}."""
         parent_path, name = posixpath.split(target.rstrip("/"))
         if not name:
@@ -403,7 +411,7 @@ class Writer:
         finally:
             os.close(parent)
 
-    def _copy_children(self, tree: RootView, found: Found, target: str) -> None:
+    def _copy_children(self, tree: Tree, found: Found, target: str) -> None:
         fd = self._open_dir(target, mine=True)
         try:
             for child_name, child in sorted(tree.listdir(found).items()):
@@ -413,7 +421,7 @@ class Writer:
             os.close(fd)
 
     def _copy_at(
-        self, tree: RootView, found: Found, parent: int, name: str, path: str
+        self, tree: Tree, found: Found, parent: int, name: str, path: str
     ) -> None:
         st = found.st
         owner = self._owner
@@ -435,7 +443,7 @@ class Writer:
             return
         self._clear(parent, name, keep_dir=False)
         if found.is_symlink:
-            os.symlink(str(found.real.readlink()), name, dir_fd=parent)
+            os.symlink(found.readlink(), name, dir_fd=parent)
             os.chown(name, owner.uid, owner.gid, dir_fd=parent, follow_symlinks=False)
             return
         if not stat.S_ISREG(st.st_mode):
@@ -449,7 +457,7 @@ class Writer:
                 dir_fd=parent,
             )
             try:
-                _copy_data(source, fd, st.st_size)
+                _copy_data(source, fd, st.st_size, found.offset)
                 os.fchown(fd, owner.uid, owner.gid)
                 os.fchmod(fd, self._mode(st))
                 os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -489,13 +497,11 @@ class Writer:
         C{ADD}'s local archive: unpack the tar at C{found} into C{target}
         (a directory); C{False} when it is no tar archive (it is then
         copied as a file, as dockerd does). The archive is read as a
-        context is (L{dockserve.daemon.build.context.receive}): nothing
-        in it leads out of C{target}.
+        context is (L{dockserve.daemon.build.context.receive}): its members
+        are indexed, and nothing in it leads out of C{target}.
         """
-        from dockserve.daemon.build.context import receive  # noqa: PLC0415
-
         try:
-            with found.real.open("rb") as raw:
+            with _open_data(found) as raw:
                 head = raw.read(512)
         except OSError:
             return False
@@ -503,18 +509,25 @@ class Writer:
             return False
         scratch = self._upper.parent / (self._upper.name + ".add")
         try:
-            with found.real.open("rb") as raw:
+            with _open_data(found) as raw:
                 try:
-                    receive(raw, scratch, reserve=0)
+                    archive = receive(raw, scratch, reserve=0)
                 except InvalidParameter:
                     return False
-            unpacked = RootView([scratch])
+            unpacked = ContextView(archive)
             root = unpacked.lookup("/")
             if root is not None:
                 self._copy_children(unpacked, root, target)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return True
+
+
+def _open_data(found: Found) -> IO[bytes]:
+    """A reader of a regular file's data, wherever it starts in C{real}."""
+    raw = found.real.open("rb")
+    raw.seek(found.offset)
+    return cast("IO[bytes]", Slice(raw, found.st.st_size))
 
 
 def _looks_like_tar(head: bytes) -> bool:
@@ -531,33 +544,36 @@ def _valid_v7(head: bytes) -> bool:
     return head[:512] != b"\0" * 512
 
 
-def _copy_data(source: int, target: int, size: int) -> None:
-    """Copy C{size} bytes in the kernel where it can, else through memory."""
+def _copy_data(source: int, target: int, size: int, offset: int) -> None:
+    """
+    Copy C{size} bytes from C{offset} of C{source} to the start of
+    C{target}, in the kernel where it can, else through memory.
+    """
     left = size
-    offset = 0
+    written = 0
     with contextlib.suppress(OSError):
         while left > 0:
             done = os.copy_file_range(
-                source, target, min(left, 1 << 30), offset, offset
+                source, target, min(left, 1 << 30), offset + written, written
             )
             if done <= 0:
                 break
             left -= done
-            offset += done
+            written += done
     if left > 0:
-        os.lseek(source, offset, os.SEEK_SET)
-        os.lseek(target, offset, os.SEEK_SET)
+        os.lseek(target, written, os.SEEK_SET)
         while left > 0:
-            chunk = os.read(source, min(left, 1 << 20))
+            chunk = os.pread(source, min(left, 1 << 20), offset + written)
             if not chunk:
                 break
             os.write(target, chunk)
             left -= len(chunk)
+            written += len(chunk)
 
 
 def perform(
     request: Request,
-    tree: RootView,
+    tree: Tree,
     image: RootView,
     upper: Path,
     items: list[Item],

@@ -18,6 +18,7 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from attrs import frozen
 
@@ -35,12 +36,24 @@ class Found:
     @ivar st: Its C{lstat}.
     @ivar dirs: For a directory: its directory in each layer that merges
         into it, top-most first.
+    @ivar offset: Where a regular file's data starts in C{real} (not 0 for
+        a member of a build context's tar).
+    @ivar linkname: A symlink's target when C{real} is not the link itself
+        (a member of a build context's tar).
     """
 
     path: str
     real: Path
     st: os.stat_result
     dirs: tuple[Path, ...] = ()
+    offset: int = 0
+    linkname: str | None = None
+
+    def readlink(self) -> str:
+        """A symlink's target."""
+        if self.linkname is not None:
+            return self.linkname
+        return str(self.real.readlink())
 
     @property
     def is_dir(self) -> bool:
@@ -51,6 +64,20 @@ class Found:
     def is_symlink(self) -> bool:
         """A symlink."""
         return stat.S_ISLNK(self.st.st_mode)
+
+
+class Tree(Protocol):
+    """
+    A read-only tree that C{COPY} and C{ADD} take sources from: an image's
+    layers (L{RootView}) or a build context
+    (L{dockserve.daemon.build.contextview.ContextView}).
+    """
+
+    def lookup(self, path: str, *, follow: bool = True) -> Found | None:
+        """What the tree has at C{path} (symlinks followed inside it)."""
+
+    def listdir(self, found: Found) -> dict[str, Found]:
+        """The entries of the directory C{found}, by name."""
 
 
 def _whiteout(st: os.stat_result) -> bool:
@@ -137,7 +164,7 @@ class RootView:
                 links += 1
                 if links > _MAX_LINKS:
                     return None
-                target = str(found.real.readlink())
+                target = found.readlink()
                 if target.startswith("/"):
                     stack = []
                 dirs = stack[-1][1] if stack else self._root()

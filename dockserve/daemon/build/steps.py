@@ -37,9 +37,10 @@ from twisted.internet.defer import Deferred
 from dockserve.daemon.build import copying, dockerfile, expand
 from dockserve.daemon.build.cache import Prober
 from dockserve.daemon.build.context import Context
+from dockserve.daemon.build.contextview import ContextView
 from dockserve.daemon.build.dockerfile import Instruction
 from dockserve.daemon.build.output import Output
-from dockserve.daemon.build.rootview import RootView
+from dockserve.daemon.build.rootview import RootView, Tree
 from dockserve.daemon.build.state import BuildArgs, Stage
 from dockserve.errors import DockerError, InvalidParameter
 
@@ -525,12 +526,12 @@ class Dispatcher:
                     f"daemon: {url}"
                 )
         from_name = i.flags.get("from")
-        tree: RootView
+        tree: Tree
         context: Context | None = None
         if isinstance(from_name, str) and from_name:
             tree = await self._source_view(self._word(stage, from_name))
         else:
-            tree = RootView([self._context.root])
+            tree = ContextView(self._context)
             context = self._context
         image = RootView(stage.layers)
         chown = i.flags.get("chown")

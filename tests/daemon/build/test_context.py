@@ -1,7 +1,8 @@
-"""Tests for L{dockserve.daemon.build.context}: receiving a context safely."""
+"""Tests for L{dockserve.daemon.build.context}: receiving and indexing a context."""
 
 import bz2
 import gzip
+import hashlib
 import io
 import lzma
 import tarfile
@@ -11,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dockserve.daemon.build.context import (
     ContextError,
+    Entry,
     apply_dockerignore,
     read_dockerfile,
     receive,
@@ -59,11 +61,27 @@ class ReceiveTests(SynchronousTestCase):
         ):
             target = self.base / str(number)
             ctx = receive(io.BytesIO(body), target)
-            self.assertEqual((target / "d" / "x").read_bytes(), b"x")
-            self.assertEqual(ctx.entries["d"].mode, 0o750)
-            self.assertEqual(ctx.entries["d/x"].size, 1)
-            self.assertEqual((target / "d" / "x").stat().st_mtime, 1_700_000_000)
+            self.assertEqual(ctx.entries["d"], Entry("dir", 0o750, mtime=1_700_000_000))
+            x = ctx.entries["d/x"]
+            self.assertEqual((x.kind, x.mode, x.size), ("file", 0o640, 1))
+            self.assertEqual(x.digest, "sha256:" + hashlib.sha256(b"x").hexdigest())
+            self.assertEqual(x.mtime, 1_700_000_000)
+            self.assertEqual(ctx.read(x), b"x")
+            with ctx.open(x) as data:
+                self.assertEqual(data.read(), b"x")
             self.assertEqual(read_dockerfile(ctx, "")[1], b"FROM a\n")
+
+    def test_kept_as_one_tar(self) -> None:
+        """
+        Nothing is unpacked: the context's directory holds the plain tar
+        it came as (decompressed), which the index points into.
+        """
+        raw = make_tar([(f"d/f{n}", b"%d" % n * 1000, "f") for n in range(50)])
+        ctx = receive(io.BytesIO(gzip.compress(raw)), self.target)
+        self.assertEqual([p.name for p in self.target.iterdir()], ["context.tar"])
+        self.assertEqual(ctx.archive.read_bytes(), raw)
+        self.assertEqual(ctx.read(ctx.entries["d/f7"]), b"7" * 1000)
+        self.assertEqual(ctx.entries["d"].kind, "dir")
 
     def test_bare_dockerfile(self) -> None:
         """A body that is no tar is the Dockerfile itself."""
@@ -71,14 +89,16 @@ class ReceiveTests(SynchronousTestCase):
         self.assertEqual(
             read_dockerfile(ctx, "Dockerfile")[1], b"FROM busybox\nRUN true\n"
         )
+        self.assertEqual(sorted(ctx.entries), ["Dockerfile"])
 
     def test_never_through_a_symlink(self) -> None:
         """
-        A member under a symlink the context made is skipped: nothing is
-        written outside the context, whatever the links say.
+        A member under a symlink the context made is skipped, and a link
+        resolves only inside the context, whatever it says.
         """
         outside = self.base / "outside"
         outside.mkdir()
+        (outside / "secret").write_text("no")
         body = make_tar([
             ("link", str(outside), "l"),
             ("link/escaped", b"no", "f"),
@@ -87,19 +107,63 @@ class ReceiveTests(SynchronousTestCase):
             ("rel/escaped", b"no", "f"),
             ("ok", b"yes", "f"),
             ("hard", "/etc/passwd", "h"),
+            ("file", b"", "f"),
+            ("file/under", b"no", "f"),
+            ("up", "../../ok", "l"),
         ])  # fmt: skip
         ctx = receive(io.BytesIO(body), self.target)
-        self.assertEqual(list(outside.iterdir()), [])
+        self.assertEqual(list(outside.iterdir()), [outside / "secret"])
         self.assertFalse((self.base / "up").exists())
-        self.assertEqual((self.target / "link").readlink(), outside)
-        self.assertEqual(sorted(ctx.entries), ["link", "ok", "rel"])
+        self.assertEqual(sorted(ctx.entries), ["file", "link", "ok", "rel", "up"])
+        self.assertEqual(ctx.entries["link"], Entry("symlink", 0o777, str(outside),
+                                                    mtime=1_700_000_000))  # fmt: skip
+        self.assertIsNone(ctx.resolve("link/secret"))
+        self.assertIsNone(ctx.resolve("rel/secret"))
+        self.assertIsNone(ctx.resolve("rel/.."))
+        self.assertEqual(ctx.resolve("up"), "ok")
+        self.assertEqual(ctx.resolve("up", follow=False), "up")
 
     def test_hard_link_inside(self) -> None:
-        body = make_tar([("a", b"data", "f"), ("b", "a", "h")])
-        receive(io.BytesIO(body), self.target)
-        self.assertEqual(
-            (self.target / "a").stat().st_ino, (self.target / "b").stat().st_ino
-        )
+        """A hard link to a file of the context shares its data."""
+        body = make_tar([("a", b"data", "f"), ("b", "a", "h"), ("c", "nope", "h")])
+        ctx = receive(io.BytesIO(body), self.target)
+        self.assertEqual(ctx.entries["b"], ctx.entries["a"])
+        self.assertEqual(ctx.read(ctx.entries["b"]), b"data")
+        self.assertNotIn("c", ctx.entries)
+
+    def test_last_one_wins(self) -> None:
+        """
+        A later member of the same name replaces the earlier one, as an
+        unpacked tar would have it (a directory and all it held).
+        """
+        body = make_tar([
+            ("a", b"first", "f"), ("a", None, "d"), ("a/b", b"b", "f"),
+            ("d", None, "d"), ("d/x", b"x", "f"), ("d/e/y", b"y", "f"),
+            ("d", b"now a file", "f"),
+            ("f", b"one", "f"), ("f", b"two", "f"),
+        ])  # fmt: skip
+        ctx = receive(io.BytesIO(body), self.target)
+        self.assertEqual(sorted(ctx.entries), ["a", "a/b", "d", "f"])
+        self.assertEqual(ctx.entries["a"].kind, "dir")
+        self.assertEqual(ctx.read(ctx.entries["d"]), b"now a file")
+        self.assertEqual(ctx.read(ctx.entries["f"]), b"two")
+
+    def test_implied_directories(self) -> None:
+        """A directory no member names is one, 0755, of the receive's time."""
+        ctx = receive(io.BytesIO(make_tar([("a/b/c", b"", "f")])), self.target)
+        self.assertEqual(ctx.entries["a"], ctx.entries["a/b"])
+        self.assertEqual(ctx.entries["a"], Entry("dir", 0o755, mtime=ctx.received))
+
+    def test_no_end_blocks(self) -> None:
+        """
+        The docker CLI's C{-f -} context ends right after its last member's
+        data; a member cut inside its data still fails.
+        """
+        raw = make_tar([("Dockerfile", b"FROM a\n", "f")])
+        ctx = receive(io.BytesIO(raw[: 512 + 7]), self.target)
+        self.assertEqual(read_dockerfile(ctx, "")[1], b"FROM a\n")
+        with self.assertRaises(InvalidParameter):
+            receive(io.BytesIO(raw[: 512 + 3]), self.base / "cut")
 
     def test_disk_full(self) -> None:
         """Under the reserve: dockerd's error; the caller removes the rest."""
@@ -126,9 +190,11 @@ class ReceiveTests(SynchronousTestCase):
 
     def test_dockerfile_link_stays_inside(self) -> None:
         """A Dockerfile that is a symlink resolves inside the context."""
-        body = make_tar([("real", b"FROM a", "f"), ("Dockerfile", "/real", "l")])
+        body = make_tar([("real", b"FROM a", "f"), ("Dockerfile", "/real", "l"),
+                         ("sub/Dockerfile", "../../../real", "l")])  # fmt: skip
         ctx = receive(io.BytesIO(body), self.target)
         self.assertEqual(read_dockerfile(ctx, "Dockerfile")[1], b"FROM a")
+        self.assertEqual(read_dockerfile(ctx, "sub/Dockerfile")[1], b"FROM a")
 
 
 class DockerignoreTests(SynchronousTestCase):
@@ -148,6 +214,15 @@ class DockerignoreTests(SynchronousTestCase):
         apply_dockerignore(ctx, "Dockerfile")
         self.assertEqual(sorted(ctx.entries), [".dockerignore", "b.txt", "docs",
                                                "docs/keep"])  # fmt: skip
-        self.assertFalse((target / "a.log").exists())
-        self.assertFalse((target / "Dockerfile").exists())
-        self.assertFalse((target / "docs" / "drop").exists())
+
+    def test_directory_without_exceptions(self) -> None:
+        """An ignored directory goes with all it holds."""
+        body = make_tar([
+            (".dockerignore", b"node_modules\n", "f"),
+            ("node_modules/a/b", b"", "f"), ("node_modules/c", b"", "f"),
+            ("node_modules-not", b"", "f"), ("src/x", b"", "f"),
+        ])  # fmt: skip
+        ctx = receive(io.BytesIO(body), Path(self.mktemp()))
+        apply_dockerignore(ctx, "Dockerfile")
+        self.assertEqual(sorted(ctx.entries), [".dockerignore", "node_modules-not",
+                                               "src", "src/x"])  # fmt: skip
