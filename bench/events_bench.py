@@ -27,6 +27,10 @@ C{POST .../wait}, then C{DELETE}). Checked, and the run fails if not:
    Action, ID and timeNano compared), and timeNano never goes back;
  - no subscriber was dropped (its stream would end).
 
+With --stalled N, N more subscribers connect and never read: the daemon
+must drop each once it falls 1,024 events behind (its stream ends), and
+its memory must stay bounded meanwhile.
+
 Measured: wall time, events per second published and delivered, the lag
 from an event's timeNano to its arrival at the reader (p50, p99; the
 reader is one Python thread, so this includes its own delay), and the
@@ -205,6 +209,22 @@ def subscribe(path: str, count: int, filters: dict[str, list[str]]) -> list[Subs
     return subscribers
 
 
+def _drain(sub: Subscriber) -> bool:
+    """
+    Read what a stalled subscriber was sent: whether its stream had ended
+    (the daemon dropped it) rather than still being open.
+    """
+    sub.sock.settimeout(2)
+    try:
+        while data := sub.sock.recv(1 << 16):
+            sub.body += data
+    except TimeoutError:
+        return False
+    finally:
+        sub.sock.close()
+    return True
+
+
 def churn(path: str, count: int, workers: int, start: bool) -> list[str]:
     """Create (and start) and remove C{count} containers: their IDs."""
     ids: list[str] = []
@@ -300,6 +320,7 @@ def run(path: str, pid: int, args: argparse.Namespace, label: str) -> dict[str, 
     before = rss_kb(pid)
     filters = {"type": ["container"]} if args.filter else {}
     subscribers = subscribe(path, args.subscribers, filters)
+    stalled = subscribe(path, args.stalled, filters) if args.stalled else []
     reader = Reader(subscribers)
     sampler = Sampler(pid)
     reader.start()
@@ -321,6 +342,7 @@ def run(path: str, pid: int, args: argparse.Namespace, label: str) -> dict[str, 
     reader.join()
     for sub in subscribers:
         sub.sock.close()
+    dropped = sum(_drain(sub) for sub in stalled)
     time.sleep(1)
     sampler.done.set()
     sampler.join()
@@ -336,6 +358,11 @@ def run(path: str, pid: int, args: argparse.Namespace, label: str) -> dict[str, 
     mb = 1024
     return {
         "events per subscriber": str(per_sub),
+        **(
+            {f"stalled subscribers dropped (of {args.stalled})": str(dropped)}
+            if args.stalled
+            else {}
+        ),
         "all delivered, same order": "yes" if not problems else "NO",
         "churn wall time (s)": f"{published:.1f}",
         "events published per second": f"{per_sub / published:.0f}",
@@ -381,6 +408,12 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument("--containers", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument(
+        "--stalled",
+        type=int,
+        default=0,
+        help="more subscribers that never read (the daemon must drop them)",
+    )
     parser.add_argument(
         "--start", action="store_true", help="also start each container (true)"
     )
