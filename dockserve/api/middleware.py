@@ -484,8 +484,11 @@ class Middleware:
         duration = self._now() - state.started
         for observe in self.counters.observers:
             observe(request, state.route, status, duration)
-        if state.call is not None:
-            for hook in state.call.on_finish:
+        call, state.call = state.call, None
+        if call is not None:
+            # The call holds the request, which keys this state in _STATES:
+            # it goes now, or the request would outlive itself.
+            for hook in call.on_finish:
                 try:
                     hook(status, duration)
                 except Exception:

@@ -4,7 +4,9 @@ seam the policy's front door uses: run before the handler, able to refuse,
 to filter the answer, and to hear how the request ended.
 """
 
+import gc
 import json
+import weakref
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -65,3 +67,22 @@ class CheckTests(SynchronousTestCase):
     def test_too_many_requests(self) -> None:
         """Rate limits are a 429."""
         self.assertEqual(status_for(TooManyRequests("slow down")), 429)
+
+
+class LifetimeTests(SynchronousTestCase):
+    def test_request_not_kept(self) -> None:
+        """
+        A checked request is not kept after it ends: its call holds it, and
+        the middleware's state of it is keyed by it weakly (it leaked every
+        request: /_ping cost half as much again once a check was added).
+        """
+        seen: list[weakref.ref[Request]] = []
+
+        def check(call: Call) -> None:
+            seen.append(weakref.ref(call.request))
+
+        middleware = wrap(lambda _request: {"ok": True})
+        middleware.add_check(check)
+        fetch(self, middleware, "GET", "/h")
+        gc.collect()
+        self.assertEqual([ref() for ref in seen], [None])
