@@ -759,6 +759,11 @@ def _add_metrics(
     metrics.watch_daemon(backend)
     if isinstance(api, Middleware):
         api.counters.observers.append(metrics.observe_request)
+    if service.front_door is not None:
+        # Requests are labelled with the policy's principal, and each
+        # decision is counted.
+        metrics.requests.principal_of = service.front_door.principal_of
+        service.front_door.add_observer(metrics.count_decision)
     address = options["metrics-address"]
     if not address.loopback:
         _log.info(

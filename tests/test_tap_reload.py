@@ -65,6 +65,25 @@ class MetricsFlagTests(SynchronousTestCase):
         self.assertEqual((port, interface), (9323, "127.0.0.1"))
         self.assertFalse(hasattr(factory, "_gate"))
 
+    def test_policy_wired(self) -> None:
+        """
+        With --policy, the front door's decisions are counted and its
+        principals label the requests.
+        """
+        directory = temp_dir(self)
+        policy = directory / "policy.toml"
+        policy.write_text(f'[listener."unix:{directory}/d.sock"]\npolicy = "full"\n')
+        options, _ = _parse(self, "-H", f"unix://{directory}/d.sock",
+                            "--policy", str(policy),
+                            "--metrics-addr", "127.0.0.1:9323")  # fmt: skip
+        assert options is not None
+        service = _make_service(options, FakeReactor())
+        assert service.front_door is not None
+        [observer] = service.front_door._observers
+        metrics = observer.__self__  # type: ignore[attr-defined]
+        self.assertEqual(observer, metrics.count_decision)
+        self.assertEqual(metrics.principal_of, service.front_door.principal_of)
+
     def test_none_by_default(self) -> None:
         """Without the flag there is no metrics listener."""
         options, _ = _parse(self, "-H", f"unix://{temp_dir(self)}/d.sock")

@@ -30,6 +30,8 @@ from dockserve.server.listeners import ListenerService
 from dockserve.server.metrics import DaemonMetrics, InvalidAddress, parse_address
 from dockserve.server.metrics.requests import RequestMetrics
 from dockserve.server.metrics.state import StateCollector
+from tests.api.policy.rig import Rig
+from tests.api.policy.test_door import ALICE, POLICY
 from tests.api.test_middleware import raising, wrap
 from tests.api.test_router import fetch
 
@@ -197,30 +199,67 @@ class RequestMetricsTests(SynchronousTestCase):
         )
 
     def test_decisions(self) -> None:
-        """count_decision counts each decision by decision, rule and principal."""
-        self.metrics.count_decision("deny", "no-privileged", "ci")
-        self.metrics.count_decision("deny", "no-privileged", "ci")
-        self.metrics.count_decision("allow", "default", "ci")
+        """
+        count_decision (the front door's observer) counts each decision by
+        verdict, route, rule and principal; no rule (no policy file) is -.
+        """
+        self.metrics.count_decision("ci", "containers.create", "deny", "no-priv")
+        self.metrics.count_decision("ci", "containers.create", "deny", "no-priv")
+        self.metrics.count_decision("-", "containers.list", "allow", None)
+        name = "dockserve_policy_decisions_total"
         self.assertEqual(
-            sample(
-                self.metrics,
-                "dockserve_policy_decisions_total",
-                decision="deny",
-                rule="no-privileged",
-                principal="ci",
-            ),
+            sample(self.metrics, name, decision="deny", route="containers.create",
+                   rule="no-priv", principal="ci"),
             2.0,
-        )
+        )  # fmt: skip
         self.assertEqual(
-            sample(
-                self.metrics,
-                "dockserve_policy_decisions_total",
-                decision="allow",
-                rule="default",
-                principal="ci",
-            ),
+            sample(self.metrics, name, decision="allow", route="containers.list",
+                   rule="-", principal="-"),
             1.0,
+        )  # fmt: skip
+
+    def test_decisions_from_the_front_door(self) -> None:
+        """
+        Wired to the policy's front door, a refusal and an allowed request
+        of alice's are counted under her name and the rule that decided.
+        """
+        rig = Rig(self, POLICY)
+        rig.door.add_observer(self.metrics.count_decision)
+        rig.peer = ALICE
+        self.assertEqual(rig.request("GET", "/containers/json")[0], 200)
+        cid = rig.create("mine")
+        self.assertEqual(rig.request("GET", f"/containers/{cid}/export")[0], 403)
+        name = "dockserve_policy_decisions_total"
+        self.assertEqual(
+            sample(self.metrics, name, decision="deny", route="containers.export",
+                   rule="developer.rule.no-export", principal="alice"),
+            1.0,
+        )  # fmt: skip
+        allowed = [
+            s
+            for f in self.metrics.registry.collect()
+            if f.name == "dockserve_policy_decisions"
+            for s in f.samples
+            if s.labels["decision"] == "allow" and s.labels["principal"] == "alice"
+        ]
+        self.assertEqual(
+            sorted(s.labels["route"] for s in allowed),
+            ["containers.create", "containers.list"],
         )
+
+    def test_no_principal_yet(self) -> None:
+        """
+        A request the policy has not named (a /_ping, or no policy file:
+        C{-}) is labelled with its listener.
+        """
+        for answer in (None, "-"):
+            metrics = DaemonMetrics(principal_of=lambda _, a=answer: a)
+            metrics.observe_request(FakeRequest(UNIXAddress(b"/s")), "ping", 200, 0.1)
+            self.assertEqual(
+                sample(metrics, "dockserve_http_requests_total", route="ping",
+                       status="200", principal="unix:///s"),
+                1.0,
+            )  # fmt: skip
 
     def test_through_the_middleware(self) -> None:
         """

@@ -86,8 +86,8 @@ class RequestMetrics:
         )
         self._decisions = Counter(
             "dockserve_policy_decisions",
-            "Policy decisions, by decision, rule and principal",
-            ["decision", "rule", "principal"],
+            "Policy decisions, by decision, route, rule and principal",
+            ["decision", "route", "rule", "principal"],
             registry=registry,
         )
         self._children: dict[tuple[str, int, str], Any] = {}
@@ -139,7 +139,10 @@ class RequestMetrics:
         @param status: The status the client got (101 for a hijack).
         @param seconds: From its arrival to the end of its answer.
         """
-        principal = self.principal_of(request) or self.listener_of(request)
+        principal = self.principal_of(request)
+        if principal in (None, "-"):
+            # No policy, or none applied yet (a /_ping is never checked).
+            principal = self.listener_of(request)
         key = (route, status, principal)
         child = self._children.get(key)
         if child is None:
@@ -152,14 +155,19 @@ class RequestMetrics:
             histogram = self._histograms[route] = self._latency.labels(route)
         histogram.observe(seconds)
 
-    def count_decision(self, decision: str, rule: str, principal: str) -> None:
+    def count_decision(
+        self, principal: str, route: str, verdict: str, rule: str | None
+    ) -> None:
         """
-        One policy decision: what the policy engine calls for each.
+        One policy decision: the policy engine's decision observer
+        (L{dockserve.api.policy.door.FrontDoor.add_observer}).
 
-        @param decision: C{allow}, C{deny}, or what learning mode says
-            (C{would-deny}): a short word from a fixed set.
-        @param rule: The rule that decided (its name or number in the
-            policy file), or C{default}.
-        @param principal: Who asked, as the policy names it.
+        @param principal: Who asked, as the policy names it (C{-} without
+            a policy file).
+        @param route: The route, by dockerd's name (C{containers.create}).
+        @param verdict: C{allow}, C{deny}, or C{learn} (refused in learning
+            mode, so let through).
+        @param rule: The rule that decided, or C{None} (no policy file):
+            counted as C{-}.
         """
-        self._decisions.labels(decision, rule, principal).inc()
+        self._decisions.labels(verdict, route, rule or "-", principal).inc()
