@@ -8,6 +8,7 @@ Twisted resource.
 
 import threading
 import urllib.request
+from types import SimpleNamespace
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -87,10 +88,15 @@ class AddressTests(SynchronousTestCase):
 
 
 class FakeRequest:
-    """What the observer reads of a request: the address it came in at."""
+    """
+    What the observer reads of a request: the address it came in at, and
+    the listener its site names (each -H has a site of its own).
+    """
 
-    def __init__(self, host: object) -> None:
+    def __init__(self, host: object, listener: str | None = None) -> None:
         self._host = host
+        if listener is not None:
+            self.channel = SimpleNamespace(site=SimpleNamespace(listener=listener))
 
     def getHost(self) -> object:
         return self._host
@@ -103,14 +109,10 @@ class RequestMetricsTests(SynchronousTestCase):
     def test_counted_by_route_status_listener(self) -> None:
         """
         Each request is counted once under its route, status and listener
-        (its -H, found by the address its port listens at), and its
-        duration lands in the route's histogram.
+        (its -H, as its site names it), and its duration lands in the
+        route's histogram.
         """
-        port_address = UNIXAddress(b"/run/d.sock")
-        listener = ListenerService("unix:///run/d.sock", None, Factory())  # type: ignore[arg-type]
-        listener._port = FakeRequest(port_address)  # type: ignore[assignment]
-        self.metrics.watch_listener(listener)
-        request = FakeRequest(UNIXAddress(b"/run/d.sock"))
+        request = FakeRequest(UNIXAddress(b"/run/d.sock"), "unix:///run/d.sock")
         self.metrics.observe_request(request, "ping", 200, 0.0004)
         self.metrics.observe_request(request, "ping", 200, 0.002)
         self.metrics.observe_request(request, "container_inspect", 404, 0.02)
@@ -147,15 +149,14 @@ class RequestMetricsTests(SynchronousTestCase):
             1.0,
         )
 
-    def test_wildcard_tcp_listener(self) -> None:
+    def test_listener_as_given(self) -> None:
         """
-        A listener on 0.0.0.0 sees requests at the address the client
-        reached (127.0.0.1): its port names it.
+        A listener on 0.0.0.0 is named by its -H, not by the address the
+        client reached (127.0.0.1).
         """
-        listener = ListenerService("tcp://0.0.0.0:2376", None, Factory())  # type: ignore[arg-type]
-        listener._port = FakeRequest(IPv4Address("TCP", "0.0.0.0", 2376))  # type: ignore[assignment]
-        self.metrics.watch_listener(listener)
-        request = FakeRequest(IPv4Address("TCP", "127.0.0.1", 2376))
+        request = FakeRequest(
+            IPv4Address("TCP", "127.0.0.1", 2376), "tcp://0.0.0.0:2376"
+        )
         self.metrics.observe_request(request, "ping", 200, 0.001)
         self.assertEqual(
             sample(
@@ -169,7 +170,7 @@ class RequestMetricsTests(SynchronousTestCase):
         )
 
     def test_unknown_port_named_by_address(self) -> None:
-        """A request at an address no listener was named for shows that address."""
+        """A request whose site names no listener shows the address it reached."""
         request = FakeRequest(IPv4Address("TCP", "127.0.0.1", 9))
         self.metrics.observe_request(request, "ping", 200, 0.001)
         self.assertEqual(

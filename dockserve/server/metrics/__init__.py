@@ -76,7 +76,7 @@ class DaemonMetrics:
         """
         Report C{listener}'s connections (C{limit}: its
         L{dockserve.server.limits.ConnectionLimit}) and those its listen
-        buffer holds (C{buffer}); name its requests' principal after it.
+        buffer holds (C{buffer}).
         """
         for name, known_limit, buffers in self._listeners:
             if name == listener.host and known_limit is limit:
@@ -87,10 +87,6 @@ class DaemonMetrics:
             self._listeners.append(
                 (listener.host, limit, [buffer] if buffer is not None else [])
             )
-        self.requests.name_listener(
-            listener.host,
-            lambda: listener.port.getHost() if listener.port is not None else None,
-        )
 
     def watch_daemon(self, daemon: Any) -> None:
         """

@@ -32,29 +32,15 @@ def _no_principal(request: Any) -> None:
     del request
 
 
-def address_key(address: object) -> tuple[object, ...] | None:
-    """
-    What identifies a listener in an address Twisted gives: a unix
-    socket's path, or a TCP host and port.
-    """
-    name = getattr(address, "name", None)
-    if name is not None:
-        return ("unix", os.fsdecode(name))
-    port = getattr(address, "port", None)
-    if port is not None:
-        return ("tcp", getattr(address, "host", None), port)
-    return None
-
-
 def address_text(address: object) -> str:
     """An address as a C{-H} value would give it (C{tcp://h:p}, C{unix://p})."""
-    key = address_key(address)
-    if key is None:
+    name = getattr(address, "name", None)
+    if name is not None:
+        return f"unix://{os.fsdecode(name)}"
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None or port is None:
         return "-"
-    if key[0] == "unix":
-        return f"unix://{key[1]}"
-    host = str(key[1])
-    return f"tcp://[{host}]:{key[2]}" if ":" in host else f"tcp://{host}:{key[2]}"
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
 
 class RequestMetrics:
@@ -64,7 +50,7 @@ class RequestMetrics:
 
     @ivar principal_of: Who made a request (the policy engine's name for
         its principal), or C{None}: the listener it came in on, as its
-        C{-H} names it, is used instead.
+        C{-H} names it, is used instead (L{listener_of}).
     """
 
     def __init__(
@@ -92,42 +78,18 @@ class RequestMetrics:
         )
         self._children: dict[tuple[str, int, str], Any] = {}
         self._histograms: dict[str, Any] = {}
-        #: Listener names by the address their sockets have.
-        self._listeners: dict[tuple[object, ...], str] = {}
-        self._ports: list[tuple[str, Callable[[], object]]] = []
-
-    def name_listener(self, name: str, address: Callable[[], object]) -> None:
-        """
-        Requests that arrive at C{address()} (a listening port's address,
-        read once it listens) come from listener C{name} (its C{-H}).
-        """
-        self._ports.append((name, address))
 
     def listener_of(self, request: Any) -> str:
-        """The listener C{request} came in on, as its C{-H} names it."""
-        address = request.getHost()
-        key = address_key(address)
-        if key is None:
-            return "-"
-        name = self._listeners.get(key) or self._listeners.get(key[:1] + key[2:])
-        if name is None:
-            self._learn_listeners()
-            name = self._listeners.get(key) or self._listeners.get(key[:1] + key[2:])
-        if name is None:
-            # Not a port we were told of: its address names it from now on.
-            name = self._listeners[key] = address_text(address)
-        return name
-
-    def _learn_listeners(self) -> None:
-        for name, address in self._ports:
-            key = address_key(address())
-            if key is None:
-                continue
-            self._listeners.setdefault(key, name)
-            if key[0] == "tcp":
-                # A listener on 0.0.0.0 or :: sees the address the client
-                # reached it at: its port alone names it.
-                self._listeners.setdefault(key[:1] + key[2:], name)
+        """
+        The listener C{request} came in on, as its C{-H} names it: each
+        listener has a site of its own that knows it
+        (L{dockserve.tap.make_site}); elsewhere, the address it reached.
+        """
+        site = getattr(getattr(request, "channel", None), "site", None)
+        name = getattr(site, "listener", None)
+        if isinstance(name, str):
+            return name
+        return address_text(request.getHost())
 
     def observe_request(
         self, request: Any, route: str, status: int, seconds: float
