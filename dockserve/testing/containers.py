@@ -4,17 +4,20 @@ Fakes for testing containers without runc: an image source, a bundle
 maker, a small scripted runtime, and L{make_service} that puts them
 together into a real L{ContainerService} on a clock.
 
-The runtime here is deliberately small and scripted (a test says when a
-container's process writes or exits); L{dockserve.testing.runtime} holds
-the verified in-memory runtime that passes the runtime contract suite.
+The runtime here is small and scripted (a test says when a container's
+process writes, reads or exits), and keeps the runtime contract
+(C{tests.daemon.runtime_contract}) that C{RuncRuntime} keeps too: the
+same tests run against both, so what a unit test sees of it is what the
+service would see of runc and conmon.
 """
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from dockserve.daemon.containers.record import ContainerRecord
@@ -34,6 +37,16 @@ from dockserve.errors import NotFound, SystemError_
 
 if TYPE_CHECKING:
     from dockserve.api.containers import ContainerBackend
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+#: What runc says of an exec whose executable is not there, as dockerd
+#: words it.
+EXEC_NOT_FOUND = (
+    "OCI runtime exec failed: exec failed: unable to start container process: "
+    'exec: "nosuch": executable file not found in $PATH: unknown'
+)
 
 #: The image every fake source knows.
 BUSYBOX = ResolvedImage(
@@ -130,10 +143,16 @@ class FakeStdio:
         self.detached = False
         self.stdin_producer: PushProducer | None = None
         self.output_paused = False
+        #: The process reads what the client sends (C{None}: its end of
+        #: input); a test's script.
+        self.on_stdin: Callable[[bytes | None], None] = lambda _: None
 
     def write_stdin(self, data: bytes) -> None:
         """See L{dockserve.daemon.contracts}: C{write_stdin}."""
+        if self.stdin_closed:
+            return
         self.stdin += data
+        self.on_stdin(data)
 
     def set_stdin_producer(self, producer: PushProducer) -> None:
         """See L{dockserve.daemon.contracts}: C{set_stdin_producer}."""
@@ -149,7 +168,9 @@ class FakeStdio:
 
     def close_stdin(self) -> None:
         """See L{dockserve.daemon.contracts}: C{close_stdin}."""
-        self.stdin_closed = True
+        if not self.stdin_closed:
+            self.stdin_closed = True
+            self.on_stdin(None)
 
     def resize(self, height: int, width: int) -> None:
         """See L{dockserve.daemon.contracts}: C{resize}."""
@@ -160,12 +181,12 @@ class FakeStdio:
         self.detached = True
 
     def emit(self, stream: int, data: bytes) -> None:
-        """See L{dockserve.daemon.contracts}: C{emit}."""
+        """The process writes C{data} to C{stream} (the script)."""
         if self.on_output is not None and not self.detached:
             self.on_output(stream, data)
 
     def end(self) -> None:
-        """See L{dockserve.daemon.contracts}: C{end}."""
+        """The process's output ends (the script)."""
         if not self.closed.called:
             self.closed.callback(None)
 
@@ -182,7 +203,7 @@ class FakeExec(FakeStdio):
         self.exited: Deferred[int] = Deferred()
 
     def exit(self, code: int) -> None:
-        """See L{dockserve.daemon.contracts}: C{exit}."""
+        """The exec'd process ends with C{code} (the script)."""
         self.end()
         if not self.exited.called:
             self.exited.callback(code)
@@ -197,13 +218,32 @@ class _Fake:
         self.waiters: list[Deferred[ExitStatus]] = []
         self.stdios: list[FakeStdio] = []
         self.signals: list[int] = []
+        #: Deadly signals sent while paused: they act at the thaw.
+        self.held: list[int] = []
+
+
+def _answers(method: Callable[_P, Deferred[_T]]) -> Callable[_P, Deferred[_T]]:
+    """
+    A runtime method that answers every failure through its L{Deferred},
+    as the real one does: the service chains callbacks on what it gets.
+    """
+
+    @functools.wraps(method)
+    def answer(*args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
+        try:
+            return method(*args, **kwargs)
+        except Exception as e:
+            return fail(e)
+
+    return answer
 
 
 class ScriptedRuntime:
     """
     A L{dockserve.daemon.contracts.Runtime} whose processes do what the
     test says: L{output} writes, L{exit} ends; a signal in C{deadly}
-    ends the process with 128+N at once.
+    ends the process with 128+N at once (SIGKILL a paused one too, as runc
+    does; another signal at its thaw).
 
     @ivar fail_create: A message that the next create fails with.
     @ivar execs: Every exec started, in order.
@@ -212,6 +252,10 @@ class ScriptedRuntime:
         (a test makes it write its first bytes at once).
     @ivar hold: While set, L{run} waits for it to fire after C{before_start}
         (the runtime is still starting the process).
+    @ivar on_stdin: Called with the container's ID and what a client sends
+        its process (C{None}: its end of input).
+    @ivar on_exec: Called with the container's ID and each exec'd process
+        as it starts (a test makes it write or exit).
     """
 
     def __init__(self, clock: Clock) -> None:
@@ -226,7 +270,10 @@ class ScriptedRuntime:
         self.hold: Deferred[None] | None = None
         #: Every C{update} asked for: C{(container ID, resources)}.
         self.updates: list[tuple[str, dict[str, Any]]] = []
+        self.on_stdin: Callable[[str, bytes | None], None] = lambda *_: None
+        self.on_exec: Callable[[str, FakeExec], None] = lambda *_: None
 
+    @_answers
     def create(
         self,
         container_id: str,
@@ -292,41 +339,60 @@ class ScriptedRuntime:
 
         return Deferred.fromCoroutine(run())
 
+    @_answers
     def start(self, container_id: str) -> Deferred[None]:
         """See L{dockserve.daemon.contracts}: C{start}."""
         self._fake(container_id).status = "running"
         self.on_start(container_id)
         return succeed(None)
 
+    @_answers
     def update(self, container_id: str, resources: dict[str, Any]) -> Deferred[None]:
         """See L{dockserve.daemon.contracts}: C{update}."""
         self._fake(container_id)
         self.updates.append((container_id, resources))
         return succeed(None)
 
+    @_answers
     def kill(self, container_id: str, signal: int) -> Deferred[None]:
         """See L{dockserve.daemon.contracts}: C{kill}."""
-        fake = self._fake(container_id)
+        fake = self.containers.get(container_id)
+        if fake is None or fake.status == "stopped":
+            # As runc kill: a container already gone is not an error.
+            return succeed(None)
         if fake.status not in {"running", "paused"}:
             raise SystemError_("container not running")
         fake.signals.append(signal)
-        if signal in self.deadly and fake.status == "running":
-            self.exit(container_id, 128 + signal)
+        if signal in self.deadly:
+            if fake.status == "running" or signal == 9:
+                # runc thaws a paused container to deliver SIGKILL.
+                self.exit(container_id, 128 + signal)
+            else:
+                fake.held.append(signal)
         return succeed(None)
 
+    @_answers
     def pause(self, container_id: str) -> Deferred[None]:
         """See L{dockserve.daemon.contracts}: C{pause}."""
-        self._fake(container_id).status = "paused"
+        fake = self._fake(container_id)
+        if fake.status != "running":
+            raise SystemError_("container not running")
+        fake.status = "paused"
         return succeed(None)
 
+    @_answers
     def resume(self, container_id: str) -> Deferred[None]:
         """See L{dockserve.daemon.contracts}: C{resume}."""
         fake = self._fake(container_id)
+        if fake.status != "paused":
+            raise SystemError_("container not paused")
         fake.status = "running"
-        if fake.signals and fake.signals[-1] == 9:
-            self.exit(container_id, 137)
+        held, fake.held = fake.held, []
+        if held:
+            self.exit(container_id, 128 + held[0])
         return succeed(None)
 
+    @_answers
     def delete(self, container_id: str, *, force: bool = False) -> Deferred[None]:
         """See L{dockserve.daemon.contracts}: C{delete}."""
         fake = self.containers.get(container_id)
@@ -350,6 +416,7 @@ class ScriptedRuntime:
         fake = self.containers.get(container_id)
         return None if fake is None else fake.exit
 
+    @_answers
     def wait_exit(self, container_id: str) -> Deferred[ExitStatus]:
         """See L{dockserve.daemon.contracts}: C{wait_exit}."""
         fake = self._fake(container_id)
@@ -359,13 +426,16 @@ class ScriptedRuntime:
         fake.waiters.append(waiter)
         return waiter
 
+    @_answers
     def attach(self, container_id: str, on_output: OutputCallback) -> Deferred[Stdio]:
         """See L{dockserve.daemon.contracts}: C{attach}."""
         fake = self._fake(container_id)
         stdio = FakeStdio(on_output)
+        stdio.on_stdin = lambda data: self.on_stdin(container_id, data)
         fake.stdios.append(stdio)
         return succeed(stdio)
 
+    @_answers
     def exec(
         self,
         container_id: str,
@@ -374,15 +444,25 @@ class ScriptedRuntime:
         on_output: OutputCallback | None,
         stdin: bool = False,
     ) -> Deferred[ExecProcess]:
-        """See L{dockserve.daemon.contracts}: C{exec}."""
+        """
+        See L{dockserve.daemon.contracts}: C{exec}. C{nosuch} is not there:
+        detached, the exec fails with runc's words; attached, the client
+        reads them and the exec ends with 126.
+        """
         del stdin
         fake = self._fake(container_id)
         if fake.status != "running":
             raise SystemError_("cannot exec in a stopped container")
-        if process["args"][0] == "nosuch":
-            raise SystemError_('exec: "nosuch": executable file not found in $PATH')
         proc = FakeExec(on_output, process)
+        if process["args"][0] == "nosuch":
+            if on_output is None:
+                raise SystemError_(EXEC_NOT_FOUND)
+            proc.pid = 0
+            proc.emit(1, EXEC_NOT_FOUND.encode() + b"\r\n")
+            proc.exit(126)
+            return succeed(proc)
         self.execs.append(proc)
+        self.on_exec(container_id, proc)
         return succeed(proc)
 
     def stats(self, container_id: str) -> dict[str, Any]:
