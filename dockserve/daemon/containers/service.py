@@ -834,7 +834,10 @@ class ContainerService(
             if exited is None:
                 return
             if c.record.state.status == "paused":
-                await self._runtime.resume(c.id)
+                # runc thaws a paused container to deliver SIGKILL: there
+                # may be nothing left to resume by now.
+                with contextlib.suppress(DockerError):
+                    await self._runtime.resume(c.id)
             # As dockerd's Kill: SIGKILL answers once the container is gone
             # (or after a while, if it somehow is not).
             timer = self._reactor.callLater(DEFAULT_STOP_TIMEOUT, exited.cancel)
