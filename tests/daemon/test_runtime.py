@@ -587,15 +587,18 @@ class GatedRunScriptTests(TestCase):
             os.write(write_end, line)
         os.close(write_end)
         try:
-            # As conmon hands it over: the gate is descriptor 4.
-            trampoline = f'exec 4<&{read_end} {read_end}<&-; exec /bin/sh "$0" "$@"'
+            # As conmon hands it over: the gate is descriptor 4 (put there
+            # in the child, since dash cannot name a descriptor above 9).
+            def gate_on_4() -> None:
+                os.dup2(read_end, 4)
+
             process = subprocess.run(
-                ["/bin/sh", "-c", trampoline, str(self.script), "--root=/r",
+                ["/bin/sh", str(self.script), "--root=/r",
                  "create", "--bundle", "/b", "--pid-file", "/p", "create"],
                 env={"DOCKSERVE_RUNTIME": str(self.fake),
                      "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
                 stdin=subprocess.DEVNULL, capture_output=True, timeout=10,
-                check=False, pass_fds=(read_end,),
+                check=False, close_fds=False, preexec_fn=gate_on_4,
             )  # fmt: skip
         finally:
             os.close(read_end)
