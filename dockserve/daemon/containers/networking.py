@@ -21,11 +21,19 @@ from dockserve.daemon.containers.table import Container, ContainerParts
 from dockserve.daemon.network import mode_network
 from dockserve.daemon.network.attach import Request, endpoint_id, names_of
 from dockserve.daemon.network.model import NetPlan
-from dockserve.errors import Conflict, DockerError, Forbidden, InvalidParameter
+from dockserve.errors import (
+    Conflict,
+    DockerError,
+    Forbidden,
+    InvalidParameter,
+    NotFound,
+)
 
 if TYPE_CHECKING:
     from dockserve.daemon.containers.record import ContainerRecord
+    from dockserve.daemon.network.attach import Attachments
     from dockserve.daemon.network.records import NetworkRecord
+    from dockserve.daemon.network.service import NetworkService
 
 
 def _empty_endpoint(network_id: str = "") -> dict[str, Any]:
@@ -116,10 +124,12 @@ def _exposed(rec: ContainerRecord) -> list[str]:
 class ContainerNetworking(ContainerParts):
     """The network side of the container service."""
 
-    _networks: Any
-    _attachments: Any
+    _networks: NetworkService | None
+    _attachments: Attachments | None
 
-    def set_networking(self, networks: Any, attachments: Any) -> None:
+    def set_networking(
+        self, networks: NetworkService, attachments: Attachments | None
+    ) -> None:
         """The network records and the plumbing (a daemon with networking)."""
         self._networks = networks
         self._attachments = attachments
@@ -138,7 +148,11 @@ class ContainerNetworking(ContainerParts):
         @raise NotFound: A network that is gone (dockerd's 404 at start).
         """
         mode = rec.host_config.get("NetworkMode") or "default"
-        if mode in {"none", "host"} or mode.startswith("container:"):
+        if (
+            mode in {"none", "host"}
+            or mode.startswith("container:")
+            or self._networks is None
+        ):
             return []
         networking = rec.networking_config or {}
         endpoints = _endpoints(rec)
@@ -237,7 +251,7 @@ class ContainerNetworking(ContainerParts):
                 other = self._get(target)
             except DockerError:
                 continue
-            att = self._attachments.of(other.id)
+            att = self._attachments.of(other.id) if self._attachments else None
             if att is None or not att.joined:
                 continue
             ip = str(next(iter(att.joined.values())).endpoint.ip)
@@ -252,7 +266,7 @@ class ContainerNetworking(ContainerParts):
             raise Conflict(
                 f"cannot join network of a non running container: {other.id}"
             )
-        att = self._attachments.of(other.id)
+        att = self._attachments.of(other.id) if self._attachments else None
         netns = (
             att.netns
             if att is not None and att.netns
@@ -397,6 +411,16 @@ class ContainerNetworking(ContainerParts):
             return succeed(None)
         return DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
 
+    def _network(self, reference: str) -> NetworkRecord:
+        """
+        A network by name or ID.
+
+        @raise NotFound: No such network, or none at all (no networking).
+        """
+        if self._networks is None:
+            raise NotFound(f"network {reference} not found")
+        return self._networks.find(reference)
+
     async def connect(
         self, network: str, container: str, config: dict[str, Any] | None
     ) -> None:
@@ -404,7 +428,7 @@ class ContainerNetworking(ContainerParts):
         C{POST /networks/{id}/connect}: kept in the container's record (so
         it joins at every start) and, if it runs, joined now.
         """
-        net = self._networks.find(network)
+        net = self._network(network)
         c = self._get(container)
         if net.driver != "bridge":
             raise Forbidden(
@@ -431,9 +455,10 @@ class ContainerNetworking(ContainerParts):
         endpoints[net.name] = dict(config or {})
         networking = _with_endpoints(c.record, endpoints)
         networking.pop("Disconnected", None)
-        if c.record.state.running and self._attachments.of(c.id) is not None:
+        attachments = self._attachments
+        if c.record.state.running and attachments and attachments.of(c.id):
             ipam = (config or {}).get("IPAMConfig") or {}
-            await self._attachments.connect(
+            await attachments.connect(
                 c.id, net, names_of((config or {}).get("Aliases") or []),
                 str(ipam.get("IPv4Address") or ""),
             )  # fmt: skip
@@ -445,7 +470,7 @@ class ContainerNetworking(ContainerParts):
         start; C{NetworkMode} stays as it was, as with dockerd.
         """
         del force
-        net = self._networks.find(network)
+        net = self._network(network)
         c = self._get(container)
         if not any(n.id == net.id for n, _ in self._networks_of(c.record)):
             raise Forbidden(f"container {c.id} is not connected to network {net.name}")
@@ -458,8 +483,9 @@ class ContainerNetworking(ContainerParts):
                 key in {"default", ""} and net.name == "bridge"
             ):
                 del endpoints[key]
-        if c.record.state.running and self._attachments.of(c.id) is not None:
-            await self._attachments.disconnect(c.id, net)
+        attachments = self._attachments
+        if c.record.state.running and attachments and attachments.of(c.id):
+            await attachments.disconnect(c.id, net)
         networking = _with_endpoints(c.record, endpoints)
         if not endpoints:
             networking["Disconnected"] = True  # on no network at all now

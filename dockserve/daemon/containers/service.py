@@ -96,6 +96,8 @@ from dockserve.errors import (
 
 if TYPE_CHECKING:
     from dockserve.daemon.containers.execs import ExecInstance
+    from dockserve.daemon.network.attach import Attachments
+    from dockserve.daemon.network.service import NetworkService
 
 #: The seconds C{docker stop} waits before SIGKILL when nothing says otherwise.
 DEFAULT_STOP_TIMEOUT = 10
@@ -153,8 +155,8 @@ class ContainerService(
         self._reaping: dict[str, Deferred[None]] = {}
         self._image_sizes: dict[str, int] = {}
         self._volumes: VolumeService | None = None
-        self._networks: Any = None
-        self._attachments: Any = None
+        self._networks: NetworkService | None = None
+        self._attachments: Attachments | None = None
         #: Where every state change is saved and published (set_events).
         self.transitions = Transitions()
 
