@@ -216,6 +216,8 @@ def dockserve() -> Iterator[tuple[tuple[str, int], int, float]]:
         str(directory / "data"),
         "--exec-root",
         str(directory / "exec"),
+        "--bridge",
+        "none",
     ]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     started = time.monotonic()

@@ -15,7 +15,9 @@ dockerd's default bridge network in a network namespace of its own (what a
 user of dockerd has); --peer-network picks one.
 
 Without --host a dockserve is started (twistd) on a temporary socket and
-data root, and busybox:latest is imported into it from Debian's
+data root, with --bridge none (never bridges or nftables in the machine's
+own namespace; bridge networking is measured by the tests' network labs),
+and busybox:latest is imported into it from Debian's
 busybox-static. A --peer daemon must already have busybox:latest. For every
 daemon the script prints, as a Markdown table:
 
@@ -155,7 +157,7 @@ def _start_dockserve(work: Path) -> tuple[str, subprocess.Popen[bytes]]:
     argv = [
         str(ROOT / ".venv/bin/twistd"), "--pidfile=", "-n", "dockserve",
         "-H", f"unix://{sock}", "--data-root", str(work / "data"),
-        "--exec-root", str(work / "exec"),
+        "--exec-root", str(work / "exec"), "--bridge", "none",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with (work / "daemon.log").open("ab") as log:

@@ -138,7 +138,7 @@ def _start_dockserve(work: Path) -> tuple[str, subprocess.Popen[bytes]]:
     twistd = [
         str(ROOT / ".venv/bin/twistd"), "--pidfile=", "-n", "dockserve",
         "-H", f"unix://{sock}", "--data-root", str(data),
-        "--exec-root", str(work / "exec"),
+        "--exec-root", str(work / "exec"), "--bridge", "none",
     ]  # fmt: skip
     images_only = [
         sys.executable,
