@@ -63,7 +63,8 @@ def no_counts() -> dict[str, int]:
 def area_counts(images: Any, containers: Any) -> dict[str, int]:
     """
     Count C{containers} by state and C{images}, through the same listings
-    C{GET /containers/json?all=1} and C{GET /images/json} use.
+    C{GET /containers/json?all=1} and C{GET /images/json?all=1} use
+    (dockerd counts every image, a build's intermediate ones too).
     """
     states = [c.get("State") for c in containers.list_containers(all=True)]
     running = states.count("running")
@@ -73,7 +74,7 @@ def area_counts(images: Any, containers: Any) -> dict[str, int]:
         "ContainersRunning": running,
         "ContainersPaused": paused,
         "ContainersStopped": len(states) - running - paused,
-        "Images": len(images.list_images()),
+        "Images": len(images.list_images(all_images=True)),
     }
 
 

@@ -318,7 +318,8 @@ class AreaCountsTests(SynchronousTestCase):
                 ]
 
         class Images:
-            def list_images(self) -> list[dict[str, str]]:
+            def list_images(self, *, all_images: bool) -> list[dict[str, str]]:
+                assert all_images
                 return [{}, {}]
 
         self.assertEqual(

@@ -262,6 +262,69 @@ class CLIBuildTests(_BuildCase):
         self.assertIn("Build Cache 0", df)
 
 
+class IntermediateImagesTests(_BuildCase):
+    def images(self, *args: str) -> list[str]:
+        """C{docker images} rows as C{repo:tag id}, sorted."""
+        out = self.ok("images", *args, "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+        return sorted(out.splitlines())
+
+    def test_list_prune_rmi(self) -> None:
+        """
+        As dockerd: docker images shows the build's result, not its steps
+        (-a does); image prune keeps the steps; rmi of the result deletes
+        the steps nothing else holds, up to the tagged base.
+        """
+        busybox = self.ok("images", "-q", "busybox").strip()
+        self.write("Dockerfile", "FROM busybox\nENV A=1\nRUN echo hi > /hi\n"
+                   'CMD ["cat", "/hi"]\n')  # fmt: skip
+        self.built("-t", "app", ".")
+        app = self.ok("images", "-q", "app").strip()
+        tops = sorted([f"app:latest {app}", f"busybox:latest {busybox}"])
+        self.assertEqual(self.images(), tops)
+        steps = [row for row in self.images("-a") if row not in tops]
+        self.assertEqual(len(steps), 2)
+        self.assertTrue(all(row.startswith("<none>:<none> ") for row in steps))
+        self.assertEqual(self.images("-f", "dangling=true"), [])
+        self.assertEqual(self.ok("info", "--format", "{{.Images}}").strip(), "4")
+        self.assertEqual(
+            self.ok("image", "prune", "-f").strip(), "Total reclaimed space: 0B"
+        )
+        self.assertEqual(len(self.images("-a")), 4)
+        # The base has children: rmi by ID cannot, rmi by name only untags.
+        refused = self.docker("rmi", "-f", busybox)
+        self.assertIn(
+            f"conflict: unable to delete {busybox} (cannot be forced) - image "
+            "has dependent child images",
+            refused.stderr.decode(),
+        )
+        self.assertEqual(self.ok("rmi", "busybox"), "Untagged: busybox:latest\n")
+        self.assertEqual(self.images(), [f"app:latest {app}"])
+        removed = self.ok("rmi", "app").splitlines()
+        self.assertEqual(removed[0], "Untagged: app:latest")
+        deleted = [line.split(":", 2)[2][:12] for line in removed[1:]]
+        step_ids = [row.split()[1] for row in steps]
+        for image_id in [app, *step_ids, busybox]:
+            self.assertIn(image_id, deleted)
+        self.assertEqual(self.images("-a"), [])
+
+    def test_prune_takes_a_replaced_result(self) -> None:
+        """
+        A rebuild that moves the tag leaves the old result dangling:
+        image prune deletes it and nothing of the new build.
+        """
+        self.write("Dockerfile", 'FROM busybox\nRUN echo hi > /hi\nCMD ["a"]\n')
+        self.built("-t", "app", ".")
+        old = self.ok("images", "-q", "app").strip()
+        self.write("Dockerfile", 'FROM busybox\nRUN echo hi > /hi\nCMD ["b"]\n')
+        self.built("-t", "app", ".")
+        self.assertEqual(self.images("-f", "dangling=true"), [f"<none>:<none> {old}"])
+        before = self.images("-a")
+        pruned = self.ok("image", "prune", "-f")
+        self.assertIn(f"deleted: sha256:{old}", pruned)
+        self.assertEqual(self.images("-a"), [r for r in before if not r.endswith(old)])
+        self.assertEqual(self.ok("run", "--rm", "app", "cat", "/hi"), "hi\n")
+
+
 class SDKBuildTests(_BuildCase):
     def test_images_build(self) -> None:
         """images.build returns the Image with its tags; a failure raises."""

@@ -333,8 +333,10 @@ class ImageService:
     def disk_usage(self) -> tuple[int, list[dict[str, Any]]]:
         """
         C{GET /system/df}'s images: what all layers take, each counted once
-        (C{LayersSize}), and every image's summary with its C{SharedSize},
-        what its layers that other images also have take.
+        (C{LayersSize}), and the summary of every image C{docker images}
+        lists (as dockerd's: a build's intermediate images are left out)
+        with its C{SharedSize}, what its layers that other images also have
+        take.
         """
         records = list(self.store.images.values())
         holders: dict[str, int] = {}
@@ -342,8 +344,11 @@ class ImageService:
             for diff_id in set(record.diff_ids):
                 holders[diff_id] = holders.get(diff_id, 0) + 1
         layers_size = sum(self.store.layer_disk_size(d) for d in holders)
+        parents = self._parents_in_store()
         summaries = []
         for record in records:
+            if record.id in parents and not self.store.refs_of(record.id):
+                continue
             summary = self._summary(record)
             summary["SharedSize"] = sum(
                 self.store.layer_disk_size(d)
@@ -363,9 +368,16 @@ class ImageService:
         """
         C{GET /images/json}: summaries, newest first.
 
+        As dockerd's (C{daemon/images/images.go}): an image with neither
+        tag nor digest that other images were made on (a build's
+        intermediate step) shows only with C{all_images}; C{dangling=true}
+        takes the images nothing was made on and no tag names (those with
+        only digests too), C{dangling=false} leaves out those with neither
+        tag nor digest.
+
         @raise InvalidParameter: For an unknown filter or a bad value.
         """
-        del all_images, digests
+        del digests
         filters = filters or {}
         for key in filters:
             if key not in (
@@ -378,13 +390,17 @@ class ImageService:
             ):
                 raise InvalidParameter(f"invalid filter '{key}'")
         records = list(self.store.images.values())
-        dangling = filters.get("dangling")
-        if dangling:
-            value = dangling[-1].lower()
+        dangling: bool | None = None
+        if filters.get("dangling"):
+            value = filters["dangling"][-1].lower()
             if value not in ("true", "false", "1", "0"):
-                raise InvalidParameter(f"invalid filter 'dangling={dangling[-1]}'")
-            want = value in ("true", "1")
-            records = [r for r in records if (not self._repo_tags(r.id)) == want]
+                raise InvalidParameter(
+                    f"invalid filter 'dangling={filters['dangling'][-1]}'"
+                )
+            dangling = value in ("true", "1")
+        parents = self._parents_in_store()
+        if dangling:
+            records = [r for r in records if r.id not in parents]
         for label in filters.get("label", []):
             key, eq, value = label.partition("=")
             records = [
@@ -413,21 +429,37 @@ class ImageService:
         patterns = filters.get("reference", [])
         summaries = []
         for record in records:
-            summary = self._summary(record)
+            refs = self.store.refs_of(record.id)
             if patterns:
                 # As dockerd: only the names that match are shown.
                 refs = self._matching_refs(record, patterns)
-                if not refs:
-                    continue
-                summary["RepoTags"] = [
-                    reference.familiar(r) for r in refs if "@" not in r
-                ]
-                summary["RepoDigests"] = [
-                    reference.familiar(r) for r in refs if "@" in r
-                ]
+            tags = [reference.familiar(r) for r in refs if "@" not in r]
+            if dangling and tags:
+                continue
+            if not refs and (
+                (not all_images and record.id in parents)
+                or dangling is False
+                or patterns
+            ):
+                continue
+            summary = self._summary(record)
+            summary["RepoTags"] = tags
+            summary["RepoDigests"] = [reference.familiar(r) for r in refs if "@" in r]
             summaries.append(summary)
         summaries.sort(key=lambda s: (s["Created"], s["Id"]), reverse=True)
         return summaries
+
+    def _parents_in_store(self) -> set[str]:
+        """The images other images of the store were made on."""
+        return {p for c in self.store.images if (p := self.parents.get(c))}
+
+    def children_of(self, image_id: str) -> list[str]:
+        """
+        The images of the store made on C{image_id} (dockerd's
+        C{imageStore.Children}: an image deleted but held for a container's
+        sake is none).
+        """
+        return [c for c in self.store.images if self.parents.get(c) == image_id]
 
     def _matching_refs(self, record: ImageRecord, patterns: list[str]) -> list[str]:
         """The references of C{record} that match one of C{patterns}."""
@@ -652,16 +684,20 @@ class ImageService:
         self, name: str, *, force: bool = False, noprune: bool = False
     ) -> "Deferred[list[dict[str, str]]]":
         """
-        C{DELETE /images/{name}}: untag, and delete once nothing names it.
+        C{DELETE /images/{name}}: untag, and delete once nothing names it;
+        then, unless C{noprune}, its parents that nothing else holds, as
+        dockerd's C{ImageDelete} (a build's intermediate images go with
+        the image they led to).
 
-        @raise Conflict: dockerd's messages for an image in use or named in
-            several repositories.
+        @raise Conflict: dockerd's messages for an image in use, named in
+            several repositories, or that other images were made on.
         """
         try:
             record = self.lookup(name)
         except DockerError:
-            return maybeDeferred(self._remove, name, force, noprune)
+            return maybeDeferred(self._remove, name, force, noprune, [])
         image_id = record.id
+        parents: list[str] = []
 
         def events(result: list[dict[str, str]]) -> list[dict[str, str]]:
             for entry in result:
@@ -669,17 +705,21 @@ class ImageService:
                     self._image_event("untag", image_id, image_id, record)
             if {"Deleted": image_id} in result:
                 self._event("delete", image_id, {"name": image_id})
+            for parent in parents:
+                self._event("delete", parent, {"name": parent})
             return result
 
-        return maybeDeferred(self._remove, name, force, noprune).addCallback(events)
+        removing = maybeDeferred(self._remove, name, force, noprune, parents)
+        return removing.addCallback(events)
 
     def _remove(
-        self, name: str, force: bool, noprune: bool
+        self, name: str, force: bool, noprune: bool, parents: list[str]
     ) -> "Deferred[list[dict[str, str]]]":
-        # noprune keeps an image's untagged parents; images here have no
-        # parents yet (no commit or build), and layers are pruned by
-        # dockerd with or without it, so it changes nothing.
-        del noprune
+        """
+        L{remove}'s work; the parents it deletes are added to C{parents}.
+        Layers are pruned by dockerd with or without C{noprune}; it keeps
+        only the untagged parents.
+        """
         record = self.lookup(name)
         refs = self.store.refs_of(record.id)
         by_reference = False
@@ -721,12 +761,19 @@ class ImageService:
             for ref_text in removed:
                 del self.store.refs[ref_text]
                 result.append({"Untagged": reference.familiar(ref_text)})
-            if remaining or (users and running):
+            if remaining or (users and running) or self.children_of(record.id):
+                # Untagged only: named otherwise, running, or other images
+                # were made on it (it stays, as an intermediate image).
                 self.store.save_index()
                 return maybeDeferred(lambda: result)
             if users:
-                return maybeDeferred(self._hold, record, result)
+                return maybeDeferred(self._hold, record, result, noprune, parents)
         else:
+            if self.children_of(record.id):
+                raise Conflict(
+                    f"conflict: unable to delete {short_id(record.id)} (cannot be "
+                    "forced) - image has dependent child images"
+                )
             repositories = {
                 reference.parse(r, default_tag=False).repository for r in refs
             }
@@ -740,27 +787,75 @@ class ImageService:
                 del self.store.refs[ref_text]
                 result.append({"Untagged": reference.familiar(ref_text)})
             if users:
-                return maybeDeferred(self._hold, record, result)
-        del self.store.images[record.id]
+                return maybeDeferred(self._hold, record, result, noprune, parents)
+        parent = self.parents.get(record.id)
+        self._delete(record, result)
+        if not noprune:
+            self._delete_parents(parent, result, parents)
         self.store.save_index()
-        result.append({"Deleted": record.id})
-        result += [{"Deleted": c} for c, _ in self._released_layers(record)]
         return self._collect_garbage().addCallback(lambda _: result)
 
+    def _delete(self, record: ImageRecord, result: list[dict[str, str]]) -> int:
+        """
+        Take C{record} out of the index (not saved yet), its deletion and
+        the layers no image has any more added to C{result}; the size
+        those layers took.
+        """
+        del self.store.images[record.id]
+        result.append({"Deleted": record.id})
+        released = self._released_layers(record)
+        result += [{"Deleted": chain} for chain, _ in released]
+        return sum(size for _, size in released)
+
+    def _delete_parents(
+        self, parent: str, result: list[dict[str, str]], deleted: list[str]
+    ) -> int:
+        """
+        Delete C{parent}, then its parent, and so on, as dockerd prunes the
+        parents of a deleted image: up to the first that a tag or a digest
+        names, that another image was made on, or that a container uses
+        (quietly: that one is no error). The IDs go to C{deleted}; the size
+        their layers took is returned.
+        """
+        reclaimed = 0
+        while parent:
+            record = self.store.images.get(parent)
+            if (
+                record is None
+                or self.store.refs_of(parent)
+                or self.children_of(parent)
+                or self._users.containers_using(parent)
+            ):
+                break
+            above = self.parents.get(parent)
+            reclaimed += self._delete(record, result)
+            deleted.append(parent)
+            parent = above
+        return reclaimed
+
     def _hold(
-        self, record: ImageRecord, result: list[dict[str, str]]
-    ) -> list[dict[str, str]]:
+        self,
+        record: ImageRecord,
+        result: list[dict[str, str]],
+        noprune: bool,
+        parents: list[str],
+    ) -> "Deferred[list[dict[str, str]]]":
         """
         C{rmi -f} of an image only stopped containers use: deleted, as
         dockerd deletes it (C{Deleted: sha256:...}, gone from every list
         and lookup), but held with its layers for those containers, which
-        still start from it, until none uses it (L{_collect_garbage}).
+        still start from it, until none uses it (L{_collect_garbage}). Its
+        parents go as for any deletion (the held image keeps their layers).
         """
         del self.store.images[record.id]
         self.store.held[record.id] = record
-        self.store.save_index()
         result.append({"Deleted": record.id})
-        return result
+        if not noprune:
+            self._delete_parents(self.parents.get(record.id), result, parents)
+        self.store.save_index()
+        if not parents:
+            return maybeDeferred(lambda: result)
+        return self._collect_garbage().addCallback(lambda _: result)
 
     def _collect_garbage(self) -> "Deferred[int]":
         """
@@ -787,11 +882,11 @@ class ImageService:
     def _released_layers(self, gone: ImageRecord) -> list[tuple[str, int]]:
         """
         The layers of C{gone} (just out of the index) that no image has
-        any more, top first, as dockerd reports them: by chain ID, with
-        the size each took.
+        any more (nor an image held for a container), top first, as dockerd
+        reports them: by chain ID, with the size each took.
         """
         kept: set[str] = set()
-        for record in self.store.images.values():
+        for record in [*self.store.images.values(), *self.store.held.values()]:
             kept.update(chain_ids(record.diff_ids))
         chains = chain_ids(gone.diff_ids)
         return [
@@ -805,7 +900,14 @@ class ImageService:
     def prune(
         self, filters: dict[str, list[str]] | None = None
     ) -> "Deferred[dict[str, Any]]":
-        """C{POST /images/prune}: remove unused (by default dangling) images."""
+        """
+        C{POST /images/prune}: remove unused (by default dangling) images,
+        as dockerd's C{ImagePrune}: dangling ones are those nothing was made
+        on and no tag names; with C{dangling=false}, every image but the
+        intermediate ones (untagged, with children), which go instead with
+        the last image made on them. Images containers use stay, and so
+        does what they were made on.
+        """
         filters = filters or {}
         for key in filters:
             if key not in ("dangling", "until", "label", "label!"):
@@ -814,8 +916,19 @@ class ImageService:
         cutoff = _until(filters)
         deleted: list[dict[str, str]] = []
         reclaimed = 0
-        for record in list(self.store.images.values()):
+        # Newest first: an image before what it was made on.
+        records = sorted(
+            self.store.images.values(),
+            key=lambda r: (_parse_time(r.config.get("created")), r.id),
+            reverse=True,
+        )
+        for record in records:
+            if record.id not in self.store.images:
+                continue  # it went as the parent of one before
             tags = self.store.refs_of(record.id)
+            children = self.children_of(record.id)
+            if children and (dangling_only or not tags):
+                continue
             if dangling_only and any("@" not in t for t in tags):
                 continue
             if self._users.containers_using(record.id):
@@ -834,12 +947,16 @@ class ImageService:
                 del self.store.refs[ref_text]
                 deleted.append({"Untagged": reference.familiar(ref_text)})
                 self._image_event("untag", record.id, record.id)
-            del self.store.images[record.id]
-            deleted.append({"Deleted": record.id})
+            if children:
+                # Untagged only, as dockerd: it goes with its last child.
+                continue
+            parent = self.parents.get(record.id)
+            reclaimed += self._delete(record, deleted)
             self._event("delete", record.id, {"name": record.id})
-            for chain, size in self._released_layers(record):
-                deleted.append({"Deleted": chain})
-                reclaimed += size
+            parents: list[str] = []
+            reclaimed += self._delete_parents(parent, deleted, parents)
+            for gone in parents:
+                self._event("delete", gone, {"name": gone})
         self.store.save_index()
 
         def report(_: object) -> dict[str, Any]:

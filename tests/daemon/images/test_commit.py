@@ -13,6 +13,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from dockserve.daemon.images.commit import go_config
+from dockserve.daemon.images.service import chain_ids
 from dockserve.daemon.images.upperdir import EMPTY_LAYER
 from dockserve.errors import InvalidParameter, NotFound
 from dockserve.testing.images import layer_tar, memory_image_service, save_archive
@@ -203,18 +204,29 @@ class CommitImageTests(_Case):
         diff_id = again.store.images[image_id].diff_ids[-1]
         self.assertEqual((again.store.layer_path(diff_id) / "f").read_bytes(), b"x\n")
 
-    def test_parent_removed(self) -> None:
+    def test_parent_untagged(self) -> None:
         """
-        Once the parent is gone (its tag removed, the image deleted) the
-        child shows no parent, and its history's older rows are missing.
+        Removing the parent's tag leaves the parent, which the child was
+        made on (dockerd keeps it as an intermediate image): the child
+        still shows it; removing the child removes it too.
         """
+        (self.upper / "f").write_bytes(b"x\n")
         image_id = self.commit()
-        self.successResultOf(self.service.remove("busybox"))
-        self.assertNotIn(self.parent, self.service.store.images)
-        self.assertEqual(self.service.inspect(image_id)["Parent"], "")
         self.assertEqual(
-            [r["Id"] for r in self.service.history(image_id)], [image_id, "<missing>"]
+            self.successResultOf(self.service.remove("busybox")),
+            [{"Untagged": "busybox:latest"}],
         )
+        self.assertEqual(self.service.inspect(image_id)["Parent"], self.parent)
+        self.assertEqual(
+            [r["Id"] for r in self.service.history(image_id)], [image_id, self.parent]
+        )
+        below, top = chain_ids(self.service.store.images[image_id].diff_ids)
+        self.assertEqual(
+            self.successResultOf(self.service.remove(image_id)),
+            [{"Deleted": image_id}, {"Deleted": top},
+             {"Deleted": self.parent}, {"Deleted": below}],
+        )  # fmt: skip
+        self.assertEqual(self.service.store.images, {})
 
     def test_whiteouts_reach_the_layer(self) -> None:
         """A deletion in the upper directory is a whiteout in the layer."""
