@@ -44,6 +44,19 @@ class HealthTests(_DaemonCase):
                       "--format", "{{.Action}}")  # fmt: skip
         wanted = ["health_status: healthy", "health_status: unhealthy"]
         self.assertEqual(out.splitlines()[:2], wanted)
+        # Each probe is an exec, as dockerd's: create, start, die.
+        probes = self.ok("events", "--since", start, "--until", str(time.time()),
+                         "--filter", "container=hc", "--filter", "event=exec_die",
+                         "--filter", "event=exec_create", "--filter",
+                         "event=exec_start", "--format",
+                         "{{.Action}}|{{.Actor.Attributes.exitCode}}")  # fmt: skip
+        first = [line.split("|") for line in probes.splitlines()[:3]]
+        self.assertEqual(
+            [action for action, _ in first],
+            ["exec_create: /bin/sh -c test -f /tmp/ok",
+             "exec_start: /bin/sh -c test -f /tmp/ok", "exec_die"],
+        )  # fmt: skip
+        self.assertIn(first[2][1], {"0", "1"})
 
     def test_timeout(self) -> None:
         """A check past --health-timeout: exit -1, dockerd's message."""

@@ -12,6 +12,7 @@ from attrs import define, field
 
 from twisted.internet.defer import Deferred
 
+from dockserve.daemon.containers import names
 from dockserve.daemon.containers.execs import ExecInstance, build_process
 from dockserve.daemon.containers.health import Health, Monitor, Settings
 from dockserve.daemon.containers.table import Container, ContainerParts
@@ -57,19 +58,36 @@ class ContainerHealth(ContainerParts):
             monitor.stop()
 
     async def _run_probe(self, c: Container, settings: Settings) -> _Probe:
+        """
+        One probe, as an exec of C{c}: with dockerd's C{exec_create},
+        C{exec_start} and C{exec_die} events (its health.go runs probes
+        through the exec path, so C{docker events} shows each one).
+        """
         shell = [str(s) for s in c.record.config.get("Shell") or ["/bin/sh", "-c"]]
+        command = settings.command(shell)
+        exec_id = names.new_id()
         instance = ExecInstance.from_request(
-            "health", c.id, {"AttachStdout": True, "AttachStderr": True},
-            settings.command(shell),
-        )  # fmt: skip
+            exec_id, c.id, {"AttachStdout": True, "AttachStderr": True}, command
+        )
         process = build_process(
             c.directory / "config.json", self._bundles.rootfs(c.directory), instance
         )
+        text = f"{command[0]} {' '.join(command[1:])}"
+        self._announce(c, f"exec_create: {text}", execID=exec_id)
+        self._announce(c, f"exec_start: {text}", execID=exec_id)
         chunks: list[bytes] = []
         proc = await self._runtime.exec(
             c.id, process, on_output=lambda _s, data: chunks.append(data), stdin=False
         )
-        return _Probe(proc.exited, int(getattr(proc, "pid", 0) or 0), chunks)
+
+        def died(code: int) -> int:
+            if self._containers.get(c.id) is c:
+                self._announce(c, "exec_die", execID=exec_id, exitCode=str(code))
+            return code
+
+        return _Probe(
+            proc.exited.addCallback(died), int(getattr(proc, "pid", 0) or 0), chunks
+        )
 
     def _health_changed(self, c: Container, health: Health, changed: bool) -> None:
         if self._containers.get(c.id) is not c or not c.record.state.running:
