@@ -266,6 +266,19 @@ class VolumesFromTests(_VolumeCase):
             f"volume is in use - [{dst}]", self.fails("volume", "rm", "shared")
         )
 
+    def test_data_container(self) -> None:
+        """
+        The data-container pattern: created, never started, its image's
+        files are what --volumes-from gives, as with dockerd (which fills
+        the volume at that create).
+        """
+        self.cleanup_container("store")
+        self.ok("create", "--name", "store", "-v", "/data", "plaindata", "true")
+        self.assertEqual(
+            self.run_rm("--volumes-from", "store:ro", "busybox", "cat", "/data/sub/b"),
+            "beta\n",
+        )
+
     def test_unknown(self) -> None:
         """An unknown container: dockerd's text, no attempt to pull the image."""
         error = self.fails("create", "--volumes-from", "nosuch", "busybox", "true")

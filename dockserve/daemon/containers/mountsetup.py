@@ -17,8 +17,16 @@ slave propagation needs a host mount that has it, or dockerd's error; a
 non-recursive bind is made a plain C{bind} in the bundle's C{config.json}
 (the builder writes every bind as C{rbind}); and at a container's first
 start each empty volume the image has content for is filled with it
-(L{dockserve.daemon.volumes.copyup}), as dockerd fills it when it
-creates the container.
+(L{dockserve.daemon.volumes.copyup}).
+
+dockerd fills a volume when it creates a container; here the fill waits
+for the first time the volume is about to be used, and L{fillers} says
+whose fill that is: of the containers that name the volume (and want it
+filled) and have never run, the one created first, as with dockerd the
+first create fills it and the later ones find it full. So a data
+container that is created and never started (C{docker create -v /data
+--name store image}) still gives C{--volumes-from store} its image's
+files.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from dockserve.daemon.volumes import copyup
 from dockserve.errors import InvalidParameter
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Collection, Iterable
 
     from twisted.internet.defer import Deferred
 
@@ -85,6 +93,29 @@ class BundlesWithMounts:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+def fillers(
+    wanted: Collection[str],
+    pending: Iterable[tuple[str, str, Iterable[MountPoint]]],
+) -> dict[str, tuple[str, MountPoint]]:
+    """
+    Whose image fills each volume of C{wanted} (names), if it is empty:
+    C{pending} holds C{(created, container ID, mounts)} of each container
+    whose fill has not happened yet (it never ran); of those that want a
+    volume filled, the one created first fills it.
+
+    @return: Volume name -> the container's ID and its mount of it.
+    """
+    found: dict[str, tuple[str, str, MountPoint]] = {}
+    for created, container_id, points in pending:
+        for point in points:
+            if point.type != "volume" or not point.copy or point.name not in wanted:
+                continue
+            first = found.get(point.name)
+            if first is None or created < first[0]:
+                found[point.name] = (created, container_id, point)
+    return {name: (cid, point) for name, (_, cid, point) in found.items()}
 
 
 def needed(points: Iterable[MountPoint], *, first_run: bool) -> bool:

@@ -84,6 +84,7 @@ from dockserve.daemon.contracts import (
 )
 from dockserve.daemon.network.model import NetPlan
 from dockserve.daemon.runtime import RuncRuntime
+from dockserve.daemon.volumes import copyup
 from dockserve.daemon.volumes.service import VolumeService
 from dockserve.errors import (
     Conflict,
@@ -96,6 +97,7 @@ from dockserve.errors import (
 
 if TYPE_CHECKING:
     from dockserve.daemon.containers.execs import ExecInstance
+    from dockserve.daemon.containers.fileview import View
     from dockserve.daemon.network.attach import Attachments
     from dockserve.daemon.network.service import NetworkService
 
@@ -588,23 +590,64 @@ class ContainerService(
         """
         With the root mounted and the bundle written, before the process
         runs: binds' propagation checked, non-recursive binds made so, and
-        at the first start the empty volumes filled from the image (in a
-        thread: a copy can be long).
+        the empty volumes filled from the image whose fill is due (its
+        own at its first start, or one of a container created and never
+        started: L{mountsetup.fillers}), in a thread: a copy can be long.
         """
         points = self._mount_points(c.record)
-        first_run = not c.record.has_been_started and self._volumes is not None
-        if not mountsetup.needed(points, first_run=first_run):
+        names = {p.name for p in points if p.type == "volume" and p.name}
+        pending = [
+            (other.record.created, other.id, self._mount_points(other.record))
+            for other in self._containers.values()
+            if names
+            and self._volumes is not None
+            and not other.record.has_been_started
+            and other.record.state.status != "removing"
+        ]
+        fills = mountsetup.fillers(names, pending)
+        own = [
+            evolve(p, copy=fills.get(p.name, ("", p))[0] == c.id)
+            if p.type == "volume"
+            else p
+            for p in points
+        ]
+        for owner_id, point in fills.values():
+            owner = self._containers.get(owner_id)
+            if owner is not None and owner is not c:
+                await self._fill_from(owner, point)
+        first_run = any(p.copy for p in own if p.type == "volume")
+        if not mountsetup.needed(own, first_run=first_run):
             return
         rootfs = self._bundles.rootfs(c.directory)
         await self._blocking(
             partial(
                 mountsetup.ready,
                 rootfs,
-                points,
+                own,
                 first_run=first_run,
                 config=c.directory / "config.json",
             )
         )
+
+    async def _fill_from(self, owner: Container, point: mounts.MountPoint) -> None:
+        """
+        The volume of C{point} filled, if empty, from C{owner}'s image
+        (created, never started: dockerd would have filled it then).
+        """
+        volume = Path(point.source)
+
+        def fill(view: "View") -> bool:
+            return copyup.populate(view.root, point.destination, volume)
+
+        try:
+            await self._with_root(owner, fill)
+        except DockerError as e:
+            _log.warn(
+                "filling volume {name} from {id}: {e}",
+                name=point.name,
+                id=owner.id,
+                e=e.message,
+            )
 
     async def _release_volumes(self, c: Container) -> None:
         """The run is over: its volumes are let go (devices unmounted last)."""

@@ -12,7 +12,11 @@ Who uses a volume is the containers' to say (C{users}): a volume any
 container names is in use (C{rm} answers 409 as dockerd) and is not
 pruned. Which ones hold it mounted is the volume's own count
 (L{acquire}/L{release}): a volume with driver options is mounted by its
-first container and unmounted after its last.
+first container and unmounted after its last. A container is removed
+(and names the volume no more) a little before its run's release comes:
+a plain volume it still holds is free already (C{docker run --rm -v v:/d
+...; docker volume rm v}), one with a device mounted waits for the
+release.
 
 Every change publishes an event (C{create}, C{mount}, C{unmount},
 C{destroy}, C{prune}) with dockerd's attributes.
@@ -274,14 +278,27 @@ class VolumeService:
                 return succeed(None)
             raise NotFound(f"get {name}: no such volume")
         users = self._users(name)
-        if users or volume.holders:
+        if self._held(volume, users):
             ids = ", ".join(users or sorted(volume.holders))
             raise Conflict(f"remove {name}: volume is in use - [{ids}]")
         return self._destroy(volume)
 
+    def _held(self, volume: _Volume, users: list[str]) -> bool:
+        """
+        Whether C{volume} is in use: a container names it, or a removed
+        one's release has yet to unmount its device. (A holder no
+        container is any more is one whose release is on its way.)
+        """
+        return bool(users) or bool(volume.holders and volume.mounted)
+
     def _destroy(self, volume: _Volume) -> Deferred[None]:
         del self._volumes[volume.name]
         directory = self._root / volume.name
+        # Removed containers whose release had not come yet: their unmount
+        # is said now, before the destroy (their release finds no volume).
+        for holder in sorted(volume.holders):
+            self._event("unmount", volume.name, container=holder)
+        volume.holders.clear()
 
         def destroy() -> None:
             # The record first: a crash half-way leaves data without a
@@ -313,8 +330,7 @@ class VolumeService:
         victims = [
             v
             for v in list(self._volumes.values())
-            if not self._users(v.name)
-            and not v.holders
+            if not self._held(v, self._users(v.name))
             and (not anonymous_only or ANONYMOUS_LABEL in v.labels)
             and _labels_match(v.labels, filters)
             and all(_created(v) <= limit for limit in until)

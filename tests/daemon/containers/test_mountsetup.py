@@ -165,3 +165,23 @@ class NonRecursiveTests(SynchronousTestCase):
         self.assertFalse(point.recursive)
         kept = mounts.from_json(mounts.to_json(mounts.inherit([point], "rw")))
         self.assertFalse(kept[0].recursive)
+
+
+class FillersTests(SynchronousTestCase):
+    def test_earliest(self) -> None:
+        """Per volume, the earliest-made container that wants it filled."""
+
+        def point(name: str, *, copy: bool = True) -> mounts.MountPoint:
+            return mounts.MountPoint(
+                "volume", f"/{name}", f"/v/{name}", name, copy=copy
+            )
+
+        pending = [
+            ("2026-01-02T00:00:00.000000000Z", "late", [point("a"), point("b")]),
+            ("2026-01-01T00:00:00.000000000Z", "early", [point("a", copy=False)]),
+            ("2026-01-01T00:00:00.000000001Z", "next", [point("a"), point("c")]),
+        ]
+        found = mountsetup.fillers({"a", "b"}, pending)
+        self.assertEqual(
+            {name: cid for name, (cid, _) in found.items()}, {"a": "next", "b": "late"}
+        )

@@ -360,6 +360,29 @@ class CopyUpTests(_Base):
         self.successResultOf(self.service.start(cid))
         self.assertEqual(list(host.iterdir()), [])
 
+    def test_data_container_never_started(self) -> None:
+        """
+        A container created and never started still fills its volume, when
+        another container is about to use it (--volumes-from), from its
+        own image, as dockerd filled it at that create.
+        """
+        store = self.create("store", Binds=["/data"])
+        self.image_files(store)
+        user = self.create("user", VolumesFrom=["store"])
+        (self.service._get(user).directory / "rootfs" / "data").mkdir(parents=True)
+        self.successResultOf(self.service.start(user))
+        name = self.mounts("store")["/data"]["Name"]
+        self.assertEqual(self.volume_files(name), ["from-image"])
+
+    def test_earliest_create_fills(self) -> None:
+        """Of two never-started containers naming a fresh volume, the first fills it."""
+        first = self.create("first", Binds=["vol:/data"])
+        (self.image_files(first) / "first").write_text("")
+        second = self.create("second", Binds=["vol:/data"])
+        (self.image_files(second) / "second").write_text("")
+        self.successResultOf(self.service.start(second))
+        self.assertEqual(self.volume_files("vol"), ["first", "from-image"])
+
     def test_file_in_the_way(self) -> None:
         """A file where the volume goes fails the start with dockerd's words."""
         cid = self.create("cc", Binds=["vol:/etc/passwd"])
