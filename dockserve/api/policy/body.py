@@ -55,8 +55,28 @@ def values(mapping: object, key: str) -> list[Any]:
     return [v for k, v in mapping.items() if k.casefold() == folded]
 
 
+def fold(mapping: object) -> dict[str, list[Any]]:
+    """
+    C{mapping}'s values by their key folded to one case, each key's values
+    in document order: one pass over a body, then a look-up per field
+    (L{values} scans the whole body for each); C{{}} when not an object.
+    """
+    folded: dict[str, list[Any]] = {}
+    if isinstance(mapping, dict):
+        for key, value in mapping.items():
+            folded.setdefault(key.casefold(), []).append(value)
+    return folded
+
+
 def _objects(mapping: object, key: str) -> list[dict[str, Any]]:
     return [v for v in values(mapping, key) if isinstance(v, dict)]
+
+
+def _lists(values: list[Any]) -> Iterator[Any]:
+    """The items of each value that is an array."""
+    for value in values:
+        if isinstance(value, list):
+            yield from value
 
 
 def _strings(value: object) -> list[str]:
@@ -66,12 +86,6 @@ def _strings(value: object) -> list[str]:
     if isinstance(value, list):
         return [v for v in value if isinstance(v, str)]
     return []
-
-
-def _items(mapping: object, key: str) -> Iterator[Any]:
-    for value in values(mapping, key):
-        if isinstance(value, list):
-            yield from value
 
 
 def _under(path: str, prefixes: Iterable[str]) -> bool:
@@ -87,12 +101,13 @@ def bind_sources(host_config: Mapping[str, Any]) -> list[str]:
     The host paths a container's C{HostConfig} binds: C{Binds} whose source
     is a path, and C{Mounts} of type C{bind}.
     """
+    fields = fold(host_config)
     sources = [
         bind.split(":", 1)[0]
-        for bind in _items(host_config, "Binds")
+        for bind in _lists(fields.get("binds", []))
         if isinstance(bind, str) and bind.startswith("/")
     ]
-    for mount in _items(host_config, "Mounts"):
+    for mount in _lists(fields.get("mounts", [])):
         kinds = values(mount, "Type")
         if any(isinstance(k, str) and k.lower() == "bind" for k in kinds):
             sources.extend(s for s in values(mount, "Source") if isinstance(s, str))
@@ -140,13 +155,14 @@ def check_create(
     @param repositories_of: The names (C{RepoTags}, C{RepoDigests}) of a
         local image given by its ID, for the registries rule.
     """
-    hosts = _objects(body, "HostConfig")
-    for host in hosts:
-        violation = _check_host(host, rules)
-        if violation is not None:
-            return violation
+    fields = fold(body)
+    for host in fields.get("hostconfig", []):
+        if isinstance(host, dict):
+            violation = _check_host(host, rules)
+            if violation is not None:
+                return violation
     if rules.registries is not None:
-        for image in values(body, "Image"):
+        for image in fields.get("image", []):
             if isinstance(image, str) and image:
                 violation = check_image(image, rules.registries, repositories_of)
                 if violation is not None:
@@ -155,12 +171,13 @@ def check_create(
 
 
 def _check_host(host: dict[str, Any], rules: BodyRules) -> Violation | None:
+    fields = fold(host)
     if not rules.privileged and any(
-        v not in (None, False) for v in values(host, "Privileged")
+        v not in (None, False) for v in fields.get("privileged", [])
     ):
         return Violation("privileged", "privileged containers are not allowed")
     if "ALL" not in rules.capabilities:
-        for value in values(host, "CapAdd"):
+        for value in fields.get("capadd", []):
             for text in _strings(value):
                 capability = _capability(text)
                 if capability not in rules.capabilities:
@@ -170,19 +187,19 @@ def _check_host(host: dict[str, Any], rules: BodyRules) -> Violation | None:
                     )
     if not rules.devices:
         for key in ("Devices", "DeviceRequests", "DeviceCgroupRules"):
-            if any(values(host, key)):
+            if any(fields.get(key.casefold(), [])):
                 return Violation("devices", f"{key} (host devices) are not allowed")
     for kind, key in NAMESPACES.items():
         if kind in rules.host_namespaces:
             continue
-        for mode in values(host, key):
+        for mode in fields.get(key.casefold(), []):
             if isinstance(mode, str) and mode.lower() == "host":
                 return Violation(
                     "host_namespaces",
                     f"the host's {kind} namespace ({key}=host) is not allowed",
                 )
     if not rules.unconfined:
-        for option in _items(host, "SecurityOpt"):
+        for option in _lists(fields.get("securityopt", [])):
             if not isinstance(option, str):
                 continue
             key, _, value = option.replace(":", "=", 1).partition("=")
@@ -193,7 +210,7 @@ def _check_host(host: dict[str, Any], rules: BodyRules) -> Violation | None:
     violation = check_binds(host, rules)
     if violation is not None:
         return violation
-    if not rules.volumes_from and any(_items(host, "VolumesFrom")):
+    if not rules.volumes_from and any(_lists(fields.get("volumesfrom", []))):
         return Violation(
             "volumes_from", "volumes from other containers are not allowed"
         )

@@ -141,7 +141,7 @@ def _decoded(result: object) -> Any:
     """A handler's answer as JSON, if it is a small JSON document."""
     if isinstance(result, bytes) and len(result) < 65536:
         try:
-            return json.loads(result)
+            return json.loads(result.decode("utf-8"))
         except ValueError:
             return None
     return result

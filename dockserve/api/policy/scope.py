@@ -20,7 +20,7 @@ from typing import Any, Final
 from attrs import frozen
 
 from dockserve.api.params import query_filters
-from dockserve.api.policy.body import values
+from dockserve.api.policy.body import fold, values
 from dockserve.errors import DockerError
 
 #: The networks every daemon has, shared by all.
@@ -213,40 +213,47 @@ def references(body: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     C{(kind, reference)}: network modes, C{container:} namespaces, links,
     volumes-from, named volume binds and mounts, endpoint networks.
     """
-    for host in values(body, "HostConfig"):
-        if not isinstance(host, dict):
-            continue
-        for key in ("NetworkMode", "PidMode", "IpcMode"):
-            for mode in values(host, key):
-                if not isinstance(mode, str):
-                    continue
-                if mode.startswith("container:"):
-                    yield "container", mode.removeprefix("container:")
-                elif key == "NetworkMode" and mode not in {
-                    "", "default", "bridge", "host", "none",
-                }:  # fmt: skip
-                    yield "network", mode
-        for key in ("VolumesFrom", "Links"):
-            for item in values(host, key):
-                for text in item if isinstance(item, list) else []:
-                    if isinstance(text, str) and text:
-                        yield "container", _container_reference(text)
-        for binds in values(host, "Binds"):
-            for bind in binds if isinstance(binds, list) else []:
-                if isinstance(bind, str) and bind and not bind.startswith("/"):
-                    source = bind.split(":", 1)[0]
-                    if source and ":" in bind:
-                        yield "volume", source
-        for mounts in values(host, "Mounts"):
-            for mount in mounts if isinstance(mounts, list) else []:
-                kinds = values(mount, "Type")
-                if any(isinstance(k, str) and k.lower() == "volume" for k in kinds):
-                    for source in values(mount, "Source"):
-                        if isinstance(source, str) and source:
-                            yield "volume", source
-    for networking in values(body, "NetworkingConfig"):
+    fields = fold(body)
+    for host in fields.get("hostconfig", []):
+        if isinstance(host, dict):
+            yield from _host_references(fold(host))
+    for networking in fields.get("networkingconfig", []):
         for endpoints in values(networking, "EndpointsConfig"):
             if isinstance(endpoints, dict):
                 for network in endpoints:
                     if network not in PREDEFINED_NETWORKS:
                         yield "network", network
+
+
+def _host_references(host: dict[str, list[Any]]) -> Iterator[tuple[str, str]]:
+    """L{references} in a create body's folded C{HostConfig}."""
+    for key in ("networkmode", "pidmode", "ipcmode"):
+        for mode in host.get(key, []):
+            if not isinstance(mode, str):
+                continue
+            if mode.startswith("container:"):
+                yield "container", mode.removeprefix("container:")
+            elif key == "networkmode" and mode not in _NOT_NETWORKS:
+                yield "network", mode
+    for key in ("volumesfrom", "links"):
+        for item in host.get(key, []):
+            for text in item if isinstance(item, list) else []:
+                if isinstance(text, str) and text:
+                    yield "container", _container_reference(text)
+    for binds in host.get("binds", []):
+        for bind in binds if isinstance(binds, list) else []:
+            if isinstance(bind, str) and ":" in bind and not bind.startswith("/"):
+                source = bind.split(":", 1)[0]
+                if source:
+                    yield "volume", source
+    for mounts in host.get("mounts", []):
+        for mount in mounts if isinstance(mounts, list) else []:
+            kinds = values(mount, "Type")
+            if any(isinstance(k, str) and k.lower() == "volume" for k in kinds):
+                for source in values(mount, "Source"):
+                    if isinstance(source, str) and source:
+                        yield "volume", source
+
+
+#: Network modes that name no user network.
+_NOT_NETWORKS: Final = frozenset({"", "default", "bridge", "host", "none"})
