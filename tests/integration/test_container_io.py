@@ -307,6 +307,22 @@ class ResizeTests(_Case):
         self.assertEqual(term.wait(), 0, term.output)
         self.assertRegex(term.output, rb"(?m)^33 101\r?$")
 
+    def test_size_from_the_first_instant(self) -> None:
+        """
+        A program that asks for the size as it starts sees the terminal's,
+        not 0x0 before the first resize (the CLI's ConsoleSize, API 1.42),
+        for run -it and for exec -it.
+        """
+        term = self.terminal("run", "--rm", "-it", "busybox", "stty", "size",
+                             rows=31, cols=97)  # fmt: skip
+        self.assertEqual(term.wait(), 0, term.output)
+        self.assertRegex(term.output, rb"(?m)^31 97\r?$")
+        self.cleanup_container("asks")
+        self.ok("run", "-d", "--name", "asks", "busybox", "sleep", "300")
+        term = self.terminal("exec", "-it", "asks", "stty", "size", rows=29, cols=93)
+        self.assertEqual(term.wait(), 0, term.output)
+        self.assertRegex(term.output, rb"(?m)^29 93\r*$")
+
     def test_exec_it_size(self) -> None:
         """docker exec -it too."""
         self.cleanup_container("sized")

@@ -55,6 +55,28 @@ def grantable_capabilities() -> tuple[str, ...]:
     return tuple(c for i, c in enumerate(ALL_CAPABILITIES) if mask >> i & 1)
 
 
+def _console_size(value: Any) -> list[int] | None:
+    """
+    An exec's C{ConsoleSize} (C{[height, width]}); none unless both are
+    positive whole numbers.
+
+    @raise InvalidParameter: Not a list of two numbers (Go's text).
+    """
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        raise InvalidParameter(
+            "json: cannot unmarshal into Go struct field ExecOptions.ConsoleSize "
+            "of type [2]uint"
+        )
+    height, width = value
+    return [height, width] if height > 0 and width > 0 else None
+
+
 class ExecInstance:
     """
     One exec instance, from C{POST /containers/{id}/exec} to its exit.
@@ -123,6 +145,7 @@ class ExecInstance:
             "AttachStderr": bool(body.get("AttachStderr")),
             "Privileged": bool(body.get("Privileged")),
             "DetachKeys": body.get("DetachKeys") or "",
+            "ConsoleSize": _console_size(body.get("ConsoleSize")),
         }
         return cls(exec_id, container_id, config)
 
@@ -371,6 +394,11 @@ def build_process(
     process["env"] = env
     process["terminal"] = config["Tty"]
     process.pop("consoleSize", None)
+    size = config.get("ConsoleSize")
+    if config["Tty"] and size:
+        # The size from the start (the CLI sends it from API 1.42), before
+        # the first resize: a program asking at once must not see 0x0.
+        process["consoleSize"] = {"height": size[0], "width": size[1]}
     if config["WorkingDir"]:
         process["cwd"] = config["WorkingDir"]
     process.setdefault("cwd", "/")

@@ -130,6 +130,19 @@ def _default_mounts(
     return mounts
 
 
+def _console_size(host_config: dict[str, Any]) -> dict[str, int] | None:
+    """
+    The terminal's size from the start (C{HostConfig.ConsoleSize}, which
+    the CLI sends from API 1.42): a program that asks at once (C{docker
+    run -it img stty size}) must not see 0x0 before the first resize.
+    """
+    size = host_config.get("ConsoleSize") or [0, 0]
+    height, width = (int(v or 0) for v in [*list(size), 0, 0][:2])
+    if height <= 0 or width <= 0:
+        return None
+    return {"height": height, "width": width}
+
+
 def _capabilities(host_config: dict[str, Any]) -> list[str]:
     if host_config.get("Privileged"):
         return list(grantable_capabilities())
@@ -578,6 +591,9 @@ def build_spec(
     }
     if rlimits:
         process["rlimits"] = rlimits
+    size = _console_size(host_config) if tty else None
+    if size is not None:
+        process["consoleSize"] = size
 
     namespaces = [{"type": "mount"}]
     for kind, mode_key in (("pid", "PidMode"), ("ipc", "IpcMode"), ("uts", "UTSMode")):
