@@ -482,7 +482,12 @@ class FrontDoor:
             call.result_filters.append(remember)
         if not narrow:
             return
-        if route in _FILTERED:
+        if route == "containers.list" and not query(call.request, "limit"):
+            # Without a limit the answer is the same filtered here, for a
+            # dictionary look-up per container rather than the daemon's
+            # label filter (a tenth of a list's cost with 20 containers).
+            call.result_filters.append(self._containers_of(owner))
+        elif route in _FILTERED:
             add_label_filter(call.request, label, owner)
         elif route == "networks.list":
             call.result_filters.append(self._networks_of(owner))
@@ -504,6 +509,21 @@ class FrontDoor:
             except DockerError:
                 continue  # a bad name: the create refuses it with its message
             self.owners.remember("volume", name, owner)
+
+    def _containers_of(self, owner: str) -> Callable[[object], object]:
+        label = self.owners.label
+
+        def only(result: object) -> object:
+            if not isinstance(result, list):
+                return result
+            return [
+                container
+                for container in result
+                if isinstance(container, dict)
+                and (container.get("Labels") or {}).get(label) == owner
+            ]
+
+        return only
 
     def _networks_of(self, owner: str) -> Callable[[object], object]:
         label = self.owners.label

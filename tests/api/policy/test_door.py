@@ -240,6 +240,11 @@ class ScopeTests(SynchronousTestCase):
         self.assertEqual(
             self.names(ALICE, '/containers/json?all=1&filters={"name":["bobs"]}'), []
         )
+        # With a limit the daemon filters, so that the limit counts hers.
+        self.rig.create("later", BOB)
+        self.assertEqual(
+            self.names(ALICE, "/containers/json?all=1&limit=1"), ["/alices"]
+        )
         for peer, name in ((ALICE, "va"), (BOB, "vb")):
             self.rig.request("POST", "/volumes/create", {"Name": name}, as_peer=peer)
             self.rig.request("POST", "/networks/create", {"Name": name}, as_peer=peer)
