@@ -282,8 +282,9 @@ def table(results: Results, seconds: float, rounds: int) -> str:
             f" end; {platform.platform()}). The policy has 50 rules (49 deny rules"
             " for other routes, then the allow); the caller is a listener's"
             ' principal with `scope = "own"`, so each create gets the owner label'
-            f" and each list a label filter. The list shows {LISTED} containers; a"
-            " create round's containers are pruned after it. CPU is the daemon's"
+            " and each list is narrowed to its own. The list shows"
+            f" {LISTED} containers; a create round's containers are pruned after"
+            " it. CPU is the daemon's"
             " (all its threads) per request; cost is CPU per request, and"
             " 1 / throughput, against no policy."
         ),
