@@ -157,6 +157,9 @@ class ContainerBackend(CommitBackend, Protocol):
     ) -> Deferred[None]:
         """C{DELETE /containers/{id}}."""
 
+    def remove_link(self, reference: str) -> None:
+        """C{DELETE /containers/{parent/alias}?link=1}: a legacy link goes."""
+
     def pause(self, reference: str) -> Deferred[None]:
         """Freeze."""
 
@@ -387,9 +390,8 @@ class ContainersAPI:
     async def container_remove(self, request: Request, name: str) -> bytes:
         """C{DELETE /containers/{id}?force=&v=&link=}."""
         if query_bool(request, "link"):
-            raise InvalidParameter(
-                "Conflict, cannot remove the default link name of the container"
-            )
+            self._backend.remove_link(name)
+            return _no_content(request)
         await self._backend.remove(
             name, force=query_bool(request, "force"), volumes=query_bool(request, "v")
         )
@@ -682,5 +684,6 @@ ROUTES: list[Route] = [
     Route("HEAD", "/containers/<name>/archive", "container_archive_head"),
     Route("GET", "/containers/<name>/archive", "container_archive_get"),
     Route("PUT", "/containers/<name>/archive", "container_archive_put"),
-    Route("DELETE", "/containers/<name>", "container_remove"),
+    # A link's name has a slash (docker rm --link parent/alias).
+    Route("DELETE", "/containers/<path:name>", "container_remove"),
 ]

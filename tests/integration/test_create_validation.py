@@ -61,9 +61,8 @@ BAD_BODIES: list[tuple[dict[str, Any], str]] = [
      'invalid Config.Env: "A=\\x00": NUL characters are not allowed'),
     ({"HostConfig": {"Runtime": "bogus"}}, "unknown or invalid runtime name: bogus"),
     ({"HostConfig": {"IpcMode": "bogus"}}, "invalid IPC mode: bogus"),
-    ({"HostConfig": {"PidMode": "container:nope"}},
-     ("joining another container's PID namespace (PidMode container:nope) is "
-      "not supported by this daemon yet")),
+    # dockerd's 400 (a 404 would have the CLI pull the image).
+    ({"HostConfig": {"PidMode": "container:nope"}}, "No such container: nope"),
     ({"HostConfig": {"CgroupParent": "../../x"}},
      'invalid CgroupParent "../../x": it may not name a parent directory (..)'),
     ({"HostConfig": {"LogConfig": {"Type": "bogus"}}},

@@ -113,6 +113,22 @@ def normalize_endpoints(
     return {**(networking or {}), "EndpointsConfig": {name: first, **endpoints}}
 
 
+def endpoint_links(config: dict[str, Any] | None) -> dict[str, str]:
+    """
+    An endpoint's C{Links} (C{other:alias}, on a user-defined network) as
+    the embedded DNS takes them: alias -> the other container's name. One
+    that is not C{other[:alias]} is left out.
+    """
+    found: dict[str, str] = {}
+    for value in (config or {}).get("Links") or []:
+        parts = str(value).split(":")
+        if not parts[0] or len(parts) > 2:
+            continue
+        target = parts[0].lstrip("/")
+        found[parts[-1].rsplit("/", 1)[-1]] = target
+    return found
+
+
 def _exposed(rec: ContainerRecord) -> list[str]:
     keys = list(rec.config.get("ExposedPorts") or {})
     for key in rec.host_config.get("PortBindings") or {}:
@@ -203,6 +219,7 @@ class ContainerNetworking(ContainerParts):
         if not joins:
             return None
         networks = []
+        dns_links: dict[str, dict[str, str]] = {}
         for index, (net, config) in enumerate(joins):
             ipam = (config or {}).get("IPAMConfig") or {}
             mac = str((config or {}).get("MacAddress") or "")
@@ -214,6 +231,8 @@ class ContainerNetworking(ContainerParts):
                 else []
             )
             networks.append((net, aliases, str(ipam.get("IPv4Address") or ""), mac))
+            if not net.predefined:
+                dns_links[net.id] = endpoint_links(config)
         request = Request(
             container_id=c.id,
             name=rec.name.lstrip("/"),
@@ -221,11 +240,9 @@ class ContainerNetworking(ContainerParts):
             networks=networks,
             ports=self._ports_for(rec),
             dns_servers=[str(s) for s in rec.host_config.get("Dns") or []],
+            links=dns_links,
         )
         plan: NetPlan = await self._attachments.attach(request)
-        links = self._links(rec)
-        if links:
-            plan = evolve(plan, links=tuple(links))
         return plan
 
     def _ports_for(self, rec: ContainerRecord) -> list[tuple[str, str, int, int, int]]:
@@ -240,25 +257,6 @@ class ContainerNetworking(ContainerParts):
                 raise InvalidParameter(f"invalid hostPort: {host_port}") from None
             found.append((proto, host_ip, first, last, cport))
         return found
-
-    def _links(self, rec: ContainerRecord) -> list[tuple[str, str]]:
-        """Legacy C{--link name:alias}: /etc/hosts lines on the default bridge."""
-        lines = []
-        for link in rec.host_config.get("Links") or []:
-            target, _, alias = str(link).partition(":")
-            target = target.lstrip("/")
-            try:
-                other = self._get(target)
-            except DockerError:
-                continue
-            att = self._attachments.of(other.id) if self._attachments else None
-            if att is None or not att.joined:
-                continue
-            ip = str(next(iter(att.joined.values())).endpoint.ip)
-            alias = alias.rsplit("/", 1)[-1]
-            names = " ".join(names_of([alias, other.id[:12], target]))
-            lines.append((ip, names))
-        return lines
 
     def _joined_plan(self, reference: str) -> NetPlan:
         other = self._get(reference)
@@ -301,6 +299,7 @@ class ContainerNetworking(ContainerParts):
             entry = _empty_endpoint(net.id)
             aliases = (config or {}).get("Aliases")
             entry["Aliases"] = aliases or None
+            entry["Links"] = (config or {}).get("Links") or None
             entry["IPAMConfig"] = (config or {}).get("IPAMConfig")
             joined = att.joined.get(net.id) if att is not None else None
             if joined is not None:
@@ -460,7 +459,7 @@ class ContainerNetworking(ContainerParts):
             ipam = (config or {}).get("IPAMConfig") or {}
             await attachments.connect(
                 c.id, net, names_of((config or {}).get("Aliases") or []),
-                str(ipam.get("IPv4Address") or ""),
+                str(ipam.get("IPv4Address") or ""), endpoint_links(config or {}),
             )  # fmt: skip
         self._save(c, evolve(c.record, networking_config=networking))
 

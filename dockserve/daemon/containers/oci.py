@@ -21,7 +21,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from dockserve.daemon import store
-from dockserve.daemon.containers import mounts, spec
+from dockserve.daemon.containers import joins, mounts, shm, spec
 from dockserve.daemon.containers.record import ContainerRecord
 from dockserve.daemon.contracts import ResolvedImage
 from dockserve.daemon.network.model import NetPlan
@@ -127,6 +127,14 @@ class OverlayBundles:
         host_config = volume_binds(
             record.host_config, self._volumes_root, record.anonymous_volumes
         )
+        joined = joins.of(host_config)
+        if joined is not None and joined.own_shm:
+            # --ipc shareable: a /dev/shm on the host, for others to join.
+            try:
+                shm.mount(Path(joined.shm), int(host_config.get("ShmSize") or 0))
+            except OSError as e:
+                self._unmount(rootfs)
+                raise SystemError_(e.strerror or str(e)) from None
         try:
             config = spec.build_spec(
                 container_id=record.id,
@@ -159,5 +167,6 @@ class OverlayBundles:
 
         def release() -> None:
             self._unmount(self.rootfs(directory))
+            shm.release(shm.path(directory))
 
         return self._in_thread(release)

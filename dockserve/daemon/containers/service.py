@@ -49,10 +49,12 @@ from dockserve.daemon.containers import (
 from dockserve.daemon.containers.attachment import Attachment
 from dockserve.daemon.containers.bundles import Bundles
 from dockserve.daemon.containers.committing import ContainerCommitting
+from dockserve.daemon.containers.devices import DeviceError
 from dockserve.daemon.containers.exec_control import ExecControl
 from dockserve.daemon.containers.files import ContainerFiles
 from dockserve.daemon.containers.health import Health, Settings
 from dockserve.daemon.containers.health_control import ContainerHealth
+from dockserve.daemon.containers.joining import ContainerJoining
 from dockserve.daemon.containers.metrics import ContainerMetrics, _measure
 from dockserve.daemon.containers.networking import (
     ContainerNetworking,
@@ -115,6 +117,7 @@ class ContainerService(
     ContainerMetrics,
     ExecControl,
     ContainerNetworking,
+    ContainerJoining,
     ContainerHealth,
     ContainerCommitting,
 ):
@@ -270,6 +273,7 @@ class ContainerService(
         if host_config["NetworkMode"] == "default":
             host_config["NetworkMode"] = "bridge"
         host_config.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
+        self._joined_at_create(host_config, full_name)
         log_config = dict(host_config.get("LogConfig") or {})
         # conmon writes a k8s-file log, but it is read through the API just
         # as dockerd's default driver is, so it is named json-file: the
@@ -407,7 +411,10 @@ class ContainerService(
             # (docker run --rm waits for the removal).
             c.released = False
             await self._acquire_volumes(c)
+            joined = await self._joins(c)
             plan = await self._plumb(c)
+            plan, joined = await self._linked(c, joined, plan)
+            start_record = self._start_record(c, joined)
             monitor: dict[str, Any] = {
                 "log_path": str(c.directory / LOG_FILE),
                 "tty": tty,
@@ -415,7 +422,9 @@ class ContainerService(
                 "leave_stdin_open": leave_stdin_open,
             }
             if tty:
-                bundle = await self._bundles.prepare(c.directory, c.record, image, plan)
+                bundle = await self._bundles.prepare(
+                    c.directory, start_record, image, plan
+                )
                 await self._ready_volumes(c)
                 state = await self._runtime.create(c.id, bundle, **monitor)
                 await self._attach_pending(c)
@@ -425,7 +434,7 @@ class ContainerService(
                 await self._runtime.start(c.id)
             else:
                 started_at = self._now()
-                state = await self._run(c, image, monitor, plan)
+                state = await self._run(c, image, monitor, plan, start_record)
         except Exception as failed:
             # Anything that fails a start (a runtime's error, or a bug here)
             # must reach the waiters: docker run --rm waits for the removal.
@@ -437,7 +446,9 @@ class ContainerService(
                     f"cannot start container {c.id}: {self._describe(failed)}"
                 )
             await self._abandon_start(c, e.message)
-            code, error = _start_error(e.message)
+            code, error = (
+                (128, e) if isinstance(e, DeviceError) else _start_error(e.message)
+            )
             self._save(
                 c,
                 c.record.with_state(
@@ -518,6 +529,7 @@ class ContainerService(
         image: ResolvedImage,
         monitor: dict[str, Any],
         plan: NetPlan | None = None,
+        start_record: ContainerRecord | None = None,
     ) -> RuntimeState:
         """
         Create and start C{c} in one runtime process (L{Runtime.run}). The
@@ -528,9 +540,9 @@ class ContainerService(
         outcome: list[object] = []
         # Fires (with None) once the bundle is made or has failed; the
         # failure itself is kept in outcome for before_start to raise.
-        made = self._bundles.prepare(c.directory, c.record, image, plan).addBoth(
-            outcome.append
-        )
+        made = self._bundles.prepare(
+            c.directory, start_record or c.record, image, plan
+        ).addBoth(outcome.append)
 
         async def before_start() -> None:
             await made
@@ -1162,6 +1174,7 @@ class ContainerService(
         self._save(c, evolve(c.record, name=full), "rename", oldName=old)
         del self._names[old]
         self._names[full] = c.id
+        self._links_renamed(old, full)
 
     def update(self, reference: str, body: dict[str, Any]) -> Deferred[dict[str, Any]]:
         """

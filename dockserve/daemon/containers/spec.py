@@ -11,13 +11,11 @@ bundle is prepared (in a thread: it reads the container's C{/etc/passwd}).
 """
 
 import json
-import os
 import socket
-import stat
 from pathlib import Path
 from typing import Any
 
-from dockserve.daemon.containers import security
+from dockserve.daemon.containers import devices, joins, links, security
 from dockserve.daemon.containers.execs import (
     ALL_CAPABILITIES,
     GROUP_ADD_ANNOTATION,
@@ -98,8 +96,13 @@ _RLIMITS = {
 
 
 def _default_mounts(
-    shm_size: int, ipc_host: bool, privileged: bool
+    shm_size: int, shm_source: str, privileged: bool, *, shm: bool = True
 ) -> list[dict[str, Any]]:
+    """
+    Docker's default mounts: C{/dev/shm} is bound from C{shm_source} when
+    there is one (a shareable one, another container's, the host's), a
+    private tmpfs otherwise, and absent without C{shm} (C{--ipc none}).
+    """
     sys_options = ["nosuid", "noexec", "nodev"] + ([] if privileged else ["ro"])
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc",
@@ -116,12 +119,12 @@ def _default_mounts(
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
          "options": ["nosuid", "noexec", "nodev"]},
     ]  # fmt: skip
-    if ipc_host:
+    if shm and shm_source:
         mounts.append(
-            {"destination": "/dev/shm", "type": "bind", "source": "/dev/shm",
+            {"destination": "/dev/shm", "type": "bind", "source": shm_source,
              "options": ["rbind", "rprivate"]}
         )  # fmt: skip
-    else:
+    elif shm:
         mounts.append(
             {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
              "options": ["nosuid", "noexec", "nodev", "mode=1777",
@@ -405,51 +408,16 @@ def _etc_mounts(directory: Path) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-#: Devices runc makes itself, or that belong to the container's own terminal.
-_OWN_DEVICES = frozenset({"console", "ptmx", "tty", "full", "null", "random",
-                          "urandom", "zero"})  # fmt: skip
-
-
-def host_devices(dev: Path = Path("/dev")) -> list[dict[str, Any]]:
-    """
-    This machine's character and block devices in C{/dev}, as C{--privileged}
-    gives them to a container (dockerd's C{HostDevices}), with their numbers,
-    modes and owners. Subdirectories (C{pts}, C{shm}, C{mqueue}) are the
-    container's own.
-    """
-    devices: list[dict[str, Any]] = []
-    try:
-        entries = sorted(dev.iterdir())
-    except OSError:
-        return devices
-    for entry in entries:
-        if entry.name in _OWN_DEVICES:
-            continue
-        try:
-            info = entry.lstat()
-        except OSError:
-            continue
-        if stat.S_ISCHR(info.st_mode):
-            kind = "c"
-        elif stat.S_ISBLK(info.st_mode):
-            kind = "b"
-        else:
-            continue
-        devices.append({
-            "path": str(entry), "type": kind,
-            "major": os.major(info.st_rdev), "minor": os.minor(info.st_rdev),
-            "fileMode": stat.S_IMODE(info.st_mode),
-            "uid": info.st_uid, "gid": info.st_gid,
-        })  # fmt: skip
-    return devices
-
-
-def _resources(host_config: dict[str, Any]) -> dict[str, Any]:
+def _resources(
+    host_config: dict[str, Any], joined: joins.Joins | None = None
+) -> dict[str, Any]:
     resources: dict[str, Any] = {}
-    if host_config.get("Privileged"):
-        resources["devices"] = [{"allow": True, "access": "rwm"}]
+    if joined is not None and joined.device_rules:
+        resources["devices"] = [dict(r) for r in joined.device_rules]
+    elif host_config.get("Privileged"):
+        resources["devices"] = [devices.ALLOW_ALL]
     else:
-        resources["devices"] = [{"allow": False, "access": "rwm"}]
+        resources["devices"] = [dict(r) for r in devices.DEFAULT_RULES]
     memory: dict[str, Any] = {}
     if host_config.get("Memory"):
         memory["limit"] = int(host_config["Memory"])
@@ -502,7 +470,10 @@ def build_spec(
 
     @param image_config: The image config JSON (its C{config} member is used).
     @param config: The container's Docker C{Config}.
-    @param host_config: Its C{HostConfig}, named volumes already host paths.
+    @param host_config: Its C{HostConfig}, named volumes already host paths;
+        for a start, with what the start found of other containers and of
+        the host's devices (L{joins.of}: namespaces to join, the host
+        directory of its C{/dev/shm}, devices, its links' variables).
     @param rootfs: The mounted root, where C{User} is looked up.
     @raise InvalidParameter: No command, an unknown capability, a bad mount.
     @raise dockserve.errors.NotFound: An unknown user or group.
@@ -522,7 +493,11 @@ def build_spec(
     domainname = config.get("Domainname") or ""
     tty = bool(config.get("Tty"))
 
-    env = _merge_env(list(image.get("Env") or []), list(config.get("Env") or []))
+    joined = joins.of(host_config)
+    own_env = list(config.get("Env") or [])
+    if joined is not None and joined.link_env:
+        own_env = links.with_env(own_env, joined.link_env)
+    env = _merge_env(list(image.get("Env") or []), own_env)
     if not any(e.startswith("PATH=") for e in env):
         env.insert(0, DEFAULT_PATH)
     env.insert(1, f"HOSTNAME={hostname}")
@@ -530,10 +505,15 @@ def build_spec(
         env.append("TERM=xterm")
     args = _args(image, config)
 
+    ipc_mode = str(host_config.get("IpcMode") or "")
+    shm_source = joined.shm if joined is not None else ""
+    if ipc_mode == "host":
+        shm_source = "/dev/shm"
     mounts = _default_mounts(
         int(host_config.get("ShmSize") or _DEFAULT_SHM),
-        host_config.get("IpcMode") == "host",
+        shm_source,
         privileged,
+        shm=ipc_mode != "none",
     )
     if plan.kind == "container" and plan.share_from:
         # --network container:X: X's hostname, hosts and resolv.conf, as dockerd.
@@ -550,7 +530,10 @@ def build_spec(
             host_network=host_network,
             plan=plan,
         )
-    if host_config.get("Init"):
+    pid_mode = str(host_config.get("PidMode") or "")
+    if host_config.get("Init") and not pid_mode:
+        # Only in a PID namespace of its own: the host's or another
+        # container's has an init already (as dockerd).
         mounts.append(
             {"destination": INIT_PATH, "type": "bind", "source": INIT_BINARY,
              "options": ["bind", "ro"]}
@@ -595,10 +578,18 @@ def build_spec(
     if size is not None:
         process["consoleSize"] = size
 
-    namespaces = [{"type": "mount"}]
+    namespaces: list[dict[str, Any]] = [{"type": "mount"}]
     for kind, mode_key in (("pid", "PidMode"), ("ipc", "IpcMode"), ("uts", "UTSMode")):
         if host_config.get(mode_key) != "host":
             namespaces.append({"type": kind})
+    for namespace in namespaces:
+        # --ipc container:X, --pid container:X: X's, by the path the start found.
+        path = {
+            "ipc": joined.ipc_namespace if joined is not None else "",
+            "pid": joined.pid_namespace if joined is not None else "",
+        }.get(namespace["type"], "")
+        if path:
+            namespace["path"] = path
     if plan.kind in {"netns", "container"}:
         namespaces.append({"type": "network", "path": plan.netns})
     elif not host_network:
@@ -607,7 +598,7 @@ def build_spec(
 
     linux: dict[str, Any] = {
         "namespaces": namespaces,
-        "resources": _resources(host_config),
+        "resources": _resources(host_config, joined),
         "cgroupsPath": f"/dockserve/{container_id}",
     }
     if not privileged:
@@ -616,8 +607,10 @@ def build_spec(
         seccomp = security.seccomp_for(options, caps)
         if seccomp is not None:
             linux["seccomp"] = seccomp
-    else:
-        linux["devices"] = host_devices()
+    if joined is not None and joined.devices:
+        linux["devices"] = [dict(d) for d in joined.devices]
+    elif privileged:
+        linux["devices"] = devices.host_devices()
     sysctls = host_config.get("Sysctls") or {}
     if sysctls:
         linux["sysctl"] = dict(sysctls)

@@ -10,9 +10,9 @@ C{verifyContainerSettings}, the volumes' C{registerMountPoints}, the log
 driver's options), so a body with two faults gets dockerd's first message.
 
 Beyond dockerd, settings that would be stored here and then fail at start,
-or be silently dropped, are refused at create too: C{Devices} this daemon
-cannot give, a volume subpath, a sysctl runc would refuse, a negative
-C{CpuShares}. Their messages say so in dockerd's style.
+or be silently dropped, are refused at create too: C{DeviceRequests}, a
+volume subpath, a sysctl runc would refuse, a negative C{CpuShares}.
+Their messages say so in dockerd's style.
 """
 
 import os
@@ -134,6 +134,11 @@ def _network_mode(host: Settings) -> None:
     if kind == "container" and colon and not name:
         raise InvalidParameter(
             "Invalid network mode: invalid container format container:<name|id>"
+        )
+    if kind == "container" and host.get("Links"):
+        raise InvalidParameter(
+            "conflicting options: container type network can't be used with "
+            "links. This would result in undefined behavior"
         )
     # An unknown network is dockerd's 404 at start (configs.check_network),
     # not here: a 404 from create makes the docker CLI try to pull the image.
@@ -437,10 +442,7 @@ def _namespaces(host: Settings) -> None:
             continue
         joining = mode.startswith("container:") and mode != "container:"
         if joining and key in {"IpcMode", "PidMode"}:
-            raise InvalidParameter(
-                f"joining another container's {label} namespace ({key} {mode}) "
-                "is not supported by this daemon yet"
-            )
+            continue  # The container is looked for as the record is made.
         raise InvalidParameter(f"invalid {label} mode: {mode}")
 
 
@@ -506,12 +508,6 @@ def _sysctls(host: Settings) -> None:
 
 def _not_here(host: Settings) -> None:
     """Settings dockerd has and this daemon cannot give: refused, not dropped."""
-    for key, what in (
-        ("Devices", "devices (--device)"),
-        ("Links", "links (--link)"),
-    ):
-        if host.get(key):
-            raise InvalidParameter(f"{what} are not supported by this daemon yet")
     for each in host.get("DeviceRequests") or []:
         request = each or {}
         capabilities = request.get("Capabilities") or []
@@ -799,6 +795,11 @@ def _ip_version(address: str, version: int) -> bool:
 def _conflicts(config: Settings, host: Settings) -> None:
     if host.get("UTSMode") == "host" and config.get("Hostname"):
         raise InvalidParameter("conflicting options: hostname and the UTS mode")
+    if host.get("NetworkMode") == "host" and host.get("Links"):
+        raise InvalidParameter(
+            "conflicting options: host type networking can't be used with links. "
+            "This would result in undefined behavior"
+        )
     if host.get("NetworkMode") == "host" and config.get("MacAddress"):
         raise InvalidParameter("conflicting options: mac-address and the network mode")
 

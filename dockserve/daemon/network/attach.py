@@ -58,11 +58,15 @@ class Joined:
 
     @ivar aliases: Its names there besides its own (C{--network-alias},
         compose's service name).
+    @ivar links: Its links there (C{--link other:alias} on a user-defined
+        network): alias -> the other container's name, a name the embedded
+        DNS answers for this container alone.
     """
 
     network_id: str
     endpoint: Endpoint
     aliases: list[str] = field(factory=list)
+    links: dict[str, str] = field(factory=dict)
 
 
 @define
@@ -90,6 +94,7 @@ class Request:
     @ivar ports: C{(proto, host_ip, host_port, host_port_end,
         container_port)}; a host port of 0 is the kernel's choice, an end
         other than 0 a range to take the first free port of.
+    @ivar links: Per network ID, its links there (L{Joined.links}).
     """
 
     container_id: str
@@ -98,6 +103,7 @@ class Request:
     networks: list[tuple[NetworkRecord, list[str], str, str]]
     ports: list[tuple[str, str, int, int, int]] = field(factory=list)
     dns_servers: list[str] = field(factory=list)
+    links: dict[str, dict[str, str]] = field(factory=dict)
 
 
 def _endpoint_json(joined: Joined) -> dict[str, Any]:
@@ -110,6 +116,7 @@ def _endpoint_json(joined: Joined) -> dict[str, Any]:
         "Gateway": str(ep.gateway),
         "Mac": ep.mac,
         "Aliases": joined.aliases,
+        "Links": joined.links,
     }
 
 
@@ -126,6 +133,7 @@ def _endpoint_from(container_id: str, value: Mapping[str, Any]) -> Joined:
             mac=value["Mac"],
         ),
         list(value.get("Aliases") or []),
+        dict(value.get("Links") or {}),
     )
 
 
@@ -255,6 +263,7 @@ class Attachments:
             await self._cni.loopback(path)
             for index, (rec, aliases, ip, mac) in enumerate(request.networks):
                 await self._join(att, rec, f"eth{index}", aliases, ip=ip, mac=mac)
+                att.joined[rec.id].links = dict(request.links.get(rec.id) or {})
             first = request.networks[0][0] if request.networks else None
             if request.ports and first is not None and not first.internal:
                 ip = str(att.joined[first.id].endpoint.ip)
@@ -370,9 +379,17 @@ class Attachments:
     # --- connect and disconnect while running -----------------------------------
 
     async def connect(
-        self, container_id: str, rec: NetworkRecord, aliases: list[str], ip: str
+        self,
+        container_id: str,
+        rec: NetworkRecord,
+        aliases: list[str],
+        ip: str,
+        links: dict[str, str] | None = None,
     ) -> None:
-        """Join a running container to C{rec} (the next C{ethN})."""
+        """
+        Join a running container to C{rec} (the next C{ethN}), with its
+        C{links} there (L{Joined.links}).
+        """
         att = self._attached.get(container_id)
         if att is None or not att.netns:
             raise SystemError_("container is not on a bridge network")
@@ -387,6 +404,7 @@ class Attachments:
         await self._join(
             att, rec, ifname, aliases, ip=ip, mac="", default_route=not routed
         )
+        att.joined[rec.id].links = dict(links or {})
         if not rec.predefined and not att.dns:
             await self._apply_firewall()
             await self._dns.attach(container_id, Path(att.netns))
@@ -461,35 +479,52 @@ class Attachments:
         """
         The embedded DNS's question: the addresses C{name} has for the
         container C{asker}, on the user networks they share; C{None} for
-        a name that is not a container's (forwarded).
+        a name that is not a container's (forwarded). The asker's own
+        links come first: an alias of one is the other container's name
+        (as libnetwork's sandbox resolves its endpoints' aliases first).
         """
         att = self._attached.get(asker)
         if att is None:
             return None
         wanted = name.rstrip(".").lower()
-        found: list[str] = []
-        for network_id in att.joined:
-            try:
-                rec = self._networks.find(network_id)
-            except NotFound:
-                continue
-            if rec.predefined:
-                continue
-            suffix = "." + rec.name.lower()
-            bare = wanted.removesuffix(suffix)
-            for other in self._attached.values():
-                joined = other.joined.get(network_id)
-                if joined is None:
+        for linked in (True, False):
+            found: list[str] = []
+            for network_id, mine in att.joined.items():
+                try:
+                    rec = self._networks.find(network_id)
+                except NotFound:
                     continue
-                names = {
-                    other.name.lower(),
-                    other.container_id[:12],
-                    other.hostname.lower(),
-                }
-                names |= {a.lower() for a in joined.aliases}
-                if wanted in names or bare in names:
-                    found.append(str(joined.endpoint.ip))
-        return found or None
+                if rec.predefined:
+                    continue
+                bare = wanted.removesuffix("." + rec.name.lower())
+                asked = {wanted, bare}
+                targets = [t for a, t in mine.links.items() if a.lower() in asked]
+                if linked != bool(targets):
+                    # An alias is looked for as the container it names only.
+                    continue
+                if linked:
+                    asked = {targets[0].lower()}
+                found += self._members_named(network_id, asked)
+            if found:
+                return found
+        return None
+
+    def _members_named(self, network_id: str, asked: set[str]) -> list[str]:
+        """The addresses on a network of its members that any of C{asked} names."""
+        found = []
+        for other in self._attached.values():
+            joined = other.joined.get(network_id)
+            if joined is None:
+                continue
+            names = {
+                other.name.lower(),
+                other.container_id[:12],
+                other.hostname.lower(),
+            }
+            names |= {a.lower() for a in joined.aliases}
+            if asked & names:
+                found.append(str(joined.endpoint.ip))
+        return found
 
     def upstreams(self, container_id: str) -> list[str]:
         """Where the embedded DNS forwards a container's other names."""

@@ -260,18 +260,18 @@ SETTING_CASES: list[tuple[dict[str, Any], str]] = [
      'sysctl "kernel.domainname" is not in a separate kernel namespace'),
     ({"HostConfig": {"IpcMode": "host", "Sysctls": {"kernel.shmmax": "1"}}},
      'sysctl "kernel.shmmax" is not allowed in the hosts ipc namespace'),
-    ({"HostConfig": {"Devices": [{"PathOnHost": "/dev/null",
-                                  "PathInContainer": "/dev/null",
-                                  "CgroupPermissions": "rwm"}]}},
-     "devices (--device) are not supported by this daemon yet"),
     ({"HostConfig": {"DeviceRequests": [{"Driver": "", "Count": -1,
                                          "Capabilities": [["gpu"]]}]}},
      'could not select device driver "" with capabilities: [[gpu]]'),
     ({"HostConfig": {"VolumesFrom": ["other:rshared"]}}, "invalid mode: rshared"),
     ({"HostConfig": {"VolumesFrom": [""]}},
      "volumes-from specification cannot be an empty string"),
-    ({"HostConfig": {"Links": ["other:alias"]}},
-     "links (--link) are not supported by this daemon yet"),
+    ({"HostConfig": {"NetworkMode": "host", "Links": ["other:alias"]}},
+     ("conflicting options: host type networking can't be used with links. "
+      "This would result in undefined behavior")),
+    ({"HostConfig": {"NetworkMode": "container:other", "Links": ["o:alias"]}},
+     ("conflicting options: container type network can't be used with links. "
+      "This would result in undefined behavior")),
     ({"HostConfig": {"StorageOpt": {"size": "1G"}}},
      ("--storage-opt is supported only for overlay over xfs with 'pquota' mount "
       "option")),
@@ -331,9 +331,7 @@ SETTING_CASES: list[tuple[dict[str, Any], str]] = [
     # Runtime, namespaces, cgroups, logs.
     ({"HostConfig": {"Runtime": "bogus"}}, "unknown or invalid runtime name: bogus"),
     ({"HostConfig": {"IpcMode": "bogus"}}, "invalid IPC mode: bogus"),
-    ({"HostConfig": {"IpcMode": "container:other"}},
-     ("joining another container's IPC namespace (IpcMode container:other) is "
-      "not supported by this daemon yet")),
+    ({"HostConfig": {"IpcMode": "container:"}}, "invalid IPC mode: container:"),
     ({"HostConfig": {"PidMode": "bogus"}}, "invalid PID mode: bogus"),
     ({"HostConfig": {"PidMode": "container:"}}, "invalid PID mode: container:"),
     ({"HostConfig": {"UTSMode": "bogus"}}, "invalid UTS mode: bogus"),
@@ -431,6 +429,13 @@ ACCEPTED: list[dict[str, Any]] = [
     {"HostConfig": {"Isolation": "default", "Annotations": {"a": "b"}}},
     {"HostConfig": {"SecurityOpt": ["seccomp=unconfined"]}},
     {"HostConfig": {"NetworkMode": "host", "Hostname": "x"}},
+    # Looked for as the record is made, and at the start (dockerd's order).
+    {"HostConfig": {"Links": ["other:alias"]}},
+    {"HostConfig": {"IpcMode": "container:other", "PidMode": "container:other"}},
+    {"HostConfig": {"Devices": [{"PathOnHost": "/dev/nope",
+                                 "PathInContainer": "/dev/x",
+                                 "CgroupPermissions": "rwm"}],
+                    "DeviceCgroupRules": ["not a rule"]}},
 ]  # fmt: skip
 
 #: What the docker CLI 28.2.2 and the Docker SDK for Python 7.2 sent for
