@@ -151,15 +151,20 @@ class _HalfCloseProxy:
 
 def _install_half_close(transport: Any, on_read_closed: Callable[[], None]) -> bool:
     """
-    Make the socket under C{transport} report the client's half-close.
+    Make the connection under C{transport} report the client's half-close:
+    through TLS, its C{close_notify} (Go's C{CloseWrite}; the TLS layer
+    passes it to a protocol that can half-close, server/tls.py); else the
+    socket's end of file.
 
-    @return: Whether it could (not through TLS).
+    @return: Whether it could.
     """
     lowest = transport
     while isinstance(lowest, ProtocolWrapper):
+        if isinstance(lowest, TLSMemoryBIOProtocol):
+            above = lowest.wrappedProtocol
+            lowest.wrappedProtocol = _HalfCloseProxy(above, on_read_closed)
+            return True
         lowest = lowest.transport
-    if isinstance(lowest, TLSMemoryBIOProtocol):
-        return False
     original = getattr(lowest, "protocol", None)
     if original is None:
         return False

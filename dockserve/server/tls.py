@@ -26,16 +26,21 @@ from attrs import frozen
 from cryptography import x509
 
 from OpenSSL import SSL, crypto
+from OpenSSL.SSL import Error as SSLError
+from OpenSSL.SSL import WantReadError, ZeroReturnError
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
     IListeningPort,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 _log = Logger()
@@ -355,6 +360,36 @@ class _PlainHTTPAnsweringTLS(TLSMemoryBIOProtocol):
             self.transport.loseConnection()
             return
         super().dataReceived(head)  # type: ignore[no-untyped-call]
+
+    _peer_done_writing = False
+
+    def _flushReceiveBIO(self) -> None:
+        """
+        Hand the application bytes to the protocol, as Twisted's does, but
+        take the peer's C{close_notify} as the end of its writing only when
+        the protocol can half-close: Go's C{tls.Conn.CloseWrite} sends one
+        (C{docker run} without stdin does, at once), and the container's
+        output must still reach it, as from dockerd. Twisted's own tears
+        the whole connection down there.
+        """
+        while not self._lostTLSConnection and not self._peer_done_writing:
+            try:
+                data = self._tlsConnection.recv(2**15)
+            except WantReadError:
+                break
+            except ZeroReturnError:
+                if IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
+                    self._peer_done_writing = True
+                    self.wrappedProtocol.readConnectionLost()
+                    break
+                self._shutdownTLS()  # type: ignore[no-untyped-call]
+                self._tlsShutdownFinished(None)  # type: ignore[no-untyped-call]
+            except SSLError:
+                self._tlsShutdownFinished(Failure())  # type: ignore[no-untyped-call]
+            else:
+                if not self._aborted:
+                    ProtocolWrapper.dataReceived(self, data)  # type: ignore[no-untyped-call]
+        self._flushSendBIO()  # type: ignore[no-untyped-call]
 
 
 class _TLSFactory(TLSMemoryBIOFactory):

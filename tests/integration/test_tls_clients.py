@@ -95,6 +95,35 @@ class DockerSDKTests(_Case):
         )
         self.assertEqual(output, b"quiet\n")
 
+    def test_cli_run_over_tls(self) -> None:
+        """
+        The docker CLI's run over --tlsverify prints the container's output:
+        the CLI half-closes its side (a TLS close_notify) when it has no
+        stdin to send, and the output must still come back, as from dockerd.
+        """
+        if not have_busybox():
+            raise SkipTest("busybox-static is not installed")
+        daemon = self.start()
+        import_busybox(daemon.docker_host)
+        tls = ["--tlsverify", "--tlscacert", self.pki.ca,
+               "--tlscert", self.pki.client_cert, "--tlskey", self.pki.client_key,
+               "-H", f"tcp://127.0.0.1:{self.port}"]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+        result = subprocess.run(
+            ["docker", *tls, "run", "--rm", "busybox", "sh", "-c",
+             "echo out; sleep 1; echo err >&2; echo done"],
+            env=env, capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, b"out\ndone\n", daemon.log()[-3000:])
+        self.assertEqual(result.stderr, b"err\n")
+        piped = subprocess.run(
+            ["docker", *tls, "run", "--rm", "-i", "busybox", "wc", "-c"],
+            input=b"x" * 100_000, env=env, capture_output=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+        self.assertEqual(piped.stdout.strip(), b"100000", piped.stderr)
+
     def test_without_certificate_refused(self) -> None:
         """Under --tlsverify a client without a certificate gets nothing."""
         self.start()
