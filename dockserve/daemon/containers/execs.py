@@ -384,10 +384,16 @@ def build_process(
     env = list(template.get("env") or [])
     keys = {item.split("=", 1)[0]: i for i, item in enumerate(env)}
     for item in config["Env"]:
-        key = item.split("=", 1)[0]
+        key, equals, _ = item.partition("=")
+        if not equals:
+            # A bare name unsets it, as dockerd's ReplaceOrAppendEnvValues.
+            env = [e for e in env if e.partition("=")[0] != key]
+            keys = {e.partition("=")[0]: i for i, e in enumerate(env)}
+            continue
         if key in keys:
             env[keys[key]] = item
         else:
+            keys[key] = len(env)
             env.append(item)
     process = dict(template)
     process["args"] = list(config["Cmd"])

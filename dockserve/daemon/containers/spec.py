@@ -170,9 +170,16 @@ def _capabilities(host_config: dict[str, Any]) -> list[str]:
 
 
 def _merge_env(image_env: list[str], env: list[str]) -> list[str]:
+    """
+    C{env} over C{image_env}, as moby's C{ReplaceOrAppendEnvValues}: a
+    name without C{=} unsets that variable (runc would refuse it).
+    """
     merged: dict[str, str] = {}
     for item in [*image_env, *env]:
-        key = item.split("=", 1)[0]
+        key, equals, _ = item.partition("=")
+        if not equals:
+            merged.pop(key, None)
+            continue
         merged[key] = item
     return list(merged.values())
 

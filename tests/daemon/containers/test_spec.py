@@ -56,6 +56,19 @@ class BuildSpecTests(SynchronousTestCase):
         self.assertIn(f"HOSTNAME={CID[:12]}", env)
         self.assertEqual(spec["hostname"], CID[:12])
 
+    def test_bare_name_unsets(self) -> None:
+        """
+        C{-e NAME} without a value (the CLI sends it when its own
+        environment has none) unsets NAME, as dockerd: runc would refuse
+        the bare name and the start fail.
+        """
+        env = self.spec({"Env": ["A", "NOPE", "B=3"]})["process"]["env"]
+        self.assertNotIn("A=1", env)
+        self.assertNotIn("A", env)
+        self.assertNotIn("NOPE", env)
+        self.assertIn("B=3", env)
+        self.assertTrue(all("=" in item for item in env), env)
+
     def test_entrypoint_and_cmd(self) -> None:
         """A container Entrypoint drops the image's Cmd."""
         spec = self.spec({"Entrypoint": ["echo"], "Cmd": None})
