@@ -76,14 +76,23 @@ class Event:
     attributes: Mapping[str, str] = field(factory=dict)
     time_nano: int = 0
     scope: str = "local"
+    _message: list[dict[str, Any]] = field(
+        factory=list, init=False, eq=False, repr=False
+    )
 
     def message(self) -> dict[str, Any]:
         """
         The JSON object C{/events} sends: the deprecated C{status}, C{id}
         and C{from} for container and image events (as dockerd fills
         them), then C{Type}, C{Action}, C{Actor}, C{scope}, C{time},
-        C{timeNano}.
+        C{timeNano}. Made once and shared by every subscriber (so one
+        encoding serves them all): callers must not change it.
         """
+        if not self._message:
+            self._message.append(self._make_message())
+        return self._message[0]
+
+    def _make_message(self) -> dict[str, Any]:
         message: dict[str, Any] = {}
         if self.type in {"container", "image"}:
             message["status"] = self.action
