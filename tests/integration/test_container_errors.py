@@ -161,3 +161,18 @@ class ErrorTests(_DaemonCase):
              ('cannot remove container "/errc": container is running: stop the '
               "container before removing or force remove")),
         ])  # fmt: skip
+
+
+class FailedStartTests(_DaemonCase):
+    def test_run_rm_missing_command(self) -> None:
+        """
+        docker run --rm of a missing command: exit 127 with the runtime's
+        words once, and no "Error waiting for container" line under them
+        (dockerd's wait for the removal carries no error).
+        """
+        result = self.docker("run", "--rm", "busybox", "/nonexist")
+        self.assertEqual(result.returncode, 127)
+        stderr = result.stderr.decode()
+        self.assertIn('exec: "/nonexist": stat /nonexist: no such file', stderr)
+        self.assertNotIn("Error waiting for container", stderr)
+        self.assertEqual(self.ok("ps", "-aq"), "")

@@ -952,7 +952,10 @@ class ContainerService(
         def result(code: int) -> dict[str, Any]:
             body: dict[str, Any] = {"StatusCode": code}
             error = c.record.state.error
-            if error:
+            # Not for a removal: after a failed start of a --rm container
+            # dockerd's answer has none, and the CLI would print "Error
+            # waiting for container" under the start's own error.
+            if error and condition != "removed":
                 body["Error"] = {"Message": error}
             return body
 
