@@ -10,12 +10,13 @@ ARGS   ?=
 # Debian packages the daemon needs: the OCI runtime and its monitor,
 # catatonit for --init, iproute2 for network namespaces, the CNI plugins
 # (loopback, bridge, host-local) and nftables for bridge networking,
-# conntrack to flush unpublished UDP ports, and a static busybox for the
-# README's first image made offline.
+# conntrack to flush unpublished UDP ports, a static busybox for the
+# README's first image made offline, and git for docker build's Git contexts.
 RUN_PACKAGES := runc conmon catatonit iproute2 containernetworking-plugins \
-                nftables conntrack busybox-static
+                nftables conntrack busybox-static git
 RUN_PROBES   := /usr/sbin/runc /usr/bin/conmon /usr/bin/catatonit /sbin/ip \
-                /usr/lib/cni/bridge /usr/sbin/nft /usr/sbin/conntrack /bin/busybox
+                /usr/lib/cni/bridge /usr/sbin/nft /usr/sbin/conntrack /bin/busybox \
+                /usr/bin/git
 # ...and what its tests use besides: a registry for push/pull,
 # systemd-socket-activate and systemd-analyze, openssl, and docker.io for a
 # real dockerd that the interoperability tests exchange images with (and the

@@ -7,11 +7,13 @@ docker CLI without buildx, compose and the Docker SDK send) and C{POST
 C{/build} reads its parameters as dockerd's C{build_routes.go} does
 (booleans as C{httputils.BoolValue}: only C{""}, C{0}, C{no}, C{false},
 C{none} are false; C{rm} is true unless given), refuses what it does not
-do before any work (C{version=2}: BuildKit; C{squash}; a C{remote}
-context), then has the backend receive the context and parse the
-Dockerfile: a failure there is a plain error status, as dockerd's. From
-then on the answer is a 200 JSON stream; a failed step is its last
-message (C{errorDetail}). A client that goes away cancels the build.
+do before any work (C{version=2}: BuildKit; C{squash}), then has the
+backend receive the context (the body, or C{remote}'s URL or Git
+repository) and parse the Dockerfile: a failure there is a plain error
+status, as dockerd's, unless a remote context's download progress has
+started the stream already. From then on the answer is a 200 JSON
+stream; a failed step is its last message (C{errorDetail}). A client
+that goes away cancels the build.
 """
 
 import base64
@@ -45,8 +47,13 @@ class BuildBackend(Protocol):
     def check(self, query: dict[str, Any]) -> Any:
         """The build's options, checked (dockerd's 400s)."""
 
-    def prepare(self, options: Any, body: Any) -> Deferred[Any]:
-        """Receive the context, read and parse the Dockerfile."""
+    def prepare(
+        self, options: Any, body: Any, send: Callable[[dict[str, Any]], None]
+    ) -> Deferred[Any]:
+        """
+        Receive the context (the body or a remote one), read and parse the
+        Dockerfile; a remote download's progress to C{send}.
+        """
 
     def build(
         self, options: Any, prepared: Any, send: Callable[[dict[str, Any]], None]
@@ -156,11 +163,6 @@ class BuildAPI:
             raise InvalidParameter(f"unsupported builder version: {version}")
         if _bool(request, "squash"):
             raise InvalidParameter("squash is only supported with experimental mode")
-        if query(request, "remote"):
-            raise NotImplementedByDaemon(
-                "remote build contexts (remote=) are not supported by this daemon: "
-                "send the context as the request's body"
-            )
         isolation = query(request, "isolation") or ""
         if isolation not in {"", "default"}:
             raise InvalidParameter(f"invalid isolation: {isolation}")
@@ -191,19 +193,41 @@ class BuildAPI:
             "cachefrom": _json(request, "cachefrom", list),
             "host_config": host_config(request),
             "auth": _registry_config(request),
+            "remote": query(request, "remote") or "",
+            "platform": query(request, "platform") or "",
         }
         options = backend.check(values)
         assert request.content is not None  # noqa: S101 - Twisted always sets it
         request.content.seek(0)
-        prepared = await backend.prepare(options, request.content)
+        started = False
 
         def send(message: dict[str, Any]) -> None:
+            nonlocal started
             if request.finished or getattr(request, "_disconnected", False):
                 return
+            if not started:
+                started = True
+                request.setResponseCode(200)
+                request.responseHeaders.setRawHeaders(
+                    b"Content-Type", [b"application/json"]
+                )
             request.write(json.dumps(message).encode("utf-8") + b"\r\n")  # type: ignore[no-untyped-call]
 
-        request.setResponseCode(200)
-        request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/json"])
+        try:
+            prepared = await backend.prepare(options, request.content, send)
+        except DockerError as e:
+            # As dockerd's errf: a plain status until the stream has said
+            # something (a remote context's download), its last message after.
+            if not started:
+                raise
+            send({"errorDetail": {"message": e.message}, "error": e.message})
+            return
+        if not started:
+            request.setResponseCode(200)
+            request.responseHeaders.setRawHeaders(
+                b"Content-Type", [b"application/json"]
+            )
+            started = True
         running = backend.build(options, prepared, send)
         request.notifyFinish().addErrback(lambda _: running.cancel())
         try:

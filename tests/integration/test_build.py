@@ -8,16 +8,26 @@ the step lines, the image that runs, the cache on a rebuild, the errors.
 
 from __future__ import annotations
 
+import base64
+import http.server
+import io
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
+import tarfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from twisted.trial.unittest import SkipTest
+
 from tests.integration.test_compose import COMPOSE
 from tests.integration.test_containers import DOCKER, _DaemonCase
+from tests.integration.test_images import Registry, _bcrypt, _free_port
 
 TWO_STAGES = """\
 ARG BASE=busybox
@@ -262,6 +272,106 @@ class CLIBuildTests(_BuildCase):
         self.assertIn("Build Cache 0", df)
 
 
+class StepDetailsTests(_BuildCase):
+    """What the builder's first report left open, now as dockerd does it."""
+
+    def test_add_tar_owners(self) -> None:
+        """ADD of a local tar keeps its members' owners (--chown or not)."""
+        tar = io.BytesIO()
+        with tarfile.open(fileobj=tar, mode="w") as archive:
+            info = tarfile.TarInfo("app/owned")
+            info.size, info.uid, info.gid, info.mode = 2, 1234, 5678, 0o640
+            archive.addfile(info, io.BytesIO(b"x\n"))
+        (self.ctx / "app.tar").write_bytes(tar.getvalue())
+        self.write("plain", "p\n")
+        self.write(
+            "Dockerfile",
+            "FROM busybox\nADD app.tar /srv/\nADD --chown=7:8 app.tar /chowned/\n"
+            "COPY --chown=7:8 plain /plain\n"
+            "RUN stat -c '%u:%g %a %n' /srv/app/owned /chowned/app/owned /plain\n",
+        )
+        out = self.built(".")
+        self.assertIn(
+            "1234:5678 640 /srv/app/owned\n1234:5678 640 /chowned/app/owned\n"
+            "7:8 644 /plain\n",
+            out,
+        )
+
+    def test_config_steps_make_containers(self) -> None:
+        """
+        A step that only changes the config makes (and, with --rm, removes)
+        a container as dockerd's does: its ID in Running in and in create
+        and destroy events; --rm=false leaves it.
+        """
+        self.write("Dockerfile", "FROM busybox\nENV A=1\n")
+        since = str(time.time() - 1)
+        out = self.built("--no-cache", "-t", "meta", ".")
+        running = [
+            line.split()[-1]
+            for line in out.splitlines()
+            if line.startswith(" ---> Running in ")
+        ]
+        self.assertEqual(len(running), 1)
+        self.assertIn(f" ---> Removed intermediate container {running[0]}", out)
+        events = self.ok(
+            "events", "--since", since, "--until", str(time.time() + 1),
+            "--filter", "type=container", "--format", "{{.Action}} {{.ID}}",
+        ).split("\n")  # fmt: skip
+        actions = [e.split()[0] for e in events if running[0] in e]
+        self.assertEqual(actions, ["create", "destroy"])
+        self.assertEqual(self.ok("ps", "-aq"), "")
+        kept = self.built("--no-cache", "--rm=false", ".")
+        self.assertNotIn("Removed intermediate container", kept)
+        self.assertEqual(len(self.ok("ps", "-aq").split()), 1)
+
+    def test_from_platform(self) -> None:
+        """
+        FROM --platform of this machine builds; another is refused with
+        dockerd's text; one that does not parse with containerd's.
+        """
+        here = json.loads(self.inspect("busybox", "{{json .}}"))
+        mine = f"{here['Os']}/{here['Architecture']}"
+        other = "linux/arm64" if here["Architecture"] != "arm64" else "linux/amd64"
+        self.write("Dockerfile", f"FROM --platform={mine} busybox\nRUN true\n")
+        self.built(".")
+        self.write(
+            "Dockerfile", "ARG P=" + other + "\nFROM --platform=$P busybox\nRUN true\n"
+        )
+        result = self.build(".")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(
+            "image with reference busybox was found but does not match the "
+            f"specified platform: wanted {other}, actual: {mine}",
+            result.stderr.decode(),
+        )
+        self.write("Dockerfile", "FROM --platform=bogus busybox\n")
+        self.assertIn(
+            'failed to parse platform bogus: "bogus": unknown operating system or '
+            "architecture: invalid argument",
+            self.build(".").stderr.decode(),
+        )
+        self.write("Dockerfile", "FROM busybox\nRUN true\n")
+        self.assertIn(
+            f"wanted {other}, actual: {mine}",
+            self.build("--platform", other, ".").stderr.decode(),
+        )
+
+    def test_failed_run_left(self) -> None:
+        """
+        A failed RUN's container stays (stopped, its output in docker logs)
+        as dockerd leaves it; --force-rm removes it.
+        """
+        self.write("Dockerfile", "FROM busybox\nRUN echo before-failing; exit 4\n")
+        self.assertEqual(self.build(".").returncode, 4)
+        left = self.ok("ps", "-aq").split()
+        self.assertEqual(len(left), 1)
+        self.assertEqual(self.inspect(left[0], "{{.State.ExitCode}}"), "4")
+        self.assertEqual(self.ok("logs", left[0]), "before-failing\n")
+        self.ok("rm", left[0])
+        self.assertEqual(self.build("--force-rm", ".").returncode, 4)
+        self.assertEqual(self.ok("ps", "-aq"), "")
+
+
 class IntermediateImagesTests(_BuildCase):
     def images(self, *args: str) -> list[str]:
         """C{docker images} rows as C{repo:tag id}, sorted."""
@@ -363,6 +473,325 @@ class ComposeBuildTests(_BuildCase):
         )  # fmt: skip
         self.assertEqual(result.returncode, 0, result.stderr.decode())
         self.assertEqual(self.ok("run", "--rm", "proj_app", "cat", "/c"), "composed\n")
+
+
+class _Files:
+    """A directory served over HTTP on 127.0.0.1 by a thread of the test."""
+
+    def __init__(self, test_case: Any, root: Path) -> None:
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        test_case.addCleanup(self.server.server_close)
+        test_case.addCleanup(self.server.shutdown)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=str(cwd), check=True, capture_output=True,
+    )  # fmt: skip
+
+
+class RemoteContextTests(_BuildCase):
+    """
+    C{remote=}: what the SDK sends for a URL or a Git repository (the CLI
+    fetches those itself and sends a tar), served from loopback: an HTTP
+    server of the test, C{git daemon} (C{git://}, which dockerd accepts)
+    and a bare repository over plain ("dumb") HTTP.
+    """
+
+    skip = _BuildCase.skip or (None if shutil.which("git") else "git is not installed")
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.www = Path(self.mktemp()).absolute()
+        context = self.www / "src"
+        (context / "sub").mkdir(parents=True)
+        (context / "Dockerfile").write_text(
+            'FROM busybox\nCOPY a.txt /a.txt\nCMD ["cat", "/a.txt"]\n'
+        )
+        (context / "a.txt").write_text("from the remote context\n")
+        (context / "sub" / "Dockerfile.alt").write_text(
+            'FROM busybox\nCOPY sub/s.txt /s\nCMD ["cat", "/s"]\n'
+        )
+        (context / "sub" / "s.txt").write_text("alternative\n")
+        subprocess.run(["tar", "-czf", str(self.www / "ctx.tar.gz"), "-C",
+                        str(context), "."], check=True)  # fmt: skip
+        (self.www / "Dockerfile").write_text("FROM busybox\nRUN echo plain > /p\n")
+        (self.www / "page.html").write_text("<html><body>hi</body></html>\n")
+        (self.www / "junk.bin").write_bytes(bytes(range(256)) * 20)
+        self.files = _Files(self, self.www)
+
+    def test_sdk_url(self) -> None:
+        """
+        images.build(path=URL): a tar.gz (its download's progress in the
+        stream; -f inside it), a Dockerfile served alone; dockerd's errors
+        for a 404 and an HTML page (plain statuses) and for bytes that are
+        no tar (in the stream, after the download).
+        """
+        import docker  # noqa: PLC0415
+
+        client = self.sdk()
+        url = self.files.url("ctx.tar.gz")
+        _image, logs = client.images.build(path=url, tag="remote-tar")
+        progress = [m for m in logs if m.get("id") == "Downloading context"]
+        self.assertEqual(progress[-1]["status"], url)
+        self.assertEqual(
+            self.ok("run", "--rm", "remote-tar"), "from the remote context\n"
+        )
+        client.images.build(path=url, dockerfile="sub/Dockerfile.alt", tag="alt")
+        self.assertEqual(self.ok("run", "--rm", "alt"), "alternative\n")
+        client.images.build(path=self.files.url("Dockerfile"), tag="plain")
+        self.assertEqual(self.ok("run", "--rm", "plain", "cat", "/p"), "plain\n")
+        missing = self.files.url("missing.tar")
+        with self.assertRaises(docker.errors.NotFound) as notfound:
+            client.images.build(path=missing)
+        self.assertIn(
+            f"error downloading remote context {missing}: failed to GET {missing} "
+            "with status 404 File not found",
+            str(notfound.exception),
+        )
+        page = self.files.url("page.html")
+        with self.assertRaises(docker.errors.APIError) as html:
+            client.images.build(path=page)
+        self.assertEqual(html.exception.status_code, 500)
+        self.assertIn(
+            f"error detecting content type for remote {page}: unsupported "
+            'Content-Type "text/html"',
+            str(html.exception),
+        )
+        with self.assertRaises(docker.errors.BuildError) as junk:
+            client.images.build(path=self.files.url("junk.bin"))
+        self.assertEqual(str(junk.exception), "archive/tar: invalid tar header")
+        with self.assertRaises(docker.errors.APIError) as refused:
+            client.images.build(path="http://127.0.0.1:1/ctx.tar")
+        self.assertIn(
+            'Get "http://127.0.0.1:1/ctx.tar": dial tcp 127.0.0.1:1: connect: '
+            "connection refused",
+            str(refused.exception),
+        )
+
+    def test_cli_url(self) -> None:
+        """The CLI downloads a URL context itself; the daemon gets a tar."""
+        self.built("-t", "cli-remote", self.files.url("ctx.tar.gz"))
+        self.assertEqual(
+            self.ok("run", "--rm", "cli-remote"), "from the remote context\n"
+        )
+
+    def make_repository(self) -> Path:
+        """A bare repository (branch main, tag v1) under the served directory."""
+        work = Path(self.mktemp()).absolute()
+        (work / "sub").mkdir(parents=True)
+        (work / "Dockerfile").write_text(
+            "FROM busybox\nCOPY . /src\nRUN ls -a /src > /listing\n"
+        )
+        (work / "sub" / "Dockerfile").write_text(
+            'FROM busybox\nCOPY s.txt /s\nCMD ["cat", "/s"]\n'
+        )
+        (work / "sub" / "s.txt").write_text("from git\n")
+        _git(work, "init", "-q", "-b", "main")
+        _git(work, "add", ".")
+        _git(work, "commit", "-qm", "one")
+        _git(work, "tag", "v1")
+        bare = self.www / "repo.git"
+        _git(self.www, "clone", "-q", "--bare", str(work), str(bare))
+        _git(bare, "update-server-info")
+        return bare
+
+    def git_daemon(self) -> int:
+        port = _free_port()
+        process = subprocess.Popen(
+            ["git", "daemon", "--reuseaddr", f"--base-path={self.www}",
+             "--export-all", "--listen=127.0.0.1", f"--port={port}", str(self.www)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.addCleanup(process.wait, 10)
+        self.addCleanup(process.terminate)
+
+        def listening() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        self.until(listening, "git daemon to listen")
+        return port
+
+    def test_sdk_git(self) -> None:
+        """
+        A Git repository as dockerd fetches it: git:// with #ref:dir, dumb
+        HTTP (a full fetch); the context holds .git; dockerd's default ref
+        is master, and a missing one is git's error.
+        """
+        import docker  # noqa: PLC0415
+
+        self.make_repository()
+        port = self.git_daemon()
+        client = self.sdk()
+        client.images.build(path=f"git://127.0.0.1:{port}/repo.git#v1:sub", tag="g1")
+        self.assertEqual(self.ok("run", "--rm", "g1"), "from git\n")
+        client.images.build(path=self.files.url("repo.git#main"), tag="g2")
+        listing = self.ok("run", "--rm", "g2", "cat", "/listing").split()
+        self.assertEqual(listing, [".", "..", ".git", "Dockerfile", "sub"])
+        with self.assertRaises(docker.errors.APIError) as master:
+            client.images.build(path=f"git://127.0.0.1:{port}/repo.git")
+        self.assertIn(
+            "error fetching: fatal: couldn't find remote ref master",
+            str(master.exception),
+        )
+
+    def test_add_url(self) -> None:
+        """
+        ADD <url>: downloaded, mode 0600, the time
+        the server's Last-Modified says, never unpacked; a rebuild downloads
+        again and hits the cache while the content is the same; a 404 is
+        dockerd's error; COPY refuses URLs.
+        """
+        data = self.www / "data.txt"
+        data.write_text("downloaded\n")
+        os.utime(data, (1_600_000_000, 1_600_000_000))
+        pkg = self.www / "ctx.tar.gz"
+        os.utime(pkg, (1_500_000_000, 1_500_000_000))
+        self.write(
+            "Dockerfile",
+            f"FROM busybox\nADD {self.files.url('data.txt')} /d/\n"
+            f"ADD {self.files.url('ctx.tar.gz')} /p\n"
+            "RUN stat -c '%a %u %Y %F' /d/data.txt /p && cat /d/data.txt\n",
+        )
+        out = self.built(".")
+        self.assertIn(
+            "600 0 1600000000 regular file\n600 0 1500000000 regular file\n"
+            "downloaded\n",
+            out,
+        )
+        again = self.built(".")
+        self.assertEqual(again.count(" ---> Using cache"), 3)
+        data.write_text("changed\n")
+        changed = self.built(".")
+        self.assertNotIn("Using cache", changed)
+        self.assertIn("changed\n", changed)
+        missing = self.files.url("missing.txt")
+        self.write("Dockerfile", f"FROM busybox\nADD {missing} /m\n")
+        result = self.build(".")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(
+            f"ADD failed: failed to GET {missing} with status 404 File not found",
+            result.stderr.decode(),
+        )
+        self.write("Dockerfile", f"FROM busybox\nCOPY {missing} /m\n")
+        self.assertIn(
+            "COPY failed: source can't be a URL for COPY",
+            self.build(".").stderr.decode(),
+        )
+
+
+class PullBaseTests(_BuildCase):
+    """
+    A FROM image that is missing, or every one with --pull, is pulled with
+    the build's X-Registry-Config credentials: a private base in a loopback
+    docker-registry that demands basic auth.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        hashed = _bcrypt("secret")
+        if hashed is None:
+            raise SkipTest("no bcrypt to write an htpasswd file with")
+        self.registry = Registry(self, htpasswd=f"tester:{hashed}\n")
+        self.base = f"{self.registry.host}/private/base"
+        client = self.sdk()
+        client.images.get("busybox").tag(self.base, "1")
+        auth = {"username": "tester", "password": "secret"}
+        self.assertIn('"Digest"', client.images.push(self.base, "1", auth_config=auth))
+        client.images.remove(f"{self.base}:1")
+        self.config = Path(self.mktemp()).absolute()
+        self.config.mkdir()
+        token = base64.b64encode(b"tester:secret").decode()
+        (self.config / "config.json").write_text(
+            json.dumps({"auths": {self.registry.host: {"auth": token}}})
+        )
+        self.write("Dockerfile", f"FROM {self.base}:1\nRUN echo on-the-base > /b\n")
+
+    def build_with(
+        self, config: Path, *args: str
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [DOCKER, "build", *args],
+            capture_output=True,
+            env={**self.daemon.env, "DOCKER_CONFIG": str(config)},
+            cwd=str(self.ctx),
+            timeout=120,
+            check=False,
+        )
+
+    def test_cli_pull(self) -> None:
+        """
+        docker build --pull with the CLI's stored credentials pulls the
+        private base (its progress in the output); without them, the
+        registry's refusal in dockerd's words.
+        """
+        empty = Path(self.mktemp()).absolute()
+        empty.mkdir()
+        refused = self.build_with(empty, "--pull", ".")
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn(
+            f"pull access denied for {self.base}, repository does not exist or "
+            "may require 'docker login'",
+            refused.stderr.decode(),
+        )
+        result = self.build_with(self.config, "--pull", "-t", "on-private", ".")
+        self.assertEqual(result.returncode, 0, result.stderr.decode())
+        out = result.stdout.decode()
+        self.assertIn("1: Pulling from private/base", out)
+        self.assertIn(f"Status: Downloaded newer image for {self.base}:1", out)
+        self.assertEqual(
+            self.ok("run", "--rm", "on-private", "cat", "/b"), "on-the-base\n"
+        )
+        again = self.build_with(self.config, "--pull", ".")
+        self.assertIn(
+            f"Status: Image is up to date for {self.base}:1", again.stdout.decode()
+        )
+
+    def test_sdk_missing_base(self) -> None:
+        """
+        images.build with a base that is not here pulls it (with pull=True
+        or without), with the credentials of the SDK's config file.
+        """
+        import docker  # noqa: PLC0415
+
+        self.patch(os, "environ", {**os.environ, "DOCKER_CONFIG": str(self.config)})
+        client = docker.DockerClient(base_url=self.daemon.docker_host, version="1.50")
+        self.addCleanup(client.close)
+        _image, logs = client.images.build(path=str(self.ctx), tag="sdk-private")
+        statuses = [m.get("status", "") for m in logs]
+        self.assertIn(f"Downloaded newer image for {self.base}:1", " ".join(statuses))
+        client.images.build(path=str(self.ctx), tag="sdk-private", pull=True)
+        self.assertEqual(
+            self.ok("run", "--rm", "sdk-private", "cat", "/b"), "on-the-base\n"
+        )
+
+    def test_unreachable(self) -> None:
+        """A registry that does not answer is a clear error in the stream."""
+        import docker  # noqa: PLC0415
+
+        gone = f"127.0.0.1:{_free_port()}/x/base:1"
+        self.write("Dockerfile", f"FROM {gone}\nRUN true\n")
+        result = self.build("--pull", ".")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(f"Step 1/2 : FROM {gone}", result.stdout.decode())
+        self.assertIn("connection refused", result.stderr.decode())
+        with self.assertRaises(docker.errors.BuildError) as e:
+            self.sdk().images.build(path=str(self.ctx), pull=True)
+        self.assertIn("connection refused", str(e.exception))
 
 
 __all__ = ["os"]

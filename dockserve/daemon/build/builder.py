@@ -18,7 +18,7 @@ from attrs import define, field
 
 from twisted.internet.defer import Deferred
 
-from dockserve.daemon.build import dockerfile, expand
+from dockserve.daemon.build import dockerfile, expand, platforms
 from dockserve.daemon.build.cache import Prober
 from dockserve.daemon.build.context import Context
 from dockserve.daemon.build.dockerfile import Dockerfile, Instruction
@@ -26,7 +26,7 @@ from dockserve.daemon.build.output import Output
 from dockserve.daemon.build.rootview import RootView
 from dockserve.daemon.build.state import BuildArgs, Stage
 from dockserve.daemon.build.steps import Dispatcher, Engine
-from dockserve.errors import DockerError, InvalidParameter
+from dockserve.errors import DockerError, InvalidParameter, NotFound
 
 
 @define
@@ -49,6 +49,9 @@ class BuildOptions:
     @ivar host_config: The RUN containers' C{HostConfig} (C{networkmode},
         C{extrahosts}, C{shmsize}, memory and CPU limits...).
     @ivar auth: C{X-Registry-Config}: credentials by registry.
+    @ivar remote: C{remote}: the context's URL (C{""}: the request's body).
+    @ivar platform: C{platform}: the platform of C{FROM}s without their
+        own C{--platform} (C{""}: this machine's).
     """
 
     dockerfile: str = "Dockerfile"
@@ -64,13 +67,27 @@ class BuildOptions:
     cache_from: list[str] = field(factory=list)
     host_config: dict[str, Any] = field(factory=dict)
     auth: dict[str, Any] = field(factory=dict)
+    remote: str = ""
+    platform: str = ""
 
 
 class Images(Protocol):
     """What a build asks of the image area beyond the steps' L{Engine}."""
 
-    def base(self, name: str, *, pull: bool, auth: dict[str, Any]) -> Deferred[str]:
-        """A FROM image's ID (pulled when missing, or always with C{pull})."""
+    def base(
+        self,
+        name: str,
+        *,
+        pull: bool,
+        auth: dict[str, Any],
+        platform: str = "",
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Deferred[str]:
+        """
+        A FROM image's ID: pulled when missing, or always with C{pull} (of
+        C{platform} when one is asked for), with the credentials of
+        C{auth} for its registry and the pull's progress to C{progress}.
+        """
 
     def image_config(self, image_id: str) -> dict[str, Any] | None:
         """An image's config, or C{None} when it is gone."""
@@ -201,10 +218,25 @@ class Build:
         except expand.ExpansionError as e:
             raise InvalidParameter(str(e)) from None
 
+    def _platform(self, spec: dockerfile.Stage) -> platforms.Platform | None:
+        """The platform a stage asks for (C{--platform}, else the build's)."""
+        text = self._options.platform
+        if spec.platform:
+            text = self._expand(spec.platform, self._args.meta_env())
+        if not text:
+            return None
+        try:
+            return platforms.parse(text)
+        except InvalidParameter as e:
+            raise InvalidParameter(
+                f"failed to parse platform {text}: {e.message}"
+            ) from None
+
     async def _begin(self, spec: dockerfile.Stage) -> Stage:
         """A stage's FROM: its base image (or an earlier stage), and triggers."""
         self._prober.reset()
         name = self._expand(spec.base, self._args.meta_env())
+        wanted = self._platform(spec)
         earlier = self._stage_named(name)
         if earlier is not None:
             image_id = earlier.image_id
@@ -212,9 +244,17 @@ class Build:
             image_id = ""
         else:
             image_id = await self._images.base(
-                name, pull=self._options.pull, auth=self._options.auth
+                name,
+                pull=self._options.pull,
+                auth=self._options.auth,
+                platform=str(wanted) if wanted is not None else "",
+                progress=self._out.progress,
             )
         config = self._images.image_config(image_id) if image_id else {}
+        if wanted is not None and earlier is None and config:
+            have = platforms.of_image(config)
+            if not platforms.matches(wanted, have):
+                raise NotFound(platforms.mismatch(name, wanted, have))
         stage = Stage.from_image(
             image_id, config or {}, self._engine.layers_of(image_id) if image_id else ()
         )
@@ -244,7 +284,10 @@ class Build:
             return RootView(stage.layers)
         try:
             image_id = await self._images.base(
-                name, pull=False, auth=self._options.auth
+                name,
+                pull=self._options.pull,
+                auth=self._options.auth,
+                progress=self._out.progress,
             )
         except DockerError as e:
             raise InvalidParameter(

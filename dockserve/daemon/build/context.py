@@ -21,9 +21,9 @@ are made relative and normal, and one naming C{..} is skipped; a member
 whose path goes through a symlink (or a file) of the context is skipped;
 a symlink is recorded as a symlink and only ever resolved inside the
 context; hard links only join two regular files of the context (they
-share the data); devices, FIFOs and ownership are dropped (C{COPY} gives
-files to root unless C{--chown}). The last member of a name wins, as when
-a tar is unpacked.
+share the data); devices and FIFOs are dropped. Owners are indexed (C{ADD}
+of a local tar keeps them) but C{COPY} gives files to root unless
+C{--chown}. The last member of a name wins, as when a tar is unpacked.
 
 The disk is watched as the tar grows: when the free space left goes under
 L{RESERVE} (or a write fails with C{ENOSPC}), the receive stops with
@@ -80,6 +80,9 @@ class Entry:
         archive.
     @ivar mtime: Its modification time (seconds); a directory no member
         named has the time the context was received.
+    @ivar uid: Its owner as the member says (C{ADD} of a local tar keeps
+        it; C{COPY} gives files to root or C{--chown}).
+    @ivar gid: Its group, likewise.
     """
 
     kind: str
@@ -88,6 +91,8 @@ class Entry:
     size: int = 0
     offset: int = 0
     mtime: float = 0.0
+    uid: int = 0
+    gid: int = 0
 
 
 @define
@@ -234,10 +239,15 @@ def receive(
     *,
     space: FreeSpace = free_space,
     reserve: int = RESERVE,
+    kind: str = "any",
 ) -> Context:
     """
     Blocking: read the body C{src} into the new directory C{target}.
 
+    @param kind: What C{src} may be: C{"any"} (a tar, compressed or not, or
+        a Dockerfile's text), C{"archive"} (a tar only: a remote context
+        its server calls one) or C{"dockerfile"} (the text alone: a remote
+        context served as C{text/plain}).
     @raise InvalidParameter: For a body that is neither a tar nor a text.
     @raise ContextError: When the disk is (nearly) full, or the client went
         away before the end of the body.
@@ -246,11 +256,19 @@ def receive(
     context = Context(target)
     head = _read_up_to(src, tarfile.BLOCKSIZE)
     stream: IO[bytes] = layers._Prefixed(head, src)  # type: ignore[assignment]
-    kind = layers.sniff(head)
+    compression = layers.sniff(head)
     try:
         with context.archive.open("xb", buffering=_CHUNK) as out:
-            if kind != "none":
+            if kind == "dockerfile":
+                _bare_dockerfile(stream, out, context)
+                return context
+            if compression != "none":
                 stream = layers.decompressed(stream)
+            elif kind == "archive" and not _is_tar_header(head):
+                # Go's tar reader, as dockerd's FromArchive reports it.
+                if len(head) < tarfile.BLOCKSIZE:
+                    raise InvalidParameter("unexpected EOF")
+                raise InvalidParameter("archive/tar: invalid tar header")
             elif head and not _is_tar_header(head):
                 _bare_dockerfile(stream, out, context)
                 return context
@@ -410,9 +428,10 @@ class _Indexer:
     ) -> None:
         entries = self._context.entries
         mode = member.mode & 0o7777
+        uid, gid = member.uid, member.gid
         if member.isdir():
             self._clear(name, keep_dir=True)
-            entries[name] = Entry("dir", mode, mtime=member.mtime)
+            entries[name] = Entry("dir", mode, mtime=member.mtime, uid=uid, gid=gid)
         elif member.isreg() and data is not None:
             digest = hashlib.sha256()
             size = 0
@@ -421,11 +440,20 @@ class _Indexer:
                 size += len(chunk)
             self._clear(name, keep_dir=False)
             entries[name] = Entry(
-                "file", mode, "sha256:" + digest.hexdigest(), size, offset, member.mtime
+                "file",
+                mode,
+                "sha256:" + digest.hexdigest(),
+                size,
+                offset,
+                member.mtime,
+                uid,
+                gid,
             )
         elif member.issym():
             self._clear(name, keep_dir=False)
-            entries[name] = Entry("symlink", 0o777, member.linkname, mtime=member.mtime)
+            entries[name] = Entry(
+                "symlink", 0o777, member.linkname, mtime=member.mtime, uid=uid, gid=gid
+            )
         elif member.islnk():
             source = entries.get(clean_name(member.linkname) or "")
             if source is None or source.kind != "file":

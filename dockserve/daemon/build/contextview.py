@@ -9,7 +9,7 @@ Paths resolve as L{dockserve.daemon.build.context.Context.resolve} does
 the context). A regular file's L{Found} names the context's archive as its
 C{real} file, with the C{offset} of its data there; a symlink carries its
 target; a directory's children come from the index. The C{st} of each is
-made from the index (the member's mode, size and time; owned by root), so
+made from the index (the member's mode, owner, size and time), so
 the copying code reads a context as it reads an image's layers
 (L{dockserve.daemon.build.rootview.RootView}).
 """
@@ -34,7 +34,7 @@ class ContextView:
         seconds = entry.mtime
         nanos = round(seconds * 1e9)
         st = stat_result((
-            _KINDS[entry.kind] | entry.mode, 0, 0, 1, 0, 0, entry.size,
+            _KINDS[entry.kind] | entry.mode, 0, 0, 1, entry.uid, entry.gid, entry.size,
             int(seconds), int(seconds), int(seconds),
             seconds, seconds, seconds, nanos, nanos, nanos,
         ))  # fmt: skip

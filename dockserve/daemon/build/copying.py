@@ -18,7 +18,10 @@ builder's:
   - wildcards (C{*}, C{?}, C{[...]}) match paths of the context as Go's
     C{filepath.Match};
   - C{ADD} of a local tar archive (plain, gzip, bzip2, xz) unpacks it into
-    C{dest};
+    C{dest}, its members keeping the owners, modes and times the archive
+    gives them (C{--chown} and C{--chmod} do not apply, as in dockerd's
+    C{UntarPath}); C{ADD <url>} never unpacks: the download is one file,
+    mode 0600;
   - files belong to root unless C{--chown} (names looked up in the image's
     C{/etc/passwd} and C{/etc/group}); C{--chmod} sets their modes;
     modes and times are kept otherwise;
@@ -96,10 +99,17 @@ class Request:
 
 @frozen
 class Item:
-    """A resolved source: a path of its tree, and the name it was asked by."""
+    """
+    A resolved source: a path of its tree, and the name it was asked by.
+
+    @ivar archive: C{ADD} may unpack it (not a download).
+    @ivar digest: Its cache key when it is known already (a download's).
+    """
 
     found: Found
     name: str
+    archive: bool = True
+    digest: str = ""
 
 
 def parse_chmod(text: str) -> int:
@@ -158,19 +168,49 @@ def _table(text: str) -> dict[str, list[str]]:
     return rows
 
 
+def downloaded(
+    path: Path, name: str, last_modified: float | None, content: str
+) -> Item:
+    """
+    Blocking: C{ADD <url>}'s downloaded file at C{path} as a source named
+    C{name}, as dockerd leaves it: mode 0600, its time the server's
+    C{Last-Modified} (else the epoch), never unpacked; its cache key from
+    its name, mode and C{content} digest (the time apart, as dockerd's
+    tarsum), written bare as dockerd's history shows it.
+    """
+    os.chmod(path, 0o600)  # noqa: PTH101 - a path the build made
+    seconds = last_modified if last_modified is not None and last_modified > 0 else 0
+    os.utime(path, (seconds, seconds))
+    st = os.lstat(path)
+    digest = hashlib.sha256(f"{name}\0{0o600:o}\0{content}".encode()).hexdigest()
+    return Item(Found("/" + name, path, st), name, archive=False, digest=digest)
+
+
 def _has_wildcard(path: str) -> bool:
     return any(c in _WILDCARDS for c in path)
 
 
-def resolve_sources(request: Request, tree: Tree, *, context: bool) -> list[Item]:
+def resolve_sources(
+    request: Request,
+    tree: Tree,
+    *,
+    context: bool,
+    downloaded: dict[int, Item] | None = None,
+) -> list[Item]:
     """
     The items C{request}'s sources name in C{tree} (wildcards matched).
+
+    @param downloaded: The items of C{ADD <url>}'s sources, by their place
+        among the sources.
 
     @raise CopyError: With dockerd's message for a source outside the
         context, a missing source, or no match at all.
     """
     items: list[Item] = []
-    for source in request.sources:
+    for index, source in enumerate(request.sources):
+        if downloaded and index in downloaded:
+            items.append(downloaded[index])
+            continue
         clean = posixpath.normpath(source.lstrip("/") or ".")
         if context and (clean == ".." or clean.startswith("../")):
             raise CopyError(
@@ -248,6 +288,9 @@ def checksum(
     """
     parts: list[str] = []
     for item in items:
+        if item.digest:
+            parts.append(item.digest)
+            continue
         kind = "dir" if item.found.is_dir else "file"
         parts.append(f"{kind}:{_digest(item.found, tree, context)}")
     for name, content in inline:
@@ -315,12 +358,20 @@ class Writer:
     """
 
     def __init__(
-        self, upper: Path, image: RootView, owner: Owner, chmod: int | None
+        self,
+        upper: Path,
+        image: RootView,
+        owner: Owner,
+        chmod: int | None,
+        *,
+        keep_owners: bool = False,
     ) -> None:
         self._upper = upper
         self._image = image
         self._owner = owner
         self._chmod = chmod
+        #: Files keep the owners their source has (an unpacked archive's).
+        self._keep_owners = keep_owners
 
     def image_dir(self, path: str) -> str | None:
         """
@@ -425,6 +476,8 @@ class Writer:
     ) -> None:
         st = found.st
         owner = self._owner
+        if self._keep_owners:
+            owner = Owner(st.st_uid, st.st_gid)
         if found.is_dir:
             kept = self._clear(parent, name, keep_dir=True)
             if not kept:
@@ -517,7 +570,12 @@ class Writer:
             unpacked = ContextView(archive)
             root = unpacked.lookup("/")
             if root is not None:
-                self._copy_children(unpacked, root, target)
+                # As dockerd's UntarPath: the archive's owners and modes,
+                # whatever --chown and --chmod say.
+                writer = Writer(
+                    self._upper, self._image, Owner(), None, keep_owners=True
+                )
+                writer._copy_children(unpacked, root, target)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return True
@@ -602,6 +660,7 @@ def perform(
         if (
             request.keyword == "ADD"
             and not request.from_image
+            and item.archive
             and writer.unpack(item.found, base)
         ):
             continue

@@ -32,6 +32,36 @@ _RED = "\x1b[91m"
 _RESET = "\x1b[0m"
 
 
+#: Bytes between two progress messages of a download.
+PROGRESS_EVERY = 1 << 20
+
+
+def human_size(size: float) -> str:
+    """Go's C{units.HumanSize}: four significant digits, 1000 a step."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB")
+    n = 0
+    while size >= 1000 and n < len(units) - 1:
+        size /= 1000
+        n += 1
+    return f"{size:.4g}{units[n]}"
+
+
+def progress_text(current: int, total: int) -> str:
+    """
+    The C{progress} text of a JSON progress message, as dockerd's
+    C{JSONProgress.String()} writes it: the size alone without a total, a
+    50-wide bar and C{current/total} with one.
+    """
+    if total <= 0:
+        return f"{human_size(current):>8}"
+    filled = min(50, int(current / total * 100) // 2)
+    bar = f"[{'=' * filled}>{' ' * (50 - filled)}] "
+    numbers = f"{human_size(current):>8}/{human_size(total)}"
+    if current > total:
+        numbers = f"{human_size(current):>8}"
+    return bar + numbers
+
+
 def short(image_or_container_id: str) -> str:
     """The 12 hex characters dockerd shows of an ID."""
     return image_or_container_id.removeprefix("sha256:")[:12]
@@ -55,6 +85,7 @@ class Output:
     def __init__(self, send: Send, *, quiet: bool = False) -> None:
         self._send = send
         self.quiet = quiet
+        self._next_progress = 0
 
     def text(self, text: str) -> None:
         """A C{stream} message, unless quiet."""
@@ -89,6 +120,48 @@ class Output:
     def stderr(self, data: bytes) -> None:
         """What a RUN wrote to its standard error, in red as dockerd's."""
         self.text(_RED + data.decode("utf-8", "replace") + _RESET)
+
+    def downloading(
+        self, current: int, total: int | None, *, final: bool = False
+    ) -> None:
+        """
+        C{ADD <url>}'s C{Downloading} progress bar (a message every
+        L{PROGRESS_EVERY} bytes, and the last one).
+        """
+        if self.quiet:
+            return
+        if not final and current < self._next_progress:
+            return
+        if final and current == self._next_progress - PROGRESS_EVERY:
+            # Its last message said all already.
+            self._next_progress = 0
+            return
+        self._next_progress = current + PROGRESS_EVERY
+        if total is None or total <= 0:
+            total = current if final else 0
+        self._send({
+            "status": "Downloading",
+            "progressDetail": {"current": current, "total": total},
+            "progress": progress_text(current, total),
+        })  # fmt: skip
+        if final:
+            self._next_progress = 0
+
+    def context_progress(self, url: str, current: int) -> None:
+        """A remote context's C{Downloading context} progress."""
+        if self.quiet:
+            return
+        self._send({
+            "status": url,
+            "progressDetail": {"current": current},
+            "progress": progress_text(current, 0),
+            "id": "Downloading context",
+        })  # fmt: skip
+
+    def progress(self, message: dict[str, Any]) -> None:
+        """A pull's progress message (a FROM image pulled), unless quiet."""
+        if not self.quiet:
+            self._send(message)
 
     def triggers(self, count: int) -> None:
         """C{# Executing N build trigger(s)} before ONBUILD triggers run."""

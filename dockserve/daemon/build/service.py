@@ -18,7 +18,10 @@ C{docker system df} counts them as C{Build Cache} and C{docker builder
 prune} removes those no tag and no container holds.
 """
 
+import base64
+import binascii
 import contextlib
+import functools
 import shutil
 import time
 import uuid
@@ -31,18 +34,20 @@ from twisted.logger import Logger
 
 from dockserve.daemon import store as records
 from dockserve.daemon.build import context as contexts
-from dockserve.daemon.build import dockerfile
+from dockserve.daemon.build import dockerfile, remote
 from dockserve.daemon.build.builder import Build, BuildOptions
 from dockserve.daemon.build.cache import Prober
 from dockserve.daemon.build.output import Output
 from dockserve.daemon.build.steps import RunFailed
 from dockserve.daemon.images import reference
-from dockserve.errors import DockerError, InvalidParameter, NotFound
+from dockserve.errors import DockerError, InvalidParameter, NotFound, SystemError_
 
 _log = Logger()
 
 #: The build's own container service calls, to end a RUN the client left.
 _KILL_GRACE = 0
+#: Seconds between two progress messages of a remote context's download.
+_PROGRESS_SECONDS = 0.5
 
 
 class _Engine:
@@ -132,6 +137,13 @@ class _Engine:
     def scratch(self) -> Path:
         return self._service.tmp / f"step-{uuid.uuid4().hex}"
 
+    def download(
+        self, url: str, target: Path, progress: Callable[[int, int | None], None]
+    ) -> Deferred[remote.Download]:
+        return Deferred.fromCoroutine(
+            self._service.fetcher.fetch(url, target, progress=progress)
+        )
+
 
 class _Images:
     """L{dockserve.daemon.build.builder.Images} over the image service."""
@@ -140,10 +152,27 @@ class _Images:
         self._service = service
         self._images: Any = service.images
 
-    def base(self, name: str, *, pull: bool, auth: dict[str, Any]) -> Deferred[str]:
-        return Deferred.fromCoroutine(self._base(name, pull=pull, auth=auth))
+    def base(
+        self,
+        name: str,
+        *,
+        pull: bool,
+        auth: dict[str, Any],
+        platform: str = "",
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Deferred[str]:
+        return Deferred.fromCoroutine(
+            self._base(name, pull, auth, platform, progress or _ignore)
+        )
 
-    async def _base(self, name: str, *, pull: bool, auth: dict[str, Any]) -> str:
+    async def _base(
+        self,
+        name: str,
+        pull: bool,
+        auth: dict[str, Any],
+        platform: str,
+        progress: Callable[[dict[str, Any]], None],
+    ) -> str:
         images = self._images
         if not pull:
             try:
@@ -151,14 +180,12 @@ class _Images:
             except NotFound:
                 pass
         ref = reference.parse(name)
-        registry_auth = auth.get(ref.domain) or auth.get(
-            "https://index.docker.io/v1/" if ref.domain == "docker.io" else ref.domain
-        )
         await images.pull(
             ref.familiar_repository,
             ref.digest or ref.tag,
-            registry_auth,
-            lambda _message: None,
+            registry_auth(auth, ref.domain),
+            progress,
+            platform or None,
         )
         return str(images.lookup(name).id)
 
@@ -202,6 +229,18 @@ class BuildService:
         self.reactor = reactor
         self._cache_path = root / "cache.json"
         self._cache: dict[str, dict[str, Any]] | None = None
+        self._fetcher: remote.Fetcher | None = None
+
+    @property
+    def fetcher(self) -> remote.Fetcher:
+        """Downloads of remote contexts and C{ADD <url>} (made at first use)."""
+        if self._fetcher is None:
+            self._fetcher = remote.Fetcher(
+                self.reactor,
+                self.images.in_thread,
+                synchronous=bool(self.images.synchronous),
+            )
+        return self._fetcher
 
     def restore(self) -> None:
         """Blocking, at start: what a crash left in C{tmp/} goes."""
@@ -266,25 +305,43 @@ class BuildService:
             cache_from=list(query.get("cachefrom") or []),
             host_config=dict(query.get("host_config") or {}),
             auth=dict(query.get("auth") or {}),
+            remote=str(query.get("remote") or ""),
+            platform=str(query.get("platform") or ""),
         )
 
-    def prepare(self, options: BuildOptions, body: IO[bytes]) -> Deferred["Prepared"]:
+    def prepare(
+        self,
+        options: BuildOptions,
+        body: IO[bytes],
+        send: Callable[[dict[str, Any]], None],
+    ) -> Deferred["Prepared"]:
         """
-        Receive the context and parse its Dockerfile; fails (before any
-        output) with dockerd's errors.
+        Receive the context (the body, or C{remote}'s) and parse its
+        Dockerfile; fails with dockerd's errors. Only a remote context's
+        download says anything (to C{send}) before the build: an error
+        after that is the stream's, one before a plain status.
         """
-        return Deferred.fromCoroutine(self._prepare(options, body))
+        return Deferred.fromCoroutine(self._prepare(options, body, send))
 
-    async def _prepare(self, options: BuildOptions, body: IO[bytes]) -> "Prepared":
+    async def _prepare(
+        self,
+        options: BuildOptions,
+        body: IO[bytes],
+        send: Callable[[dict[str, Any]], None],
+    ) -> "Prepared":
         target = self.tmp / f"context-{uuid.uuid4().hex}"
         self.tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            context = await self.images.in_reader_thread(
-                body, contexts.receive, body, target
-            )
+            wanted = options.dockerfile
+            if options.remote:
+                context, wanted = await self._remote(options, target, send)
+            else:
+                context = await self.images.in_reader_thread(
+                    body, contexts.receive, body, target
+                )
 
             def read() -> tuple[str, bytes]:
-                name, data = contexts.read_dockerfile(context, options.dockerfile)
+                name, data = contexts.read_dockerfile(context, wanted)
                 contexts.apply_dockerignore(context, name)
                 return name, data
 
@@ -294,6 +351,84 @@ class BuildService:
             await self.images.in_thread(shutil.rmtree, target, True)
             raise
         return Prepared(context, parsed)
+
+    async def _remote(
+        self,
+        options: BuildOptions,
+        target: Path,
+        send: Callable[[dict[str, Any]], None],
+    ) -> tuple[contexts.Context, str]:
+        """
+        C{remote}'s context (see L{dockserve.daemon.build.remote}) and the
+        Dockerfile to read in it (a Dockerfile served alone is the one).
+        """
+        url = options.remote
+        if remote.is_git_url(url):
+            return await self._git_context(url, target), options.dockerfile
+        if not remote.is_url(url):
+            raise SystemError_(f"remoteURL ({url}) could not be recognized as URL")
+        out = Output(send, quiet=options.quiet)
+        kinds: list[str] = []
+        checked: list[DockerError] = []
+
+        def check(content_type: str, preamble: bytes) -> None:
+            try:
+                kinds.append(remote.context_kind(content_type, preamble))
+            except DockerError as e:
+                checked.append(
+                    remote.rewrapped(
+                        e, f"error detecting content type for remote {url}: "
+                    )
+                )
+                raise checked[-1] from None
+
+        last = [self.reactor.seconds()]
+
+        def progress(current: int, _total: int | None) -> None:
+            now = self.reactor.seconds()
+            if now - last[0] >= _PROGRESS_SECONDS:
+                last[0] = now
+                out.context_progress(url, current)
+
+        downloaded = self.tmp / f"remote-{uuid.uuid4().hex}"
+        try:
+            download = await self.fetcher.fetch(
+                url, downloaded, check=check, progress=progress
+            )
+        except DockerError as e:
+            if checked:
+                raise
+            raise remote.rewrapped(
+                e, f"error downloading remote context {url}: "
+            ) from None
+        try:
+            out.context_progress(url, download.size)
+            context = await self.images.in_thread(
+                _receive_file, download.path, target, kinds[0]
+            )
+        finally:
+            await self.images.in_thread(download.path.unlink, True)
+        return context, "Dockerfile" if kinds[0] == "dockerfile" else options.dockerfile
+
+    async def _git_context(self, url: str, target: Path) -> contexts.Context:
+        """A Git repository's checkout as the context."""
+        source = remote.parse_git_url(url)
+        work = self.tmp / f"git-{uuid.uuid4().hex}"
+        run = remote.git_runner(self.reactor, self.tmp)
+        repo = work / "repo"
+        try:
+            await self.images.in_thread(
+                functools.partial(repo.mkdir, 0o700, parents=True)
+            )
+            checkout = await remote.clone(source, repo, run, self.fetcher.smart_git)
+            archive = work / "context.tar"
+            await self.images.in_thread(remote.tar_directory, checkout, archive)
+            context: contexts.Context = await self.images.in_thread(
+                _receive_file, archive, target, "archive"
+            )
+            return context
+        finally:
+            await self.images.in_thread(shutil.rmtree, work, True)
 
     def build(
         self,
@@ -444,6 +579,48 @@ class Prepared:
         """Remove the context (a build that does not run)."""
         self.context.remove()
         return succeed(None)
+
+
+#: The key of Docker Hub's credentials (dockerd's C{IndexServer}).
+_HUB_KEY = "https://index.docker.io/v1/"
+
+
+def registry_auth(auth: dict[str, Any], domain: str) -> dict[str, Any] | None:
+    """
+    The credentials of C{X-Registry-Config} for the registry C{domain}, as
+    dockerd's C{ResolveAuthConfig} finds them: by its name (Docker Hub's
+    by its index URL), else by any key that is a URL or path of that host;
+    an entry's C{auth} (base64 C{user:password}) read as its user and
+    password.
+    """
+    official = domain == reference.DEFAULT_DOMAIN
+    key = _HUB_KEY if official else domain
+    found = auth.get(key)
+    if found is None and not official:
+        for name, value in auth.items():
+            host = name.removeprefix("http://").removeprefix("https://")
+            if host.split("/", 1)[0] == key:
+                found = value
+                break
+    if not isinstance(found, dict):
+        return None
+    found = dict(found)
+    encoded = found.get("auth")
+    if encoded and not found.get("username"):
+        with contextlib.suppress(ValueError, binascii.Error):
+            user, _, password = base64.b64decode(encoded).decode().partition(":")
+            found["username"], found["password"] = user, password
+    return found
+
+
+def _ignore(_message: dict[str, Any]) -> None:
+    """Progress nobody reads."""
+
+
+def _receive_file(path: Path, target: Path, kind: str) -> contexts.Context:
+    """Blocking: the context in the file at C{path} (a download, a checkout's tar)."""
+    with path.open("rb") as src:
+        return contexts.receive(src, target, kind=kind)
 
 
 def _rfc3339(seconds: float) -> str:

@@ -6,17 +6,21 @@ Each instruction of a stage, as dockerd's classic builder dispatches it
   - Metadata steps (ENV, LABEL, EXPOSE, USER, CMD, ENTRYPOINT, VOLUME,
     STOPSIGNAL, SHELL, HEALTHCHECK, ONBUILD, ARG, MAINTAINER) change the
     run config and commit a config-only image whose history says
-    C{/bin/sh -c #(nop)  CMD ["x"]}, as dockerd's do. dockerd makes (and
-    removes) a container for each; no process runs in it and it changes
-    nothing, so here none is made: its lines show an ID of its own.
+    C{/bin/sh -c #(nop)  CMD ["x"]}, as dockerd's do. As dockerd, each
+    makes a container that is never started (its C{create} and C{destroy}
+    events, its ID the image's C{container}), removed after the commit
+    per C{rm}; WORKDIR too.
   - RUN runs the command in a real container (through the container
     service: the build's network mode, its resources, the build args in
     its environment), its output streamed as it comes, then commits the
     container's upper directory; its command in the history and the
-    cache key carries the build args as dockerd's C{|N a=b ...}.
+    cache key carries the build args as dockerd's C{|N a=b ...}. A RUN
+    that fails leaves its container (stopped, for C{docker logs} and
+    C{docker diff}) unless C{forcerm}, as dockerd's does.
   - COPY and ADD write their files into a fresh upper directory
     (L{dockserve.daemon.build.copying}) that is committed as the layer;
-    WORKDIR writes its directory the same way.
+    WORKDIR writes its directory the same way; C{ADD <url>} downloads
+    its file first (L{dockserve.daemon.build.remote}).
 
 Every step probes the cache first (L{dockserve.daemon.build.cache}).
 """
@@ -34,7 +38,7 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
-from dockserve.daemon.build import copying, dockerfile, expand
+from dockserve.daemon.build import copying, dockerfile, expand, remote
 from dockserve.daemon.build.cache import Prober
 from dockserve.daemon.build.context import Context
 from dockserve.daemon.build.contextview import ContextView
@@ -112,6 +116,11 @@ class Engine(Protocol):
 
     def scratch(self) -> Path:
         """A fresh path for a step's files (not made yet)."""
+
+    def download(
+        self, url: str, target: Path, progress: Callable[[int, int | None], None]
+    ) -> Deferred[remote.Download]:
+        """Download C{url} to the new file C{target} (C{ADD <url>})."""
 
 
 class Options(Protocol):
@@ -206,8 +215,35 @@ class Dispatcher:
             r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", value, text
         )
 
-    def _phantom(self) -> str:
-        return uuid.uuid4().hex + uuid.uuid4().hex
+    def _step_container(self, stage: Stage, probe_config: dict[str, Any]) -> str:
+        """
+        The container dockerd makes for a step that runs nothing (its
+        C{#(nop)} command as C{Cmd}): created, never started, its ID the
+        image's C{container}, removed after the commit as a RUN's is. On
+        C{scratch} there is no image to make one of: an ID alone then.
+        """
+        if not stage.image_id:
+            return uuid.uuid4().hex + uuid.uuid4().hex
+        body = copy.deepcopy(probe_config)
+        body.update({
+            "Image": stage.image_id,
+            "Healthcheck": {"Test": ["NONE"]},
+            "HostConfig": dict(self._options.host_config),
+        })  # fmt: skip
+        container_id = self._engine.create(body)
+        self.leftovers.append(container_id)
+        return container_id
+
+    async def _step_done(self, container_id: str) -> None:
+        """A step succeeded: its container goes with C{rm} (and is no leftover)."""
+        if container_id not in self.leftovers:
+            # scratch's: no container was made.
+            self._out.removed(container_id)
+            return
+        self.leftovers.remove(container_id)
+        if self._options.rm or self._options.forcerm:
+            await self._engine.remove(container_id)
+            self._out.removed(container_id)
 
     def _comment_config(self, stage: Stage, comment: str) -> dict[str, Any]:
         """The run config with C{Cmd} the step's C{#(nop)} comment."""
@@ -220,8 +256,8 @@ class Dispatcher:
         probe_config = self._comment_config(stage, comment)
         if self._from_cache(stage, probe_config):
             return
-        phantom = self._phantom()
-        self._out.running(phantom)
+        container_id = self._step_container(stage, probe_config)
+        self._out.running(container_id)
         stage.config["Image"] = stage.image_id
         image_id = await self._engine.commit(
             parent=stage.image_id,
@@ -229,12 +265,12 @@ class Dispatcher:
             config=stage.config,
             history=self._history(stage, probe_config),
             empty_layer=True,
-            container=phantom,
-            container_config={**probe_config, "Hostname": phantom[:12],
+            container=container_id,
+            container_config={**probe_config, "Hostname": container_id[:12],
                               "Image": stage.image_id},
             exclude=frozenset(),
         )  # fmt: skip
-        self._out.removed(phantom)
+        await self._step_done(container_id)
         self._moved(stage, image_id)
 
     def _history(
@@ -405,8 +441,8 @@ class Dispatcher:
         probe_config = self._comment_config(stage, comment)
         if self._from_cache(stage, probe_config):
             return
-        phantom = self._phantom()
-        self._out.running(phantom)
+        container_id = self._step_container(stage, probe_config)
+        self._out.running(container_id)
         upper = self._engine.scratch()
         layers = stage.layers
 
@@ -425,14 +461,14 @@ class Dispatcher:
                 config=stage.config,
                 history=self._history(stage, probe_config),
                 empty_layer=False,
-                container=phantom,
-                container_config={**probe_config, "Hostname": phantom[:12],
+                container=container_id,
+                container_config={**probe_config, "Hostname": container_id[:12],
                                   "Image": stage.image_id},
                 exclude=frozenset(),
             )  # fmt: skip
         finally:
             await self._engine.in_thread(shutil.rmtree, upper, True)
-        self._out.removed(phantom)
+        await self._step_done(container_id)
         self._moved(stage, image_id)
 
     async def _run(self, stage: Stage, i: Instruction) -> None:
@@ -496,10 +532,7 @@ class Dispatcher:
                               "Image": stage.image_id},
             exclude=INIT_PATHS | volumes,
         )  # fmt: skip
-        if self._options.rm or self._options.forcerm:
-            await self._engine.remove(container_id)
-            self.leftovers.remove(container_id)
-            self._out.removed(container_id)
+        await self._step_done(container_id)
         self._moved(stage, image_id)
 
     async def _copy(self, stage: Stage, i: Instruction) -> None:
@@ -519,12 +552,52 @@ class Dispatcher:
             for word, raw in zip(words[:-1], i.args[:-1], strict=True)
             if not raw.startswith("<<")
         ]
-        for url in sources:
-            if re.match(r"^https?://", url) or url.startswith("git@"):
-                raise InvalidParameter(
-                    f"{i.keyword} failed: remote URLs are not supported by this "
-                    f"daemon: {url}"
-                )
+        urls = {n: s for n, s in enumerate(sources) if remote.is_url(s)}
+        if urls and i.keyword == "COPY":
+            raise copying.CopyError("COPY failed: source can't be a URL for COPY")
+        if not urls:
+            await self._copy_items(stage, i, words, inline, sources, {})
+            return
+        downloads = self._engine.scratch()
+        try:
+            downloaded = {}
+            for n, url in urls.items():
+                downloaded[n] = await self._download(url, downloads / str(n))
+            await self._copy_items(stage, i, words, inline, sources, downloaded)
+        finally:
+            await self._engine.in_thread(shutil.rmtree, downloads, True)
+
+    async def _download(self, url: str, directory: Path) -> copying.Item:
+        """
+        C{ADD <url>}: the file, downloaded (progress in the stream, as
+        dockerd's C{Downloading} bar), as a source item: mode 0600, the
+        time the server's C{Last-Modified} says (else 1970), keyed by its
+        content.
+        """
+        try:
+            name = remote.url_filename(url)
+            download = await self._engine.download(
+                url, directory / name, self._out.downloading
+            )
+        except DockerError as e:
+            raise remote.rewrapped(e, "ADD failed: ") from None
+        self._out.downloading(download.size, download.total, final=True)
+        self._out.text("\n")
+        item: copying.Item = await self._engine.in_thread(
+            copying.downloaded, download.path, name, download.last_modified,
+            download.digest,
+        )  # fmt: skip
+        return item
+
+    async def _copy_items(  # noqa: PLR0917 - the parts of one step
+        self,
+        stage: Stage,
+        i: Instruction,
+        words: list[str],
+        inline: list[tuple[str, str]],
+        sources: list[str],
+        downloaded: dict[int, copying.Item],
+    ) -> None:
         from_name = i.flags.get("from")
         tree: Tree
         context: Context | None = None
@@ -553,7 +626,9 @@ class Dispatcher:
             )
 
         def resolve() -> tuple[list[copying.Item], str]:
-            items = copying.resolve_sources(request, tree, context=context is not None)
+            items = copying.resolve_sources(
+                request, tree, context=context is not None, downloaded=downloaded
+            )
             return items, copying.checksum(items, tree, inline, context)
 
         items, digest = await self._engine.in_thread(resolve)

@@ -226,3 +226,44 @@ class DockerignoreTests(SynchronousTestCase):
         apply_dockerignore(ctx, "Dockerfile")
         self.assertEqual(sorted(ctx.entries), [".dockerignore", "node_modules-not",
                                                "src", "src/x"])  # fmt: skip
+
+
+class ReceiveKindTests(SynchronousTestCase):
+    """What a remote context may be, once its server said which."""
+
+    def setUp(self) -> None:
+        self.base = Path(self.mktemp())
+        self.base.mkdir()
+
+    def test_archive_only(self) -> None:
+        """A body that should be a tar and is not: Go's tar reader's errors."""
+        with self.assertRaises(InvalidParameter) as short:
+            receive(io.BytesIO(b"not a tar"), self.base / "a", kind="archive")
+        self.assertEqual(short.exception.message, "unexpected EOF")
+        with self.assertRaises(InvalidParameter) as junk:
+            receive(io.BytesIO(b"\x01" * 3000), self.base / "b", kind="archive")
+        self.assertEqual(junk.exception.message, "archive/tar: invalid tar header")
+        context = receive(
+            io.BytesIO(gzip.compress(make_tar([("Dockerfile", b"FROM x\n", "f")]))),
+            self.base / "c",
+            kind="archive",
+        )
+        self.assertEqual(read_dockerfile(context, "Dockerfile")[1], b"FROM x\n")
+
+    def test_dockerfile_only(self) -> None:
+        """A text/plain body is the Dockerfile, whatever it looks like."""
+        context = receive(
+            io.BytesIO(b"FROM busybox\n"), self.base / "d", kind="dockerfile"
+        )
+        self.assertEqual(read_dockerfile(context, "Dockerfile")[1], b"FROM busybox\n")
+
+    def test_owners_indexed(self) -> None:
+        """The index keeps each member's owner (ADD of a local tar uses it)."""
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as tar:
+            info = tarfile.TarInfo("f")
+            info.size, info.uid, info.gid = 1, 11, 12
+            tar.addfile(info, io.BytesIO(b"x"))
+        context = receive(io.BytesIO(out.getvalue()), self.base / "e")
+        entry = context.entries["f"]
+        self.assertEqual((entry.uid, entry.gid), (11, 12))
