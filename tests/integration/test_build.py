@@ -28,6 +28,7 @@ from twisted.trial.unittest import SkipTest
 from tests.integration.test_compose import COMPOSE
 from tests.integration.test_containers import DOCKER, _DaemonCase
 from tests.integration.test_images import Registry, _bcrypt, _free_port
+from tests.integration.test_networking import _LabCase
 
 TWO_STAGES = """\
 ARG BASE=busybox
@@ -792,6 +793,55 @@ class PullBaseTests(_BuildCase):
         with self.assertRaises(docker.errors.BuildError) as e:
             self.sdk().images.build(path=str(self.ctx), pull=True)
         self.assertIn("connection refused", str(e.exception))
+
+
+class NetworkModeTests(_LabCase):
+    """
+    --network: the RUN containers join the build's network. In a network
+    lab of the test's own (never the machine's namespace).
+    """
+
+    def build(self, *args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [DOCKER, "build", *args],
+            capture_output=True,
+            env={**self.daemon.env, "DOCKER_BUILDKIT": "0"},
+            cwd=str(cwd),
+            timeout=120,
+            check=False,
+        )
+
+    def test_user_network(self) -> None:
+        """
+        On a user network (the CLI's --network, the SDK's network_mode) a
+        RUN reaches a service container by its name (the network's DNS); on
+        the default bridge the name means nothing.
+        """
+        self.ok("network", "create", "buildnet")
+        self.addCleanup(self.docker, "network", "rm", "buildnet")
+        self.serving("svc", "--network", "buildnet")
+        ctx = Path(self.mktemp()).absolute()
+        ctx.mkdir()
+        # busybox's own resolver (its wget's is glibc's, static: it crashes).
+        (ctx / "Dockerfile").write_text(
+            "FROM busybox\n"
+            "RUN ip=$(nslookup svc | awk '/^Address: /{a=$2} END{print a}');"
+            " for i in $(seq 1 50); do"
+            " printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 $ip 80 | tail -1 > /got;"
+            " [ -s /got ] && break; sleep 0.2; done; cat /got\n"
+        )
+        result = self.build("--network", "buildnet", "-t", "fetched", ".", cwd=ctx)
+        self.assertEqual(result.returncode, 0, result.stdout.decode())
+        self.assertIn("\nhello\n", result.stdout.decode())
+        self.assertEqual(self.ok("run", "--rm", "fetched", "cat", "/got"), "hello\n")
+        _image, logs = self.sdk().images.build(
+            path=str(ctx), network_mode="buildnet", nocache=True
+        )
+        self.assertIn("hello\n", [m.get("stream") for m in logs])
+        (ctx / "Dockerfile").write_text("FROM busybox\nRUN timeout 5 nslookup svc\n")
+        elsewhere = self.build(".", cwd=ctx)
+        self.assertNotEqual(elsewhere.returncode, 0)
+        self.assertIn("returned a non-zero code", elsewhere.stderr.decode())
 
 
 __all__ = ["os"]
