@@ -58,6 +58,21 @@ TIMEOUT = 30.0
 #: host-local's words when a container and interface hold an address already.
 _DUPLICATE = "duplicate allocation is not allowed"
 
+#: The bridge plugin's words when the bridge's MAC is all zeros (the kernel
+#: leaves it so when the only port of a bridge it never set goes).
+_ZERO_MAC = "could not set bridge's mac"
+
+
+def _bridge_mac(network: NetworkSpec) -> list[str]:
+    """
+    The C{ip} command that gives C{network}'s bridge a MAC of its own,
+    locally administered and made of its gateway (no container has that
+    address, so no container's MAC is the same).
+    """
+    octets = ":".join(f"{b:02x}" for b in network.gateway.packed)
+    return ["ip", "link", "set", "dev", network.bridge, "address", f"02:42:{octets}"]
+
+
 #: What the CNI environment carries besides the CNI_ variables.
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -172,7 +187,12 @@ class CNI:
             try:
                 endpoint, result = await self._add(conflist, runtime, env, network)
             except SystemError_ as e:
-                if _DUPLICATE not in e.message:
+                if _ZERO_MAC in e.message:
+                    # A first ADD that failed left the bridge with no port
+                    # and an all-zero MAC the plugin cannot set again: give
+                    # it one of its own (as dockerd sets its bridges').
+                    await self._command(_bridge_mac(network))
+                elif _DUPLICATE not in e.message:
                     raise
                 # Reserved, but not cached: the undoing DEL freed it.
                 endpoint, result = await self._add(conflist, runtime, env, network)
