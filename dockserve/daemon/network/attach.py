@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from dockserve.daemon import store
@@ -39,8 +40,6 @@ from dockserve.errors import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
-
-    from twisted.internet.defer import Deferred
 
     from dockserve.daemon.network.records import NetworkRecord
     from dockserve.daemon.network.service import NetworkService
@@ -151,6 +150,11 @@ class Attachments:
         ports (L{dockserve.daemon.network.ports.flush_udp_conntrack}): called
         once the firewall publishes them and once it no longer does, so a
         client that keeps sending is not held by a flow from before.
+    @param restoring: A L{restore} is to come (a daemon's start): attach
+        and connect wait for it, so that a container its restart policy
+        starts while the daemon restores (its namespace file, its cached
+        ADDs are the very ones of its last run) is not plumbed while
+        restore sweeps what that last run left.
     """
 
     def __init__(
@@ -165,6 +169,7 @@ class Attachments:
         dns: Any,
         publish: Callable[..., Any] | None = None,
         flush_udp: Callable[[list[PortBinding]], Deferred[None]] | None = None,
+        restoring: bool = False,
     ) -> None:
         self._netns_dir = exec_root / "netns"
         self._state_dir = exec_root / "network"
@@ -179,6 +184,8 @@ class Attachments:
         self._attached: dict[str, Attached] = {}
         self._bridges_ready: set[str] = set()
         self._forwarding = False
+        self._restoring = restoring
+        self._after_restore: list[Deferred[None]] = []
 
     # --- state -----------------------------------------------------------------
 
@@ -248,6 +255,7 @@ class Attachments:
         @raise SystemError_: A step failed (the plugin's, nft's words).
         @raise DockerError: A port is taken (dockerd's text).
         """
+        await self._restored()
         cid = request.container_id
         if not self._forwarding:
             # Before any CNI run: the bridge plugin turns it on too, and
@@ -390,6 +398,7 @@ class Attachments:
         Join a running container to C{rec} (the next C{ethN}), with its
         C{links} there (L{Joined.links}).
         """
+        await self._restored()
         att = self._attached.get(container_id)
         if att is None or not att.netns:
             raise SystemError_("container is not on a bridge network")
@@ -546,12 +555,32 @@ class Attachments:
         """
         After a daemon restart: take back what running containers have
         (C{running}: container ID -> name), reserve their ports, re-render
-        the firewall and reopen their resolvers; undo what dead ones left.
+        the firewall and reopen their resolvers; undo what dead ones left,
+        and what starts the last daemon died in the middle of left
+        (interfaces, addresses, namespace files: L{_sweep_cni}).
         """
+        try:
+            await self._restore(running)
+        finally:
+            self._restoring = False
+            waiting, self._after_restore = self._after_restore, []
+            for waiter in waiting:
+                waiter.callback(None)
+
+    async def _restored(self) -> None:
+        """Return once a coming L{restore} is done (at once if none is)."""
+        if self._restoring:
+            waiter: Deferred[None] = Deferred()
+            self._after_restore.append(waiter)
+            await waiter
+
+    async def _restore(self, running: Mapping[str, str]) -> None:
         self._state_dir.mkdir(parents=True, exist_ok=True)
         self._netns_dir.mkdir(parents=True, exist_ok=True)
         for path in sorted(self._state_dir.glob("*.json")):
             cid = path.stem
+            if not _is_container_id(cid):
+                continue  # the firewall's sysctls.json
             try:
                 value = json.loads(path.read_bytes())
                 att = Attached(cid, value["Name"], value["Hostname"], value["Netns"])
@@ -581,6 +610,7 @@ class Attachments:
                     await self._dns.attach(cid, Path(att.netns))
                 except DockerError as e:
                     _log.error("dns of {id}: {e}", id=cid, e=e.message)
+        await self._sweep_cni()
         for leftover in sorted(self._netns_dir.iterdir()):
             if leftover.name not in self._attached:
                 try:
@@ -591,6 +621,47 @@ class Attachments:
             not r.predefined for r in self._networks.all() if r.driver == "bridge"
         ):
             await self._apply_firewall()
+
+    async def _sweep_cni(self) -> None:
+        """
+        Free every interface and address CNI holds that no running
+        container's state names: a daemon killed in the middle of a start
+        (or a connect) made them and never wrote the state that a detach
+        undoes. The cached ADDs (a start cut short after its ADD) and
+        host-local's own records (cut short inside it) are both read; a
+        DEL frees by container and interface, with or without the cache.
+        """
+        stale: dict[tuple[str, str, str], None] = {}
+        for held in [*self._cni.attachments(), *self._cni.allocations()]:
+            key = (held.network_id, held.container_id, held.ifname)
+            if _is_container_id(held.container_id) and not self._holds(*key):
+                stale[key] = None
+        for network_id, cid, ifname in stale:
+            try:
+                rec = self._networks.find(network_id)
+            except NotFound:
+                _log.warn(
+                    "address of {id} on removed network {net} left",
+                    id=cid,
+                    net=network_id,
+                )
+                continue
+            _log.info(
+                "freeing {id}'s {ifname} on {net}, left by a crash",
+                id=cid[:12],
+                ifname=ifname,
+                net=rec.name,
+            )
+            try:
+                await self._cni.delete(self._netns_dir / cid, cid, ifname, rec.spec)
+            except DockerError as e:
+                _log.warn("cni del {id}: {e}", id=cid, e=e.message)
+
+    def _holds(self, network_id: str, container_id: str, ifname: str) -> bool:
+        """Whether a running container's state has this interface."""
+        att = self._attached.get(container_id)
+        joined = att.joined.get(network_id) if att is not None else None
+        return joined is not None and joined.endpoint.ifname == ifname
 
     async def forget_network(self, rec: NetworkRecord) -> None:
         """A network is removed: its bridge goes, the firewall forgets it."""
@@ -619,6 +690,11 @@ class Attachments:
             await self._firewall.remove()
         except DockerError as e:
             _log.warn("removing the firewall table: {e}", e=e.message)
+
+
+def _is_container_id(value: str) -> bool:
+    """A full 64-hex container ID (never a path's other parts)."""
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def _next_index(att: Attached) -> int:

@@ -95,6 +95,23 @@ class Attachment:
     endpoint: Endpoint
 
 
+@frozen
+class Allocation:
+    """
+    An address host-local has given: to whom, on which network.
+
+    @ivar network_id: The network's ID (host-local's directory).
+    @ivar container_id: The container's ID, as the ADD gave it.
+    @ivar ifname: The interface's name in the container.
+    @ivar ip: The address.
+    """
+
+    network_id: str
+    container_id: str
+    ifname: str
+    ip: IPv4Address
+
+
 class CNI:
     """
     The CNI plugins, run one at a time.
@@ -314,6 +331,32 @@ class CNI:
                         cached["containerId"],
                         cached["ifName"],
                         _endpoint(cached["endpoint"]),
+                    )
+                )
+        return found
+
+    def allocations(self) -> list[Allocation]:
+        """
+        Every address host-local holds, and for whom: at restore, the ones
+        of containers no longer running are freed, the ones a crash in the
+        middle of an ADD left (no cached result names them) included.
+        """
+        found = []
+        for directory in _directories(self.state_dir / "ipam"):
+            for path in sorted(_files(directory)):
+                try:
+                    IPv4Address(path.name)
+                    # host-local's record: "<container id>\r\n<ifname>".
+                    text = path.read_text(encoding="utf-8", errors="replace")
+                except (OSError, ValueError):
+                    continue
+                container_id, _, ifname = text.partition("\n")
+                found.append(
+                    Allocation(
+                        directory.name,
+                        container_id.strip(),
+                        ifname.strip(),
+                        IPv4Address(path.name),
                     )
                 )
         return found
@@ -621,6 +664,13 @@ def _read_cache(path: Path) -> dict[str, Any] | None:
     if not isinstance(value, dict) or not isinstance(value.get("config"), dict):
         return None
     return value
+
+
+def _directories(directory: Path) -> list[Path]:
+    try:
+        return sorted(entry for entry in directory.iterdir() if entry.is_dir())
+    except OSError:
+        return []
 
 
 def _files(directory: Path) -> list[Path]:

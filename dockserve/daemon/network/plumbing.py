@@ -74,6 +74,8 @@ def attachments(
         dns=dns,
         publish=publish,
         flush_udp=lambda bindings: flush_udp_conntrack(reactor, bindings),
+        # The container service restores it at the daemon's start.
+        restoring=True,
     )
     holder.append(made)
     return made
