@@ -20,6 +20,7 @@ from dockserve.daemon.containers import configs
 from dockserve.daemon.containers.table import Container, ContainerParts
 from dockserve.daemon.network import mode_network
 from dockserve.daemon.network.attach import Request, endpoint_id, names_of
+from dockserve.daemon.network.ipam import check_static
 from dockserve.daemon.network.model import NetPlan
 from dockserve.errors import (
     Conflict,
@@ -202,6 +203,21 @@ class ContainerNetworking(ContainerParts):
             return
         self._networks_of(rec)
 
+    def _check_static(self, net: NetworkRecord, config: dict[str, Any] | None) -> None:
+        """An endpoint's C{--ip}/C{--ip6} refused as dockerd does, before CNI."""
+        members = self._attachments.members(net.id) if self._attachments else {}
+        check_static(
+            (config or {}).get("IPAMConfig"),
+            predefined=net.predefined,
+            subnet=net.subnet,
+            gateway=net.gateway,
+            user_subnet=net.user_subnet,
+            used=[
+                *(str(m.get("IPv4Address") or "0.0.0.0") for m in members.values()),
+                *net.aux_addresses.values(),
+            ],
+        )
+
     async def _plumb(self, c: Container) -> NetPlan | None:
         """
         Make a starting container's networking: C{None} when runc alone
@@ -221,6 +237,7 @@ class ContainerNetworking(ContainerParts):
         networks = []
         dns_links: dict[str, dict[str, str]] = {}
         for index, (net, config) in enumerate(joins):
+            self._check_static(net, config)
             ipam = (config or {}).get("IPAMConfig") or {}
             mac = str((config or {}).get("MacAddress") or "")
             if index == 0 and not mac:
@@ -430,11 +447,13 @@ class ContainerNetworking(ContainerParts):
         net = self._network(network)
         c = self._get(container)
         if net.driver != "bridge":
-            raise Forbidden(
+            # runconfig's ErrConflictHostNetwork and ErrConflictNoNetwork: 400.
+            raise InvalidParameter(
                 "container cannot be disconnected from host network or connected "
                 "to host network"
                 if net.driver == "host"
-                else f"container cannot be connected to network {net.name}"
+                else "container cannot be connected to multiple networks with one "
+                "of the networks in private (none) mode"
             )
         mode = c.record.host_config.get("NetworkMode") or "default"
         if mode in {"none", "host"} or mode.startswith("container:"):
@@ -450,6 +469,7 @@ class ContainerNetworking(ContainerParts):
                 f"endpoint with name {c.record.name.lstrip('/')} already exists in "
                 f"network {net.name}"
             )
+        self._check_static(net, config)
         endpoints = _endpoints(c.record)
         endpoints[net.name] = dict(config or {})
         networking = _with_endpoints(c.record, endpoints)

@@ -11,12 +11,12 @@ ones users give.
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dockserve.errors import Forbidden, InvalidParameter
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Mapping
 
 
 def default_pools() -> Iterator[IPv4Network]:
@@ -109,3 +109,62 @@ def check_free(subnet: IPv4Network, taken: Iterable[IPv4Network]) -> None:
 def gateway_of(subnet: IPv4Network) -> IPv4Address:
     """A subnet's default gateway: its first host address."""
     return subnet.network_address + 1
+
+
+def check_static(
+    ipam_config: Mapping[str, Any] | None,
+    *,
+    predefined: bool,
+    subnet: IPv4Network | None,
+    gateway: IPv4Address | None,
+    user_subnet: bool = True,
+    used: Iterable[str] = (),
+) -> None:
+    """
+    An endpoint's C{IPAMConfig} (C{--ip}, C{--ip6}) checked before CNI
+    sees it, so that the user gets dockerd's refusal rather than the
+    plugin's: host-local would take an address the daemon has no record
+    of refusing, or fail with its own words.
+
+    @param predefined: The network is the default bridge (or another
+        predefined one), where dockerd takes no static address.
+    @param user_subnet: The network's subnet was given at its create
+        (C{--subnet}); dockerd takes no static address on one whose
+        subnet came from a default pool.
+    @param used: Addresses (C{a.b.c.d} or C{a.b.c.d/len}) other members
+        have now, and the network's auxiliary addresses.
+    @raise InvalidParameter: An IPv6 address (not offered), a static
+        address on a predefined network, or one outside the subnet.
+    @raise Forbidden: The gateway's, or a member's, address: dockerd's
+        C{Address already in use}.
+    """
+    config = ipam_config or {}
+    if config.get("IPv6Address"):
+        raise InvalidParameter(
+            f"IPv6 is not supported by this daemon: cannot assign "
+            f"{config['IPv6Address']} (--ip6)"
+        )
+    text = str(config.get("IPv4Address") or "")
+    if not text:
+        return
+    if predefined or subnet is None:
+        raise InvalidParameter(
+            "user specified IP address is supported on user defined networks only"
+        )
+    if not user_subnet:
+        raise InvalidParameter(
+            "user specified IP address is supported only when connecting to "
+            "networks with user configured subnets"
+        )
+    try:
+        address = ip_address(text)
+    except ValueError:
+        raise InvalidParameter(f"invalid IPv4 address: {text}") from None
+    if address not in subnet:
+        raise InvalidParameter(
+            f"Invalid address {text}: It does not belong to any of this "
+            "network's subnets"
+        )
+    taken = {ip_address(u.split("/", 1)[0]) for u in used}
+    if address == gateway or address in taken:
+        raise Forbidden("Address already in use")

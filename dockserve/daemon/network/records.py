@@ -46,6 +46,12 @@ class NetworkRecord:
     @ivar driver: C{bridge}, C{host} or C{null}.
     @ivar subnet: C{None} for C{host} and C{none}.
     @ivar bridge: The bridge device (C{""} for host and none).
+    @ivar user_subnet: The subnet was the user's (C{--subnet}), not a
+        default pool's: dockerd takes a static C{--ip} only then.
+    @ivar aux_addresses: C{IPAM.Config}'s C{AuxiliaryAddresses}
+        (C{--aux-address}), shown and kept from static addresses.
+    @ivar ipam_options: C{IPAM.Options} as the creator sent them
+        (C{None} when it sent none, as dockerd shows them).
     """
 
     id: str
@@ -61,6 +67,9 @@ class NetworkRecord:
     options: dict[str, str] = field(factory=dict)
     bridge: str = ""
     predefined: bool = False
+    user_subnet: bool = False
+    aux_addresses: dict[str, str] = field(factory=dict)
+    ipam_options: dict[str, str] | None = None
 
     @property
     def spec(self) -> NetworkSpec:
@@ -88,6 +97,8 @@ class NetworkRecord:
             if self.ip_range is not None:
                 entry["IPRange"] = str(self.ip_range)
             entry["Gateway"] = str(self.gateway)
+            if self.aux_addresses:
+                entry["AuxiliaryAddresses"] = dict(self.aux_addresses)
             config.append(entry)
         return {
             "Name": self.name,
@@ -97,7 +108,11 @@ class NetworkRecord:
             "Driver": self.driver,
             "EnableIPv4": self.driver == "bridge",
             "EnableIPv6": False,
-            "IPAM": {"Driver": "default", "Options": None, "Config": config},
+            "IPAM": {
+                "Driver": "default",
+                "Options": self.ipam_options,
+                "Config": config,
+            },
             "Internal": self.internal,
             "Attachable": self.attachable,
             "Ingress": False,
@@ -123,6 +138,9 @@ def to_json(rec: NetworkRecord) -> dict[str, Any]:
         "Labels": rec.labels,
         "Options": rec.options,
         "Bridge": rec.bridge,
+        "UserSubnet": rec.user_subnet,
+        "AuxiliaryAddresses": rec.aux_addresses,
+        "IPAMOptions": rec.ipam_options,
     }
 
 
@@ -140,6 +158,10 @@ def from_json(value: dict[str, Any]) -> NetworkRecord:
         labels=dict(value.get("Labels") or {}),
         options=dict(value.get("Options") or {}),
         bridge=value["Bridge"],
+        # A record from before this was kept: --ip taken, as it was then.
+        user_subnet=bool(value.get("UserSubnet", True)),
+        aux_addresses=dict(value.get("AuxiliaryAddresses") or {}),
+        ipam_options=value.get("IPAMOptions"),
     )
 
 

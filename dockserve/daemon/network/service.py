@@ -254,7 +254,14 @@ class NetworkService:
         options = {str(k): str(v) for k, v in (body.get("Options") or {}).items()}
         labels = {str(k): str(v) for k, v in (body.get("Labels") or {}).items()}
         taken = [r.subnet for r in self._networks.values() if r.subnet is not None]
-        subnet, gateway, ip_range = self._addressing(body.get("IPAM") or {}, taken)
+        ipam_body = body.get("IPAM") or {}
+        subnet, gateway, ip_range = self._addressing(ipam_body, taken)
+        config = (ipam_body.get("Config") or [{}])[0]
+        aux = {
+            str(k): str(ipam.parse_address(str(v), "auxiliary", subnet))
+            for k, v in (config.get("AuxiliaryAddresses") or {}).items()
+        }
+        ipam_options = ipam_body.get("Options")
         network_id = secrets.token_hex(32)
         bridge = options.get(BRIDGE_NAME) or f"br-{network_id[:12]}"
         if len(bridge) > _IFNAMSIZ or "/" in bridge or " " in bridge:
@@ -273,6 +280,13 @@ class NetworkService:
             labels=labels,
             options=options,
             bridge=bridge,
+            user_subnet=bool(config.get("Subnet")),
+            aux_addresses=aux,
+            ipam_options=(
+                {str(k): str(v) for k, v in ipam_options.items()}
+                if isinstance(ipam_options, dict)
+                else None
+            ),
         )
         records.save(self._root, rec)
         self._networks[rec.id] = rec
