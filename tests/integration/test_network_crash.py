@@ -38,6 +38,10 @@ class _CrashCase(_LabCase):
         """C{nft list table ip dockserve} in the lab's host."""
         return self.lab.run(["nft", "list", "table", "ip", "dockserve"]).stdout.decode()
 
+    def sysctl(self, name: str) -> str:
+        """A sysctl's value in the lab's host."""
+        return self.lab.run(["sysctl", "-n", name]).stdout.decode().strip()
+
     def veths(self) -> list[str]:
         links = self.lab.run(["ip", "-br", "link"]).stdout.decode().splitlines()
         return [line.split()[0] for line in links if line.startswith("veth")]
@@ -106,6 +110,7 @@ class StartStormTests(_CrashCase):
         are running (0: at once); restart; every container then started
         answers on its port and by name; removing them all leaves nothing.
         """
+        forwarding = self.sysctl("net.ipv4.ip_forward")
         baseline = self.baseline()
         self.ok("network", "create", "stormnet")
         runs = []
@@ -182,6 +187,13 @@ class StartStormTests(_CrashCase):
         self.ok("rm", "-f", "again")
         self.nothing_left()
         self.assertEqual(self.table(), baseline)
+        # A clean stop then gives the host back all networking changed.
+        self.daemon.stop()
+        self.assertEqual(self.table(), "")
+        links = self.lab.run(["ip", "-br", "link"]).stdout.decode()
+        self.assertEqual(sorted(line.split()[0] for line in links.splitlines()),
+                         ["lo", "up0@if2"])  # fmt: skip
+        self.assertEqual(self.sysctl("net.ipv4.ip_forward"), forwarding)
 
     def test_kill_at_once(self) -> None:
         """The daemon is killed 0.3 s after the 20 runs begin."""
