@@ -374,7 +374,14 @@ class ContainerService(
         if c.restart_call is not None and c.restart_call.active():
             c.restart_call.cancel()
             c.restart_call = None
-        self._check_networks(c.record)
+        try:
+            self._check_networks(c.record)
+        except DockerError:
+            if c.record.host_config.get("AutoRemove"):
+                # docker run --rm waits for the removal: without it, a
+                # --network that does not exist hung the CLI for good.
+                self._remove(c, volumes=True)
+            raise
         c.backoff.reset()
         fresh = evolve(c.record, manually_stopped=False, restart_count=0)
         if fresh != c.record:
