@@ -478,6 +478,29 @@ class CNITests(SynchronousTestCase):
         self.assertIn("duplicate allocation", failure.value.message)
         self.assertEqual(len(run.calls), 4)
 
+    def test_zero_mac_bridge(self) -> None:
+        """
+        A bridge the plugin cannot give its own MAC again (all zeros, left
+        so by a failed first ADD): it gets one made of the gateway, and the
+        ADD is tried once more.
+        """
+        zero = Result(
+            1,
+            b'{"code":999,"msg":"failed to set bridge addr: could not set '
+            b"bridge's mac: invalid argument\"}",
+            b"",
+        )
+        run = FakeRun(zero, ok(), ok(), ok(RESULT))
+        self.assertEqual(self.successResultOf(self.add(self.cni(run))), ENDPOINT)
+        self.assertEqual(
+            run.commands(), ["bridge ADD", "bridge DEL", "ip", "bridge ADD"]
+        )
+        self.assertEqual(
+            run.calls[2][0],
+            ["ip", "link", "set", "dev", "br-ffffffffffff", "address",
+             "02:42:c6:33:64:01"],
+        )  # fmt: skip
+
     def test_add_fails_plain(self) -> None:
         """A plugin that prints no CNI error: its stderr, else its code."""
         run = FakeRun(Result(2, b"panic", b"goroutine 1\n"), ok())
