@@ -118,6 +118,38 @@ class CreateTests(_Base):
         self.assertEqual(rec.bridge, "mybr0")
         self.assertEqual(str(rec.spec.ip_range), "10.9.1.0/24")
 
+    def test_ipam_kept(self) -> None:
+        """
+        Auxiliary addresses and IPAM options come back as sent (options
+        null when none were), across a restart; whether the subnet was the
+        user's is kept; an auxiliary address outside the subnet is refused.
+        """
+        self.service.create({
+            "Name": "aux", "IPAM": {
+                "Options": {"x": "y"},
+                "Config": [{"Subnet": "10.8.0.0/24",
+                            "AuxiliaryAddresses": {"r": "10.8.0.5"}}],
+            },
+        })  # fmt: skip
+        self.service.create({"Name": "pooled"})
+        again = self.make()
+        net = again.inspect("aux")
+        self.assertEqual(net["IPAM"]["Options"], {"x": "y"})
+        self.assertEqual(
+            net["IPAM"]["Config"],
+            [{"Subnet": "10.8.0.0/24", "Gateway": "10.8.0.1",
+              "AuxiliaryAddresses": {"r": "10.8.0.5"}}],
+        )  # fmt: skip
+        self.assertIsNone(again.inspect("pooled")["IPAM"]["Options"])
+        self.assertTrue(again.find("aux").user_subnet)
+        self.assertFalse(again.find("pooled").user_subnet)
+        bad = {"Subnet": "10.7.0.0/24", "AuxiliaryAddresses": {"r": "10.6.0.5"}}
+        error = self.assertRaises(
+            InvalidParameter,
+            self.service.create, {"Name": "bad", "IPAM": {"Config": [bad]}},
+        )  # fmt: skip
+        self.assertIn("10.6.0.5", error.message)
+
     def test_errors(self) -> None:
         """dockerd's errors: duplicate, overlap, bad subnet, unknown driver."""
         self.service.create({"Name": "appnet"})
