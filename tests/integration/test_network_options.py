@@ -192,8 +192,14 @@ class ContainerOptionTests(_LabCase):
         resolv, hosts, rest = out.split("==\n")
         self.assertEqual(
             resolv.splitlines(),
-            ["nameserver 198.51.100.1", "search example.com", "options ndots:3"],
+            ["search example.com", "nameserver 198.51.100.1", "options ndots:3"],
         )
+        self.assertEqual(
+            hosts.splitlines()[:6],
+            ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+             "fe00::0\tip6-localnet", "ff00::0\tip6-mcastprefix",
+             "ff02::1\tip6-allnodes", "ff02::2\tip6-allrouters"],
+        )  # fmt: skip
         lines = [line.split() for line in hosts.splitlines()]
         self.assertIn(["172.17.0.1", "gw"], lines)
         self.assertIn(["10.1.2.3", "db.local"], lines)
@@ -240,8 +246,8 @@ class ContainerOptionTests(_LabCase):
         out = self.until(resolved, "the world's DNS server to answer", timeout=30)
         resolv = out.split("==\n")[0].splitlines()
         self.assertEqual(
-            sorted(resolv),
-            ["nameserver 127.0.0.11", "options ndots:3", "search example.com"],
+            resolv,
+            ["search example.com", "nameserver 127.0.0.11", "options ndots:3"],
         )
         inside = self.inspect(
             "inside", "{{.NetworkSettings.Networks.dnsnet.IPAddress}}"

@@ -351,8 +351,8 @@ def write_etc_files(
     hosts = [
         "127.0.0.1\tlocalhost",
         "::1\tlocalhost ip6-localhost ip6-loopback",
-        "fe00::\tip6-localnet",
-        "ff00::\tip6-mcastprefix",
+        "fe00::0\tip6-localnet",
+        "ff00::0\tip6-mcastprefix",
         "ff02::1\tip6-allnodes",
         "ff02::2\tip6-allrouters",
     ]
@@ -391,9 +391,9 @@ def write_etc_files(
         # The embedded server forwards to the --dns servers or the host's.
         servers = ["127.0.0.11"]
         options = [*options, "ndots:0"] if "ndots" not in " ".join(options) else options
-    resolv = [f"nameserver {s}" for s in servers]
-    if search:
-        resolv.append("search " + " ".join(search))
+    # dockerd 20.10's order: search, then the servers, then the options.
+    resolv = ["search " + " ".join(search)] if search else []
+    resolv += [f"nameserver {s}" for s in servers]
     if options:
         resolv.append("options " + " ".join(options))
     files = {
