@@ -374,6 +374,12 @@ NO_NETWORK = (
 )
 
 
+#: dockerd's refusal of an alias on the default bridge.
+USER_ALIAS = (
+    "network-scoped alias is supported only for containers in user defined networks"
+)
+
+
 class RefusalTests(_LabCase):
     def api(self, method: str, url: str, body: Any = None) -> tuple[int, str]:
         """The daemon's status and C{message} for a raw API call."""
@@ -433,6 +439,16 @@ class RefusalTests(_LabCase):
             self.api("POST", "/networks/none/connect", {"Container": "member"}),
             (400, NO_NETWORK),
         )
+        self.assertIn(
+            "failed to allocate gateway (10.64.0.0): Address already in use",
+            self.fails("network", "create", "--subnet", "10.64.0.0/24",
+                       "--gateway", "10.64.0.0", "zero"),
+        )  # fmt: skip
+        self.assertIn(
+            "bridge driver doesn't support multiple subnets",
+            self.fails("network", "create", "--subnet", "10.65.0.0/24",
+                       "--subnet", "10.66.0.0/24", "two"),
+        )  # fmt: skip
 
     def test_static_address_errors(self) -> None:
         """
@@ -483,6 +499,16 @@ class RefusalTests(_LabCase):
             self.api("POST", "/networks/bridge/connect",
                      {"Container": "holder", "EndpointConfig": ipam}),
             (400, bridge_only),
+        )  # fmt: skip
+        aliased = {"Container": "holder", "EndpointConfig": {"Aliases": ["x"]}}
+        self.assertEqual(
+            self.api("POST", "/networks/bridge/connect", aliased),
+            (400, USER_ALIAS),
+        )
+        self.assertIn(
+            bridge_only,
+            self.fails("run", "--rm", "--network", "none", "--ip", "10.61.0.9",
+                       "busybox", "true"),
         )  # fmt: skip
         # Refused before anything was plumbed: the network still works.
         self.ok("network", "connect", "fixed", "plain")

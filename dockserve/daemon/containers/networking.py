@@ -201,6 +201,12 @@ class ContainerNetworking(ContainerParts):
         if mode.startswith("container:"):
             self._get(mode.removeprefix("container:"))
             return
+        if mode in {"none", "host"}:
+            for config in _endpoints(rec).values():
+                check_static(
+                    (config or {}).get("IPAMConfig"),
+                    predefined=True, subnet=None, gateway=None,
+                )  # fmt: skip
         self._networks_of(rec)
 
     def _check_static(self, net: NetworkRecord, config: dict[str, Any] | None) -> None:
@@ -463,6 +469,11 @@ class ContainerNetworking(ContainerParts):
                 if mode != "none"
                 else "container cannot be connected to multiple networks with one "
                 "of the networks in private (none) mode"
+            )
+        if net.predefined and (config or {}).get("Aliases"):
+            raise InvalidParameter(
+                "network-scoped alias is supported only for containers in user "
+                "defined networks"
             )
         if any(n.id == net.id for n, _ in self._networks_of(c.record)):
             raise Forbidden(

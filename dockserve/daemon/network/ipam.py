@@ -71,6 +71,8 @@ def parse_address(text: str, what: str, subnet: IPv4Network) -> IPv4Address:
     A C{--gateway} or C{--ip} in C{subnet}.
 
     @raise InvalidParameter: Not an address of the subnet.
+    @raise Forbidden: A gateway on the subnet's network or broadcast
+        address, as dockerd's IPAM refuses it.
     """
     try:
         address = ip_address(text)
@@ -80,6 +82,10 @@ def parse_address(text: str, what: str, subnet: IPv4Network) -> IPv4Address:
         raise InvalidParameter(
             f"{what} address {text} does not belong to subnet {subnet}"
         )
+    held = {subnet.network_address, subnet.broadcast_address}
+    if what == "gateway" and address in held:
+        # dockerd's IPAM holds both: its gateway cannot be either.
+        raise Forbidden(f"failed to allocate gateway ({text}): Address already in use")
     return address
 
 

@@ -301,7 +301,7 @@ class NetworkService:
             raise NotFound(f'plugin "{driver}" not found')
         configs = ipam_body.get("Config") or []
         if len(configs) > 1:
-            raise InvalidParameter("only one IPAM configuration is supported")
+            raise InvalidParameter("bridge driver doesn't support multiple subnets")
         config = configs[0] if configs else {}
         if not config.get("Subnet"):
             if config.get("Gateway") or config.get("IPRange"):

@@ -91,6 +91,22 @@ class ParseTests(SynchronousTestCase):
         error = self.assertRaises(InvalidParameter, ipam.parse_subnet, "fd00::/64")
         self.assertIn("IPv6 subnets are not supported", error.message)
 
+    def test_gateway(self) -> None:
+        """A gateway in the subnet, never its network or broadcast address."""
+        self.assertEqual(ipam.parse_address("10.50.0.254", "gateway", SUBNET), GATEWAY)
+        for held in ("10.50.0.0", "10.50.0.255"):
+            error = self.assertRaises(
+                Forbidden, ipam.parse_address, held, "gateway", SUBNET
+            )
+            self.assertEqual(
+                error.message,
+                f"failed to allocate gateway ({held}): Address already in use",
+            )
+        error = self.assertRaises(
+            InvalidParameter, ipam.parse_address, "10.51.0.1", "gateway", SUBNET
+        )
+        self.assertIn("does not belong to subnet", error.message)
+
     def test_overlap(self) -> None:
         """dockerd's 'Pool overlaps' for a subnet another network has."""
         error = self.assertRaises(
