@@ -465,8 +465,11 @@ class RefusalTests(_LabCase):
         )
         self.assertIn(
             bridge_only,
-            self.fails("run", "--rm", "--ip", "172.17.0.50", "busybox", "true"),
-        )
+            self.fails("run", "--name", "nostart", "--ip", "172.17.0.50",
+                       "busybox", "true"),
+        )  # fmt: skip
+        # Refused at create, as dockerd: no container is left behind.
+        self.assertEqual(self.ok("ps", "-aq", "--filter", "name=nostart"), "")
         self.assertIn(
             "user specified IP address is supported only when connecting to "
             "networks with user configured subnets",

@@ -209,6 +209,33 @@ class ContainerNetworking(ContainerParts):
                 )  # fmt: skip
         self._networks_of(rec)
 
+    def _static_at_create(
+        self, host_config: dict[str, Any], networking: dict[str, Any]
+    ) -> None:
+        """
+        The C{--ip}/C{--ip6} refusals that need no running member, at
+        create as dockerd makes them (so no container is left behind); a
+        network that does not exist is left to the start's 404.
+        """
+        if self._networks is None:
+            return
+        mode = host_config.get("NetworkMode") or "default"
+        endpoints = normalize_endpoints(host_config, networking)["EndpointsConfig"]
+        for name, config in endpoints.items():
+            ipam = (config or {}).get("IPAMConfig")
+            if mode in {"none", "host"}:
+                check_static(ipam, predefined=True, subnet=None, gateway=None)
+                continue
+            try:
+                net = self._networks.find("bridge" if name == "default" else name)
+            except DockerError:
+                continue
+            check_static(
+                ipam, predefined=net.predefined, subnet=net.subnet,
+                gateway=net.gateway, user_subnet=net.user_subnet,
+                used=net.aux_addresses.values(),
+            )  # fmt: skip
+
     def _check_static(self, net: NetworkRecord, config: dict[str, Any] | None) -> None:
         """An endpoint's C{--ip}/C{--ip6} refused as dockerd does, before CNI."""
         members = self._attachments.members(net.id) if self._attachments else {}

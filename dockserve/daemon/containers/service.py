@@ -274,6 +274,7 @@ class ContainerService(
             host_config["NetworkMode"] = "bridge"
         host_config.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
         self._joined_at_create(host_config, full_name)
+        self._static_at_create(host_config, networking)
         log_config = dict(host_config.get("LogConfig") or {})
         # conmon writes a k8s-file log, but it is read through the API just
         # as dockerd's default driver is, so it is named json-file: the
