@@ -208,6 +208,68 @@ class StartStormTests(_CrashCase):
         self.storm(6)
 
 
+class RemoveStormTests(_CrashCase):
+    def test_kill_during_removals(self) -> None:
+        """
+        SIGKILL of the daemon while 10 containers with ports on a user
+        network and the bridge are being removed with rm -f and 4 connected
+        to a second network: after the restart, removing what is left and
+        the networks leaves nothing.
+        """
+        baseline = self.baseline()
+        self.ok("network", "create", "gonenet")
+        self.ok("network", "create", "joinnet")
+        names = [f"g{n}" for n in range(10)]
+        for n, name in enumerate(names):
+            self.serving(name, "--network", "gonenet" if n % 2 else "bridge",
+                         "-p", f"{_BASE_PORT + n}:80")  # fmt: skip
+        work = [
+            subprocess.Popen(
+                [DOCKER, *argv], env=self.daemon.env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            for argv in [
+                *(["rm", "-f", name] for name in names[:6]),
+                *(["network", "connect", "joinnet", name] for name in names[6:]),
+            ]
+        ]  # fmt: skip
+        time.sleep(0.2)
+        self.daemon.kill()
+        for process in work:
+            process.wait(30)
+        self.daemon.start()
+        left = set(self.ok("ps", "-a", "--format", "{{.Names}}").split())
+        for n, name in enumerate(names):
+            if name in left and self.inspect(name, "{{.State.Running}}") == "true":
+                url = f"http://127.0.0.1:{_BASE_PORT + n}/"
+                self.assertEqual(self.wait_http(url), "hello\n", name)
+        if left:
+            self.ok("rm", "-f", *left)
+        self.ok("network", "rm", "gonenet", "joinnet")
+        self.nothing_left()
+        self.assertEqual(self.table(), baseline)
+
+    def test_network_rm_right_after_rm(self) -> None:
+        """
+        No crash: docker rm -f answers before its container's network is
+        undone, and a network rm right after (compose down) waits for it
+        and leaves nothing, three times over.
+        """
+        baseline = self.baseline()
+        for _ in range(3):
+            self.ok("network", "create", "quicknet")
+            self.ok("network", "create", "othernet")
+            names = [f"q{n}" for n in range(4)]
+            for n, name in enumerate(names):
+                self.serving(name, "--network", "quicknet",
+                             "-p", f"{_BASE_PORT + n}:80")  # fmt: skip
+                self.ok("network", "connect", "othernet", name)
+            self.ok("rm", "-f", *names)
+            self.ok("network", "rm", "quicknet", "othernet")
+            self.nothing_left()
+            self.assertEqual(self.table(), baseline)
+
+
 class RestartPolicyTests(_CrashCase):
     def stop_process(self, name: str) -> None:
         """Make C{name}'s process exit 3 (L{_STOPPABLE})."""

@@ -186,6 +186,9 @@ class Attachments:
         self._forwarding = False
         self._restoring = restoring
         self._after_restore: list[Deferred[None]] = []
+        #: Detaches under way: container ID -> its networks, and who
+        #: waits for the end (L{forget_network}).
+        self._leaving: dict[str, tuple[set[str], list[Deferred[None]]]] = {}
 
     # --- state -----------------------------------------------------------------
 
@@ -347,10 +350,35 @@ class Attachments:
             )
 
     async def detach(self, container_id: str) -> None:
-        """Undo a container's plumbing (exit, failed start); never raises."""
+        """
+        Undo a container's plumbing (exit, failed start); never raises.
+
+        The container stops counting as a network's user at once (C{docker
+        rm -f} answers before this is done, and a C{network rm} may follow
+        at once): its networks are looked up now, so that their removal
+        meanwhile does not skip the DELs that free its addresses, and the
+        removal waits for them before it takes the bridge
+        (L{forget_network}).
+        """
         att = self._attached.pop(container_id, None)
         if att is None:
             return
+        leaving: list[Deferred[None]] = []
+        self._leaving[container_id] = (set(att.joined), leaving)
+        try:
+            await self._detach(att)
+        finally:
+            del self._leaving[container_id]
+            for waiter in leaving:
+                waiter.callback(None)
+
+    async def _detach(self, att: Attached) -> None:
+        container_id = att.container_id
+        on = [
+            (joined, self._networks.find(joined.network_id))
+            for joined in reversed(list(att.joined.values()))
+            if _exists(self._networks, joined.network_id)
+        ]
         if att.dns:
             try:
                 await self._dns.detach(container_id)
@@ -359,11 +387,7 @@ class Attachments:
         self._ports.release(container_id)
         released = list(att.bindings)
         path = Path(att.netns) if att.netns else None
-        for joined in reversed(list(att.joined.values())):
-            try:
-                rec = self._networks.find(joined.network_id)
-            except NotFound:
-                continue
+        for joined, rec in on:
             try:
                 await self._cni.delete(
                     path, container_id, joined.endpoint.ifname, rec.spec
@@ -664,7 +688,20 @@ class Attachments:
         return joined is not None and joined.endpoint.ifname == ifname
 
     async def forget_network(self, rec: NetworkRecord) -> None:
-        """A network is removed: its bridge goes, the firewall forgets it."""
+        """
+        A network is removed: its bridge goes, the firewall forgets it;
+        once the containers still leaving it (L{detach}) have.
+        """
+        while True:
+            waiters = next(
+                (w for networks, w in self._leaving.values() if rec.id in networks),
+                None,
+            )
+            if waiters is None:
+                break
+            waiter: Deferred[None] = Deferred()
+            waiters.append(waiter)
+            await waiter
         self._bridges_ready.discard(rec.bridge)
         await self._cni.remove_bridge(rec.spec)
         await self._apply_firewall()

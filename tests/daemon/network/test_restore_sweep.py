@@ -2,8 +2,8 @@
 """
 Tests for what a daemon restart frees of networking that a crash in the
 middle of a start left (L{dockserve.daemon.network.attach.Attachments.restore}
-and L{dockserve.daemon.network.cni.CNI.allocations}), and for starts that
-wait for the restore.
+and L{dockserve.daemon.network.cni.CNI.allocations}), for starts that wait
+for the restore, and for a network removed while a container is leaving it.
 """
 
 from __future__ import annotations
@@ -74,6 +74,9 @@ class _CrashedParts(_Parts):
         return succeed(None)
 
     def attach(self, _cid: str, _path: Path) -> Deferred[None]:
+        return succeed(None)
+
+    def detach(self, _cid: str) -> Deferred[None]:
         return succeed(None)
 
 
@@ -169,3 +172,55 @@ class RestoreSweepTests(SynchronousTestCase):
         self.assertIn(("netns", CRASHED), self.parts.log)
         other = Request(RUNNING, "db", "db", [(self.bridge, [], "", "")])
         self.successResultOf(Deferred.fromCoroutine(self.attachments().attach(other)))
+
+
+class _SlowParts(_CrashedParts):
+    """The parts, with CNI DELs that end when the test says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deleting: list[Deferred[None]] = []
+
+    def delete(self, _path: Any, cid: str, ifname: str, spec: Any) -> Any:
+        self.log.append(("cni-del", cid[:1], ifname, spec.name))
+        self.deleting.append(Deferred())
+        return self.deleting[-1]
+
+    def remove_bridge(self, spec: Any) -> Deferred[None]:
+        self.log.append(("bridge-rm", spec.name))
+        return succeed(None)
+
+
+class LeavingTests(SynchronousTestCase):
+    def test_network_removed_while_leaving(self) -> None:
+        """
+        A network removed while a container's detach is under way (docker
+        rm -f answers first; compose down removes the network next): the
+        container's DEL on it still runs, and the bridge goes after it.
+        """
+        root = Path(self.mktemp())
+        networks = NetworkService(root / "network", routes=list)
+        networks.restore()
+        parts = _SlowParts()
+        attachments = Attachments(
+            root / "exec", networks, netns=parts, cni=parts, firewall=parts,
+            ports=parts, dns=parts,
+        )  # fmt: skip
+        rec = networks.create({"Name": "appnet"})
+        net = networks.find(rec["Id"])
+        request = Request(CRASHED, "web", "web", [(net, [], "", "")])
+        self.successResultOf(Deferred.fromCoroutine(attachments.attach(request)))
+        leaving = Deferred.fromCoroutine(attachments.detach(CRASHED))
+        self.assertEqual(attachments.users(net.id), [])
+        removing = networks.remove("appnet")
+        forgotten = Deferred.fromCoroutine(attachments.forget_network(net))
+        self.assertNoResult(forgotten)
+        self.assertNotIn(("bridge-rm", "appnet"), parts.log)
+        parts.deleting[0].callback(None)
+        self.successResultOf(leaving)
+        self.successResultOf(forgotten)
+        self.successResultOf(removing)
+        self.assertEqual(
+            [e for e in parts.log if e[0] in {"cni-del", "bridge-rm"}],
+            [("cni-del", "b", "eth0", "appnet"), ("bridge-rm", "appnet")],
+        )
