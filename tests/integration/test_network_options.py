@@ -158,17 +158,21 @@ class PublishTests(_LabCase):
     def test_hairpin(self) -> None:
         """
         A container reaches another's published port through the host's
-        address, from the default bridge and from a user network.
+        address, from the default bridge and from a user network, and
+        through the host-gateway name (how testcontainers' containers
+        reach a port published by another).
         """
         self.serving("pub", "-p", "18090:80")
         self.wait_http("http://127.0.0.1:18090/")
         self.ok("network", "create", "hairnet")
         self.addCleanup(self.docker, "network", "rm", "hairnet")
-        get = _GET.replace(" 80 ", " 18090 ").format(ip=NetworkLab.HOST_IP)
         for network in ("bridge", "hairnet"):
-            out = self.ok("run", "--rm", "--network", network, "busybox",
-                          "sh", "-c", get)  # fmt: skip
-            self.assertEqual(out, "hello\n", network)
+            for host in (NetworkLab.HOST_IP, "dockerhost"):
+                get = _GET.replace(" 80 ", " 18090 ").format(ip=host)
+                out = self.ok("run", "--rm", "--network", network,
+                              "--add-host", "dockerhost:host-gateway",
+                              "busybox", "sh", "-c", get)  # fmt: skip
+                self.assertEqual(out, "hello\n", f"{host} from {network}")
 
 
 class ContainerOptionTests(_LabCase):
