@@ -29,10 +29,12 @@ userland proxy for an IPv4-only container.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from ipaddress import IPv4Address, ip_address
+from pathlib import Path
 from typing import Any
 
 from attrs import frozen
@@ -109,6 +111,8 @@ class PortReservations:
 
     def __init__(self) -> None:
         self._held: dict[tuple[str, str, int], _Held] = {}
+        #: The last random port given, by protocol and host address.
+        self._last: dict[tuple[str, str], int] = {}
 
     def reserve(
         self, container_id: str, requests: Sequence[PortRequest]
@@ -260,30 +264,34 @@ class PortReservations:
             ) from None
 
     def _random(self, wanted: PortBinding) -> _Held:
-        """Port 0: the kernel picks a free one from its ephemeral range."""
-        try:
-            sock = _bind(wanted)
-        except OSError as e:
-            raise SystemError_(
-                f"failed to bind host port for {_describe(wanted)}: {_go_strerror(e)}"
-            ) from None
-        port = sock.getsockname()[1]
-        chosen = PortBinding(
-            proto=wanted.proto,
-            host_ip=wanted.host_ip,
-            host_port=port,
-            container_ip=wanted.container_ip,
-            container_port=wanted.container_port,
-            container_id=wanted.container_id,
-        )
-        # The kernel never picks a port a socket of ours holds on this
-        # address; this is the allocator's own check all the same.
-        if _key(chosen) in self._held:
-            sock.close()
-            raise SystemError_(
-                f"Bind for {chosen.host_ip}:{port} failed: port is already allocated"
-            )
-        return _Held(chosen, sock)
+        """
+        Port 0, as dockerd's allocator picks it: the port after the last
+        one given for this protocol and address, in the kernel's ephemeral
+        range and wrapping at its end (so the first is C{32768} and a port
+        just released is not handed out again at once); one a container or
+        a host process holds is passed over.
+        """
+        low, high = _ephemeral_range()
+        space = (wanted.proto, wanted.host_ip)
+        last = self._last.get(space, high)
+        size = high - low + 1
+        for step in range(1, size + 1):
+            port = low + (last - low + step) % size
+            chosen = _with_port(wanted, port)
+            if _key(chosen) in self._held:
+                continue
+            try:
+                sock = _bind(chosen)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    continue
+                raise SystemError_(
+                    f"failed to bind host port for {_describe(wanted)}: "
+                    f"{_go_strerror(e)}"
+                ) from None
+            self._last[space] = port
+            return _Held(chosen, sock)
+        raise SystemError_("all ports are allocated")
 
     def _first_free(
         self, binding: Callable[[int], PortBinding], first: int, last: int
@@ -309,6 +317,30 @@ class PortReservations:
             f"failed to bind host port {failed_port} for {ranged}: "
             f"{_go_strerror(failure)}"
         )
+
+
+def _with_port(binding: PortBinding, port: int) -> PortBinding:
+    return PortBinding(
+        proto=binding.proto,
+        host_ip=binding.host_ip,
+        host_port=port,
+        container_ip=binding.container_ip,
+        container_port=binding.container_port,
+        container_id=binding.container_id,
+    )
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """
+    The kernel's ephemeral range in the daemon's network namespace, where
+    dockerd's allocator takes its ports too (its default when unreadable).
+    """
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        low, high = (int(n) for n in text.split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return (low, high) if 0 < low <= high < 65536 else (32768, 60999)
 
 
 def _key(binding: PortBinding) -> tuple[str, str, int]:

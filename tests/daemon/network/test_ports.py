@@ -97,8 +97,8 @@ class ReserveTests(SynchronousTestCase):
 
     def test_random(self) -> None:
         """
-        Port 0 takes the kernel's pick, inside ip_local_port_range, and
-        holds it: TCP as a listener, UDP bound.
+        Port 0 takes a port inside ip_local_port_range, and holds it: TCP
+        as a listener, UDP bound.
         """
         low, high = port_range()
         got = self.ports.reserve("c1", [tcp(0), udp(0)])
@@ -111,6 +111,22 @@ class ReserveTests(SynchronousTestCase):
         listeners = Path("/proc/net/tcp").read_text()
         local = f"0100007F:{got[0].host_port:04X} 00000000:0000 0A"  # 0A: LISTEN
         self.assertIn(local, listeners)
+
+    def test_random_in_turn(self) -> None:
+        """
+        As dockerd's allocator: random ports are given in turn from the
+        range's start; a port someone holds is passed over; a released one
+        is not given again at once.
+        """
+        [first] = self.ports.reserve("c1", [tcp(0)])
+        [second] = self.ports.reserve("c2", [tcp(0)])
+        self.assertGreater(second.host_port, first.host_port)
+        holder = HostProcess(self, "tcp", LO, second.host_port + 1)
+        self.ports.release("c1")
+        [third] = self.ports.reserve("c3", [tcp(0)])
+        self.assertGreater(third.host_port, holder.port)
+        first_udp, second_udp = self.ports.reserve("c4", [udp(0), udp(0)])
+        self.assertGreater(second_udp.host_port, first_udp.host_port)
 
     def test_exact(self) -> None:
         """A given port is held with the request's values."""
