@@ -343,7 +343,8 @@ class AfterCrashTests(_CrashCase):
     def test_connect_stop_start_after_crash(self) -> None:
         """
         A container on a user network that the killed daemon left running
-        can be disconnected, connected again, stopped and started.
+        keeps its address (inspect's and its interface's), and can be
+        disconnected, connected again, stopped and started.
         """
         self.ok("network", "create", "oldnet")
         self.ok("network", "create", "newnet")
@@ -351,8 +352,11 @@ class AfterCrashTests(_CrashCase):
         self.cleanup_container("peer")
         self.ok("run", "-d", "--name", "peer", "--network", "newnet",
                 "busybox", "sleep", "300")  # fmt: skip
+        address = self.network_ip("left", "oldnet")
         self.daemon.kill()
         self.daemon.start()
+        self.assertEqual(self.network_ip("left", "oldnet"), address)
+        self.assertIn(f"inet {address}/", self.ok("exec", "left", "ip", "addr"))
         self.assertEqual(self.wait_http("http://127.0.0.1:18400/"), "hello\n")
         self.ok("network", "connect", "newnet", "left")
         self.assertEqual(
