@@ -75,6 +75,12 @@ INIT_PATH = "/sbin/docker-init"
 
 _DEFAULT_SHM = 64 * 1024 * 1024
 
+#: Where the kernel's IPv6 settings are (absent when it has no IPv6).
+_IPV6 = Path("/proc/sys/net/ipv6")
+#: The sysctls that turn IPv6 off in a network namespace, for the
+#: interfaces it has and the ones it will get (network connect).
+_NO_IPV6 = ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6")
+
 _RLIMITS = {
     "core": "RLIMIT_CORE",
     "cpu": "RLIMIT_CPU",
@@ -618,9 +624,16 @@ def build_spec(
         linux["devices"] = [dict(d) for d in joined.devices]
     elif privileged:
         linux["devices"] = devices.host_devices()
-    sysctls = host_config.get("Sysctls") or {}
+    sysctls = dict(host_config.get("Sysctls") or {})
+    if plan.kind in {"none", "netns"} and _IPV6.exists():
+        # As dockerd 20.10 (no network of a container has IPv6): no IPv6
+        # in a network namespace of its own, so no link-local address
+        # reaches the host or other members past the IPv4-only firewall.
+        # A --sysctl of the user's wins.
+        for key in _NO_IPV6:
+            sysctls.setdefault(key, "1")
     if sysctls:
-        linux["sysctl"] = dict(sysctls)
+        linux["sysctl"] = sysctls
 
     spec: dict[str, Any] = {
         "ociVersion": "1.0.2",

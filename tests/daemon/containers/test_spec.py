@@ -76,6 +76,25 @@ class BuildSpecTests(SynchronousTestCase):
         spec = self.spec({"Cmd": ["echo", "hi"]}, image={"Entrypoint": ["/init"]})
         self.assertEqual(spec["process"]["args"], ["/init", "echo", "hi"])
 
+    def test_no_ipv6(self) -> None:
+        """
+        A container in a network namespace of its own has IPv6 off, as
+        with dockerd 20.10 (a --sysctl of the user's wins); one in the
+        host's network namespace is left alone.
+        """
+        if not Path("/proc/sys/net/ipv6").exists():  # pragma: no cover
+            self.skipTest("this kernel has no IPv6")
+        off = {
+            "net.ipv6.conf.all.disable_ipv6": "1",
+            "net.ipv6.conf.default.disable_ipv6": "1",
+        }
+        self.assertEqual(self.spec()["linux"]["sysctl"], off)
+        mine = {"net.ipv6.conf.all.disable_ipv6": "0", "net.core.somaxconn": "9"}
+        sysctls = self.spec(host_config={"Sysctls": mine})["linux"]["sysctl"]
+        self.assertEqual(sysctls, {**off, **mine})
+        host = self.spec(host_config={"NetworkMode": "host"})["linux"]
+        self.assertNotIn("sysctl", host)
+
     def test_no_command(self) -> None:
         """Nothing to run is dockerd's 400."""
         with self.assertRaises(InvalidParameter) as caught:
