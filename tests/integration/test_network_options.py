@@ -239,8 +239,8 @@ class ContainerOptionTests(_LabCase):
         # busybox nslookup exits 1 when its AAAA query finds nothing, and
         # tries the search domain alone when ndots says so: inside. is whole.
         script = (
-            "cat /etc/resolv.conf; echo ==; nslookup outside.example; "
-            "nslookup inside.; true"
+            "cat /etc/resolv.conf; echo ==; tail -1 /etc/hosts; hostname; echo ==;"
+            " nslookup outside.example; nslookup inside.; true"
         )
 
         def resolved() -> str | None:
@@ -252,11 +252,15 @@ class ContainerOptionTests(_LabCase):
             return out if _OUTSIDE in out else None
 
         out = self.until(resolved, "the world's DNS server to answer", timeout=30)
-        resolv = out.split("==\n")[0].splitlines()
+        resolv, names, _ = out.split("==\n")
         self.assertEqual(
-            resolv,
+            resolv.splitlines(),
             ["search example.com", "nameserver 127.0.0.11", "options ndots:3"],
         )
+        own, hostname = names.splitlines()
+        self.assertEqual(own.split()[1:], ["h2.d2.org", "h2"])
+        self.assertTrue(own.startswith("172.18."), own)
+        self.assertEqual(hostname, "h2")
         inside = self.inspect(
             "inside", "{{.NetworkSettings.Networks.dnsnet.IPAddress}}"
         )
