@@ -338,6 +338,45 @@ class RestartPolicyTests(_CrashCase):
         self.ok("network", "rm", "polnet")
         self.nothing_left()
 
+    def test_kill_while_restarting(self) -> None:
+        """
+        SIGKILL of the daemon while 6 containers with -p on a user network
+        and the bridge keep exiting and being restarted by their policy:
+        after the restart each run still gets an address on eth0 (each
+        run logs it), and removing them all leaves nothing.
+        """
+        baseline = self.baseline()
+        self.ok("network", "create", "loopnet")
+        names = [f"r{n}" for n in range(6)]
+        script = "ip -4 -o addr show eth0 | grep -o 'inet [0-9.]*'; sleep 0.3"
+        for n, name in enumerate(names):
+            self.cleanup_container(name)
+            self.ok("run", "-d", "--name", name, "--restart", "always",
+                    "--network", "loopnet" if n % 2 else "bridge",
+                    "-p", f"{_BASE_PORT + n}:80", "busybox", "sh", "-c",
+                    script)  # fmt: skip
+        self.until(
+            lambda: all(
+                self.inspect(name, "{{.RestartCount}}") >= "2" for name in names
+            ),
+            "every container restarted twice",
+        )
+        self.daemon.kill()
+        self.daemon.start()
+        runs = {name: self.ok("logs", name).count("inet ") for name in names}
+        self.until(
+            lambda: all(
+                self.ok("logs", name).count("inet ") >= runs[name] + 2 for name in names
+            ),
+            "two more runs of each with an address",
+        )
+        for name in names:
+            self.assertNotIn("inet\n", self.ok("logs", name))
+        self.ok("rm", "-f", *names)
+        self.ok("network", "rm", "loopnet")
+        self.nothing_left()
+        self.assertEqual(self.table(), baseline)
+
 
 class AfterCrashTests(_CrashCase):
     def test_connect_stop_start_after_crash(self) -> None:

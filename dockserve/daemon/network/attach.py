@@ -18,6 +18,7 @@ daemon restart finds it again (L{Attachments.restore}).
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from dockserve.daemon import store
-from dockserve.daemon.network.model import Endpoint, NetPlan, PortBinding
+from dockserve.daemon.network.model import (
+    Endpoint,
+    NetPlan,
+    NetworkSpec,
+    PortBinding,
+)
 from dockserve.daemon.network.ports import PortRequest, external_connectivity_error
 from dockserve.errors import (
     Conflict,
@@ -39,12 +45,17 @@ from dockserve.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+
+    from twisted.internet.interfaces import IReactorTime
 
     from dockserve.daemon.network.records import NetworkRecord
     from dockserve.daemon.network.service import NetworkService
 
 _log = Logger()
+
+#: How long a network's removal waits for containers to leave it.
+_DRAIN = 30.0
 
 #: The resolver's address inside every container on a user network.
 EMBEDDED_DNS = "127.0.0.11"
@@ -66,6 +77,9 @@ class Joined:
     endpoint: Endpoint
     aliases: list[str] = field(factory=list)
     links: dict[str, str] = field(factory=dict)
+    #: The network as it was joined (not saved: a restore looks it up), so
+    #: that a network removed meanwhile can still be left.
+    spec: NetworkSpec | None = None
 
 
 @define
@@ -155,6 +169,8 @@ class Attachments:
         starts while the daemon restores (its namespace file, its cached
         ADDs are the very ones of its last run) is not plumbed while
         restore sweeps what that last run left.
+    @param clock: Bounds how long a network's removal waits for the
+        containers still leaving it (L{forget_network}).
     """
 
     def __init__(
@@ -170,6 +186,7 @@ class Attachments:
         publish: Callable[..., Any] | None = None,
         flush_udp: Callable[[list[PortBinding]], Deferred[None]] | None = None,
         restoring: bool = False,
+        clock: IReactorTime | None = None,
     ) -> None:
         self._netns_dir = exec_root / "netns"
         self._state_dir = exec_root / "network"
@@ -186,9 +203,11 @@ class Attachments:
         self._forwarding = False
         self._restoring = restoring
         self._after_restore: list[Deferred[None]] = []
-        #: Detaches under way: container ID -> its networks, and who
-        #: waits for the end (L{forget_network}).
-        self._leaving: dict[str, tuple[set[str], list[Deferred[None]]]] = {}
+        #: Attaches, connects and detaches under way: the networks each
+        #: works on (L{forget_network} waits for them).
+        self._working: list[set[str]] = []
+        self._quiet: list[Deferred[None]] = []
+        self._clock = clock
 
     # --- state -----------------------------------------------------------------
 
@@ -259,6 +278,12 @@ class Attachments:
         @raise DockerError: A port is taken (dockerd's text).
         """
         await self._restored()
+        networks = {rec.id for rec, *_ in request.networks}
+        self._check_networks(networks)
+        with self._work(networks):
+            return await self._attach(request)
+
+    async def _attach(self, request: Request) -> NetPlan:
         cid = request.container_id
         if not self._forwarding:
             # Before any CNI run: the bridge plugin turns it on too, and
@@ -286,6 +311,8 @@ class Attachments:
             if any(not r.predefined for r, *_ in request.networks):
                 await self._dns.attach(cid, path)
                 att.dns = True
+            # Removed while it was plumbed: the container must not run on it.
+            self._check_networks(set(att.joined))
         except BaseException:
             await self.detach(cid)
             raise
@@ -326,7 +353,7 @@ class Attachments:
             Path(att.netns), att.container_id, ifname, rec.spec,
             ip=ip or None, mac=mac or None, default_route=default_route,
         )  # fmt: skip
-        att.joined[rec.id] = Joined(rec.id, endpoint, list(aliases))
+        att.joined[rec.id] = Joined(rec.id, endpoint, list(aliases), spec=rec.spec)
         if rec.bridge not in self._bridges_ready:
             # The host state a bridge needs (the firewall's to undo).
             self._firewall.enable_route_localnet(rec.bridge)
@@ -363,21 +390,15 @@ class Attachments:
         att = self._attached.pop(container_id, None)
         if att is None:
             return
-        leaving: list[Deferred[None]] = []
-        self._leaving[container_id] = (set(att.joined), leaving)
-        try:
+        with self._work(set(att.joined)):
             await self._detach(att)
-        finally:
-            del self._leaving[container_id]
-            for waiter in leaving:
-                waiter.callback(None)
 
     async def _detach(self, att: Attached) -> None:
         container_id = att.container_id
         on = [
-            (joined, self._networks.find(joined.network_id))
+            (joined, spec)
             for joined in reversed(list(att.joined.values()))
-            if _exists(self._networks, joined.network_id)
+            if (spec := self._spec(joined)) is not None
         ]
         if att.dns:
             try:
@@ -387,14 +408,15 @@ class Attachments:
         self._ports.release(container_id)
         released = list(att.bindings)
         path = Path(att.netns) if att.netns else None
-        for joined, rec in on:
+        for joined, spec in on:
             try:
-                await self._cni.delete(
-                    path, container_id, joined.endpoint.ifname, rec.spec
-                )
+                await self._cni.delete(path, container_id, joined.endpoint.ifname, spec)
             except DockerError as e:
                 _log.warn("cni del {id}: {e}", id=container_id, e=e.message)
-            self._event("disconnect", rec, container_id)
+            if self._publish is not None:
+                self._publish("network", "disconnect", spec.id,
+                              {"container": container_id, "name": spec.name,
+                               "type": "bridge"})  # fmt: skip
         if att.joined:
             try:
                 await self._apply_firewall()
@@ -407,6 +429,41 @@ class Attachments:
             except Exception:
                 _log.failure("removing netns {path}", path=path)
         self._forget(container_id)
+
+    def _spec(self, joined: Joined) -> NetworkSpec | None:
+        """The network C{joined} is on, removed or not (C{None}: unknown)."""
+        try:
+            return self._networks.find(joined.network_id).spec
+        except NotFound:
+            return joined.spec
+
+    def _check_networks(self, network_ids: set[str]) -> None:
+        """
+        @raise NotFound: One of the networks is gone (removed while a
+            start or a connect waited for its turn), as dockerd says it.
+        """
+        for network_id in sorted(network_ids):
+            if not _exists(self._networks, network_id):
+                raise NotFound(f"network {network_id} not found")
+
+    @contextmanager
+    def _work(self, network_ids: set[str]) -> Iterator[None]:
+        """Plumbing on C{network_ids} under way (L{forget_network} waits)."""
+        networks = set(network_ids)
+        self._working.append(networks)
+        try:
+            yield
+        finally:
+            self._working.remove(networks)
+            quiet, self._quiet = self._quiet, []
+            for waiter in quiet:
+                waiter.callback(None)
+
+    def _in_use(self, network_id: str) -> bool:
+        """Whether plumbing on a network is under way or still in place."""
+        return any(network_id in networks for networks in self._working) or any(
+            network_id in att.joined for att in self._attached.values()
+        )
 
     # --- connect and disconnect while running -----------------------------------
 
@@ -423,6 +480,18 @@ class Attachments:
         C{links} there (L{Joined.links}).
         """
         await self._restored()
+        self._check_networks({rec.id})
+        with self._work({rec.id}):
+            await self._connect(container_id, rec, aliases, ip, links)
+
+    async def _connect(
+        self,
+        container_id: str,
+        rec: NetworkRecord,
+        aliases: list[str],
+        ip: str,
+        links: dict[str, str] | None,
+    ) -> None:
         att = self._attached.get(container_id)
         if att is None or not att.netns:
             raise SystemError_("container is not on a bridge network")
@@ -452,9 +521,10 @@ class Attachments:
                 f"container {container_id} is not connected to network {rec.name}"
             )
         joined = att.joined.pop(rec.id)
-        await self._cni.delete(
-            Path(att.netns), container_id, joined.endpoint.ifname, rec.spec
-        )
+        with self._work({rec.id}):
+            await self._cni.delete(
+                Path(att.netns), container_id, joined.endpoint.ifname, rec.spec
+            )
         self._event("disconnect", rec, container_id)
         self._save(att)
         await self._keep_default_route(att)
@@ -690,17 +760,22 @@ class Attachments:
     async def forget_network(self, rec: NetworkRecord) -> None:
         """
         A network is removed: its bridge goes, the firewall forgets it;
-        once the containers still leaving it (L{detach}) have.
+        once no start, connect or exit is plumbing on it any more and
+        every container on it has left (C{docker rm -f} answers before its
+        container's exit is undone, and a C{network rm} may follow at once,
+        as compose down does), for at most L{_DRAIN} seconds.
         """
-        while True:
-            waiters = next(
-                (w for networks, w in self._leaving.values() if rec.id in networks),
-                None,
-            )
-            if waiters is None:
-                break
+        deadline = None if self._clock is None else self._clock.seconds() + _DRAIN
+        while self._in_use(rec.id):
+            if deadline is not None and self._clock is not None:
+                left = deadline - self._clock.seconds()
+                if left <= 0:
+                    _log.warn("network {n} removed while still in use", n=rec.name)
+                    break
             waiter: Deferred[None] = Deferred()
-            waiters.append(waiter)
+            self._quiet.append(waiter)
+            if deadline is not None and self._clock is not None:
+                waiter.addTimeout(left, self._clock, onTimeoutCancel=lambda *_: None)
             await waiter
         self._bridges_ready.discard(rec.bridge)
         await self._cni.remove_bridge(rec.spec)

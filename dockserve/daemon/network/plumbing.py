@@ -76,6 +76,7 @@ def attachments(
         flush_udp=lambda bindings: flush_udp_conntrack(reactor, bindings),
         # The container service restores it at the daemon's start.
         restoring=True,
+        clock=reactor,
     )
     holder.append(made)
     return made

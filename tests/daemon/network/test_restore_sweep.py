@@ -21,6 +21,7 @@ from dockserve.daemon.network.attach import Attachments, Request
 from dockserve.daemon.network.cni import CNI, Allocation, Attachment
 from dockserve.daemon.network.model import Endpoint
 from dockserve.daemon.network.service import NetworkService
+from dockserve.errors import NotFound
 from tests.daemon.network.test_attach import _Parts
 
 RUNNING = "a" * 64
@@ -175,11 +176,19 @@ class RestoreSweepTests(SynchronousTestCase):
 
 
 class _SlowParts(_CrashedParts):
-    """The parts, with CNI DELs that end when the test says."""
+    """The parts, with CNI DELs (and ADDs, if asked) that end when told."""
 
     def __init__(self) -> None:
         super().__init__()
         self.deleting: list[Deferred[None]] = []
+        self.adding: list[Deferred[None]] | None = None
+
+    def add(self, path: Path, cid: str, ifname: str, spec: Any, **kw: Any) -> Any:
+        made = super().add(path, cid, ifname, spec, **kw)
+        if self.adding is None:
+            return made
+        self.adding.append(Deferred())
+        return self.adding[-1].addCallback(lambda _: made)
 
     def delete(self, _path: Any, cid: str, ifname: str, spec: Any) -> Any:
         self.log.append(("cni-del", cid[:1], ifname, spec.name))
@@ -192,12 +201,7 @@ class _SlowParts(_CrashedParts):
 
 
 class LeavingTests(SynchronousTestCase):
-    def test_network_removed_while_leaving(self) -> None:
-        """
-        A network removed while a container's detach is under way (docker
-        rm -f answers first; compose down removes the network next): the
-        container's DEL on it still runs, and the bridge goes after it.
-        """
+    def setUpParts(self) -> tuple[NetworkService, _SlowParts, Attachments, Any]:
         root = Path(self.mktemp())
         networks = NetworkService(root / "network", routes=list)
         networks.restore()
@@ -207,7 +211,53 @@ class LeavingTests(SynchronousTestCase):
             ports=parts, dns=parts,
         )  # fmt: skip
         rec = networks.create({"Name": "appnet"})
-        net = networks.find(rec["Id"])
+        return networks, parts, attachments, networks.find(rec["Id"])
+
+    def test_network_removed_while_joining(self) -> None:
+        """
+        A network removed while a start's ADD on it is under way (docker
+        rm -f of a container its restart policy is starting, then network
+        rm): the start fails with dockerd's 'not found', its address is
+        freed, and the bridge goes only after that.
+        """
+        networks, parts, attachments, net = self.setUpParts()
+        parts.adding = []
+        request = Request(CRASHED, "web", "web", [(net, [], "", "")])
+        starting = Deferred.fromCoroutine(attachments.attach(request))
+        self.successResultOf(networks.remove("appnet"))
+        forgotten = Deferred.fromCoroutine(attachments.forget_network(net))
+        self.assertNoResult(forgotten)
+        parts.adding[0].callback(None)
+        self.assertNoResult(forgotten)
+        parts.deleting[0].callback(None)
+        self.assertEqual(
+            self.failureResultOf(starting, NotFound).value.message,
+            f"network {net.id} not found",
+        )
+        self.successResultOf(forgotten)
+        self.assertEqual(
+            [e[:2] for e in parts.log if e[0] in {"cni-add", "cni-del", "bridge-rm"}],
+            [("cni-add", "eth0"), ("cni-del", "b"), ("bridge-rm", "appnet")],
+        )
+        self.assertIsNone(attachments.of(CRASHED))
+
+    def test_start_on_removed_network(self) -> None:
+        """A start whose network is gone by its turn plumbs nothing."""
+        networks, parts, attachments, net = self.setUpParts()
+        self.successResultOf(networks.remove("appnet"))
+        request = Request(CRASHED, "web", "web", [(net, [], "", "")])
+        self.failureResultOf(
+            Deferred.fromCoroutine(attachments.attach(request)), NotFound
+        )
+        self.assertEqual(parts.log, [])
+
+    def test_network_removed_while_leaving(self) -> None:
+        """
+        A network removed while a container's detach is under way (docker
+        rm -f answers first; compose down removes the network next): the
+        container's DEL on it still runs, and the bridge goes after it.
+        """
+        networks, parts, attachments, net = self.setUpParts()
         request = Request(CRASHED, "web", "web", [(net, [], "", "")])
         self.successResultOf(Deferred.fromCoroutine(attachments.attach(request)))
         leaving = Deferred.fromCoroutine(attachments.detach(CRASHED))
