@@ -454,6 +454,61 @@ class SDKBuildTests(_BuildCase):
         self.assertIn("returned a non-zero code: 7", str(e.exception))
 
 
+class DiskFullTests(_BuildCase):
+    """A context bigger than the data root's free space, on a small tmpfs."""
+
+    #: The data root's size; the context is bigger than what is free.
+    SIZE_MB = 160
+
+    def setUp(self) -> None:
+        from tests.integration.harness import RunningDaemon  # noqa: PLC0415
+        from tests.integration.images import import_busybox  # noqa: PLC0415
+
+        directory = Path(self.mktemp()).absolute()
+        data = directory / "data"
+        data.mkdir(parents=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.SIZE_MB}m", "tmpfs", data],
+            check=True,
+        )
+        self.addCleanup(subprocess.run, ["umount", "-l", str(data)], check=False)
+        self.daemon = RunningDaemon(directory, [])
+        self.addCleanup(self.daemon.stop)
+        self.daemon.start()
+        import_busybox(self.daemon.docker_host)
+        self.daemon.env["DOCKER_BUILDKIT"] = "0"
+        self.ctx = Path(self.mktemp()).absolute()
+        self.ctx.mkdir()
+        self.data = data
+
+    def used(self) -> int:
+        st = os.statvfs(self.data)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+    def test_context_over_free_space(self) -> None:
+        """
+        The build fails with dockerd's 'no space left on device' and leaves
+        the disk as it found it; the daemon goes on, a small build works.
+        """
+        self.write("Dockerfile", "FROM busybox\nCOPY . /c\n")
+        for n in range(4):  # random: the CLI's gzip cannot shrink it
+            with (self.ctx / f"blob{n}").open("wb") as f:
+                for _ in range(50):
+                    f.write(os.urandom(1 << 20))
+        before = self.used()
+        result = self.build("-t", "toobig", ".")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("no space left on device", result.stderr.decode())
+        self.assertLess(self.used() - before, 4 << 20)
+        self.assertEqual(self.docker("image", "inspect", "toobig").returncode, 1)
+        for n in range(4):
+            (self.ctx / f"blob{n}").unlink()
+        self.write("small", "fits\n")
+        self.built("-t", "small", ".")
+        out = self.ok("run", "--rm", "small", "cat", "/c/small")
+        self.assertEqual(out, "fits\n")
+
+
 class ComposeBuildTests(_BuildCase):
     skip = _BuildCase.skip or (None if COMPOSE else "docker-compose is not installed")
 
