@@ -377,6 +377,28 @@ class RestartPolicyTests(_CrashCase):
         self.nothing_left()
         self.assertEqual(self.table(), baseline)
 
+    def test_rm_while_restarting(self) -> None:
+        """
+        No crash: rm -f of containers their policy keeps restarting (one
+        may be in the middle of a start) frees their ports, addresses and
+        namespaces: the same ports are published again, three times over.
+        """
+        self.ok("network", "create", "loopnet")
+        names = [f"r{n}" for n in range(6)]
+        for _ in range(3):
+            for n, name in enumerate(names):
+                self.cleanup_container(name)
+                self.ok("run", "-d", "--name", name, "--restart", "always",
+                        "--network", "loopnet", "-p", f"{_BASE_PORT + n}:80",
+                        "busybox", "sh", "-c", "sleep 0.2; exit 1")  # fmt: skip
+            self.until(
+                lambda: all(self.inspect(n, "{{.RestartCount}}") >= "2" for n in names),
+                "every container restarted twice",
+            )
+            self.ok("rm", "-f", *names)
+            self.nothing_left()
+        self.ok("network", "rm", "loopnet")
+
 
 class AfterCrashTests(_CrashCase):
     def test_connect_stop_start_after_crash(self) -> None:

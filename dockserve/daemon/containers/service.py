@@ -688,7 +688,13 @@ class ContainerService(
         )
 
     def _exited(self, status: ExitStatus, c: Container, generation: int) -> None:
-        if generation != c.generation or self._containers.get(c.id) is not c:
+        if generation != c.generation:
+            return
+        if self._containers.get(c.id) is not c:
+            # Removed while a start was under way (rm -f of a container its
+            # restart policy was starting): that run's network (its ports,
+            # address, namespace) is still to be undone.
+            Deferred.fromCoroutine(self._unplumb(c))
             return
         self._stop_health(c)
         c.draining = False
