@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -464,7 +465,10 @@ class DiskFullTests(_BuildCase):
         from tests.integration.harness import RunningDaemon  # noqa: PLC0415
         from tests.integration.images import import_busybox  # noqa: PLC0415
 
-        directory = Path(self.mktemp()).absolute()
+        # Short, under /tmp: a unix socket's path must stay under 108 bytes,
+        # which a trial temp path under a deep checkout does not.
+        directory = Path(tempfile.mkdtemp(prefix="dockserve-it-"))
+        self.addCleanup(shutil.rmtree, str(directory), True)
         data = directory / "data"
         data.mkdir(parents=True)
         subprocess.run(
