@@ -269,6 +269,55 @@ class RemoveStormTests(_CrashCase):
             self.nothing_left()
             self.assertEqual(self.table(), baseline)
 
+    def background(self, *args: str) -> subprocess.Popen[bytes]:
+        """C{docker args}, not waited for; its output kept."""
+        pipe = subprocess.PIPE
+        return subprocess.Popen(
+            [DOCKER, *args], env=self.daemon.env, stdout=pipe, stderr=pipe
+        )
+
+    def test_rm_during_start(self) -> None:
+        """
+        No crash: C{docker rm -f} while its container's start (with a
+        published port, on a user network) is under way waits for the
+        start, then removes it: both answer, the container is gone for
+        good (its directory too, and it is not back after a restart of
+        the daemon), nothing of its networking is left, and the daemon
+        logs no failure.
+        """
+        baseline = self.baseline()
+        self.ok("network", "create", "racenet")
+        names = [f"r{n}" for n in range(8)]
+        for n, name in enumerate(names):
+            self.cleanup_container(name)
+            self.ok("create", "--name", name, "--network", "racenet",
+                    "-p", f"{_BASE_PORT + n}:80", "busybox", *WEB)  # fmt: skip
+        starts = []
+        removals = []
+        for n, name in enumerate(names):
+            starts.append(self.background("start", name))
+            # From at once to well into the start (CNI ADD, runc create).
+            time.sleep(0.005 * n)
+            removals.append(self.background("rm", "-f", name))
+        for start in starts:
+            start.communicate(timeout=30)
+        for name, removal in zip(names, removals, strict=True):
+            out, err = removal.communicate(timeout=30)
+            self.assertEqual((removal.returncode, out.decode(), err.decode()),
+                             (0, name + "\n", ""))  # fmt: skip
+        self.assertEqual(self.ok("ps", "-aq"), "")
+        self.ok("network", "rm", "racenet")
+        self.nothing_left()
+        self.assertEqual(self.table(), baseline)
+        containers = Path(self.daemon.data_root) / "containers"
+        self.until(lambda: not any(containers.iterdir()), "the directories to go")
+        self.daemon.stop()
+        self.daemon.start()
+        self.assertEqual(self.ok("ps", "-aq"), "")
+        log = Path(self.daemon.log_path).read_text()
+        self.assertNotIn("Traceback", log)
+        self.assertNotIn("Unhandled", log)
+
 
 class RestartPolicyTests(_CrashCase):
     def stop_process(self, name: str) -> None:

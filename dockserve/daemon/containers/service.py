@@ -1007,6 +1007,18 @@ class ContainerService(
             c.backoff.cancel()
             if c.restart_call is not None and c.restart_call.active():
                 c.restart_call.cancel()
+            if c.busy is not None:
+                # A start under way ends running or failed: removing under
+                # it left its network, and its record saved again into a
+                # directory being reaped (a container back after a restart).
+                await _settled(c.busy)
+                if self._containers.get(c.id) is not c:
+                    return  # AutoRemove, or another removal, got there first
+                if c.record.state.running and not force:
+                    raise Conflict(
+                        f'cannot remove container "{c.record.name}": container is '
+                        "running: stop the container before removing or force remove"
+                    )
             if c.record.state.running:
                 self._save(c, evolve(c.record, manually_stopped=True))
                 self._drain_attachments(c)
@@ -1428,6 +1440,18 @@ class ContainerService(
 _MONITOR_LOST = (
     "the container's monitor (conmon) ended unexpectedly; the container was stopped"
 )
+
+
+def _settled(work: Deferred[None]) -> Deferred[None]:
+    """A Deferred that fires when C{work} has, without touching its result."""
+    done: Deferred[None] = Deferred()
+
+    def fire(result: object) -> object:
+        done.callback(None)
+        return result
+
+    work.addBoth(fire)
+    return done
 
 
 def _remove_tree(directory: Path) -> None:

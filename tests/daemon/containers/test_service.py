@@ -799,6 +799,56 @@ class RemovalTests(_Base):
         self.successResultOf(self.service.settled())
         self.assertFalse(self.directory(cid).exists())
 
+    def hold_start(self) -> Deferred[None]:
+        """Make the next starts wait, half way, until the result fires."""
+        bundles = self.service._bundles
+        real_prepare = bundles.prepare
+        held: Deferred[None] = Deferred()
+
+        def prepare(*args: Any) -> Any:
+            return held.addCallback(lambda _: real_prepare(*args))
+
+        bundles.prepare = prepare  # type: ignore[method-assign]
+        return held
+
+    def test_force_remove_waits_for_start(self) -> None:
+        """
+        docker rm -f while a start is under way waits for the start to end
+        (both answer), then kills and removes what it started: the record
+        is not saved again into the removed directory.
+        """
+        held = self.hold_start()
+        cid = self.create()
+        starting = self.service.start(cid)
+        removing = self.service.remove(cid, force=True)
+        self.assertNoResult(removing)
+        self.assertEqual(self.service.inspect(cid)["State"]["Status"], "created")
+        held.callback(None)
+        self.successResultOf(starting)
+        self.successResultOf(removing)
+        self.assertRaises(NotFound, self.service.inspect, cid)
+        self.successResultOf(self.service.settled())
+        self.assertFalse(self.directory(cid).exists())
+        self.assertNotIn(cid, self.runtime.containers)
+        again, _, _ = make_service(self.root, runtime=self.runtime, clock=self.clock)
+        self.successResultOf(again.restore())
+        self.assertEqual(again.list_containers(all=True), [])
+
+    def test_remove_waits_for_start(self) -> None:
+        """
+        docker rm (without -f) while a start is under way: once the start
+        has made it run, the removal is refused as for any running one.
+        """
+        held = self.hold_start()
+        cid = self.create()
+        starting = self.service.start(cid)
+        removing = self.service.remove(cid)
+        held.callback(None)
+        self.successResultOf(starting)
+        failure = self.failureResultOf(removing, Conflict)
+        self.assertIn("container is running", failure.value.message)
+        self.assertEqual(self.service.inspect(cid)["State"]["Status"], "running")
+
     def test_orphans_reaped_at_restore(self) -> None:
         """
         A container directory without its record (the daemon stopped half
