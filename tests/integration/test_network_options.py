@@ -340,6 +340,41 @@ class UserNetworkOptionTests(_LabCase):
         self.assertIn("j", endpoint["DNSNames"])
         self.assertIn("10.50.0.20", self.ok("exec", "ranged", "nslookup", "j"))
 
+    def test_aux_addresses_and_full(self) -> None:
+        """
+        C{--aux-address}es are never handed out (nor taken by C{--ip});
+        a network with no address left says so in dockerd's words.
+        """
+        self.network("auxnet", "--subnet", "10.51.0.0/24",
+                           "--aux-address", "router=10.51.0.2",
+                           "--aux-address", "printer=10.51.0.4")  # fmt: skip
+        got = []
+        for n in range(3):
+            self.cleanup_container(f"aux{n}")
+            self.ok("run", "-d", "--name", f"aux{n}", "--network", "auxnet",
+                    "busybox", "sleep", "300")  # fmt: skip
+            got.append(
+                self.inspect(
+                    f"aux{n}", "{{.NetworkSettings.Networks.auxnet.IPAddress}}"
+                )
+            )
+        self.assertEqual(got, ["10.51.0.3", "10.51.0.5", "10.51.0.6"])
+        taken = self.docker("run", "--rm", "--network", "auxnet", "--ip", "10.51.0.4",
+                            "busybox", "true")  # fmt: skip
+        self.assertIn("Address already in use", taken.stderr.decode())
+        # A /30 has two addresses: the gateway's and one container's.
+        small = self.network("smallnet", "--subnet", "10.52.0.0/30")
+        self.cleanup_container("only")
+        self.ok("run", "-d", "--name", "only", "--network", "smallnet",
+                "busybox", "sleep", "300")  # fmt: skip
+        full = self.docker("run", "--rm", "--network", "smallnet", "busybox", "true")
+        self.assertEqual(full.returncode, 125)
+        self.assertIn(
+            "no available IPv4 addresses on this network's address pools: "
+            f"smallnet ({small})",
+            full.stderr.decode(),
+        )
+
     def test_internal_and_isolation(self) -> None:
         """
         C{--internal}: its members reach each other but not the world;

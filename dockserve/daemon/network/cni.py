@@ -231,10 +231,16 @@ class CNI:
             endpoint = parse_result(
                 result, network, env["CNI_CONTAINERID"], env["CNI_IFNAME"]
             )
-        except SystemError_:
+        except SystemError_ as e:
             undo = {**env, "CNI_COMMAND": "DEL"}
             with suppress(SystemError_):
                 await self._chain_del(conflist, runtime, undo, result, label)
+            if _EXHAUSTED in e.message:
+                # dockerd's words for a network with no address left.
+                raise SystemError_(
+                    "no available IPv4 addresses on this network's address "
+                    f"pools: {network.name} ({network.id})"
+                ) from e
             raise
         return endpoint, result
 
@@ -526,7 +532,7 @@ def network_conflist(
         "capabilities": {"ips": True, "mac": True},
         "ipam": {
             "type": "host-local",
-            "ranges": [[address_range(network, static=static)]],
+            "ranges": [address_ranges(network, static=static)],
             "dataDir": str(state_dir / "ipam"),
         },
     }
@@ -537,21 +543,40 @@ def network_conflist(
     return {"cniVersion": CNI_VERSION, "name": network.id, "plugins": [bridge]}
 
 
-def address_range(network: NetworkSpec, *, static: bool) -> dict[str, str]:
+def address_ranges(network: NetworkSpec, *, static: bool) -> list[dict[str, str]]:
     """
-    host-local's range for C{network}: the subnet and gateway, and the
+    host-local's range set for C{network}: the subnet and gateway, and the
     part of C{ip_range} that lies inside the subnet's usable addresses
     (dockerd hands out an ip-range's first address too, unless it is the
-    subnet's own).
+    subnet's own), split around the reserved (auxiliary) addresses so that
+    none is handed out: host-local has no list of exclusions, but takes
+    several ranges of one subnet.
     """
     found = {"subnet": str(network.subnet), "gateway": str(network.gateway)}
-    if network.ip_range is None or static:
-        return found
+    if static:
+        return [found]
     first = network.subnet.network_address + 1
     last = network.subnet.broadcast_address - 1
-    found["rangeStart"] = str(max(network.ip_range.network_address, first))
-    found["rangeEnd"] = str(min(network.ip_range.broadcast_address, last))
-    return found
+    if network.ip_range is not None:
+        first = max(network.ip_range.network_address, first)
+        last = min(network.ip_range.broadcast_address, last)
+    elif not network.reserved:
+        return [found]
+    pieces = []
+    start = first
+    for held in sorted(a for a in network.reserved if first <= a <= last):
+        if start < held:
+            pieces.append((start, held - 1))
+        start = held + 1
+    if start <= last:
+        pieces.append((start, last))
+    if not pieces:
+        # Every address reserved: the gateway alone, which host-local never
+        # hands out, so that it says the range is full.
+        pieces = [(network.gateway, network.gateway)]
+    return [
+        {**found, "rangeStart": str(low), "rangeEnd": str(high)} for low, high in pieces
+    ]
 
 
 def runtime_config(ip: str | None, mac: str | None) -> dict[str, Any]:
@@ -621,6 +646,10 @@ def parse_result(
             mac=str(interface.get("mac", "")).lower(),
         )
     raise SystemError_(f"CNI ADD (network {network.name}): no IPv4 address on {ifname}")
+
+
+#: What host-local says when its range set has no address left.
+_EXHAUSTED = "no IP addresses available in range set"
 
 
 def plugin_error(plugin: str, env: dict[str, str], label: str, result: Result) -> str:

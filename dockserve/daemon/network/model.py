@@ -28,6 +28,7 @@ class NetworkSpec:
     @ivar masquerade: Outbound traffic is NATed to the host's address.
     @ivar icc: Containers on the bridge may talk to each other.
     @ivar mtu: The bridge's and veths' MTU (0: the kernel's default).
+    @ivar reserved: Addresses never handed out (C{--aux-address}).
     """
 
     id: str
@@ -40,6 +41,7 @@ class NetworkSpec:
     masquerade: bool = True
     icc: bool = True
     mtu: int = 0
+    reserved: frozenset[IPv4Address] = frozenset()
 
 
 @frozen

@@ -87,6 +87,7 @@ class NetworkRecord:
             masquerade=self.options.get(MASQUERADE, "true") != "false",
             icc=self.options.get(ICC, "true") != "false",
             mtu=int(self.options.get(MTU, "0") or 0),
+            reserved=frozenset(IPv4Address(a) for a in self.aux_addresses.values()),
         )
 
     def view(self, containers: dict[str, Any]) -> dict[str, Any]:

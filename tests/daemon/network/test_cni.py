@@ -20,6 +20,8 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from twisted.internet.defer import Deferred, DeferredLock, gatherResults, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.python import log
@@ -31,7 +33,7 @@ from dockserve.daemon.network.cni import (
     CNI_VERSION,
     TIMEOUT,
     Attachment,
-    address_range,
+    address_ranges,
     network_conflist,
     parse_result,
     plugin_config,
@@ -209,16 +211,18 @@ class ConfigTests(SynchronousTestCase):
             **{**_fields(NET), "ip_range": IPv4Network("198.51.100.128/25")}
         )
         self.assertEqual(
-            address_range(inner, static=False),
-            {
-                "subnet": "198.51.100.0/24",
-                "gateway": "198.51.100.1",
-                "rangeStart": "198.51.100.128",
-                "rangeEnd": "198.51.100.254",
-            },
+            address_ranges(inner, static=False),
+            [
+                {
+                    "subnet": "198.51.100.0/24",
+                    "gateway": "198.51.100.1",
+                    "rangeStart": "198.51.100.128",
+                    "rangeEnd": "198.51.100.254",
+                }
+            ],
         )
         whole = NetworkSpec(**{**_fields(NET), "ip_range": NET.subnet})
-        found = address_range(whole, static=False)
+        [found] = address_ranges(whole, static=False)
         self.assertEqual(
             (found["rangeStart"], found["rangeEnd"]), ("198.51.100.1", "198.51.100.254")
         )
@@ -229,9 +233,44 @@ class ConfigTests(SynchronousTestCase):
             **{**_fields(NET), "ip_range": IPv4Network("198.51.100.128/25")}
         )
         self.assertEqual(
-            address_range(inner, static=True),
-            {"subnet": "198.51.100.0/24", "gateway": "198.51.100.1"},
+            address_ranges(inner, static=True),
+            [{"subnet": "198.51.100.0/24", "gateway": "198.51.100.1"}],
         )
+
+    def test_reserved_addresses_left_out(self) -> None:
+        """
+        Auxiliary addresses split the range so host-local never hands them
+        out: around them in the whole subnet or in an ip-range; one at the
+        range's edge only moves the edge; a static address may still be
+        anywhere (the service refuses a reserved one itself).
+        """
+        reserved = frozenset(
+            IPv4Address(a) for a in ("198.51.100.2", "198.51.100.4", "198.51.100.254")
+        )
+        net = NetworkSpec(**{**_fields(NET), "reserved": reserved})
+        bounds = [(r["rangeStart"], r["rangeEnd"])
+                  for r in address_ranges(net, static=False)]  # fmt: skip
+        self.assertEqual(bounds, [("198.51.100.1", "198.51.100.1"),
+                                  ("198.51.100.3", "198.51.100.3"),
+                                  ("198.51.100.5", "198.51.100.253")])  # fmt: skip
+        inner = NetworkSpec(
+            **{**_fields(net), "ip_range": IPv4Network("198.51.100.0/29")}
+        )
+        bounds = [(r["rangeStart"], r["rangeEnd"])
+                  for r in address_ranges(inner, static=False)]  # fmt: skip
+        self.assertEqual(bounds, [("198.51.100.1", "198.51.100.1"),
+                                  ("198.51.100.3", "198.51.100.3"),
+                                  ("198.51.100.5", "198.51.100.7")])  # fmt: skip
+        self.assertEqual(
+            address_ranges(net, static=True),
+            [{"subnet": "198.51.100.0/24", "gateway": "198.51.100.1"}],
+        )
+        tiny = NetworkSpec(
+            **{**_fields(net), "ip_range": IPv4Network("198.51.100.4/32")}
+        )
+        [full] = address_ranges(tiny, static=False)
+        self.assertEqual((full["rangeStart"], full["rangeEnd"]),
+                         ("198.51.100.1", "198.51.100.1"))  # fmt: skip
 
     def test_plugin_config(self) -> None:
         """
@@ -267,13 +306,7 @@ class ConfigTests(SynchronousTestCase):
 
 
 def _fields(spec: NetworkSpec) -> dict[str, Any]:
-    return {
-        name: getattr(spec, name)
-        for name in (
-            "id", "name", "bridge", "subnet", "gateway", "ip_range",
-            "internal", "masquerade", "icc", "mtu",
-        )
-    }  # fmt: skip
+    return attrs.asdict(spec, recurse=False)
 
 
 class ParseResultTests(SynchronousTestCase):
@@ -444,6 +477,23 @@ class CNITests(SynchronousTestCase):
         self.assertNotIn("prevResult", run.calls[1][1])
         self.assertEqual(run.calls[1][2], self.env("DEL"))
         self.assertEqual(self.cni(FakeRun()).attachments(), [])
+
+    def test_add_exhausted(self) -> None:
+        """A network with no address left: dockerd's words, with its ID."""
+        error = {
+            "code": 999,
+            "msg": "failed to allocate for range 0",
+            "details": "no IP addresses available in range set: 10.8.0.1-10.8.0.1",
+        }
+        run = FakeRun(Result(1, json.dumps(error).encode(), b""), ok())
+        failure = self.failureResultOf(self.add(self.cni(run)))
+        failure.trap(SystemError_)
+        self.assertEqual(
+            failure.value.message,
+            "no available IPv4 addresses on this network's address pools: "
+            f"appnet ({NET.id})",
+        )
+        self.assertEqual(run.commands(), ["bridge ADD", "bridge DEL"])
 
     def test_stale_cache(self) -> None:
         """
@@ -1209,7 +1259,10 @@ class RealPluginTests(SynchronousTestCase):
         """
         facts = self.run_child("_frees")
         self.assertEqual(facts["first"], "10.213.0.2")
-        self.assertIn("no IP addresses available in range set", facts["full"])
+        self.assertIn(
+            "no available IPv4 addresses on this network's address pools: net0 (",
+            facts["full"],
+        )
         self.assertEqual(facts["veths_with_ns_gone"], [])
         self.assertEqual(facts["ipam_after_del"], ["last_reserved_ip.0", "lock"])
         self.assertEqual(facts["second"], "10.213.0.2")
