@@ -269,6 +269,52 @@ class RemoveStormTests(_CrashCase):
             self.nothing_left()
             self.assertEqual(self.table(), baseline)
 
+    def test_kill_during_network_rm(self) -> None:
+        """
+        SIGKILL of the daemon in the middle of C{docker network rm}, at
+        several points of it: after the restart the network is either
+        gone with its bridge and route, or still there and removable;
+        a network then created gets a subnet and works, and nothing is
+        left of either.
+        """
+        baseline = self.baseline()
+        for n in range(8):
+            net = self.ok("network", "create", "killnet").strip()
+            bridge = f"br-{net[:12]}"
+            self.ok("run", "--rm", "--network", "killnet", "busybox", "true")
+            self.assertIn(bridge, self.links())
+            removal = self.background("network", "rm", "killnet")
+            time.sleep(0.004 * n)
+            self.daemon.kill()
+            removal.communicate(timeout=30)
+            self.daemon.start()
+            if self.docker("network", "inspect", "killnet").returncode == 0:
+                self.ok("network", "rm", "killnet")
+            self.assertNotIn(bridge, self.links(), n)
+            routes = self.lab.run(["ip", "-4", "route"]).stdout.decode()
+            self.assertNotIn(bridge, routes, n)
+            self.ok("network", "create", "nextnet")
+            out = self.ok("run", "--rm", "--network", "nextnet", "busybox",
+                          "ping", "-c", "1", "-W", "2",
+                          self.inspect_network("nextnet"))  # fmt: skip
+            self.assertIn("1 packets received", out)
+            self.ok("network", "rm", "nextnet")
+            self.nothing_left()
+            self.assertEqual(self.table(), baseline)
+        links = self.lab.run(["ip", "-br", "link"]).stdout.decode()
+        self.assertEqual([n for n in links.split() if n.startswith("br-")], [])
+
+    def links(self) -> list[str]:
+        """The lab host's link names."""
+        out = self.lab.run(["ip", "-br", "link"]).stdout.decode()
+        return [line.split()[0].split("@")[0] for line in out.splitlines()]
+
+    def inspect_network(self, name: str) -> str:
+        """A network's gateway."""
+        return self.ok(
+            "network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", name
+        ).strip()
+
     def background(self, *args: str) -> subprocess.Popen[bytes]:
         """C{docker args}, not waited for; its output kept."""
         pipe = subprocess.PIPE

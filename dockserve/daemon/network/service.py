@@ -381,8 +381,13 @@ class NetworkService:
         return Deferred.fromCoroutine(self._drop(rec))
 
     async def _drop(self, rec: NetworkRecord) -> None:
+        """
+        Gone for every client at once; its record on disk goes last, once
+        its bridge has: a daemon killed in between finds the network again
+        (and removes it again) rather than a bridge, its address and its
+        route that no network owns.
+        """
         del self._networks[rec.id]
-        records.remove(self._root, rec)
         await self.drained(rec.id)
         gone = self.forget(rec)
         if gone is not None:
@@ -390,6 +395,7 @@ class NetworkService:
                 await gone
             except DockerError as e:
                 _log.warn("removing bridge {b}: {e}", b=rec.bridge, e=e.message)
+        records.remove(self._root, rec)
         self._event("destroy", rec)
 
     async def prune(self, filters: Mapping[str, list[str]]) -> dict[str, Any]:

@@ -188,6 +188,24 @@ class ListRemoveTests(_Base):
         self.assertEqual(names(id=[a[:6]]), ["na"])
         self.assertRaises(InvalidParameter, names, colour=["red"])
 
+    def test_record_goes_after_bridge(self) -> None:
+        """
+        A removed network is gone for clients at once, but its record stays
+        on disk until its bridge is gone: a daemon killed in between finds
+        the network again rather than a bridge no network owns.
+        """
+        from twisted.internet.defer import Deferred  # noqa: PLC0415
+
+        self.service.create({"Name": "slow"})
+        bridge_gone: Deferred[None] = Deferred()
+        self.service.forget = lambda _: bridge_gone
+        removing = self.service.remove("slow")
+        self.assertRaises(NotFound, self.service.inspect, "slow")
+        self.assertEqual(self.make().inspect("slow")["Name"], "slow")
+        bridge_gone.callback(None)
+        self.successResultOf(removing)
+        self.assertRaises(NotFound, self.make().inspect, "slow")
+
     def test_remove_and_prune(self) -> None:
         """In use is dockerd's 403 with the IDs; removal drops the bridge too."""
         from twisted.internet.defer import Deferred  # noqa: PLC0415
