@@ -304,6 +304,35 @@ class RemoveStormTests(_CrashCase):
         links = self.lab.run(["ip", "-br", "link"]).stdout.decode()
         self.assertEqual([n for n in links.split() if n.startswith("br-")], [])
 
+    def test_kill_during_stops(self) -> None:
+        """
+        SIGKILL of the daemon while 6 containers with published ports are
+        being stopped: after the restart each one either still runs and
+        answers on its port, or is stopped and starts again with the same
+        port answering; removing them leaves nothing.
+        """
+        baseline = self.baseline()
+        self.ok("network", "create", "stopnet")
+        names = [f"st{n}" for n in range(6)]
+        for n, name in enumerate(names):
+            self.serving(name, "--network", "stopnet" if n % 2 else "bridge",
+                         "-p", f"{_BASE_PORT + n}:80")  # fmt: skip
+        stops = [self.background("stop", "-t", "0", name) for name in names]
+        time.sleep(0.15)
+        self.daemon.kill()
+        for stop in stops:
+            stop.communicate(timeout=30)
+        self.daemon.start()
+        for n, name in enumerate(names):
+            if self.inspect(name, "{{.State.Running}}") != "true":
+                self.ok("start", name)
+            url = f"http://127.0.0.1:{_BASE_PORT + n}/"
+            self.assertEqual(self.wait_http(url), "hello\n", name)
+        self.ok("rm", "-f", *names)
+        self.ok("network", "rm", "stopnet")
+        self.nothing_left()
+        self.assertEqual(self.table(), baseline)
+
     def links(self) -> list[str]:
         """The lab host's link names."""
         out = self.lab.run(["ip", "-br", "link"]).stdout.decode()
