@@ -242,6 +242,20 @@ class NetworkLab:
         )  # fmt: skip
 
 
+def unmount_under(directory: Path) -> None:
+    """
+    Detach whatever is still mounted under C{directory}, deepest first: a
+    daemon stopped while a removed container's root was being reaped
+    leaves it to the next start, which a test's daemon never has, and
+    rmtree cannot remove a mount point.
+    """
+    prefix = str(directory) + "/"
+    with Path("/proc/self/mounts").open() as mounts:
+        points = [line.split()[1] for line in mounts]
+    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
 def _ip(*args: str, check: bool = True) -> None:
     result = subprocess.run(["ip", *args], capture_output=True, check=False)
     if check and result.returncode != 0:
@@ -265,6 +279,7 @@ def start_daemon(
     directory = Path(tempfile.mkdtemp(prefix="dockserve-it-"))
     daemon = RunningDaemon(directory, extra_args, lab)
     test_case.addCleanup(shutil.rmtree, str(directory), True)
+    test_case.addCleanup(unmount_under, directory)
     test_case.addCleanup(daemon.stop)
     daemon.start()
     return daemon
