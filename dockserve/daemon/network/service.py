@@ -136,6 +136,9 @@ class NetworkService:
         self._routes = routes
         self._now = now
         self._networks: dict[str, NetworkRecord] = {}
+        #: Networks being removed: gone for clients, but their bridges (and
+        #: subnets) are still on the host until their removal ends.
+        self._leaving: dict[str, NetworkRecord] = {}
         self.members: Callable[[str], dict[str, Any]] = _no_members
         self.in_use: Callable[[str], list[str]] = lambda _: []
         self.drained: Callable[[str], Deferred[None]] = lambda _: succeed(None)
@@ -253,7 +256,11 @@ class NetworkService:
             raise InvalidParameter("IPv6 networks are not supported by this daemon yet")
         options = {str(k): str(v) for k, v in (body.get("Options") or {}).items()}
         labels = {str(k): str(v) for k, v in (body.get("Labels") or {}).items()}
-        taken = [r.subnet for r in self._networks.values() if r.subnet is not None]
+        taken = [
+            r.subnet
+            for r in [*self._networks.values(), *self._leaving.values()]
+            if r.subnet is not None
+        ]
         ipam_body = body.get("IPAM") or {}
         subnet, gateway, ip_range = self._addressing(ipam_body, taken)
         config = (ipam_body.get("Config") or [{}])[0]
@@ -388,14 +395,18 @@ class NetworkService:
         route that no network owns.
         """
         del self._networks[rec.id]
-        await self.drained(rec.id)
-        gone = self.forget(rec)
-        if gone is not None:
-            try:
-                await gone
-            except DockerError as e:
-                _log.warn("removing bridge {b}: {e}", b=rec.bridge, e=e.message)
-        records.remove(self._root, rec)
+        self._leaving[rec.id] = rec
+        try:
+            await self.drained(rec.id)
+            gone = self.forget(rec)
+            if gone is not None:
+                try:
+                    await gone
+                except DockerError as e:
+                    _log.warn("removing bridge {b}: {e}", b=rec.bridge, e=e.message)
+            records.remove(self._root, rec)
+        finally:
+            del self._leaving[rec.id]
         self._event("destroy", rec)
 
     async def prune(self, filters: Mapping[str, list[str]]) -> dict[str, Any]:

@@ -191,8 +191,9 @@ class ListRemoveTests(_Base):
     def test_record_goes_after_bridge(self) -> None:
         """
         A removed network is gone for clients at once, but its record stays
-        on disk until its bridge is gone: a daemon killed in between finds
-        the network again rather than a bridge no network owns.
+        on disk, and its subnet taken, until its bridge is gone: a daemon
+        killed in between finds the network again rather than a bridge no
+        network owns, and no new bridge gets the same subnet meanwhile.
         """
         from twisted.internet.defer import Deferred  # noqa: PLC0415
 
@@ -202,9 +203,19 @@ class ListRemoveTests(_Base):
         removing = self.service.remove("slow")
         self.assertRaises(NotFound, self.service.inspect, "slow")
         self.assertEqual(self.make().inspect("slow")["Name"], "slow")
+        # Its subnet is still the bridge's: a new network gets another.
+        subnet = self.make().inspect("slow")["IPAM"]["Config"][0]["Subnet"]
+        other = self.service.create({"Name": "meanwhile"})["Id"]
+        self.assertNotEqual(
+            self.service.inspect(other)["IPAM"]["Config"][0]["Subnet"], subnet
+        )
         bridge_gone.callback(None)
         self.successResultOf(removing)
         self.assertRaises(NotFound, self.make().inspect, "slow")
+        after = self.service.create({"Name": "after"})["Id"]
+        self.assertEqual(
+            self.service.inspect(after)["IPAM"]["Config"][0]["Subnet"], subnet
+        )
 
     def test_remove_and_prune(self) -> None:
         """In use is dockerd's 403 with the IDs; removal drops the bridge too."""
