@@ -1011,7 +1011,8 @@ class ContainerService(
                 # A start under way ends running or failed: removing under
                 # it left its network, and its record saved again into a
                 # directory being reaped (a container back after a restart).
-                await _settled(c.busy)
+                # busy only ever fires None (see _guarded).
+                await c.busy
                 if self._containers.get(c.id) is not c:
                     return  # AutoRemove, or another removal, got there first
                 if c.record.state.running and not force:
@@ -1440,18 +1441,6 @@ class ContainerService(
 _MONITOR_LOST = (
     "the container's monitor (conmon) ended unexpectedly; the container was stopped"
 )
-
-
-def _settled(work: Deferred[None]) -> Deferred[None]:
-    """A Deferred that fires when C{work} has, without touching its result."""
-    done: Deferred[None] = Deferred()
-
-    def fire(result: object) -> object:
-        done.callback(None)
-        return result
-
-    work.addBoth(fire)
-    return done
 
 
 def _remove_tree(directory: Path) -> None:

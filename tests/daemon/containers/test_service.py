@@ -35,6 +35,18 @@ class _Base(SynchronousTestCase):
         self.successResultOf(self.service.start(cid))
         return cid
 
+    def hold_start(self) -> Deferred[None]:
+        """Make the next starts wait, half way, until the result fires."""
+        bundles = self.service._bundles
+        real_prepare = bundles.prepare
+        held: Deferred[None] = Deferred()
+
+        def prepare(*args: Any) -> Any:
+            return held.addCallback(lambda _: real_prepare(*args))
+
+        bundles.prepare = prepare  # type: ignore[method-assign]
+        return held
+
 
 class CreateTests(_Base):
     def test_create_inspect(self) -> None:
@@ -697,14 +709,7 @@ class StartPathTests(_Base):
         let go only once it is made. A bundle that cannot be made fails
         the start with its error, and nothing runs.
         """
-        bundles = self.service._bundles
-        real_prepare = bundles.prepare
-        held: Deferred[None] = Deferred()
-
-        def prepare(*args: Any) -> Any:
-            return held.addCallback(lambda _: real_prepare(*args))
-
-        bundles.prepare = prepare  # type: ignore[method-assign]
+        held = self.hold_start()
         cid = self.create()
         starting = self.service.start(cid)
         self.assertIn(cid, self.runtime.containers)
@@ -718,7 +723,7 @@ class StartPathTests(_Base):
 
             return fail(NotFound("unable to find user nobody"))
 
-        bundles.prepare = refuse  # type: ignore[method-assign]
+        self.service._bundles.prepare = refuse  # type: ignore[method-assign]
         other = self.create("other")
         failure = self.failureResultOf(self.service.start(other), SystemError_)
         self.assertIn("unable to find user", failure.value.message)
@@ -798,18 +803,6 @@ class RemovalTests(_Base):
         held.callback(None)
         self.successResultOf(self.service.settled())
         self.assertFalse(self.directory(cid).exists())
-
-    def hold_start(self) -> Deferred[None]:
-        """Make the next starts wait, half way, until the result fires."""
-        bundles = self.service._bundles
-        real_prepare = bundles.prepare
-        held: Deferred[None] = Deferred()
-
-        def prepare(*args: Any) -> Any:
-            return held.addCallback(lambda _: real_prepare(*args))
-
-        bundles.prepare = prepare  # type: ignore[method-assign]
-        return held
 
     def test_force_remove_waits_for_start(self) -> None:
         """
