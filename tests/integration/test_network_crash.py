@@ -307,9 +307,11 @@ class RemoveStormTests(_CrashCase):
     def test_kill_during_stops(self) -> None:
         """
         SIGKILL of the daemon while 6 containers with published ports are
-        being stopped: after the restart each one either still runs and
-        answers on its port, or is stopped and starts again with the same
-        port answering; removing them leaves nothing.
+        being stopped: three with C{-t 0} (done, or nearly), three in the
+        middle of a 5 s grace (their httpd, as PID 1, ignores SIGTERM).
+        After the restart those three still run and answer on their ports,
+        and a stop then ends them; every one starts again with its port
+        answering; removing them leaves nothing.
         """
         baseline = self.baseline()
         self.ok("network", "create", "stopnet")
@@ -317,16 +319,26 @@ class RemoveStormTests(_CrashCase):
         for n, name in enumerate(names):
             self.serving(name, "--network", "stopnet" if n % 2 else "bridge",
                          "-p", f"{_BASE_PORT + n}:80")  # fmt: skip
-        stops = [self.background("stop", "-t", "0", name) for name in names]
-        time.sleep(0.15)
+        graces = ["0" if n < 3 else "5" for n in range(len(names))]
+        stops = [
+            self.background("stop", "-t", grace, name)
+            for name, grace in zip(names, graces, strict=True)
+        ]
+        time.sleep(1.0)
         self.daemon.kill()
         for stop in stops:
             stop.communicate(timeout=30)
         self.daemon.start()
         for n, name in enumerate(names):
-            if self.inspect(name, "{{.State.Running}}") != "true":
-                self.ok("start", name)
             url = f"http://127.0.0.1:{_BASE_PORT + n}/"
+            running = self.inspect(name, "{{.State.Running}}") == "true"
+            if graces[n] == "5":
+                self.assertTrue(running, name)
+                self.assertEqual(self.wait_http(url), "hello\n", name)
+            if running:
+                self.ok("stop", "-t", "0", name)
+            self.assertEqual(self.inspect(name, "{{.State.Running}}"), "false")
+            self.ok("start", name)
             self.assertEqual(self.wait_http(url), "hello\n", name)
         self.ok("rm", "-f", *names)
         self.ok("network", "rm", "stopnet")
