@@ -112,6 +112,20 @@ class CreateInspectTests(_SDKCase):
             )
         self.assertEqual(caught.exception.explanation, "Address already in use")
 
+    def test_aux_addresses_skipped(self) -> None:
+        """Containers the SDK runs on a network never get its aux addresses."""
+        pool = IPAMPool(
+            subnet="10.41.0.0/24",
+            aux_addresses={"router": "10.41.0.2", "printer": "10.41.0.3"},
+        )
+        self.network("auxsdk", ipam=IPAMConfig(pool_configs=[pool]))
+        got = []
+        for n in range(2):
+            c = self.sleeper(f"auxsdk{n}", network="auxsdk")
+            c.reload()
+            got.append(c.attrs["NetworkSettings"]["Networks"]["auxsdk"]["IPAddress"])
+        self.assertEqual(got, ["10.41.0.4", "10.41.0.5"])
+
     def test_refusals(self) -> None:
         """
         A second network of the same name (409), a host-driver network, an
